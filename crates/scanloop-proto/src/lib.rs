@@ -1,0 +1,44 @@
+//! Scanloop's protobuf contracts: the gRPC APIs of the four services and the events they publish.
+//!
+//! One module per proto package (`scanloop.<service>.v1`), mirroring `proto/`. Event consumers
+//! depend on these messages, so they are versioned like an API: fields are only ever added.
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+pub mod scanloop {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("scanloop.common.v1");
+        }
+    }
+    pub mod activation {
+        pub mod v1 {
+            tonic::include_proto!("scanloop.activation.v1");
+        }
+    }
+    pub mod membership {
+        pub mod v1 {
+            tonic::include_proto!("scanloop.membership.v1");
+        }
+    }
+    pub mod referral {
+        pub mod v1 {
+            tonic::include_proto!("scanloop.referral.v1");
+        }
+    }
+    pub mod payouts {
+        pub mod v1 {
+            tonic::include_proto!("scanloop.payouts.v1");
+        }
+    }
+}
+
+pub use scanloop::{activation, common, membership, payouts, referral};
+
+/// Encoded `FileDescriptorSet` of every Scanloop proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("scanloop_descriptor");
+
+/// The fully qualified protobuf name of a message type, used as the envelope's `event_type`.
+pub fn full_name<M: prost::Name>() -> String {
+    M::full_name()
+}
