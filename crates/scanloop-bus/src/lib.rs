@@ -1,0 +1,17 @@
+//! Kafka for Scanloop.
+//!
+//! - [`topics`]: topic names (`scanloop.<service>.events.v1`, `<topic>.dlq`) and creating them
+//!   with the settings events need (kept forever).
+//! - [`headers`]: the envelope mirrored in record headers, W3C trace context included.
+//! - [`producer`]: the idempotent producer (acks=all) that publishes a stream's events in order.
+//! - [`consumer`]: the runner that hands each event to a handler exactly once per
+//!   (stream, version), commits offsets only after success, and dead-letters poison messages.
+
+pub mod consumer;
+pub mod headers;
+pub mod producer;
+pub mod topics;
+
+pub use consumer::{ConsumerOptions, ConsumerRunner, ConsumerStats, EventHandler, HandlerError};
+pub use producer::{EventProducer, PublishError};
+pub use scanloop_proto::common::v1::{DeadLetter, EventEnvelope};

@@ -1,0 +1,24 @@
+//! The event store: each aggregate is a stream of events in ScyllaDB/Cassandra, published to
+//! Kafka in version order without a dual-write hole.
+//!
+//! - [`store::EventStore`]: append with optimistic concurrency (one conditional batch,
+//!   `IF NOT EXISTS` on the next versions, in the stream's partition), load, snapshots.
+//! - [`outbox::Outbox`]: append *and* publish: a pending marker is recorded before the append,
+//!   the stream's unpublished range is published in order with the idempotent producer, the
+//!   stream's published version advances and the marker is deleted. [`outbox::Sweeper`]
+//!   republishes ranges whose markers were left behind by a crash.
+//! - [`aggregate`]: pure `decide`/`apply` aggregates and a repository that runs a command
+//!   against a stream with retry on concurrency conflicts.
+//!
+//! Per stream, events reach Kafka in order, possibly duplicated, never lost.
+
+pub mod aggregate;
+pub mod event;
+pub mod outbox;
+pub mod schema;
+pub mod store;
+
+pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Repository};
+pub use event::{AppendMeta, NewEvent, RecordedEvent};
+pub use outbox::{Appended, Outbox, Sweeper};
+pub use store::{AppendError, EventStore, Snapshot};

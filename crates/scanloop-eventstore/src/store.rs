@@ -1,0 +1,369 @@
+//! Appending to and loading streams.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use scanloop_storage::DbError;
+use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlValue, Row};
+use uuid::Uuid;
+
+use crate::event::{AppendMeta, NewEvent, RecordedEvent};
+
+/// Most events one append may carry: they go in one conditional batch.
+pub const MAX_EVENTS_PER_APPEND: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended first: reload the stream, decide again, retry.
+    #[error("stream {stream_id} is no longer at version {expected}: it changed concurrently")]
+    Conflict { stream_id: String, expected: u64 },
+    #[error("invalid append to {stream_id}: {reason}")]
+    Invalid { stream_id: String, reason: String },
+    /// The database did not answer in time or at all. For a timed-out append the outcome is
+    /// unknown (it may have been applied): callers retry through their idempotency keys.
+    #[error("event store unavailable: {0}")]
+    Unavailable(#[source] DbError),
+}
+
+impl AppendError {
+    fn db<E: Into<DbError>>(error: E) -> Self {
+        Self::Unavailable(error.into())
+    }
+}
+
+/// A serialized aggregate state at a version, so long streams load from there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub state_type: String,
+    pub state: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Statements>,
+}
+
+struct Statements {
+    session: Arc<Session>,
+    insert_event: PreparedStatement,
+    load_events: PreparedStatement,
+    load_range: PreparedStatement,
+    published_version: PreparedStatement,
+    set_published_version: PreparedStatement,
+    load_snapshot: PreparedStatement,
+    save_snapshot: PreparedStatement,
+}
+
+type EventRow = (
+    i64,
+    Uuid,
+    String,
+    i32,
+    String,
+    Vec<u8>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    String,
+    String,
+);
+
+const EVENT_COLUMNS: &str = "version, event_id, event_type, schema_version, brand_id, payload, \
+     occurred_at, recorded_at, correlation_id, causation_id, traceparent";
+
+impl EventStore {
+    /// Prepares the statements against `keyspace`. Checks first that `scanloop migrate` has
+    /// created the event store's tables there.
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> anyhow::Result<Self> {
+        scanloop_storage::require_schema(
+            &session,
+            keyspace,
+            crate::schema::COMPONENT,
+            crate::schema::SCHEMA_VERSION,
+        )
+        .await?;
+        let prepare = |cql: String| {
+            let session = session.clone();
+            async move { session.prepare(cql).await }
+        };
+        let mut insert_event = prepare(format!(
+            "INSERT INTO {keyspace}.events (stream_id, {EVENT_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        ))
+        .await?;
+        insert_event.set_consistency(Consistency::Quorum);
+        let load_events = prepare(format!(
+            "SELECT {EVENT_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? AND version > ?"
+        ))
+        .await?;
+        let load_range = prepare(format!(
+            "SELECT {EVENT_COLUMNS} FROM {keyspace}.events \
+             WHERE stream_id = ? AND version > ? AND version <= ?"
+        ))
+        .await?;
+        let published_version = prepare(format!(
+            "SELECT published_version FROM {keyspace}.events WHERE stream_id = ? LIMIT 1"
+        ))
+        .await?;
+        let set_published_version = prepare(format!(
+            "UPDATE {keyspace}.events SET published_version = ? WHERE stream_id = ?"
+        ))
+        .await?;
+        let load_snapshot = prepare(format!(
+            "SELECT version, state_type, state FROM {keyspace}.snapshots WHERE stream_id = ?"
+        ))
+        .await?;
+        // The write timestamp is the snapshot's version: a late write of an older snapshot can
+        // never replace a newer one.
+        let save_snapshot = prepare(format!(
+            "INSERT INTO {keyspace}.snapshots (stream_id, version, state_type, state, taken_at) \
+             VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        ))
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Statements {
+                session,
+                insert_event,
+                load_events,
+                load_range,
+                published_version,
+                set_published_version,
+                load_snapshot,
+                save_snapshot,
+            }),
+        })
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.inner.session
+    }
+
+    /// Appends `events` after `expected_version` (0 for a new stream) in one conditional batch.
+    /// `expected_version` must come from loading the stream: the batch checks that the next
+    /// versions are free, so a stale version conflicts and nothing is written.
+    pub async fn append(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        meta: &AppendMeta,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
+        validate_append(stream_id, &events)?;
+        let recorded_at = Utc::now();
+        let recorded: Vec<RecordedEvent> = events
+            .into_iter()
+            .zip(expected_version + 1..)
+            .map(|(event, version)| {
+                RecordedEvent::new(stream_id, version, meta, event, recorded_at)
+            })
+            .collect();
+
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_consistency(Consistency::Quorum);
+        batch.set_serial_consistency(Some(SerialConsistency::Serial));
+        let mut values = Vec::with_capacity(recorded.len());
+        for event in &recorded {
+            batch.append_statement(self.inner.insert_event.clone());
+            values.push((
+                event.stream_id.as_str(),
+                event.version as i64,
+                event.event_id,
+                event.event_type.as_str(),
+                event.schema_version as i32,
+                event.brand_id.as_str(),
+                event.payload.as_slice(),
+                event.occurred_at,
+                event.recorded_at,
+                event.correlation_id.as_str(),
+                event.causation_id.as_str(),
+                event.traceparent.as_str(),
+            ));
+        }
+        let result = self
+            .inner
+            .session
+            .batch(&batch, values)
+            .await
+            .map_err(AppendError::db)?;
+        let rows = result.into_rows_result().map_err(AppendError::db)?;
+        let first: Row = rows.first_row().map_err(AppendError::db)?;
+        match first.columns.first() {
+            Some(Some(CqlValue::Boolean(true))) => Ok(recorded),
+            Some(Some(CqlValue::Boolean(false))) => Err(AppendError::Conflict {
+                stream_id: stream_id.to_owned(),
+                expected: expected_version,
+            }),
+            other => Err(AppendError::Unavailable(DbError::msg(format!(
+                "unexpected reply to a conditional batch: {other:?}"
+            )))),
+        }
+    }
+
+    /// Events of `stream_id` after `after_version`, in order.
+    pub async fn load(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, DbError> {
+        let pager = self
+            .inner
+            .session
+            .execute_iter(
+                self.inner.load_events.clone(),
+                (stream_id, after_version as i64),
+            )
+            .await?;
+        let rows: Vec<EventRow> = pager.rows_stream::<EventRow>()?.try_collect().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| from_row(stream_id, row))
+            .collect())
+    }
+
+    /// Events of `stream_id` in `(after_version, up_to]`, in order.
+    pub async fn load_range(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+        up_to: u64,
+    ) -> Result<Vec<RecordedEvent>, DbError> {
+        let pager = self
+            .inner
+            .session
+            .execute_iter(
+                self.inner.load_range.clone(),
+                (stream_id, after_version as i64, up_to as i64),
+            )
+            .await?;
+        let rows: Vec<EventRow> = pager.rows_stream::<EventRow>()?.try_collect().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| from_row(stream_id, row))
+            .collect())
+    }
+
+    /// How far the stream has been published to Kafka (0 when nothing was).
+    pub async fn published_version(&self, stream_id: &str) -> Result<u64, DbError> {
+        let rows = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.published_version, (stream_id,))
+            .await?
+            .into_rows_result()?;
+        Ok(rows
+            .maybe_first_row::<(Option<i64>,)>()?
+            .and_then(|(v,)| v)
+            .map_or(0, |v| v.max(0) as u64))
+    }
+
+    /// Records that the stream is published up to `version`. A plain write: if a slower
+    /// publisher writes a lower value afterwards, the next publish merely repeats some events,
+    /// which consumers drop.
+    pub async fn set_published_version(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<(), DbError> {
+        self.inner
+            .session
+            .execute_unpaged(
+                &self.inner.set_published_version,
+                (version as i64, stream_id),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, DbError> {
+        let rows = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.load_snapshot, (stream_id,))
+            .await?
+            .into_rows_result()?;
+        Ok(rows
+            .maybe_first_row::<(i64, String, Vec<u8>)>()?
+            .map(|(version, state_type, state)| Snapshot {
+                version: version.max(0) as u64,
+                state_type,
+                state,
+            }))
+    }
+
+    pub async fn save_snapshot(&self, stream_id: &str, snapshot: &Snapshot) -> Result<(), DbError> {
+        self.inner
+            .session
+            .execute_unpaged(
+                &self.inner.save_snapshot,
+                (
+                    stream_id,
+                    snapshot.version as i64,
+                    snapshot.state_type.as_str(),
+                    snapshot.state.as_slice(),
+                    Utc::now(),
+                    snapshot.version as i64,
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Refuses appends that could never succeed, before anything is written.
+pub(crate) fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
+    let invalid = |reason: &str| {
+        Err(AppendError::Invalid {
+            stream_id: stream_id.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if stream_id.is_empty() {
+        return invalid("empty stream id");
+    }
+    if events.is_empty() {
+        return invalid("no events");
+    }
+    if events.len() > MAX_EVENTS_PER_APPEND {
+        return invalid("more than 100 events in one append");
+    }
+    if events.iter().any(|e| e.event_type.is_empty()) {
+        return invalid("an event without event_type");
+    }
+    Ok(())
+}
+
+fn from_row(stream_id: &str, row: EventRow) -> RecordedEvent {
+    let (
+        version,
+        event_id,
+        event_type,
+        schema_version,
+        brand_id,
+        payload,
+        occurred_at,
+        recorded_at,
+        correlation_id,
+        causation_id,
+        traceparent,
+    ) = row;
+    RecordedEvent {
+        stream_id: stream_id.to_owned(),
+        version: version as u64,
+        event_id,
+        event_type,
+        schema_version: schema_version as u32,
+        brand_id,
+        payload,
+        occurred_at,
+        recorded_at,
+        correlation_id,
+        causation_id,
+        traceparent,
+    }
+}

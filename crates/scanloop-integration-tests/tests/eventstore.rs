@@ -1,0 +1,241 @@
+//! The event store on the devstack: optimistic concurrency, ordered publishing, crash recovery.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{event, fixture, meta};
+use scanloop_bus::EventProducer;
+use scanloop_eventstore::{AppendError, Outbox, Snapshot, Sweeper};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_one_stream_get_contiguous_versions_and_losers_conflict() {
+    let fx = fixture("concurrency", 1).await;
+    let stream = "counter-1";
+    let target = 120u64;
+    let successes = Arc::new(AtomicU64::new(0));
+    let conflicts = Arc::new(AtomicU64::new(0));
+
+    let writers = (0..12).map(|writer| {
+        let outbox = fx.outbox.clone();
+        let (successes, conflicts) = (successes.clone(), conflicts.clone());
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while successes.load(Ordering::SeqCst) < target {
+                let head = outbox.store().load(stream, 0).await.unwrap().len() as u64;
+                let body = format!("writer {writer} at {head}");
+                match outbox
+                    .append(stream, head, &meta(), vec![event("test.Tick", &body)])
+                    .await
+                {
+                    Ok(appended) => {
+                        successes.fetch_add(1, Ordering::SeqCst);
+                        mine.push((appended.version(), body));
+                    }
+                    Err(AppendError::Conflict { expected, .. }) => {
+                        assert_eq!(expected, head);
+                        conflicts.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(other) => panic!("unexpected append error: {other}"),
+                }
+            }
+            mine
+        })
+    });
+    let mut claimed = Vec::new();
+    for writer in futures::future::join_all(writers).await {
+        claimed.extend(writer.unwrap());
+    }
+
+    let stored = fx.store.load(stream, 0).await.unwrap();
+    let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
+    let expected: Vec<u64> = (1..=stored.len() as u64).collect();
+    assert_eq!(versions, expected, "versions must be contiguous from 1");
+    assert_eq!(stored.len() as u64, successes.load(Ordering::SeqCst));
+    let ids: HashSet<_> = stored.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), stored.len(), "event ids must be unique");
+    // Every success a writer was told about is exactly the event stored at that version.
+    assert_eq!(claimed.len(), stored.len());
+    for (version, body) in claimed {
+        assert_eq!(stored[version as usize - 1].payload, body.as_bytes());
+    }
+    assert!(
+        conflicts.load(Ordering::SeqCst) > 0,
+        "12 writers racing on one stream must produce conflicts"
+    );
+    assert_eq!(
+        fx.store.published_version(stream).await.unwrap(),
+        stored.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_expected_version_writes_nothing() {
+    let fx = fixture("stale", 1).await;
+    fx.outbox
+        .append(
+            "s-1",
+            0,
+            &meta(),
+            vec![event("test.A", "a"), event("test.B", "b")],
+        )
+        .await
+        .unwrap();
+    let error = fx
+        .outbox
+        .append(
+            "s-1",
+            1,
+            &meta(),
+            vec![event("test.C", "c"), event("test.D", "d")],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::Conflict { expected: 1, .. }),
+        "{error}"
+    );
+    let stored = fx.store.load("s-1", 0).await.unwrap();
+    let types: Vec<_> = stored.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["test.A", "test.B"],
+        "the losing batch must leave no row"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_loses_kafka_after_its_append_is_published_by_the_sweeper() {
+    let fx = fixture("sweeper", 3).await;
+    // A writer whose broker is unreachable stores its events and then fails to publish: the
+    // database is left exactly as if the writer had died between its append and its publish
+    // (events stored, marker present, published version behind).
+    let dead_broker = EventProducer::new("127.0.0.1:1", Duration::from_millis(500)).unwrap();
+    let stranded = Outbox::new(
+        fx.store.clone(),
+        &fx.keyspace,
+        dead_broker,
+        fx.topic.clone(),
+    )
+    .await
+    .unwrap();
+    for stream in ["order-1", "order-2"] {
+        let appended = stranded
+            .append(
+                stream,
+                0,
+                &meta(),
+                vec![event("test.A", "1"), event("test.B", "2")],
+            )
+            .await
+            .unwrap();
+        assert!(!appended.published);
+    }
+    assert_eq!(fx.store.published_version("order-1").await.unwrap(), 0);
+
+    let recorder = common::Recorder::default();
+    let (_stats, shutdown, consumer) =
+        common::start_consumer(&fx, "sweeper-test", recorder.clone());
+    let sweeper = Sweeper::new(fx.outbox.clone())
+        .with_timing(Duration::from_secs(1), Duration::from_millis(250));
+    let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
+
+    let delivered = scanloop_testkit::eventually(Duration::from_secs(20), || {
+        let recorder = recorder.clone();
+        async move { recorder.count() == 4 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    sweeping.await.unwrap();
+    assert!(
+        delivered,
+        "sweeper must publish stranded events; saw {:?}",
+        recorder.seen()
+    );
+    let mut seen = recorder.seen();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("order-1".into(), 1),
+            ("order-1".into(), 2),
+            ("order-2".into(), 1),
+            ("order-2".into(), 2)
+        ]
+    );
+    assert_eq!(fx.store.published_version("order-2").await.unwrap(), 2);
+    // Nothing is left to sweep.
+    let report = Sweeper::new(fx.outbox.clone()).sweep_once().await.unwrap();
+    assert_eq!(report.markers_kept, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_append_publishes_earlier_unpublished_events_first() {
+    let fx = fixture("catchup", 1).await;
+    let dead_broker = EventProducer::new("127.0.0.1:1", Duration::from_millis(500)).unwrap();
+    let stranded = Outbox::new(
+        fx.store.clone(),
+        &fx.keyspace,
+        dead_broker,
+        fx.topic.clone(),
+    )
+    .await
+    .unwrap();
+    stranded
+        .append("s", 0, &meta(), vec![event("test.A", "1")])
+        .await
+        .unwrap();
+    let recorder = common::Recorder::default();
+    let (_stats, shutdown, consumer) = common::start_consumer(&fx, "catchup", recorder.clone());
+    let appended = fx
+        .outbox
+        .append("s", 1, &meta(), vec![event("test.B", "2")])
+        .await
+        .unwrap();
+    assert!(appended.published);
+    let delivered = scanloop_testkit::eventually(Duration::from_secs(20), || {
+        let recorder = recorder.clone();
+        async move { recorder.count() == 2 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    assert!(delivered);
+    assert_eq!(recorder.seen(), [("s".into(), 1), ("s".into(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_never_go_back_in_version() {
+    let fx = fixture("snapshots", 1).await;
+    let snapshot = |version: u64| Snapshot {
+        version,
+        state_type: "test.State".into(),
+        state: version.to_be_bytes().to_vec(),
+    };
+    assert_eq!(fx.store.load_snapshot("s").await.unwrap(), None);
+    fx.store.save_snapshot("s", &snapshot(20)).await.unwrap();
+    fx.store.save_snapshot("s", &snapshot(10)).await.unwrap();
+    assert_eq!(
+        fx.store.load_snapshot("s").await.unwrap(),
+        Some(snapshot(20))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_appends_are_refused_before_touching_the_database() {
+    let fx = fixture("invalid", 1).await;
+    let error = fx.outbox.append("s", 0, &meta(), vec![]).await.unwrap_err();
+    assert!(matches!(error, AppendError::Invalid { .. }), "{error}");
+    let too_many = (0..101).map(|i| event("test.A", &i.to_string())).collect();
+    let error = fx
+        .outbox
+        .append("s", 0, &meta(), too_many)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, AppendError::Invalid { .. }), "{error}");
+    assert!(fx.store.load("s", 0).await.unwrap().is_empty());
+}

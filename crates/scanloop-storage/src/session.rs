@@ -1,0 +1,53 @@
+//! Connecting to the cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+/// Connects to the given contact points, retrying for up to `wait` while the cluster starts.
+pub async fn connect(nodes: &[String], wait: Duration) -> anyhow::Result<Arc<Session>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let attempt = SessionBuilder::new()
+            .known_nodes(nodes)
+            .connection_timeout(Duration::from_secs(5))
+            .build()
+            .await;
+        match attempt {
+            Ok(session) => return Ok(Arc::new(session)),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, nodes = ?nodes, "cql cluster not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot connect to cql nodes {nodes:?}"));
+            }
+        }
+    }
+}
+
+/// Keyspace and table names are spliced into CQL text, so they are restricted to what CQL allows
+/// unquoted: a letter, then letters, digits and underscores, at most 48 characters.
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 48
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        assert!(is_valid_identifier("scanloop_activation"));
+        assert!(!is_valid_identifier("1abc"));
+        assert!(!is_valid_identifier("a; DROP KEYSPACE x"));
+        assert!(!is_valid_identifier(""));
+    }
+}

@@ -1,0 +1,72 @@
+//! Test support for integration tests against the devstack (real Kafka, real Cassandra or
+//! ScyllaDB): every test gets its own keyspace and its own topics, so tests run in parallel and
+//! never see each other's data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::session::Session;
+
+/// Kafka bootstrap servers of the devstack (or `SCANLOOP_KAFKA_BROKERS`).
+pub fn brokers() -> String {
+    std::env::var("SCANLOOP_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// CQL contact points of the devstack (or `SCANLOOP_CQL_NODES`).
+pub fn cql_nodes() -> Vec<String> {
+    std::env::var("SCANLOOP_CQL_NODES")
+        .unwrap_or_else(|_| "127.0.0.1:9042".to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect()
+}
+
+/// A name no other test uses: `<prefix>_<12 hex digits>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub async fn session() -> anyhow::Result<Arc<Session>> {
+    scanloop_storage::connect(&cql_nodes(), Duration::from_secs(30)).await
+}
+
+/// A fresh keyspace with the event store's and the consumer checkpoints' tables.
+pub async fn fresh_keyspace(prefix: &str) -> anyhow::Result<(Arc<Session>, String)> {
+    let session = session().await?;
+    let keyspace = unique_name(&format!("test_{prefix}"));
+    let migrations: Vec<_> = scanloop_eventstore::schema::MIGRATIONS
+        .iter()
+        .chain(scanloop_storage::checkpoints::MIGRATIONS)
+        .collect();
+    scanloop_storage::migrate(&session, &keyspace, 1, "", &migrations).await?;
+    Ok((session, keyspace))
+}
+
+/// A fresh event topic (and its `.dlq`), kept forever like the real ones.
+pub async fn fresh_topic(prefix: &str, partitions: i32) -> anyhow::Result<String> {
+    let topic = unique_name(&format!("test.{prefix}"));
+    scanloop_bus::topics::ensure_topics(&brokers(), std::slice::from_ref(&topic), partitions, 1)
+        .await?;
+    Ok(topic)
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
