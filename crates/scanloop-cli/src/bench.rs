@@ -1,0 +1,522 @@
+//! `scanloop bench`: the storage and messaging baseline, measured side by side in one run.
+//!
+//! Phases (each on fresh streams, one event of `payload_bytes` per operation):
+//! 1. plain CQL insert into a table shaped like `events` — the limit the append is compared with;
+//! 2. event-store append: the conditional (LWT) batch alone;
+//! 3. append + publish through the outbox: marker, LWT, publish (acks=all), published version,
+//!    marker delete — what a command pays;
+//! 4. plain Kafka produce of the same envelopes (idempotent, acks=all);
+//! 5. consumer throughput: the consumer runner (checkpoint read + write per event, no-op
+//!    handler) draining what phase 3 published.
+//!
+//! Closed loop at `--concurrency` by default; `--rate` switches to an open loop at a fixed
+//! schedule, with latency measured from each operation's scheduled start (no coordinated
+//! omission). CPU time per operation is read from /proc for this process and, when found, for
+//! the devstack's Cassandra and Kafka.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hdrhistogram::Histogram;
+use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventEnvelope, EventHandler, EventProducer, HandlerError};
+use scanloop_config::Infra;
+use scanloop_eventstore::{AppendMeta, EventStore, NewEvent, Outbox};
+use scanloop_storage::Checkpoints;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Measured seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Unmeasured warm-up seconds before each phase.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Operations in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Open-loop rate in operations per second; 0 runs a closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Bytes of event payload.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Devstack state directory, to find Cassandra's and Kafka's pids for CPU accounting.
+    #[arg(long, env = "SCANLOOP_DEVSTACK_DIR")]
+    devstack_dir: Option<PathBuf>,
+}
+
+pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
+    let session = scanloop_storage::connect(&infra.cql_nodes, Duration::from_secs(60)).await?;
+    let keyspace = format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let migrations: Vec<_> = crate::migrate::migrations_for("bench");
+    scanloop_storage::migrate(&session, &keyspace, infra.replication_factor, "", &migrations)
+        .await?;
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.plain_events (\
+                 stream_id text, version bigint, event_id uuid, event_type text, \
+                 schema_version int, brand_id text, payload blob, occurred_at timestamp, \
+                 recorded_at timestamp, correlation_id text, causation_id text, traceparent text, \
+                 PRIMARY KEY ((stream_id), version))"
+            ),
+            (),
+        )
+        .await?;
+    session.await_schema_agreement().await?;
+    let topic = format!("bench.{keyspace}");
+    scanloop_bus::topics::ensure_topics(
+        &infra.kafka_brokers,
+        std::slice::from_ref(&topic),
+        i32::from(infra.topic_partitions),
+        i32::from(infra.replication_factor),
+    )
+    .await?;
+
+    let store = EventStore::new(session.clone(), &keyspace).await?;
+    let producer = EventProducer::new(&infra.kafka_brokers, Duration::from_secs(30))?;
+    let outbox = Outbox::new(store.clone(), &keyspace, producer.clone(), topic.clone()).await?;
+    let payload = Arc::new(vec![b'x'; args.payload_bytes]);
+    let servers = ServerPids::find(args.devstack_dir.as_deref());
+
+    print_header(&args, &keyspace);
+    let mut results = Vec::new();
+
+    let insert = Arc::new(
+        session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.plain_events (stream_id, version, event_id, event_type, \
+                 schema_version, brand_id, payload, occurred_at, recorded_at, correlation_id, \
+                 causation_id, traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+    );
+    results.push(
+        phase("plain CQL insert", &args, &servers, {
+            let (session, insert, payload) = (session.clone(), insert.clone(), payload.clone());
+            move |i| {
+                let (session, insert, payload) = (session.clone(), insert.clone(), payload.clone());
+                async move {
+                    let now = Utc::now();
+                    session
+                        .execute_unpaged(
+                            &insert,
+                            (
+                                format!("plain-{i}"),
+                                1i64,
+                                uuid::Uuid::now_v7(),
+                                "bench.Event",
+                                1i32,
+                                "bench",
+                                payload.as_slice(),
+                                now,
+                                now,
+                                "",
+                                "",
+                                "",
+                            ),
+                        )
+                        .await?;
+                    Ok(())
+                }
+            }
+        })
+        .await,
+    );
+
+    let new_event = {
+        let payload = payload.clone();
+        move || NewEvent {
+            event_type: "bench.Event".into(),
+            schema_version: 1,
+            payload: payload.to_vec(),
+            occurred_at: Utc::now(),
+        }
+    };
+    let meta = AppendMeta {
+        brand_id: "bench".into(),
+        ..AppendMeta::default()
+    };
+    results.push(
+        phase("event-store append (LWT)", &args, &servers, {
+            let (store, meta, new_event) = (store.clone(), meta.clone(), new_event.clone());
+            move |i| {
+                let (store, meta, event) = (store.clone(), meta.clone(), new_event());
+                async move {
+                    store.append(&format!("append-{i}"), 0, &meta, vec![event]).await?;
+                    Ok(())
+                }
+            }
+        })
+        .await,
+    );
+
+    let published = Arc::new(AtomicU64::new(0));
+    results.push(
+        phase("append + publish (outbox)", &args, &servers, {
+            let (outbox, meta, new_event) = (outbox.clone(), meta.clone(), new_event.clone());
+            let published = published.clone();
+            move |i| {
+                let (outbox, meta, event) = (outbox.clone(), meta.clone(), new_event());
+                let published = published.clone();
+                async move {
+                    let appended = outbox
+                        .append(&format!("outbox-{i}"), 0, &meta, vec![event])
+                        .await?;
+                    anyhow::ensure!(appended.published, "append stored but not published");
+                    published.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+        })
+        .await,
+    );
+
+    let produce_topic = format!("{topic}.produce");
+    scanloop_bus::topics::ensure_topics(
+        &infra.kafka_brokers,
+        std::slice::from_ref(&produce_topic),
+        i32::from(infra.topic_partitions),
+        i32::from(infra.replication_factor),
+    )
+    .await?;
+    results.push(
+        phase("kafka produce (acks=all)", &args, &servers, {
+            let (producer, payload) = (producer.clone(), payload.clone());
+            let produce_topic = produce_topic.clone();
+            move |i| {
+                let (producer, topic) = (producer.clone(), produce_topic.clone());
+                let envelope = EventEnvelope {
+                    event_id: uuid::Uuid::now_v7().to_string(),
+                    event_type: "bench.Event".into(),
+                    schema_version: 1,
+                    brand_id: "bench".into(),
+                    stream_id: format!("produce-{i}"),
+                    version: 1,
+                    payload: payload.to_vec(),
+                    ..EventEnvelope::default()
+                };
+                async move {
+                    producer.publish_in_order(&topic, &[envelope]).await?;
+                    Ok(())
+                }
+            }
+        })
+        .await,
+    );
+
+    let consumer = consume_all(infra, &session, &keyspace, &topic, &servers, &published).await?;
+    print_results(&results, &consumer);
+    Ok(())
+}
+
+struct PhaseResult {
+    name: &'static str,
+    ops: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+    cpu: CpuUse,
+}
+
+/// Runs `op(i)` for a warm-up and then for the measured duration.
+async fn phase<F, Fut>(name: &'static str, args: &Args, servers: &ServerPids, op: F) -> PhaseResult
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let _ = drive(args, Duration::from_secs(args.warmup_secs), op.clone(), next.clone()).await;
+    let cpu_before = servers.sample();
+    let started = Instant::now();
+    let (latency_us, ops, errors) =
+        drive(args, Duration::from_secs(args.duration_secs), op, next).await;
+    let elapsed = started.elapsed();
+    let cpu = servers.sample().since(&cpu_before);
+    eprintln!("  {name}: {ops} ops in {:.1} s", elapsed.as_secs_f64());
+    PhaseResult {
+        name,
+        ops,
+        errors,
+        elapsed,
+        latency_us,
+        cpu,
+    }
+}
+
+async fn drive<F, Fut>(
+    args: &Args,
+    duration: Duration,
+    op: Arc<F>,
+    next: Arc<AtomicU64>,
+) -> (Histogram<u64>, u64, u64)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let histogram = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+    ));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let record = {
+        let (histogram, errors) = (histogram.clone(), errors.clone());
+        move |scheduled: Instant, outcome: anyhow::Result<()>| match outcome {
+            Ok(()) => {
+                let micros = scheduled.elapsed().as_micros() as u64;
+                histogram.lock().expect("histogram").saturating_record(micros.max(1));
+            }
+            Err(error) => {
+                if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("  operation failed: {error:#}");
+                }
+            }
+        }
+    };
+    if args.rate > 0.0 {
+        // Open loop: start operations on a fixed schedule; a slow reply delays nothing but
+        // itself, and a full pipeline shows up as latency from the scheduled start.
+        let permits = Arc::new(Semaphore::new(args.concurrency));
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for n in 0u32.. {
+            let scheduled = start + interval * n;
+            if scheduled >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(scheduled.into()).await;
+            let permit = permits.clone().acquire_owned().await.expect("semaphore");
+            let (op, record, i) = (op.clone(), record.clone(), next.fetch_add(1, Ordering::Relaxed));
+            tasks.push(tokio::spawn(async move {
+                let outcome = op(i).await;
+                record(scheduled, outcome);
+                drop(permit);
+            }));
+        }
+        futures::future::join_all(tasks).await;
+    } else {
+        let workers = (0..args.concurrency).map(|_| {
+            let (op, record, next) = (op.clone(), record.clone(), next.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let started = Instant::now();
+                    let outcome = op(i).await;
+                    record(started, outcome);
+                }
+            })
+        });
+        futures::future::join_all(workers).await;
+    }
+    let histogram = histogram.lock().expect("histogram").clone();
+    let ops = histogram.len();
+    (histogram, ops, errors.load(Ordering::Relaxed))
+}
+
+struct NoOp;
+
+impl EventHandler for NoOp {
+    async fn handle(&self, _: &EventEnvelope) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+struct ConsumerResult {
+    events: u64,
+    elapsed: Duration,
+    cpu: CpuUse,
+}
+
+/// Drains the outbox phase's topic (warm-up and measured events alike) with the consumer runner.
+async fn consume_all(
+    infra: &Infra,
+    session: &Arc<scylla::client::session::Session>,
+    keyspace: &str,
+    topic: &str,
+    servers: &ServerPids,
+    published: &AtomicU64,
+) -> anyhow::Result<ConsumerResult> {
+    let checkpoints = Checkpoints::new(session.clone(), keyspace).await?;
+    let shutdown = CancellationToken::new();
+    let options = ConsumerOptions::new(
+        infra.kafka_brokers.clone(),
+        format!("{keyspace}-consumer"),
+        vec![topic.to_owned()],
+    );
+    let dlq = EventProducer::new(&infra.kafka_brokers, Duration::from_secs(10))?;
+    let runner = ConsumerRunner::new(options, NoOp, checkpoints, dlq, shutdown.clone())?;
+    let stats = runner.stats();
+    // Every event the outbox phase published, warm-up included.
+    let total = published.load(Ordering::Relaxed);
+    let cpu_before = servers.sample();
+    let started = Instant::now();
+    let task = tokio::spawn(runner.run());
+    let deadline = started + Duration::from_secs(300);
+    while stats.handled() + stats.duplicates() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = servers.sample().since(&cpu_before);
+    shutdown.cancel();
+    task.await??;
+    Ok(ConsumerResult {
+        events: stats.handled() + stats.duplicates(),
+        elapsed,
+        cpu,
+    })
+}
+
+fn print_header(args: &Args, keyspace: &str) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mode = if args.rate > 0.0 {
+        format!("open loop at {} ops/s (max {} in flight)", args.rate, args.concurrency)
+    } else {
+        format!("closed loop, concurrency {}", args.concurrency)
+    };
+    println!(
+        "scanloop bench: {} | {cpu}, {cores} cores | {mode} | {} s per phase after {} s warm-up | \
+         payload {} B | keyspace {keyspace}",
+        Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        args.duration_secs,
+        args.warmup_secs,
+        args.payload_bytes
+    );
+}
+
+fn print_results(results: &[PhaseResult], consumer: &ConsumerResult) {
+    println!();
+    println!(
+        "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}   {}",
+        "phase", "ops", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
+        "cpu µs/op: bench + cassandra + kafka"
+    );
+    for r in results {
+        let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<28} {:>8} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6}   {}",
+            r.name,
+            r.ops,
+            r.ops as f64 / r.elapsed.as_secs_f64(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            r.latency_us.max() as f64 / 1000.0,
+            r.errors,
+            r.cpu.per_op(r.ops),
+        );
+    }
+    println!(
+        "{:<28} {:>8} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>6}   {}",
+        "consumer (dedup, no-op)",
+        consumer.events,
+        consumer.events as f64 / consumer.elapsed.as_secs_f64(),
+        "-", "-", "-", "-", "-",
+        consumer.cpu.per_op(consumer.events),
+    );
+    let rate = |r: &PhaseResult| r.ops as f64 / r.elapsed.as_secs_f64();
+    let p99 = |r: &PhaseResult| r.latency_us.value_at_quantile(0.99) as f64;
+    if let [plain, append, outbox, ..] = results {
+        println!();
+        println!(
+            "append vs plain insert: {:.2}x the rate, {:.2}x the p99; append+publish vs plain \
+             insert: {:.2}x the rate, {:.2}x the p99",
+            rate(append) / rate(plain),
+            p99(append) / p99(plain),
+            rate(outbox) / rate(plain),
+            p99(outbox) / p99(plain),
+        );
+    }
+}
+
+/// CPU seconds (user + system) of this process and of the devstack's servers.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    bench: f64,
+    cassandra: Option<f64>,
+    kafka: Option<f64>,
+}
+
+impl CpuUse {
+    fn since(&self, before: &CpuUse) -> CpuUse {
+        let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        CpuUse {
+            bench: self.bench - before.bench,
+            cassandra: diff(self.cassandra, before.cassandra),
+            kafka: diff(self.kafka, before.kafka),
+        }
+    }
+
+    fn per_op(&self, ops: u64) -> String {
+        if ops == 0 {
+            return "-".into();
+        }
+        let us = |s: f64| format!("{:.0}", s * 1e6 / ops as f64);
+        let opt = |s: Option<f64>| s.map_or("?".into(), us);
+        let total = self.bench + self.cassandra.unwrap_or(0.0) + self.kafka.unwrap_or(0.0);
+        format!(
+            "{} + {} + {} = {}",
+            us(self.bench),
+            opt(self.cassandra),
+            opt(self.kafka),
+            us(total)
+        )
+    }
+}
+
+struct ServerPids {
+    cassandra: Option<u32>,
+    kafka: Option<u32>,
+}
+
+impl ServerPids {
+    fn find(devstack_dir: Option<&std::path::Path>) -> Self {
+        let dir = devstack_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".devstack"));
+        let pid = |name: &str| {
+            std::fs::read_to_string(dir.join("run").join(format!("{name}.pid")))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        };
+        Self {
+            cassandra: pid("cassandra"),
+            kafka: pid("kafka"),
+        }
+    }
+
+    fn sample(&self) -> CpuUse {
+        CpuUse {
+            bench: cpu_seconds("self").unwrap_or(0.0),
+            cassandra: self.cassandra.and_then(|p| cpu_seconds(&p.to_string())),
+            kafka: self.kafka.and_then(|p| cpu_seconds(&p.to_string())),
+        }
+    }
+}
+
+/// utime + stime of a process from /proc/<pid>/stat, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
