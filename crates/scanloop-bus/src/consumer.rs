@@ -226,8 +226,14 @@ impl<H: EventHandler> ConsumerRunner<H> {
             }
             let finished = self.process_batch(&batch).await;
             for ((topic, partition), offset) in finished {
-                self.consumer.store_offset(&topic, partition, offset)?;
-                committed.insert((topic, partition), offset + 1);
+                match self.consumer.store_offset(&topic, partition, offset) {
+                    Ok(()) => {
+                        committed.insert((topic, partition), offset + 1);
+                    }
+                    // The partition moved to another member meanwhile: it resumes from the last
+                    // commit and drops what this member already applied.
+                    Err(error) => tracing::warn!(%error, topic, partition, "cannot store offset"),
+                }
             }
             if shutdown.is_cancelled() {
                 break;

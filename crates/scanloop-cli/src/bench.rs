@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hdrhistogram::Histogram;
-use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventEnvelope, EventHandler, EventProducer, HandlerError};
+use scanloop_bus::{
+    ConsumerOptions, ConsumerRunner, EventEnvelope, EventHandler, EventProducer, HandlerError,
+};
 use scanloop_config::Infra;
 use scanloop_eventstore::{AppendMeta, EventStore, NewEvent, Outbox};
 use scanloop_storage::Checkpoints;
@@ -55,8 +57,14 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let session = scanloop_storage::connect(&infra.cql_nodes, Duration::from_secs(60)).await?;
     let keyspace = format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let migrations: Vec<_> = crate::migrate::migrations_for("bench");
-    scanloop_storage::migrate(&session, &keyspace, infra.replication_factor, "", &migrations)
-        .await?;
+    scanloop_storage::migrate(
+        &session,
+        &keyspace,
+        infra.replication_factor,
+        "",
+        &migrations,
+    )
+    .await?;
     session
         .query_unpaged(
             format!(
@@ -149,7 +157,9 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             move |i| {
                 let (store, meta, event) = (store.clone(), meta.clone(), new_event());
                 async move {
-                    store.append(&format!("append-{i}"), 0, &meta, vec![event]).await?;
+                    store
+                        .append(&format!("append-{i}"), 0, &meta, vec![event])
+                        .await?;
                     Ok(())
                 }
             }
@@ -233,7 +243,13 @@ where
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
-    let _ = drive(args, Duration::from_secs(args.warmup_secs), op.clone(), next.clone()).await;
+    let _ = drive(
+        args,
+        Duration::from_secs(args.warmup_secs),
+        op.clone(),
+        next.clone(),
+    )
+    .await;
     let cpu_before = servers.sample();
     let started = Instant::now();
     let (latency_us, ops, errors) =
@@ -271,7 +287,10 @@ where
         move |scheduled: Instant, outcome: anyhow::Result<()>| match outcome {
             Ok(()) => {
                 let micros = scheduled.elapsed().as_micros() as u64;
-                histogram.lock().expect("histogram").saturating_record(micros.max(1));
+                histogram
+                    .lock()
+                    .expect("histogram")
+                    .saturating_record(micros.max(1));
             }
             Err(error) => {
                 if errors.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -294,7 +313,11 @@ where
             }
             tokio::time::sleep_until(scheduled.into()).await;
             let permit = permits.clone().acquire_owned().await.expect("semaphore");
-            let (op, record, i) = (op.clone(), record.clone(), next.fetch_add(1, Ordering::Relaxed));
+            let (op, record, i) = (
+                op.clone(),
+                record.clone(),
+                next.fetch_add(1, Ordering::Relaxed),
+            );
             tasks.push(tokio::spawn(async move {
                 let outcome = op(i).await;
                 record(scheduled, outcome);
@@ -386,7 +409,10 @@ fn print_header(args: &Args, keyspace: &str) {
         .unwrap_or_else(|| "unknown cpu".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mode = if args.rate > 0.0 {
-        format!("open loop at {} ops/s (max {} in flight)", args.rate, args.concurrency)
+        format!(
+            "open loop at {} ops/s (max {} in flight)",
+            args.rate, args.concurrency
+        )
     } else {
         format!("closed loop, concurrency {}", args.concurrency)
     };
@@ -403,9 +429,8 @@ fn print_header(args: &Args, keyspace: &str) {
 fn print_results(results: &[PhaseResult], consumer: &ConsumerResult) {
     println!();
     println!(
-        "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}   {}",
+        "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}   cpu µs/op: bench + cassandra + kafka",
         "phase", "ops", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
-        "cpu µs/op: bench + cassandra + kafka"
     );
     for r in results {
         let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
@@ -427,7 +452,11 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult) {
         "consumer (dedup, no-op)",
         consumer.events,
         consumer.events as f64 / consumer.elapsed.as_secs_f64(),
-        "-", "-", "-", "-", "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
         consumer.cpu.per_op(consumer.events),
     );
     let rate = |r: &PhaseResult| r.ops as f64 / r.elapsed.as_secs_f64();

@@ -28,6 +28,18 @@ pub trait DomainEvent: Sized + Send + Sync {
 pub trait Aggregate: Default + Send + Sync {
     type Event: DomainEvent;
     fn apply(&mut self, event: &Self::Event);
+
+    /// Aggregates whose streams grow long save a snapshot every this many events (0: never)
+    /// and implement [`Aggregate::to_snapshot`] / [`Aggregate::from_snapshot`].
+    const SNAPSHOT_EVERY: u64 = 0;
+    /// Names the snapshot format; a snapshot of another type is ignored (state is rebuilt).
+    const SNAPSHOT_TYPE: &'static str = "";
+    fn to_snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn from_snapshot(_bytes: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 /// A stream's state and the version it was rebuilt at.
@@ -84,7 +96,7 @@ impl<A: Aggregate> Repository<A> {
     pub fn new(outbox: Outbox) -> Self {
         Self {
             outbox,
-            max_attempts: 8,
+            max_attempts: 10,
             _aggregate: PhantomData,
         }
     }
@@ -93,15 +105,48 @@ impl<A: Aggregate> Repository<A> {
         &self.outbox
     }
 
-    /// Rebuilds the stream's state from its events.
+    /// Rebuilds the stream's state: from its latest snapshot, if the aggregate keeps them, then
+    /// the events after it.
     pub async fn load<E>(&self, stream_id: &str) -> Result<Loaded<A>, ExecuteError<E>> {
-        let events = self
+        let unavailable = |e| ExecuteError::Store(AppendError::Unavailable(e));
+        let store = self.outbox.store();
+        let (state, version) = if A::SNAPSHOT_EVERY > 0 {
+            match store.load_snapshot(stream_id).await.map_err(unavailable)? {
+                Some(snapshot) if snapshot.state_type == A::SNAPSHOT_TYPE => {
+                    match A::from_snapshot(&snapshot.state) {
+                        Some(state) => (state, snapshot.version),
+                        None => (A::default(), 0),
+                    }
+                }
+                _ => (A::default(), 0),
+            }
+        } else {
+            (A::default(), 0)
+        };
+        let events = store.load(stream_id, version).await.map_err(unavailable)?;
+        fold(stream_id, state, version, &events)
+    }
+
+    /// Saves a snapshot when this append crossed a multiple of `SNAPSHOT_EVERY`. Best effort: a
+    /// missing snapshot only makes the next load read more events.
+    async fn maybe_snapshot(&self, stream_id: &str, before: u64, state: &A, after: u64) {
+        let every = A::SNAPSHOT_EVERY;
+        if every == 0 || before / every == after / every {
+            return;
+        }
+        let snapshot = crate::store::Snapshot {
+            version: after,
+            state_type: A::SNAPSHOT_TYPE.to_owned(),
+            state: state.to_snapshot(),
+        };
+        if let Err(error) = self
             .outbox
             .store()
-            .load(stream_id, 0)
+            .save_snapshot(stream_id, &snapshot)
             .await
-            .map_err(|e| ExecuteError::Store(AppendError::Unavailable(e)))?;
-        fold(stream_id, A::default(), 0, &events)
+        {
+            tracing::warn!(stream_id, %error, "cannot save snapshot");
+        }
     }
 
     /// Runs `decide` against the current state and appends what it returns, retrying on
@@ -144,6 +189,8 @@ impl<A: Aggregate> Repository<A> {
                     for event in &events {
                         state.apply(event);
                     }
+                    self.maybe_snapshot(stream_id, version, &state, appended.version())
+                        .await;
                     return Ok(Executed {
                         state,
                         version: appended.version(),
@@ -152,6 +199,9 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(AppendError::Conflict { .. }) => {
                     tracing::debug!(stream_id, attempt, "concurrent append; retrying");
+                    // A short random pause spreads out writers that keep colliding.
+                    let jitter = uuid::Uuid::new_v4().as_u128() % (2_000 * u128::from(attempt));
+                    tokio::time::sleep(std::time::Duration::from_micros(jitter as u64)).await;
                 }
                 Err(error) => return Err(ExecuteError::Store(error)),
             }
@@ -180,4 +230,92 @@ pub fn fold<A: Aggregate, E>(
         version = stored.version;
     }
     Ok(Loaded { state, version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Debug, PartialEq)]
+    struct Tally(Vec<u8>);
+
+    struct Mark(u8);
+
+    impl DomainEvent for Mark {
+        fn event_type(&self) -> &'static str {
+            "test.Mark"
+        }
+        fn encode(&self) -> Vec<u8> {
+            vec![self.0]
+        }
+        fn decode(event_type: &str, _: u32, payload: &[u8]) -> Result<Self, String> {
+            match (event_type, payload) {
+                ("test.Mark", [byte]) => Ok(Mark(*byte)),
+                _ => Err(format!("not a mark: {event_type} {payload:?}")),
+            }
+        }
+    }
+
+    impl Aggregate for Tally {
+        type Event = Mark;
+        fn apply(&mut self, event: &Mark) {
+            self.0.push(event.0);
+        }
+    }
+
+    fn stored(version: u64, event_type: &str, payload: Vec<u8>) -> RecordedEvent {
+        RecordedEvent::new(
+            "s",
+            version,
+            &AppendMeta::default(),
+            NewEvent {
+                event_type: event_type.into(),
+                schema_version: 1,
+                payload,
+                occurred_at: Utc::now(),
+            },
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn fold_applies_events_in_order_and_tracks_the_version() {
+        let events = [
+            stored(1, "test.Mark", vec![7]),
+            stored(2, "test.Mark", vec![9]),
+        ];
+        let loaded = fold::<Tally, ()>("s", Tally::default(), 0, &events).unwrap();
+        assert_eq!(
+            loaded,
+            Loaded {
+                state: Tally(vec![7, 9]),
+                version: 2
+            }
+        );
+    }
+
+    #[test]
+    fn fold_continues_from_a_snapshot_state() {
+        let events = [stored(6, "test.Mark", vec![1])];
+        let loaded = fold::<Tally, ()>("s", Tally(vec![5]), 5, &events).unwrap();
+        assert_eq!(
+            loaded,
+            Loaded {
+                state: Tally(vec![5, 1]),
+                version: 6
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreadable_event_is_an_error_naming_its_position() {
+        let events = [
+            stored(1, "test.Mark", vec![1]),
+            stored(2, "test.Other", vec![]),
+        ];
+        match fold::<Tally, ()>("s", Tally::default(), 0, &events) {
+            Err(ExecuteError::Corrupt { version, .. }) => assert_eq!(version, 2),
+            other => panic!("expected a corrupt-event error, got {other:?}"),
+        }
+    }
 }

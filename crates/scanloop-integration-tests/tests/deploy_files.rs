@@ -1,0 +1,162 @@
+//! The deployment files are checked without a Docker engine or a Kubernetes cluster: they must
+//! parse, reference only what exists, and keep the properties operators rely on (health checks,
+//! start-up order, locked-down containers).
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
+}
+
+fn str_of(value: &Value) -> Option<&str> {
+    value.as_str()
+}
+
+#[test]
+fn compose_file_is_consistent() {
+    let mut compose = yaml(&repo().join("docker-compose.yml"));
+    compose.apply_merge().expect("merge keys");
+    let services = compose["services"].as_mapping().expect("services map");
+    for required in ["kafka", "scylla", "otel-collector", "jaeger", "migrate"] {
+        assert!(
+            services.contains_key(required),
+            "compose lacks service {required}"
+        );
+    }
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        assert!(
+            service.get("image").is_some() || service.get("build").is_some(),
+            "{name}: needs an image or a build"
+        );
+        let one_shot = service.get("restart").and_then(str_of) == Some("no");
+        if !one_shot {
+            let test = &service["healthcheck"]["test"];
+            assert!(
+                test.is_sequence(),
+                "{name}: long-running services need a healthcheck"
+            );
+        }
+        if let Some(depends) = service.get("depends_on").and_then(Value::as_mapping) {
+            for (target, condition) in depends {
+                let target = target.as_str().unwrap();
+                let target_service = services
+                    .get(target)
+                    .unwrap_or_else(|| panic!("{name} depends on unknown {target}"));
+                let wanted = if target_service.get("restart").and_then(str_of) == Some("no") {
+                    "service_completed_successfully"
+                } else {
+                    "service_healthy"
+                };
+                assert_eq!(
+                    condition["condition"].as_str(),
+                    Some(wanted),
+                    "{name} must wait for {target} with {wanted}"
+                );
+            }
+        }
+        for volume in service
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let volume = volume.as_str().unwrap();
+            if let Some(local) = volume.strip_prefix("./") {
+                let path = local.split(':').next().unwrap();
+                assert!(
+                    repo().join(path).exists(),
+                    "{name}: mounts missing file {path}"
+                );
+            }
+        }
+        for port in service
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let port = port.as_str().expect("ports are quoted strings");
+            assert!(
+                port.split(':').all(|p| p.parse::<u16>().is_ok()),
+                "{name}: bad port mapping {port}"
+            );
+        }
+        if let Some(build) = service.get("build") {
+            let dockerfile = build["dockerfile"].as_str().expect("explicit dockerfile");
+            assert!(
+                repo().join(dockerfile).exists(),
+                "{name}: missing {dockerfile}"
+            );
+        }
+    }
+    let migrate = &services["migrate"];
+    for dependency in ["kafka", "scylla"] {
+        assert!(
+            migrate["depends_on"].get(dependency).is_some(),
+            "migrate waits for {dependency}"
+        );
+    }
+    let env = &migrate["environment"];
+    assert_eq!(env["SCANLOOP_CQL_NODES"].as_str(), Some("scylla:9042"));
+    assert_eq!(env["SCANLOOP_KAFKA_BROKERS"].as_str(), Some("kafka:9092"));
+    assert!(
+        env["SCANLOOP_KEYSPACE_OPTIONS"]
+            .as_str()
+            .unwrap()
+            .contains("tablets"),
+        "ScyllaDB keyspaces need tablets off for LWT"
+    );
+    // The collector configuration it mounts must itself parse and route traces somewhere.
+    let collector = yaml(&repo().join("deploy/otel/collector.yaml"));
+    assert!(collector["service"]["pipelines"]["traces"]["exporters"].is_sequence());
+}
+
+#[test]
+fn kubernetes_manifests_are_consistent_and_locked_down() {
+    for kustomization in ["deploy/k8s/base", "deploy/k8s/overlays/devstack"] {
+        let dir = repo().join(kustomization);
+        let k = yaml(&dir.join("kustomization.yaml"));
+        for resource in k["resources"].as_sequence().expect("resources") {
+            let path = dir.join(resource.as_str().unwrap());
+            assert!(
+                path.exists(),
+                "{kustomization}: missing resource {}",
+                path.display()
+            );
+            if path.is_file() {
+                check_workload(&yaml(&path), &path);
+            }
+        }
+    }
+}
+
+fn check_workload(doc: &Value, path: &Path) {
+    let kind = doc["kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: no kind", path.display()));
+    let pod = match kind {
+        "Job" | "Deployment" | "StatefulSet" => &doc["spec"]["template"]["spec"],
+        _ => return,
+    };
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true),
+        "{}",
+        path.display()
+    );
+    for container in pod["containers"].as_sequence().expect("containers") {
+        let security = &container["securityContext"];
+        assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+        assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+        assert!(container["resources"]["limits"]["memory"].is_string());
+    }
+}

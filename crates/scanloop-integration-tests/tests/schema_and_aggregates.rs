@@ -1,0 +1,148 @@
+//! Migrations as an explicit step, the start-up schema check, and the aggregate repository.
+
+mod common;
+
+use std::sync::Arc;
+
+use scanloop_eventstore::{Aggregate, DomainEvent, EventStore, ExecuteError, Repository};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_recorded() {
+    let (session, keyspace) = scanloop_testkit::fresh_keyspace("migrate").await.unwrap();
+    let all: Vec<_> = scanloop_eventstore::schema::MIGRATIONS
+        .iter()
+        .chain(scanloop_storage::checkpoints::MIGRATIONS)
+        .collect();
+    let again = scanloop_storage::migrate(&session, &keyspace, 1, "", &all)
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "a second run applies nothing, got {again:?}"
+    );
+    scanloop_storage::require_schema(&session, &keyspace, "eventstore", 1)
+        .await
+        .unwrap();
+    scanloop_storage::require_schema(&session, &keyspace, "consumer", 1)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_refuses_to_start_on_a_keyspace_that_was_not_migrated() {
+    let session = scanloop_testkit::session().await.unwrap();
+    let keyspace = scanloop_testkit::unique_name("test_unmigrated");
+    let error = match EventStore::new(session.clone(), &keyspace).await {
+        Ok(_) => panic!("an event store on a missing keyspace must not start"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("scanloop migrate"),
+        "the message says what to do: {error}"
+    );
+    assert!(error.contains(&keyspace), "and where: {error}");
+
+    let error = scanloop_storage::require_schema(&session, &keyspace, "eventstore", 2)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("needs 2"), "{error}");
+}
+
+/// A bank-account-like counter: the smallest aggregate with a rule.
+#[derive(Default, Debug, PartialEq)]
+struct Counter {
+    total: i64,
+}
+
+enum CounterEvent {
+    Added(i64),
+}
+
+impl DomainEvent for CounterEvent {
+    fn event_type(&self) -> &'static str {
+        "test.Added"
+    }
+    fn encode(&self) -> Vec<u8> {
+        let CounterEvent::Added(n) = self;
+        n.to_be_bytes().to_vec()
+    }
+    fn decode(event_type: &str, _: u32, payload: &[u8]) -> Result<Self, String> {
+        match event_type {
+            "test.Added" => Ok(CounterEvent::Added(i64::from_be_bytes(
+                payload.try_into().map_err(|_| "payload is not 8 bytes")?,
+            ))),
+            other => Err(format!("unknown event type {other}")),
+        }
+    }
+}
+
+impl Aggregate for Counter {
+    type Event = CounterEvent;
+    fn apply(&mut self, event: &CounterEvent) {
+        let CounterEvent::Added(n) = event;
+        self.total += n;
+    }
+
+    const SNAPSHOT_EVERY: u64 = 5;
+    const SNAPSHOT_TYPE: &'static str = "test.Counter.v1";
+    fn to_snapshot(&self) -> Vec<u8> {
+        self.total.to_be_bytes().to_vec()
+    }
+    fn from_snapshot(bytes: &[u8]) -> Option<Self> {
+        Some(Counter {
+            total: i64::from_be_bytes(bytes.try_into().ok()?),
+        })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Overdrawn;
+
+fn add(n: i64) -> impl Fn(&Counter) -> Result<Vec<CounterEvent>, Overdrawn> {
+    move |state| {
+        if state.total + n < 0 {
+            Err(Overdrawn)
+        } else {
+            Ok(vec![CounterEvent::Added(n)])
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_through_the_repository_all_apply_once_and_rules_hold() {
+    let fx = common::fixture("repository", 1).await;
+    let repository = Arc::new(Repository::<Counter>::new(fx.outbox.clone()));
+    let commands = (0..8).map(|_| {
+        let repository = repository.clone();
+        tokio::spawn(async move { repository.execute("counter", &common::meta(), add(1)).await })
+    });
+    for outcome in futures::future::join_all(commands).await {
+        outcome.unwrap().expect("every command lands after retries");
+    }
+    let loaded = repository.load::<Overdrawn>("counter").await.unwrap();
+    assert_eq!(loaded.state, Counter { total: 8 });
+    assert_eq!(loaded.version, 8);
+
+    // Loading starts from the snapshot taken at version 5 and gives the same state.
+    let snapshot = fx
+        .store
+        .load_snapshot("counter")
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(snapshot.version, 5);
+    assert_eq!(snapshot.state, 5i64.to_be_bytes());
+
+    let refused = repository
+        .execute("counter", &common::meta(), add(-9))
+        .await;
+    assert!(matches!(refused, Err(ExecuteError::Rejected(Overdrawn))));
+    assert_eq!(
+        repository
+            .load::<Overdrawn>("counter")
+            .await
+            .unwrap()
+            .version,
+        8
+    );
+}
