@@ -28,13 +28,16 @@ pub struct Args {
     wait_secs: u64,
 }
 
-/// Every table a service keyspace needs from the shared crates. Service-specific read models
-/// are added here as the services arrive.
-pub fn migrations_for(_service: &str) -> Vec<&'static Migration> {
-    scanloop_eventstore::schema::MIGRATIONS
-        .iter()
-        .chain(scanloop_storage::checkpoints::MIGRATIONS)
-        .collect()
+/// Every table a service keyspace needs: the event store's and checkpoints everywhere, plus the
+/// service's own read models where the service exists already.
+pub fn migrations_for(service: &str) -> Vec<&'static Migration> {
+    match service {
+        "activation" => scanloop_activation::migrations(),
+        _ => scanloop_eventstore::schema::MIGRATIONS
+            .iter()
+            .chain(scanloop_storage::checkpoints::MIGRATIONS)
+            .collect(),
+    }
 }
 
 pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use scanloop_proto::common::v1::EventEnvelope;
+use scanloop_proto::time::to_timestamp as timestamp;
 use uuid::Uuid;
 
 /// An event to append. `payload` is the encoded protobuf message named by `event_type`.
@@ -85,13 +86,6 @@ impl RecordedEvent {
             traceparent: self.traceparent.clone(),
             payload: self.payload.clone(),
         }
-    }
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 

@@ -42,3 +42,38 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("scan
 pub fn full_name<M: prost::Name>() -> String {
     M::full_name()
 }
+
+/// Conversions between `google.protobuf.Timestamp` and `chrono`.
+pub mod time {
+    use chrono::{DateTime, Utc};
+
+    pub fn to_timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }
+    }
+
+    /// None for a missing or out-of-range timestamp.
+    pub fn from_timestamp(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+        let at = at?;
+        DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip() {
+            let now = Utc::now();
+            assert_eq!(from_timestamp(Some(&to_timestamp(now))), Some(now));
+            assert_eq!(from_timestamp(None), None);
+            let bad = prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            };
+            assert_eq!(from_timestamp(Some(&bad)), None);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! What every Scanloop gRPC service shares (and nothing of their domains):
+//! - [`ServiceError`], a small closed set of errors, each mapped once to a gRPC status code;
+//! - [`shutdown_signal`] and [`serve`]: a tonic server with the standard health service and
+//!   server reflection that drains in-flight calls on SIGTERM or Ctrl-C.
+
+pub mod error;
+pub mod server;
+pub mod trace;
+
+pub use error::ServiceError;
+pub use server::{serve, shutdown_signal};

@@ -1,0 +1,481 @@
+//! The gRPC API: request validation, mapping to and from the domain, status codes.
+//! Every error a caller sees comes through `ServiceError` (see scanloop-service).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use data_encoding::BASE64URL_NOPAD;
+use futures::Stream;
+use scanloop_proto::activation::v1 as pb;
+use scanloop_proto::activation::v1::activation_service_server::ActivationService;
+use scanloop_proto::common::v1::{Money, PageResponse};
+use scanloop_proto::time::{from_timestamp, to_timestamp};
+use scanloop_service::ServiceError;
+use scanloop_service::trace::{correlation_id, server_span};
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use crate::app::{Activation, RequestContext, WarrantyState, validate_brand, validate_request_id};
+use crate::projections::{WarrantyRow, buyer_key};
+
+const SERVICE: &str = "scanloop.activation.v1.ActivationService";
+/// Codes per streamed IssueBatch message.
+const CODES_PER_MESSAGE: u32 = 1_000;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+pub struct Api {
+    app: Arc<Activation>,
+}
+
+impl Api {
+    pub fn new(app: Arc<Activation>) -> Self {
+        Self { app }
+    }
+}
+
+fn context<T>(request: &Request<T>, brand_id: &str, request_id: &str) -> RequestContext {
+    tracing::Span::current().record("brand_id", brand_id);
+    RequestContext {
+        brand_id: brand_id.to_owned(),
+        request_id: request_id.to_owned(),
+        correlation_id: correlation_id(request.metadata()).unwrap_or_default(),
+        traceparent: scanloop_telemetry::current_traceparent(),
+    }
+}
+
+fn required_time(
+    value: Option<&prost_types::Timestamp>,
+    field: &str,
+) -> Result<DateTime<Utc>, ServiceError> {
+    match value {
+        None => Err(ServiceError::invalid(format!("{field} is required"))),
+        Some(_) => from_timestamp(value)
+            .ok_or_else(|| ServiceError::invalid(format!("{field} is not a valid timestamp"))),
+    }
+}
+
+fn required_code(code: &str) -> Result<&str, ServiceError> {
+    let code = code.trim();
+    if code.is_empty() || code.len() > 512 {
+        return Err(ServiceError::invalid(
+            "code is required (the scanned QR payload)",
+        ));
+    }
+    Ok(code)
+}
+
+fn page_size(page: Option<&scanloop_proto::common::v1::PageRequest>) -> u32 {
+    match page.map_or(0, |p| p.page_size) {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+type CodeStream = Pin<Box<dyn Stream<Item = Result<pb::IssueBatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ActivationService for Api {
+    type IssueBatchStream = CodeStream;
+
+    async fn issue_batch(
+        &self,
+        request: Request<pb::IssueBatchRequest>,
+    ) -> Result<Response<CodeStream>, Status> {
+        let span = server_span(SERVICE, "IssueBatch", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let (batch_id, batch) = self.app.issue_batch(&ctx, r).await?;
+            tracing::info!(%batch_id, quantity = batch.quantity, "batch issued");
+            let encoder = self.app.batch_encoder(&r.brand_id, &batch, batch_id);
+            let quantity = batch.quantity;
+            // Codes are computed as the caller reads them: a million codes never sit in memory.
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            tokio::task::spawn_blocking(move || {
+                let mut from = 1u32;
+                while from <= quantity {
+                    let to = from.saturating_add(CODES_PER_MESSAGE - 1).min(quantity);
+                    let message = pb::IssueBatchResponse {
+                        batch_id: batch_id.to_string(),
+                        codes: (from..=to).map(|serial| encoder.encode(serial)).collect(),
+                    };
+                    if sender.blocking_send(Ok(message)).is_err() {
+                        return; // the caller went away
+                    }
+                    from = to + 1;
+                }
+            });
+            let stream: CodeStream =
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+            Ok::<_, ServiceError>(Response::new(stream))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let r = request.get_ref();
+        validate_brand(&r.brand_id)?;
+        let code = required_code(&r.code)?;
+        // Malformed, forged and other brands' codes are all "not authentic": the answer the
+        // scanning app shows, with the reason.
+        let response = match self.app.verify(&r.brand_id, code) {
+            Ok(id) => pb::VerifyCodeResponse {
+                authentic: true,
+                batch_id: id.batch_id.to_string(),
+                serial: u64::from(id.serial),
+                reason: String::new(),
+            },
+            Err(error) => pb::VerifyCodeResponse {
+                authentic: false,
+                reason: error.to_string(),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn scan_code(
+        &self,
+        request: Request<pb::ScanCodeRequest>,
+    ) -> Result<Response<pb::ScanCodeResponse>, Status> {
+        let span = server_span(SERVICE, "ScanCode", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let code = required_code(&r.code)?;
+            let scanned_at = match &r.scanned_at {
+                None => Utc::now(),
+                Some(_) => required_time(r.scanned_at.as_ref(), "scanned_at")?,
+            };
+            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let (state, suspicious) = self.app.scan(&ctx, code, &r.region, scanned_at).await?;
+            Ok::<_, ServiceError>(Response::new(pb::ScanCodeResponse {
+                activated: state.warranty.activation.is_some(),
+                suspicious,
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn activate_warranty(
+        &self,
+        request: Request<pb::ActivateWarrantyRequest>,
+    ) -> Result<Response<pb::Warranty>, Status> {
+        let span = server_span(SERVICE, "ActivateWarranty", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let code = required_code(&r.code)?;
+            let buyer = self.app.stored_identity(&r.brand_id, r.buyer.as_ref())?;
+            let channel = validate_channel(r.channel.as_ref())?;
+            let amount = validate_money(r.purchase_amount.as_ref(), "purchase_amount")?;
+            let purchased_at = required_time(r.purchased_at.as_ref(), "purchased_at")?;
+            if r.referral_token.len() > 64 {
+                return Err(ServiceError::invalid(
+                    "referral_token is at most 64 characters",
+                ));
+            }
+            if r.device_serial.len() > 64 {
+                return Err(ServiceError::invalid(
+                    "device_serial is at most 64 characters",
+                ));
+            }
+            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let state = self
+                .app
+                .activate(
+                    &ctx,
+                    code,
+                    buyer,
+                    channel,
+                    amount,
+                    purchased_at,
+                    r.referral_token.trim().to_owned(),
+                    r.device_serial.trim().to_owned(),
+                )
+                .await?;
+            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn extend_warranty(
+        &self,
+        request: Request<pb::ExtendWarrantyRequest>,
+    ) -> Result<Response<pb::Warranty>, Status> {
+        let span = server_span(SERVICE, "ExtendWarranty", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let code = required_code(&r.code)?;
+            let reason = pb::ExtensionReason::try_from(r.reason)
+                .map_err(|_| ServiceError::invalid("reason is not a known extension reason"))?;
+            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let state = self.app.extend(&ctx, code, r.months, reason).await?;
+            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn void_warranty(
+        &self,
+        request: Request<pb::VoidWarrantyRequest>,
+    ) -> Result<Response<pb::Warranty>, Status> {
+        let span = server_span(SERVICE, "VoidWarranty", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let code = required_code(&r.code)?;
+            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let state = self.app.void(&ctx, code, &r.reason).await?;
+            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn get_warranty(
+        &self,
+        request: Request<pb::GetWarrantyRequest>,
+    ) -> Result<Response<pb::Warranty>, Status> {
+        let span = server_span(SERVICE, "GetWarranty", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let brand = r.brand_id.as_str();
+            let read_models = self.app.read_models();
+            let (code, batch_id, serial) = match &r.by {
+                Some(pb::get_warranty_request::By::Code(code)) => {
+                    let code = required_code(code)?;
+                    let (id, _) = self.app.lookup_code(brand, code).await?;
+                    (code.to_owned(), id.batch_id, id.serial)
+                }
+                Some(pb::get_warranty_request::By::SerialNumber(serial_number)) => {
+                    if serial_number.trim().is_empty() || serial_number.len() > 64 {
+                        return Err(ServiceError::invalid("serial_number is empty or too long"));
+                    }
+                    let (batch_id, serial) = read_models
+                        .find_by_device(brand, serial_number.trim())
+                        .await
+                        .map_err(unavailable)?
+                        .ok_or_else(|| {
+                            ServiceError::NotFound(
+                                "no activated warranty has this device serial number".into(),
+                            )
+                        })?;
+                    (
+                        self.app.code_of(brand, batch_id, serial).await?,
+                        batch_id,
+                        serial,
+                    )
+                }
+                None => return Err(ServiceError::invalid("give a code or a serial_number")),
+            };
+            let warranty = match read_models
+                .get(brand, batch_id, serial)
+                .await
+                .map_err(unavailable)?
+            {
+                Some(row) => from_row(brand, code, &row),
+                None => {
+                    let batch = self.app.batch(batch_id).await?;
+                    pb::Warranty {
+                        brand_id: brand.to_owned(),
+                        code,
+                        batch_id: batch_id.to_string(),
+                        serial: u64::from(serial),
+                        sku: batch.sku.clone(),
+                        product_model: batch.product_model.clone(),
+                        status: pb::WarrantyStatus::NotActivated as i32,
+                        ..Default::default()
+                    }
+                }
+            };
+            Ok::<_, ServiceError>(Response::new(warranty))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
+    async fn list_warranties(
+        &self,
+        request: Request<pb::ListWarrantiesRequest>,
+    ) -> Result<Response<pb::ListWarrantiesResponse>, Status> {
+        let span = server_span(SERVICE, "ListWarranties", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let brand = r.brand_id.as_str();
+            let buyer = self.app.stored_identity(brand, r.buyer.as_ref())?;
+            let key = buyer_key(&buyer).expect("stored identities have a key");
+            let token = match r.page.as_ref().map(|p| p.page_token.as_str()) {
+                None | Some("") => None,
+                Some(token) => Some(
+                    BASE64URL_NOPAD
+                        .decode(token.as_bytes())
+                        .map_err(|_| ServiceError::invalid("page_token is not one we issued"))?,
+                ),
+            };
+            let read_models = self.app.read_models();
+            let (keys, next) = read_models
+                .list_by_buyer(brand, &key, page_size(r.page.as_ref()), token)
+                .await
+                .map_err(|e| {
+                    if e.to_string().contains("paging state") {
+                        ServiceError::invalid("page_token is not one we issued")
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+            let rows = futures::future::try_join_all(keys.into_iter().map(
+                |(batch_id, serial)| async move {
+                    let row = read_models
+                        .get(brand, batch_id, serial)
+                        .await
+                        .map_err(unavailable)?;
+                    let code = self.app.code_of(brand, batch_id, serial).await?;
+                    Ok::<_, ServiceError>(row.map(|row| from_row(brand, code, &row)))
+                },
+            ))
+            .await?;
+            Ok::<_, ServiceError>(Response::new(pb::ListWarrantiesResponse {
+                warranties: rows.into_iter().flatten().collect(),
+                page: Some(PageResponse {
+                    next_page_token: next.map(|n| BASE64URL_NOPAD.encode(&n)).unwrap_or_default(),
+                }),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+}
+
+fn unavailable(error: scanloop_storage::DbError) -> ServiceError {
+    tracing::warn!(%error, "read model unavailable");
+    ServiceError::Unavailable("read models unavailable; retry later".into())
+}
+
+fn validate_channel(
+    channel: Option<&pb::PurchaseChannel>,
+) -> Result<pb::PurchaseChannel, ServiceError> {
+    let channel = channel.ok_or_else(|| {
+        ServiceError::invalid("channel is required: online (with shop) or store (with store id)")
+    })?;
+    let kind = pb::PurchaseChannelKind::try_from(channel.kind)
+        .unwrap_or(pb::PurchaseChannelKind::Unspecified);
+    let id = channel.id.trim();
+    match kind {
+        pb::PurchaseChannelKind::Unspecified => Err(ServiceError::invalid(
+            "channel.kind must be ONLINE or STORE",
+        )),
+        pb::PurchaseChannelKind::Store if id.is_empty() => Err(ServiceError::invalid(
+            "channel.id (the store id) is required for STORE",
+        )),
+        _ if id.len() > 64 => Err(ServiceError::invalid("channel.id is at most 64 characters")),
+        _ => Ok(pb::PurchaseChannel {
+            kind: kind as i32,
+            id: id.to_owned(),
+        }),
+    }
+}
+
+fn validate_money(money: Option<&Money>, field: &str) -> Result<i64, ServiceError> {
+    let money = money.ok_or_else(|| ServiceError::invalid(format!("{field} is required")))?;
+    if !(money.currency.is_empty() || money.currency == "CNY") {
+        return Err(ServiceError::invalid(format!(
+            "{field} must be in CNY (fen)"
+        )));
+    }
+    if money.amount_fen < 0 {
+        return Err(ServiceError::invalid(format!(
+            "{field} must not be negative"
+        )));
+    }
+    Ok(money.amount_fen)
+}
+
+/// The answer to a command, from the write side (never lags).
+fn from_state(brand_id: &str, code: &str, state: &WarrantyState) -> pb::Warranty {
+    let w = &state.warranty;
+    let status = match (&w.activation, &w.voided) {
+        (_, Some(_)) => pb::WarrantyStatus::Voided,
+        (Some(_), None) => pb::WarrantyStatus::Active,
+        (None, None) => pb::WarrantyStatus::NotActivated,
+    };
+    let activation = w.activation.clone().unwrap_or_default();
+    pb::Warranty {
+        brand_id: brand_id.to_owned(),
+        code: code.to_owned(),
+        batch_id: state.code.batch_id.to_string(),
+        serial: u64::from(state.code.serial),
+        sku: state.batch.sku.clone(),
+        product_model: state.batch.product_model.clone(),
+        status: status as i32,
+        buyer: activation.buyer,
+        channel: activation.channel,
+        purchase_amount: activation.purchase_amount,
+        purchased_at: activation.purchased_at,
+        activated_at: activation.activated_at,
+        warranty_ends_at: w.ends_at.map(to_timestamp),
+        extended_months: w.extended_months,
+        referral_token: activation.referral_token,
+        version: state.version,
+        device_serial: activation.device_serial,
+        voided_at: w.voided.as_ref().and_then(|v| v.voided_at),
+        void_reason: w
+            .voided
+            .as_ref()
+            .map(|v| v.reason.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// A query answer, from the read model.
+fn from_row(brand_id: &str, code: String, row: &WarrantyRow) -> pb::Warranty {
+    pb::Warranty {
+        brand_id: brand_id.to_owned(),
+        code,
+        batch_id: row.batch_id.to_string(),
+        serial: u64::from(row.serial),
+        sku: row.sku.clone(),
+        product_model: row.product_model.clone(),
+        status: row.status as i32,
+        buyer: row.buyer.clone(),
+        channel: Some(row.channel.clone()),
+        purchase_amount: Some(Money {
+            amount_fen: row.amount_fen,
+            currency: "CNY".into(),
+        }),
+        purchased_at: row.purchased_at.map(to_timestamp),
+        activated_at: row.activated_at.map(to_timestamp),
+        warranty_ends_at: row.ends_at.map(to_timestamp),
+        extended_months: row.extended_months,
+        referral_token: row.referral_token.clone(),
+        version: row.version,
+        device_serial: row.device_serial.clone(),
+        voided_at: row.voided_at.map(to_timestamp),
+        void_reason: row.void_reason.clone(),
+    }
+}

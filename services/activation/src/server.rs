@@ -1,0 +1,76 @@
+//! Wires the activation service: store, outbox, sweeper, projector, gRPC server. Used by
+//! `main.rs` and by the integration tests (which start it on port 0 with a fresh keyspace).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
+use scanloop_eventstore::{EventStore, Outbox, Sweeper};
+use scanloop_pii::IdentityHasher;
+use scanloop_proto::activation::v1::activation_service_server::{
+    ActivationServiceServer, SERVICE_NAME,
+};
+use scanloop_storage::Checkpoints;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Activation;
+use crate::config::Config;
+use crate::domain::code::CodeSigner;
+use crate::domain::warranty::Rules;
+use crate::grpc::Api;
+use crate::projections::{Projector, ReadModels};
+
+pub const TOPIC_SERVICE: &str = "activation";
+
+/// Runs the service on `listener` until `shutdown` is cancelled: the gRPC API, the outbox
+/// sweeper and the read-model projector. Refuses to start if the schema is missing.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let session =
+        scanloop_storage::connect(&config.infra.cql_nodes, Duration::from_secs(60)).await?;
+    let store = EventStore::new(session.clone(), &config.keyspace).await?;
+    let read_models = ReadModels::new(session.clone(), &config.keyspace).await?;
+    let producer = EventProducer::new(&config.infra.kafka_brokers, Duration::from_secs(10))?;
+    let topic = scanloop_bus::topics::event_topic(TOPIC_SERVICE);
+    let outbox = Outbox::new(store, &config.keyspace, producer.clone(), topic.clone()).await?;
+
+    let rules = Rules {
+        return_window: chrono::Duration::days(config.return_window_days),
+        suspicious_scan_window: chrono::Duration::minutes(config.suspicious_scan_minutes),
+        ..Rules::default()
+    };
+    let app = Arc::new(Activation::new(
+        outbox.clone(),
+        CodeSigner::new(config.code_secret.clone(), config.code_base_url.clone()),
+        IdentityHasher::new(config.identity_secret.clone()),
+        rules,
+        read_models.clone(),
+    ));
+
+    let sweeper = tokio::spawn(Sweeper::new(outbox).run(shutdown.clone()));
+    let projector = ConsumerRunner::new(
+        ConsumerOptions::new(
+            config.infra.kafka_brokers.clone(),
+            config.projection_group.clone(),
+            vec![topic],
+        ),
+        Projector::new(read_models),
+        Checkpoints::new(session, &config.keyspace).await?,
+        producer,
+        shutdown.clone(),
+    )?;
+    let projecting = tokio::spawn(projector.run());
+
+    let routes = tonic::service::Routes::new(ActivationServiceServer::new(Api::new(app)));
+    let served =
+        scanloop_service::serve::<ActivationServiceServer<Api>>(listener, routes, shutdown.clone())
+            .await;
+    shutdown.cancel();
+    let _ = sweeper.await;
+    projecting.await??;
+    let _ = SERVICE_NAME;
+    served
+}
