@@ -24,6 +24,8 @@ pub struct Config {
     pub suspicious_scan_minutes: i64,
     /// SCANLOOP_PROJECTION_GROUP, default activation-projections.
     pub projection_group: String,
+    /// SCANLOOP_ACTIVATION_TOPIC, default scanloop.activation.events.v1.
+    pub topic: String,
 }
 
 impl Config {
@@ -54,6 +56,10 @@ impl Config {
             projection_group: var(
                 "SCANLOOP_PROJECTION_GROUP",
                 "activation-projections".to_owned(),
+            )?,
+            topic: var(
+                "SCANLOOP_ACTIVATION_TOPIC",
+                scanloop_bus::topics::event_topic("activation"),
             )?,
         })
     }

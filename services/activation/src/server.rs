@@ -7,9 +7,7 @@ use std::time::Duration;
 use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
 use scanloop_eventstore::{EventStore, Outbox, Sweeper};
 use scanloop_pii::IdentityHasher;
-use scanloop_proto::activation::v1::activation_service_server::{
-    ActivationServiceServer, SERVICE_NAME,
-};
+use scanloop_proto::activation::v1::activation_service_server::ActivationServiceServer;
 use scanloop_storage::Checkpoints;
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +17,6 @@ use crate::domain::code::CodeSigner;
 use crate::domain::warranty::Rules;
 use crate::grpc::Api;
 use crate::projections::{Projector, ReadModels};
-
-pub const TOPIC_SERVICE: &str = "activation";
 
 /// Runs the service on `listener` until `shutdown` is cancelled: the gRPC API, the outbox
 /// sweeper and the read-model projector. Refuses to start if the schema is missing.
@@ -34,7 +30,7 @@ pub async fn run(
     let store = EventStore::new(session.clone(), &config.keyspace).await?;
     let read_models = ReadModels::new(session.clone(), &config.keyspace).await?;
     let producer = EventProducer::new(&config.infra.kafka_brokers, Duration::from_secs(10))?;
-    let topic = scanloop_bus::topics::event_topic(TOPIC_SERVICE);
+    let topic = config.topic.clone();
     let outbox = Outbox::new(store, &config.keyspace, producer.clone(), topic.clone()).await?;
 
     let rules = Rules {
@@ -71,6 +67,5 @@ pub async fn run(
     shutdown.cancel();
     let _ = sweeper.await;
     projecting.await??;
-    let _ = SERVICE_NAME;
     served
 }

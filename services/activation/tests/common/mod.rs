@@ -1,0 +1,184 @@
+//! Starts the real activation binary against the devstack, each test with its own keyspace,
+//! topic and consumer group, and talks to it over gRPC.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use scanloop_proto::activation::v1 as pb;
+use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
+use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::time::to_timestamp;
+use tonic::transport::Channel;
+
+pub const BRAND: &str = "acme";
+
+pub struct Env {
+    pub keyspace: String,
+    pub topic: String,
+    pub group: String,
+}
+
+/// A fresh keyspace (migrated as `scanloop migrate` would) and topic.
+pub async fn fresh_env(name: &str) -> Env {
+    let session = scanloop_testkit::session().await.unwrap();
+    let keyspace = scanloop_testkit::unique_name(&format!("test_act_{name}"));
+    scanloop_storage::migrate(
+        &session,
+        &keyspace,
+        1,
+        "",
+        &scanloop_activation::migrations(),
+    )
+    .await
+    .unwrap();
+    let topic = scanloop_testkit::fresh_topic(&format!("activation.{name}"), 3)
+        .await
+        .unwrap();
+    Env {
+        group: format!("{keyspace}-projections"),
+        keyspace,
+        topic,
+    }
+}
+
+pub struct Service {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Service {
+    /// Starts the binary and waits until it answers.
+    pub async fn start(env: &Env) -> Service {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_scanloop-activation"))
+            .env("SCANLOOP_GRPC_ADDR", &addr)
+            .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
+            .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
+            .env("SCANLOOP_PROJECTION_GROUP", &env.group)
+            .env(
+                "SCANLOOP_CQL_NODES",
+                scanloop_testkit::cql_nodes().join(","),
+            )
+            .env("SCANLOOP_KAFKA_BROKERS", scanloop_testkit::brokers())
+            .env("SCANLOOP_CODE_SECRET", "test-code-secret")
+            .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the activation binary starts");
+        let service = Service { child, addr };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut client) = service.try_client().await {
+                let probe = client
+                    .verify_code(pb::VerifyCodeRequest {
+                        brand_id: BRAND.into(),
+                        code: "acme/k1.AAAA".into(),
+                    })
+                    .await;
+                if probe.is_ok() {
+                    return service;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "service did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_client(
+        &self,
+    ) -> Result<ActivationServiceClient<Channel>, tonic::transport::Error> {
+        ActivationServiceClient::connect(format!("http://{}", self.addr)).await
+    }
+
+    pub async fn client(&self) -> ActivationServiceClient<Channel> {
+        self.try_client().await.expect("connect")
+    }
+
+    /// SIGKILL: no graceful anything, as a crashed or OOM-killed pod.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Issues a batch and collects its codes.
+pub async fn issue(
+    client: &mut ActivationServiceClient<Channel>,
+    quantity: u32,
+) -> (String, Vec<String>) {
+    let mut stream = client
+        .issue_batch(pb::IssueBatchRequest {
+            brand_id: BRAND.into(),
+            request_id: request_id(),
+            sku: "AC-100".into(),
+            product_model: "Air Conditioner 100".into(),
+            warranty_months: 24,
+            quantity,
+            key_id: "k1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut batch_id = String::new();
+    let mut codes = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        batch_id = message.batch_id;
+        codes.extend(message.codes);
+    }
+    (batch_id, codes)
+}
+
+pub fn phone(number: &str) -> Option<BuyerIdentity> {
+    Some(BuyerIdentity {
+        kind: Some(Kind::PhoneNumber(number.into())),
+    })
+}
+
+pub fn activation(code: &str, request_id: &str) -> pb::ActivateWarrantyRequest {
+    pb::ActivateWarrantyRequest {
+        brand_id: BRAND.into(),
+        request_id: request_id.into(),
+        code: code.into(),
+        buyer: phone("13800138000"),
+        channel: Some(pb::PurchaseChannel {
+            kind: pb::PurchaseChannelKind::Store as i32,
+            id: "store-sz-01".into(),
+        }),
+        purchase_amount: Some(Money {
+            amount_fen: 399_900,
+            currency: "CNY".into(),
+        }),
+        purchased_at: Some(to_timestamp(chrono::Utc::now() - chrono::Duration::days(1))),
+        referral_token: String::new(),
+        device_serial: String::new(),
+    }
+}
