@@ -1,7 +1,8 @@
 //! `scanloop`: the operator's command. Wiring only; the work is in the modules.
 
 mod bench;
-mod demo;
+mod demo_activation;
+mod demo_eventstore;
 mod migrate;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +22,29 @@ struct Cli {
 enum Command {
     /// Create (idempotently) each service's keyspace and tables and the Kafka topics.
     Migrate(migrate::Args),
-    /// A short narrated workload on a running cluster (what `scripts/demo` runs).
-    Demo(demo::Args),
+    /// Short narrated workloads on a running cluster (what `scripts/demo` runs).
+    #[command(subcommand)]
+    Demo(Demo),
     /// Measure the storage and messaging baseline on a running cluster (e.g. the devstack).
     Bench(bench::Args),
     /// List the environment variables every Scanloop process reads, with their defaults.
     Config,
+}
+
+#[derive(Subcommand)]
+enum Demo {
+    /// The activation scenario against a running activation service.
+    Activation {
+        /// The activation service's gRPC address.
+        #[arg(
+            long,
+            env = "SCANLOOP_ACTIVATION_ADDR",
+            default_value = "127.0.0.1:50051"
+        )]
+        addr: String,
+    },
+    /// The event store and bus on their own: outbox, conflict, sweeper, de-duplication, DLQ.
+    Eventstore,
 }
 
 #[tokio::main]
@@ -37,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&infra, args).await,
         Command::Bench(args) => bench::run(&infra, args).await,
-        Command::Demo(args) => demo::run(&infra, args).await,
+        Command::Demo(Demo::Activation { addr }) => demo_activation::run(&addr).await,
+        Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Config => {
             for var in scanloop_config::INFRA_VARS {
                 println!("{:<30} {:<22} {}", var.name, var.default, var.meaning);

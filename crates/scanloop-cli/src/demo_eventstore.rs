@@ -1,5 +1,5 @@
-//! `scanloop demo`: a short, narrated workload on a running cluster that shows the foundation at
-//! work: appends through the outbox, a concurrency conflict, a consumer reading the stream back in
+//! `scanloop demo eventstore`: a short, narrated workload on a running cluster that shows the
+//! foundation at work: appends through the outbox, a concurrency conflict, a consumer reading the stream back in
 //! order with a duplicate dropped, a poison record dead-lettered, and a stranded append published
 //! by the sweeper.
 
@@ -17,10 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 const KEYSPACE: &str = "scanloop_demo";
 
-#[derive(clap::Args)]
-pub struct Args {}
-
-pub async fn run(infra: &Infra, _args: Args) -> anyhow::Result<()> {
+pub async fn run(infra: &Infra) -> anyhow::Result<()> {
     let session = scanloop_storage::connect(&infra.cql_nodes, Duration::from_secs(60)).await?;
     scanloop_storage::migrate(
         &session,
