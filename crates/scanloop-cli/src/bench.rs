@@ -41,7 +41,7 @@ pub struct Args {
     warmup_secs: u64,
     /// Operations in flight at once.
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Open-loop rate in operations per second; 0 runs a closed loop.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -51,6 +51,15 @@ pub struct Args {
     /// Devstack state directory, to find Cassandra's and Kafka's pids for CPU accounting.
     #[arg(long, env = "SCANLOOP_DEVSTACK_DIR")]
     devstack_dir: Option<PathBuf>,
+    /// A running activation service: adds the gRPC phases (VerifyCode, ActivateWarranty).
+    #[arg(long)]
+    activation_addr: Option<String>,
+    /// The activation service's pid, for CPU accounting.
+    #[arg(long)]
+    activation_pid: Option<u32>,
+    /// Codes issued for the ActivateWarranty phase (each activation uses a fresh one).
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) activation_codes: u32,
 }
 
 pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
@@ -91,7 +100,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let producer = EventProducer::new(&infra.kafka_brokers, Duration::from_secs(30))?;
     let outbox = Outbox::new(store.clone(), &keyspace, producer.clone(), topic.clone()).await?;
     let payload = Arc::new(vec![b'x'; args.payload_bytes]);
-    let servers = ServerPids::find(args.devstack_dir.as_deref());
+    let servers = ServerPids::find(args.devstack_dir.as_deref(), args.activation_pid);
 
     print_header(&args, &keyspace);
     let mut results = Vec::new();
@@ -222,11 +231,14 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     );
 
     let consumer = consume_all(infra, &session, &keyspace, &topic, &servers, &published).await?;
-    print_results(&results, &consumer);
+    if let Some(addr) = &args.activation_addr {
+        results.extend(crate::bench_activation::phases(addr, &args, &servers).await?);
+    }
+    print_results(&results, &consumer, &servers);
     Ok(())
 }
 
-struct PhaseResult {
+pub(crate) struct PhaseResult {
     name: &'static str,
     ops: u64,
     errors: u64,
@@ -236,7 +248,12 @@ struct PhaseResult {
 }
 
 /// Runs `op(i)` for a warm-up and then for the measured duration.
-async fn phase<F, Fut>(name: &'static str, args: &Args, servers: &ServerPids, op: F) -> PhaseResult
+pub(crate) async fn phase<F, Fut>(
+    name: &'static str,
+    args: &Args,
+    servers: &ServerPids,
+    op: F,
+) -> PhaseResult
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -426,11 +443,19 @@ fn print_header(args: &Args, keyspace: &str) {
     );
 }
 
-fn print_results(results: &[PhaseResult], consumer: &ConsumerResult) {
+fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &ServerPids) {
     println!();
     println!(
-        "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}   cpu µs/op: bench + cassandra + kafka",
-        "phase", "ops", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
+        "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}   cpu µs/op: bench + {}",
+        "phase",
+        "ops",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        servers.names(),
     );
     for r in results {
         let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
@@ -461,6 +486,17 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult) {
     );
     let rate = |r: &PhaseResult| r.ops as f64 / r.elapsed.as_secs_f64();
     let p99 = |r: &PhaseResult| r.latency_us.value_at_quantile(0.99) as f64;
+    let by_name = |name: &str| results.iter().find(|r| r.name == name);
+    if let (Some(plain), Some(activate)) = (
+        by_name("plain CQL insert"),
+        by_name(crate::bench_activation::ACTIVATE),
+    ) {
+        println!(
+            "ActivateWarranty end to end vs plain insert: {:.2}x the rate, {:.2}x the p99",
+            rate(activate) / rate(plain),
+            p99(activate) / p99(plain),
+        );
+    }
     if let [plain, append, outbox, ..] = results {
         println!();
         println!(
@@ -474,21 +510,23 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult) {
     }
 }
 
-/// CPU seconds (user + system) of this process and of the devstack's servers.
-#[derive(Clone, Copy, Default)]
+/// CPU seconds (user + system) of this process and of each server process found.
+#[derive(Clone, Default)]
 struct CpuUse {
     bench: f64,
-    cassandra: Option<f64>,
-    kafka: Option<f64>,
+    servers: Vec<Option<f64>>,
 }
 
 impl CpuUse {
     fn since(&self, before: &CpuUse) -> CpuUse {
-        let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
         CpuUse {
             bench: self.bench - before.bench,
-            cassandra: diff(self.cassandra, before.cassandra),
-            kafka: diff(self.kafka, before.kafka),
+            servers: self
+                .servers
+                .iter()
+                .zip(&before.servers)
+                .map(|(after, before)| Some((*after)? - (*before)?))
+                .collect(),
         }
     }
 
@@ -497,25 +535,20 @@ impl CpuUse {
             return "-".into();
         }
         let us = |s: f64| format!("{:.0}", s * 1e6 / ops as f64);
-        let opt = |s: Option<f64>| s.map_or("?".into(), us);
-        let total = self.bench + self.cassandra.unwrap_or(0.0) + self.kafka.unwrap_or(0.0);
-        format!(
-            "{} + {} + {} = {}",
-            us(self.bench),
-            opt(self.cassandra),
-            opt(self.kafka),
-            us(total)
-        )
+        let mut parts = vec![us(self.bench)];
+        parts.extend(self.servers.iter().map(|s| s.map_or("?".into(), us)));
+        let total = self.bench + self.servers.iter().flatten().sum::<f64>();
+        format!("{} = {}", parts.join(" + "), us(total))
     }
 }
 
-struct ServerPids {
-    cassandra: Option<u32>,
-    kafka: Option<u32>,
+/// The server processes whose CPU time is reported, in column order.
+pub(crate) struct ServerPids {
+    pids: Vec<(&'static str, Option<u32>)>,
 }
 
 impl ServerPids {
-    fn find(devstack_dir: Option<&std::path::Path>) -> Self {
+    fn find(devstack_dir: Option<&std::path::Path>, activation: Option<u32>) -> Self {
         let dir = devstack_dir
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".devstack"));
@@ -524,17 +557,29 @@ impl ServerPids {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
         };
-        Self {
-            cassandra: pid("cassandra"),
-            kafka: pid("kafka"),
+        let mut pids = vec![("cassandra", pid("cassandra")), ("kafka", pid("kafka"))];
+        if activation.is_some() {
+            pids.push(("activation", activation));
         }
+        Self { pids }
+    }
+
+    fn names(&self) -> String {
+        self.pids
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(" + ")
     }
 
     fn sample(&self) -> CpuUse {
         CpuUse {
             bench: cpu_seconds("self").unwrap_or(0.0),
-            cassandra: self.cassandra.and_then(|p| cpu_seconds(&p.to_string())),
-            kafka: self.kafka.and_then(|p| cpu_seconds(&p.to_string())),
+            servers: self
+                .pids
+                .iter()
+                .map(|(_, pid)| pid.and_then(|p| cpu_seconds(&p.to_string())))
+                .collect(),
         }
     }
 }

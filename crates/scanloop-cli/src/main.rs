@@ -1,6 +1,7 @@
 //! `scanloop`: the operator's command. Wiring only; the work is in the modules.
 
 mod bench;
+mod bench_activation;
 mod demo_activation;
 mod demo_eventstore;
 mod migrate;
