@@ -30,6 +30,33 @@ enum Command {
     Bench(bench::Args),
     /// List the environment variables every Scanloop process reads, with their defaults.
     Config,
+    /// Ask a service's standard gRPC health check; exits non-zero unless it is serving.
+    Health {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// The service name to check; empty checks the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+async fn health(addr: &str, service: String) -> anyhow::Result<()> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest { service })
+        .await?
+        .into_inner()
+        .status();
+    anyhow::ensure!(status == ServingStatus::Serving, "{addr} is {status:?}");
+    println!("{addr}: serving");
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -58,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&infra, args).await,
         Command::Demo(Demo::Activation { addr }) => demo_activation::run(&addr).await,
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
+        Command::Health { addr, service } => health(&addr, service).await,
         Command::Config => {
             for var in scanloop_config::INFRA_VARS {
                 println!("{:<30} {:<22} {}", var.name, var.default, var.meaning);

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize as _;
 use serde_yaml::Value;
 
 fn repo() -> PathBuf {
@@ -25,7 +26,14 @@ fn compose_file_is_consistent() {
     let mut compose = yaml(&repo().join("docker-compose.yml"));
     compose.apply_merge().expect("merge keys");
     let services = compose["services"].as_mapping().expect("services map");
-    for required in ["kafka", "scylla", "otel-collector", "jaeger", "migrate"] {
+    for required in [
+        "kafka",
+        "scylla",
+        "otel-collector",
+        "jaeger",
+        "migrate",
+        "activation",
+    ] {
         assert!(
             services.contains_key(required),
             "compose lacks service {required}"
@@ -133,7 +141,12 @@ fn kubernetes_manifests_are_consistent_and_locked_down() {
                 path.display()
             );
             if path.is_file() {
-                check_workload(&yaml(&path), &path);
+                let text = std::fs::read_to_string(&path).unwrap();
+                for document in serde_yaml::Deserializer::from_str(&text) {
+                    let doc = Value::deserialize(document)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    check_workload(&doc, &path);
+                }
             }
         }
     }
@@ -154,6 +167,13 @@ fn check_workload(doc: &Value, path: &Path) {
         path.display()
     );
     for container in pod["containers"].as_sequence().expect("containers") {
+        if kind == "Deployment" {
+            assert!(
+                container["readinessProbe"]["grpc"]["port"].is_number(),
+                "{}: services are probed with the gRPC health check",
+                path.display()
+            );
+        }
         let security = &container["securityContext"];
         assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
         assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
