@@ -33,6 +33,7 @@ pub struct Args {
 pub fn migrations_for(service: &str) -> Vec<&'static Migration> {
     match service {
         "activation" => scanloop_activation::migrations(),
+        "membership" => scanloop_membership::migrations(),
         _ => scanloop_eventstore::schema::MIGRATIONS
             .iter()
             .chain(scanloop_storage::checkpoints::MIGRATIONS)

@@ -13,6 +13,22 @@ use crate::event::{AppendMeta, NewEvent, RecordedEvent};
 use crate::outbox::{Appended, Outbox};
 use crate::store::AppendError;
 
+/// Why an aggregate refuses a command: the small, closed set every service's domain uses. Each
+/// maps to one gRPC status (in scanloop-service), so a domain never chooses status codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The command itself is wrong (INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Valid, but the aggregate is not in a state that allows it (FAILED_PRECONDITION).
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
 /// A domain event that knows its protobuf encoding.
 pub trait DomainEvent: Sized + Send + Sync {
     /// Fully qualified protobuf message name, e.g. "scanloop.activation.v1.WarrantyActivated".

@@ -13,12 +13,13 @@
 //! Per stream, events reach Kafka in order, possibly duplicated, never lost.
 
 pub mod aggregate;
+mod domain_events;
 pub mod event;
 pub mod outbox;
 pub mod schema;
 pub mod store;
 
-pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Repository};
+pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Rejection, Repository};
 pub use event::{AppendMeta, NewEvent, RecordedEvent};
 pub use outbox::{Appended, Outbox, Sweeper};
 pub use store::{AppendError, EventStore, Snapshot};

@@ -211,19 +211,12 @@ impl EventStore {
         stream_id: &str,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, DbError> {
-        let pager = self
-            .inner
-            .session
-            .execute_iter(
-                self.inner.load_events.clone(),
-                (stream_id, after_version as i64),
-            )
-            .await?;
-        let rows: Vec<EventRow> = pager.rows_stream::<EventRow>()?.try_collect().await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| from_row(stream_id, row))
-            .collect())
+        self.query_events(
+            &self.inner.load_events,
+            stream_id,
+            (stream_id, after_version as i64),
+        )
+        .await
     }
 
     /// Events of `stream_id` in `(after_version, up_to]`, in order.
@@ -233,13 +226,24 @@ impl EventStore {
         after_version: u64,
         up_to: u64,
     ) -> Result<Vec<RecordedEvent>, DbError> {
+        self.query_events(
+            &self.inner.load_range,
+            stream_id,
+            (stream_id, after_version as i64, up_to as i64),
+        )
+        .await
+    }
+
+    async fn query_events(
+        &self,
+        statement: &PreparedStatement,
+        stream_id: &str,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<RecordedEvent>, DbError> {
         let pager = self
             .inner
             .session
-            .execute_iter(
-                self.inner.load_range.clone(),
-                (stream_id, after_version as i64, up_to as i64),
-            )
+            .execute_iter(statement.clone(), values)
             .await?;
         let rows: Vec<EventRow> = pager.rows_stream::<EventRow>()?.try_collect().await?;
         Ok(rows

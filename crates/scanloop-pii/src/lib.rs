@@ -6,6 +6,8 @@
 
 use hmac::{Hmac, Mac};
 use scanloop_config::Secret;
+use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::common::v1::buyer_identity::Kind;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -61,6 +63,46 @@ impl IdentityHasher {
         Ok(data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes()))
     }
 
+    /// The form in which an identity a caller sent may be stored and published: a phone number
+    /// becomes its keyed hash here and goes no further; a hash or unionid is checked for shape.
+    /// `field` names the request field in error messages.
+    pub fn stored_identity(
+        &self,
+        brand_id: &str,
+        identity: Option<&BuyerIdentity>,
+        field: &str,
+    ) -> Result<BuyerIdentity, IdentityError> {
+        let kind = match identity.and_then(|b| b.kind.as_ref()) {
+            Some(Kind::PhoneNumber(phone)) => Kind::PhoneHash(
+                self.phone_hash(brand_id, phone)
+                    .map_err(|e| IdentityError(format!("{field}: {e}")))?,
+            ),
+            Some(Kind::PhoneHash(hash)) if is_hex_digest(hash) => Kind::PhoneHash(hash.clone()),
+            Some(Kind::PhoneHash(_)) => {
+                return Err(IdentityError(format!(
+                    "{field}.phone_hash must be 64 lowercase hex digits (or send phone_number)"
+                )));
+            }
+            Some(Kind::WechatUnionid(id)) if is_token(id, 128) => Kind::WechatUnionid(id.clone()),
+            Some(Kind::WechatUnionid(_)) => {
+                return Err(IdentityError(format!(
+                    "{field}.wechat_unionid is empty or malformed"
+                )));
+            }
+            Some(Kind::DeviceSerial(_)) => {
+                return Err(IdentityError(format!(
+                    "{field} must be a phone number or a WeChat unionid, not a device serial"
+                )));
+            }
+            None => {
+                return Err(IdentityError(format!(
+                    "{field} is required: phone_number or wechat_unionid"
+                )));
+            }
+        };
+        Ok(BuyerIdentity { kind: Some(kind) })
+    }
+
     fn brand_key(&self, brand_id: &str) -> Vec<u8> {
         let mut mac = HmacSha256::new_from_slice(self.secret.expose().as_bytes())
             .expect("hmac takes keys of any length");
@@ -68,6 +110,26 @@ impl IdentityHasher {
         mac.update(brand_id.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
+}
+
+/// Why an identity cannot be accepted; the message names the field and never echoes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IdentityError(String);
+
+fn is_hex_digest(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+fn is_token(value: &str, max: usize) -> bool {
+    !value.is_empty()
+        && value.len() <= max
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -100,6 +162,26 @@ mod tests {
             h.phone_hash("acme", "13800138000").unwrap(),
             other.phone_hash("acme", "13800138000").unwrap()
         );
+    }
+
+    #[test]
+    fn stored_identities_hold_no_phone_number() {
+        let h = hasher();
+        let phone = BuyerIdentity {
+            kind: Some(Kind::PhoneNumber("13800138000".into())),
+        };
+        let stored = h.stored_identity("acme", Some(&phone), "buyer").unwrap();
+        assert!(matches!(stored.kind, Some(Kind::PhoneHash(ref x)) if x.len() == 64));
+        let bad = BuyerIdentity {
+            kind: Some(Kind::PhoneNumber("12".into())),
+        };
+        let error = h.stored_identity("acme", Some(&bad), "buyer").unwrap_err();
+        assert!(error.to_string().starts_with("buyer:"));
+        assert!(h.stored_identity("acme", None, "buyer").is_err());
+        let serial = BuyerIdentity {
+            kind: Some(Kind::DeviceSerial("SN".into())),
+        };
+        assert!(h.stored_identity("acme", Some(&serial), "buyer").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The errors a service returns to its callers, and their gRPC codes.
 
-use scanloop_eventstore::{AppendError, ExecuteError};
+use scanloop_eventstore::{AppendError, ExecuteError, Rejection};
 use tonic::{Code, Status};
 
 /// A closed set: every failure a caller can see is one of these, with a message saying what to
@@ -76,6 +76,17 @@ impl<E: Into<ServiceError>> From<ExecuteError<E>> for ServiceError {
                 Self::Internal("stored events cannot be read".into())
             }
             ExecuteError::Store(store) => Self::from_store(store),
+        }
+    }
+}
+
+impl From<Rejection> for ServiceError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Invalid(m) => Self::InvalidArgument(m),
+            Rejection::NotFound(m) => Self::NotFound(m),
+            Rejection::AlreadyExists(m) => Self::AlreadyExists(m),
+            Rejection::FailedPrecondition(m) => Self::FailedPrecondition(m),
         }
     }
 }

@@ -3,9 +3,12 @@
 //! - [`shutdown_signal`] and [`serve`]: a tonic server with the standard health service and
 //!   server reflection that drains in-flight calls on SIGTERM or Ctrl-C.
 
+pub mod context;
 pub mod error;
 pub mod server;
 pub mod trace;
+pub mod validate;
 
+pub use context::RequestContext;
 pub use error::ServiceError;
 pub use server::{serve, shutdown_signal};

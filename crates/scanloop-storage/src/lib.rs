@@ -6,6 +6,7 @@
 
 pub mod checkpoints;
 pub mod migrate;
+pub mod paging;
 pub mod session;
 
 pub use checkpoints::Checkpoints;

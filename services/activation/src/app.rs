@@ -6,47 +6,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use scanloop_eventstore::{AppendMeta, Outbox, Repository};
+use scanloop_eventstore::{Outbox, Repository};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::common::v1::BuyerIdentity;
-use scanloop_proto::common::v1::buyer_identity::Kind;
+pub use scanloop_service::RequestContext;
 use scanloop_service::ServiceError;
 use uuid::Uuid;
 
 use crate::domain::batch::{self, Batch};
-use crate::domain::code::{CodeError, CodeId, CodeSigner, is_valid_slug};
+use crate::domain::code::{CodeError, CodeId, CodeSigner};
 use crate::domain::warranty::{self, Rules, Warranty};
 use crate::domain::{ActivationEvent, Rejection};
 use crate::projections::ReadModels;
 
 /// Namespace of batch ids derived from (brand, request id): a retried IssueBatch finds its batch.
 const BATCH_NAMESPACE: Uuid = Uuid::from_u128(0x5ca7_100b_a7c4_4e55_9d1e_0000_0000_0001);
-
-/// Who asks, for the envelope of what the command appends.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    pub brand_id: String,
-    pub request_id: String,
-    /// From the caller's `x-correlation-id` metadata; the request id when absent.
-    pub correlation_id: String,
-    pub traceparent: String,
-}
-
-impl RequestContext {
-    fn meta(&self) -> AppendMeta {
-        AppendMeta {
-            brand_id: self.brand_id.clone(),
-            correlation_id: if self.correlation_id.is_empty() {
-                self.request_id.clone()
-            } else {
-                self.correlation_id.clone()
-            },
-            causation_id: self.request_id.clone(),
-            traceparent: self.traceparent.clone(),
-        }
-    }
-}
 
 pub struct Activation {
     batches: Repository<Batch>,
@@ -220,45 +195,15 @@ impl Activation {
         ))
     }
 
-    /// Turns the caller's buyer identity into the stored form: a phone number becomes its keyed
-    /// hash here and goes no further.
+    /// The caller's buyer identity in stored form (a phone number becomes its keyed hash).
     pub fn stored_identity(
         &self,
         brand_id: &str,
         buyer: Option<&BuyerIdentity>,
     ) -> Result<BuyerIdentity, ServiceError> {
-        let kind = match buyer.and_then(|b| b.kind.as_ref()) {
-            Some(Kind::PhoneNumber(phone)) => Kind::PhoneHash(
-                self.hasher
-                    .phone_hash(brand_id, phone)
-                    .map_err(|e| ServiceError::InvalidArgument(format!("buyer: {e}")))?,
-            ),
-            Some(Kind::PhoneHash(hash)) if is_hex_digest(hash) => Kind::PhoneHash(hash.clone()),
-            Some(Kind::PhoneHash(_)) => {
-                return Err(ServiceError::invalid(
-                    "buyer.phone_hash must be 64 lowercase hex digits (or send phone_number)",
-                ));
-            }
-            Some(Kind::WechatUnionid(id)) if valid_token(id, 128) => {
-                Kind::WechatUnionid(id.clone())
-            }
-            Some(Kind::WechatUnionid(_)) => {
-                return Err(ServiceError::invalid(
-                    "buyer.wechat_unionid is empty or malformed",
-                ));
-            }
-            Some(Kind::DeviceSerial(_)) => {
-                return Err(ServiceError::invalid(
-                    "a buyer is a phone number or a WeChat unionid, not a device serial",
-                ));
-            }
-            None => {
-                return Err(ServiceError::invalid(
-                    "buyer is required: phone_number or wechat_unionid",
-                ));
-            }
-        };
-        Ok(BuyerIdentity { kind: Some(kind) })
+        self.hasher
+            .stored_identity(brand_id, buyer, "buyer")
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -377,40 +322,4 @@ impl Activation {
     ) -> Result<(CodeId, Arc<pb::BatchIssued>), ServiceError> {
         self.issued_code(brand_id, code).await
     }
-}
-
-fn is_hex_digest(value: &str) -> bool {
-    value.len() == 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-}
-
-fn valid_token(value: &str, max: usize) -> bool {
-    !value.is_empty()
-        && value.len() <= max
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Brand ids are slugs: they appear in codes and URLs.
-pub fn validate_brand(brand_id: &str) -> Result<(), ServiceError> {
-    if is_valid_slug(brand_id, 64) {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(
-            "brand_id is required: 1-64 of a-z, 0-9, '-', '_'",
-        ))
-    }
-}
-
-/// Request ids make retries safe; any printable string up to 128 characters.
-pub fn validate_request_id(request_id: &str) -> Result<(), ServiceError> {
-    if request_id.is_empty() || request_id.len() > 128 || request_id.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(
-            "request_id is required (a unique string up to 128 characters, reused only to retry)",
-        ));
-    }
-    Ok(())
 }

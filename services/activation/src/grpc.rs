@@ -5,25 +5,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use data_encoding::BASE64URL_NOPAD;
 use futures::Stream;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_server::ActivationService;
 use scanloop_proto::common::v1::{Money, PageResponse};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::ServiceError;
-use scanloop_service::trace::{correlation_id, server_span};
+use scanloop_service::trace::server_span;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::app::{Activation, RequestContext, WarrantyState, validate_brand, validate_request_id};
+use crate::app::{Activation, RequestContext, WarrantyState};
 use crate::projections::{WarrantyRow, buyer_key};
+use scanloop_service::validate::{
+    brand_id as validate_brand, page_size, request_id as validate_request_id,
+};
 
 const SERVICE: &str = "scanloop.activation.v1.ActivationService";
 /// Codes per streamed IssueBatch message.
 const CODES_PER_MESSAGE: u32 = 1_000;
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
 
 pub struct Api {
     app: Arc<Activation>,
@@ -36,13 +36,7 @@ impl Api {
 }
 
 fn context<T>(request: &Request<T>, brand_id: &str, request_id: &str) -> RequestContext {
-    tracing::Span::current().record("brand_id", brand_id);
-    RequestContext {
-        brand_id: brand_id.to_owned(),
-        request_id: request_id.to_owned(),
-        correlation_id: correlation_id(request.metadata()).unwrap_or_default(),
-        traceparent: scanloop_telemetry::current_traceparent(),
-    }
+    RequestContext::of_request(request.metadata(), brand_id, request_id)
 }
 
 fn required_time(
@@ -64,13 +58,6 @@ fn required_code(code: &str) -> Result<&str, ServiceError> {
         ));
     }
     Ok(code)
-}
-
-fn page_size(page: Option<&scanloop_proto::common::v1::PageRequest>) -> u32 {
-    match page.map_or(0, |p| p.page_size) {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    }
 }
 
 type CodeStream = Pin<Box<dyn Stream<Item = Result<pb::IssueBatchResponse, Status>> + Send>>;
@@ -329,25 +316,12 @@ impl ActivationService for Api {
             let brand = r.brand_id.as_str();
             let buyer = self.app.stored_identity(brand, r.buyer.as_ref())?;
             let key = buyer_key(&buyer).expect("stored identities have a key");
-            let token = match r.page.as_ref().map(|p| p.page_token.as_str()) {
-                None | Some("") => None,
-                Some(token) => Some(
-                    BASE64URL_NOPAD
-                        .decode(token.as_bytes())
-                        .map_err(|_| ServiceError::invalid("page_token is not one we issued"))?,
-                ),
-            };
+            let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
             let read_models = self.app.read_models();
             let (keys, next) = read_models
                 .list_by_buyer(brand, &key, page_size(r.page.as_ref()), token)
                 .await
-                .map_err(|e| {
-                    if e.to_string().contains("paging state") {
-                        ServiceError::invalid("page_token is not one we issued")
-                    } else {
-                        unavailable(e)
-                    }
-                })?;
+                .map_err(page_error)?;
             let rows = futures::future::try_join_all(keys.into_iter().map(
                 |(batch_id, serial)| async move {
                     let row = read_models
@@ -362,13 +336,20 @@ impl ActivationService for Api {
             Ok::<_, ServiceError>(Response::new(pb::ListWarrantiesResponse {
                 warranties: rows.into_iter().flatten().collect(),
                 page: Some(PageResponse {
-                    next_page_token: next.map(|n| BASE64URL_NOPAD.encode(&n)).unwrap_or_default(),
+                    next_page_token: next,
                 }),
             }))
         }
         .instrument(span)
         .await
         .map_err(Status::from)
+    }
+}
+
+fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
+    match error {
+        scanloop_storage::paging::PageError::BadToken => ServiceError::invalid(error.to_string()),
+        scanloop_storage::paging::PageError::Db(e) => unavailable(e),
     }
 }
 

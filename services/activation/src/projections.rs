@@ -15,8 +15,8 @@ use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::time::from_timestamp;
 use scanloop_storage::DbError;
+use scanloop_storage::paging::PageError;
 use scylla::client::session::Session;
-use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::prepared::PreparedStatement;
 use uuid::Uuid;
 
@@ -237,29 +237,22 @@ impl ReadModels {
         brand_id: &str,
         buyer: &str,
         page_size: u32,
-        page_token: Option<Vec<u8>>,
-    ) -> Result<(Vec<(Uuid, u32)>, Option<Vec<u8>>), DbError> {
-        let mut statement = self.inner.select_by_buyer.clone();
-        statement.set_page_size(page_size as i32);
-        let paging = page_token.map_or_else(PagingState::start, PagingState::new_from_raw_bytes);
-        let (result, next) = self
-            .inner
-            .session
-            .execute_single_page(&statement, (brand_id, buyer), paging)
-            .await?;
-        let rows = result.into_rows_result()?;
-        let keys = rows
-            .rows::<(Uuid, i64)>()?
-            .map(|row| row.map(|(batch, serial)| (batch, serial as u32)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DbError::new)?;
-        let next = match next {
-            PagingStateResponse::HasMorePages { state } => {
-                state.as_bytes_slice().map(|bytes| bytes.to_vec())
-            }
-            PagingStateResponse::NoMorePages => None,
-        };
-        Ok((keys, next))
+        page_token: &str,
+    ) -> Result<(Vec<(Uuid, u32)>, String), PageError> {
+        let (rows, next) = scanloop_storage::paging::page::<(Uuid, i64)>(
+            &self.inner.session,
+            &self.inner.select_by_buyer,
+            (brand_id, buyer),
+            page_size,
+            page_token,
+        )
+        .await?;
+        Ok((
+            rows.into_iter()
+                .map(|(batch, serial)| (batch, serial as u32))
+                .collect(),
+            next,
+        ))
     }
 
     async fn apply(

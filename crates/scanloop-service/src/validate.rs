@@ -1,0 +1,53 @@
+//! Checks every service makes of the fields every request carries.
+
+use crate::ServiceError;
+
+/// Brand ids are slugs: they appear in codes, URLs and stream ids.
+pub fn brand_id(brand_id: &str) -> Result<(), ServiceError> {
+    let ok = !brand_id.is_empty()
+        && brand_id.len() <= 64
+        && brand_id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "brand_id is required: 1-64 of a-z, 0-9, '-', '_'",
+        ))
+    }
+}
+
+/// Request ids make retries safe: any printable string up to 128 characters.
+pub fn request_id(request_id: &str) -> Result<(), ServiceError> {
+    if request_id.is_empty() || request_id.len() > 128 || request_id.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            "request_id is required (a unique string up to 128 characters, reused only to retry)",
+        ));
+    }
+    Ok(())
+}
+
+/// Page size asked for, defaulted and capped.
+pub fn page_size(page: Option<&scanloop_proto::common::v1::PageRequest>) -> u32 {
+    match page.map_or(0, |p| p.page_size) {
+        0 => 50,
+        n => n.min(500),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brand_ids_and_request_ids() {
+        assert!(brand_id("acme-cn_1").is_ok());
+        for bad in ["", "Acme", "a/b", &"x".repeat(65)] {
+            assert!(brand_id(bad).is_err(), "{bad}");
+        }
+        assert!(request_id("r-1").is_ok());
+        assert!(request_id("").is_err());
+        assert!(request_id("a\nb").is_err());
+    }
+}

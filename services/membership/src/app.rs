@@ -1,0 +1,275 @@
+//! Command handling for members: the I/O around the pure domain. Identity claims come first
+//! (their own streams, settled by conditional appends), then the member's stream.
+
+use chrono::{DateTime, Utc};
+use scanloop_eventstore::{AppendMeta, Outbox, Repository};
+use scanloop_pii::IdentityHasher;
+use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::membership::v1 as pb;
+use scanloop_service::{RequestContext, ServiceError};
+
+use crate::domain::identity::{self, Claim, identity_key};
+use crate::domain::member::{self, Member, Rules};
+use crate::domain::{MembershipEvent, Rejection};
+
+pub struct Membership {
+    members: Repository<Member>,
+    claims: Repository<Claim>,
+    hasher: IdentityHasher,
+    rules: Rules,
+}
+
+/// A member as the write side knows it, with its stream version.
+pub struct MemberState {
+    pub member: Member,
+    pub version: u64,
+}
+
+impl Membership {
+    pub fn new(outbox: Outbox, hasher: IdentityHasher, rules: Rules) -> Self {
+        Self {
+            members: Repository::new(outbox.clone()),
+            claims: Repository::new(outbox),
+            hasher,
+            rules,
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The caller's identity in stored form (a phone number becomes its keyed hash).
+    pub fn stored_identity(
+        &self,
+        brand_id: &str,
+        identity: Option<&BuyerIdentity>,
+    ) -> Result<(BuyerIdentity, String), ServiceError> {
+        let stored = self
+            .hasher
+            .stored_identity(brand_id, identity, "identity")
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let key = identity_key(&stored).expect("stored identities have a key");
+        Ok((stored, key))
+    }
+
+    /// The member an identity belongs to, if any.
+    pub async fn owner_of(
+        &self,
+        brand_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, ServiceError> {
+        let claim = self
+            .claims
+            .load::<Rejection>(&identity::stream_id(brand_id, key))
+            .await?;
+        Ok(claim.state.member_id)
+    }
+
+    /// Claims `identity` for `member_id`; the member it already belongs to otherwise.
+    async fn claim(
+        &self,
+        meta: &AppendMeta,
+        member_id: &str,
+        identity: &BuyerIdentity,
+        key: &str,
+    ) -> Result<Result<(), String>, ServiceError> {
+        let outcome = self
+            .claims
+            .execute(&identity::stream_id(&meta.brand_id, key), meta, |claim| {
+                identity::claim(claim, member_id, identity)
+            })
+            .await;
+        match outcome {
+            Ok(_) => Ok(Ok(())),
+            Err(scanloop_eventstore::ExecuteError::Rejected(Rejection::AlreadyExists(_))) => {
+                let owner = self.owner_of(&meta.brand_id, key).await?;
+                Ok(Err(owner.unwrap_or_default()))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        ctx: &RequestContext,
+        identity: BuyerIdentity,
+        key: String,
+        display_name: String,
+        region: String,
+    ) -> Result<MemberState, ServiceError> {
+        let meta = ctx.meta();
+        let member_id = identity::derived_member_id(&ctx.brand_id, &key).to_string();
+        if let Err(owner) = self.claim(&meta, &member_id, &identity, &key).await? {
+            return Err(ServiceError::AlreadyExists(format!(
+                "this identity already belongs to member {owner}"
+            )));
+        }
+        let cmd = member::Register {
+            member_id: member_id.clone(),
+            identity,
+            display_name,
+            region,
+            request_id: ctx.request_id.clone(),
+            now: Utc::now(),
+        };
+        self.run(&ctx.brand_id, &member_id, &meta, |m| {
+            member::register(m, &cmd)
+        })
+        .await
+    }
+
+    pub async fn link(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        identity: BuyerIdentity,
+        key: String,
+    ) -> Result<MemberState, ServiceError> {
+        let current = self.get(&ctx.brand_id, member_id).await?;
+        if current.member.identities.contains(&key) {
+            return Ok(current);
+        }
+        let meta = ctx.meta();
+        if let Err(owner) = self.claim(&meta, member_id, &identity, &key).await? {
+            return Err(ServiceError::AlreadyExists(format!(
+                "this identity already belongs to member {owner}"
+            )));
+        }
+        self.run(&ctx.brand_id, member_id, &meta, |m| {
+            member::link(m, &identity, &ctx.request_id)
+        })
+        .await
+    }
+
+    /// A registered member, from its stream (always current).
+    pub async fn get(&self, brand_id: &str, member_id: &str) -> Result<MemberState, ServiceError> {
+        let loaded = self
+            .members
+            .load::<Rejection>(&member::stream_id(brand_id, member_id))
+            .await?;
+        if !loaded.state.is_registered() {
+            return Err(ServiceError::NotFound(format!("no member {member_id}")));
+        }
+        Ok(MemberState {
+            member: loaded.state,
+            version: loaded.version,
+        })
+    }
+
+    pub async fn award(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        points: i64,
+        reason: &str,
+    ) -> Result<MemberState, ServiceError> {
+        let cmd = member::Points {
+            points,
+            reason: reason.to_owned(),
+            request_id: ctx.request_id.clone(),
+            now: Utc::now(),
+        };
+        self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
+            member::award(m, &cmd, &self.rules)
+        })
+        .await
+    }
+
+    pub async fn redeem(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        points: i64,
+        reason: &str,
+    ) -> Result<MemberState, ServiceError> {
+        let cmd = member::Points {
+            points,
+            reason: reason.to_owned(),
+            request_id: ctx.request_id.clone(),
+            now: Utc::now(),
+        };
+        self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
+            member::redeem(m, &cmd)
+        })
+        .await
+    }
+
+    pub async fn engage(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        kind: pb::EngagementKind,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<MemberState, ServiceError> {
+        let cmd = member::Engage {
+            kind,
+            occurred_at,
+            request_id: ctx.request_id.clone(),
+            now: Utc::now(),
+        };
+        self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
+            member::engage(m, &cmd, &self.rules)
+        })
+        .await
+    }
+
+    /// The reaction to a warranty activation: find or create the buyer's member, bind the device,
+    /// award activation points. Every id is derived from the activation event, so a redelivered
+    /// or replayed event decides nothing new.
+    pub async fn on_activation(
+        &self,
+        meta: &AppendMeta,
+        identity: BuyerIdentity,
+        device_serial: String,
+        warranty_code: String,
+        event_id: String,
+        activated_at: DateTime<Utc>,
+    ) -> Result<MemberState, ServiceError> {
+        let key = identity_key(&identity)
+            .ok_or_else(|| ServiceError::invalid("activation carries no usable buyer identity"))?;
+        let member_id = match self.owner_of(&meta.brand_id, &key).await? {
+            Some(owner) => owner,
+            None => {
+                let derived = identity::derived_member_id(&meta.brand_id, &key).to_string();
+                match self.claim(meta, &derived, &identity, &key).await? {
+                    Ok(()) => derived,
+                    Err(owner) => owner,
+                }
+            }
+        };
+        let cmd = member::Activated {
+            member_id: member_id.clone(),
+            identity,
+            device_serial,
+            warranty_code,
+            event_id,
+            activated_at,
+            now: Utc::now(),
+        };
+        self.run(&meta.brand_id, &member_id, meta, |m| {
+            member::on_activation(m, &cmd, &self.rules)
+        })
+        .await
+    }
+
+    async fn run<F>(
+        &self,
+        brand_id: &str,
+        member_id: &str,
+        meta: &AppendMeta,
+        decide: F,
+    ) -> Result<MemberState, ServiceError>
+    where
+        F: Fn(&Member) -> Result<Vec<MembershipEvent>, Rejection>,
+    {
+        let executed = self
+            .members
+            .execute(&member::stream_id(brand_id, member_id), meta, decide)
+            .await?;
+        Ok(MemberState {
+            member: executed.state,
+            version: executed.version,
+        })
+    }
+}

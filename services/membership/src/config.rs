@@ -1,0 +1,73 @@
+//! The membership service's settings, from the environment (defaults documented in README).
+
+use scanloop_config::{ConfigError, Infra, Secret, var};
+
+use crate::domain::member::Rules;
+
+const DEVELOPMENT_SECRET: &str = "scanloop-development-secret";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub infra: Infra,
+    /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50052.
+    pub grpc_addr: String,
+    /// SCANLOOP_MEMBERSHIP_KEYSPACE, default scanloop_membership.
+    pub keyspace: String,
+    /// SCANLOOP_MEMBERSHIP_TOPIC, default scanloop.membership.events.v1.
+    pub topic: String,
+    /// SCANLOOP_ACTIVATION_TOPIC: where warranty activations come from.
+    pub activation_topic: String,
+    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes; the same in every service.
+    pub identity_secret: Secret<String>,
+    /// SCANLOOP_PROJECTION_GROUP, default membership-projections.
+    pub projection_group: String,
+    /// SCANLOOP_REACTION_GROUP, default membership-reactions.
+    pub reaction_group: String,
+    pub rules: Rules,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let identity_secret: Secret<String> =
+            var("SCANLOOP_IDENTITY_SECRET", Secret::new(String::new()))?;
+        let identity_secret = if identity_secret.expose().is_empty() {
+            tracing::warn!("SCANLOOP_IDENTITY_SECRET not set: using the development secret");
+            Secret::new(DEVELOPMENT_SECRET.to_owned())
+        } else {
+            identity_secret
+        };
+        let defaults = Rules::default();
+        Ok(Self {
+            infra: Infra::from_env()?,
+            grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50052".to_owned())?,
+            keyspace: var(
+                "SCANLOOP_MEMBERSHIP_KEYSPACE",
+                "scanloop_membership".to_owned(),
+            )?,
+            topic: var(
+                "SCANLOOP_MEMBERSHIP_TOPIC",
+                scanloop_bus::topics::event_topic("membership"),
+            )?,
+            activation_topic: var(
+                "SCANLOOP_ACTIVATION_TOPIC",
+                scanloop_bus::topics::event_topic("activation"),
+            )?,
+            identity_secret,
+            projection_group: var(
+                "SCANLOOP_PROJECTION_GROUP",
+                "membership-projections".to_owned(),
+            )?,
+            reaction_group: var("SCANLOOP_REACTION_GROUP", "membership-reactions".to_owned())?,
+            rules: Rules {
+                koc_window: chrono::Duration::days(var("SCANLOOP_KOC_WINDOW_DAYS", 30)?),
+                koc_min_scans: var("SCANLOOP_KOC_MIN_SCANS", defaults.koc_min_scans)?,
+                koc_min_shares: var("SCANLOOP_KOC_MIN_SHARES", defaults.koc_min_shares)?,
+                koc_min_comments: var("SCANLOOP_KOC_MIN_COMMENTS", defaults.koc_min_comments)?,
+                gold_min_score: var("SCANLOOP_GOLD_MIN_SCORE", defaults.gold_min_score)?,
+                points_ttl: chrono::Duration::days(var("SCANLOOP_POINTS_TTL_DAYS", 365)?),
+                activation_points: var("SCANLOOP_ACTIVATION_POINTS", defaults.activation_points)?,
+                ..defaults
+            },
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! The membership domain: pure rules, no I/O.
+
+pub mod events;
+pub mod identity;
+pub mod member;
+pub mod tiers;
+
+pub use events::MembershipEvent;
+
+pub use scanloop_eventstore::Rejection;

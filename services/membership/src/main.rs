@@ -1,0 +1,14 @@
+//! The membership service process: configuration, telemetry, signals. Wiring only.
+
+use scanloop_membership::{config::Config, server};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = scanloop_telemetry::init("scanloop-membership")?;
+    let config = Config::from_env()?;
+    let listener = tokio::net::TcpListener::bind(&config.grpc_addr).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(scanloop_service::shutdown_signal(shutdown.clone()));
+    server::run(config, listener, shutdown).await
+}

@@ -1,0 +1,85 @@
+//! Wires the membership service: store, outbox, sweeper, the reaction to activations, the
+//! read-model projector and the gRPC server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
+use scanloop_eventstore::{EventStore, Outbox, Sweeper};
+use scanloop_pii::IdentityHasher;
+use scanloop_proto::membership::v1::membership_service_server::MembershipServiceServer;
+use scanloop_storage::Checkpoints;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Membership;
+use crate::config::Config;
+use crate::grpc::Api;
+use crate::projections::{Projector, ReadModels};
+use crate::reaction::ActivationReaction;
+
+/// Runs the service on `listener` until `shutdown` is cancelled. Refuses to start if the schema
+/// is missing.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let session =
+        scanloop_storage::connect(&config.infra.cql_nodes, Duration::from_secs(60)).await?;
+    let store = EventStore::new(session.clone(), &config.keyspace).await?;
+    let read_models = ReadModels::new(session.clone(), &config.keyspace).await?;
+    let producer = EventProducer::new(&config.infra.kafka_brokers, Duration::from_secs(10))?;
+    let outbox = Outbox::new(
+        store,
+        &config.keyspace,
+        producer.clone(),
+        config.topic.clone(),
+    )
+    .await?;
+    let app = Arc::new(Membership::new(
+        outbox.clone(),
+        IdentityHasher::new(config.identity_secret.clone()),
+        config.rules.clone(),
+    ));
+    let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
+    let consumer = |group: &str, topic: &str| {
+        ConsumerOptions::new(
+            config.infra.kafka_brokers.clone(),
+            group.to_owned(),
+            vec![topic.to_owned()],
+        )
+    };
+
+    let sweeper = tokio::spawn(Sweeper::new(outbox).run(shutdown.clone()));
+    let reacting = tokio::spawn(
+        ConsumerRunner::new(
+            consumer(&config.reaction_group, &config.activation_topic),
+            ActivationReaction::new(app.clone()),
+            checkpoints.clone(),
+            producer.clone(),
+            shutdown.clone(),
+        )?
+        .run(),
+    );
+    let projecting = tokio::spawn(
+        ConsumerRunner::new(
+            consumer(&config.projection_group, &config.topic),
+            Projector::new(read_models.clone()),
+            checkpoints,
+            producer,
+            shutdown.clone(),
+        )?
+        .run(),
+    );
+
+    let routes =
+        tonic::service::Routes::new(MembershipServiceServer::new(Api::new(app, read_models)));
+    let served =
+        scanloop_service::serve::<MembershipServiceServer<Api>>(listener, routes, shutdown.clone())
+            .await;
+    shutdown.cancel();
+    let _ = sweeper.await;
+    reacting.await??;
+    projecting.await??;
+    served
+}
