@@ -1,0 +1,243 @@
+//! Runs the activation and membership services in-process against the devstack, each test with
+//! its own keyspaces, topics and consumer groups, and talks to them over gRPC.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use scanloop_config::{Infra, Secret};
+use scanloop_proto::activation::v1 as act;
+use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
+use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
+use scanloop_proto::time::to_timestamp;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const BRAND: &str = "acme";
+const IDENTITY_SECRET: &str = "test-identity-secret";
+
+pub struct Cluster {
+    pub activation_keyspace: String,
+    pub membership_keyspace: String,
+    pub activation_topic: String,
+    pub membership_topic: String,
+    pub activation: ActivationServiceClient<Channel>,
+    pub membership: MembershipServiceClient<Channel>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    membership_addr: String,
+}
+
+fn infra() -> Infra {
+    Infra {
+        cql_nodes: scanloop_testkit::cql_nodes(),
+        kafka_brokers: scanloop_testkit::brokers(),
+        replication_factor: 1,
+        topic_partitions: 3,
+    }
+}
+
+async fn listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return make(channel);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Cluster {
+    pub async fn start(name: &str) -> Cluster {
+        let session = scanloop_testkit::session().await.unwrap();
+        let activation_keyspace = scanloop_testkit::unique_name(&format!("test_ma_{name}"));
+        let membership_keyspace = scanloop_testkit::unique_name(&format!("test_mm_{name}"));
+        scanloop_storage::migrate(
+            &session,
+            &activation_keyspace,
+            1,
+            "",
+            &scanloop_activation::migrations(),
+        )
+        .await
+        .unwrap();
+        scanloop_storage::migrate(
+            &session,
+            &membership_keyspace,
+            1,
+            "",
+            &scanloop_membership::migrations(),
+        )
+        .await
+        .unwrap();
+        let activation_topic = scanloop_testkit::fresh_topic(&format!("{name}.activation"), 3)
+            .await
+            .unwrap();
+        let membership_topic = scanloop_testkit::fresh_topic(&format!("{name}.membership"), 3)
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+
+        let (act_listener, act_addr) = listener().await;
+        let activation_config = scanloop_activation::config::Config {
+            infra: infra(),
+            grpc_addr: act_addr.clone(),
+            keyspace: activation_keyspace.clone(),
+            code_secret: Secret::new("test-code-secret".into()),
+            identity_secret: Secret::new(IDENTITY_SECRET.into()),
+            code_base_url: "https://w.example.cn".into(),
+            return_window_days: 30,
+            suspicious_scan_minutes: 360,
+            projection_group: format!("{activation_keyspace}-projections"),
+            topic: activation_topic.clone(),
+        };
+        let mut tasks = vec![tokio::spawn(scanloop_activation::server::run(
+            activation_config,
+            act_listener,
+            shutdown.clone(),
+        ))];
+
+        let mut cluster = Cluster {
+            activation: connect(&act_addr, ActivationServiceClient::new).await,
+            // Replaced by start_membership below; a client needs some channel meanwhile.
+            membership: connect(&act_addr, MembershipServiceClient::new).await,
+            activation_keyspace,
+            membership_keyspace,
+            activation_topic,
+            membership_topic,
+            shutdown,
+            tasks: Vec::new(),
+            membership_addr: String::new(),
+        };
+        cluster.tasks.append(&mut tasks);
+        cluster.start_membership("membership-reactions").await;
+        cluster
+    }
+
+    /// Starts (another) membership instance; `reaction_group` names its activation consumer group.
+    pub async fn start_membership(&mut self, reaction_group: &str) {
+        let (listener, addr) = listener().await;
+        let config = scanloop_membership::config::Config {
+            infra: infra(),
+            grpc_addr: addr.clone(),
+            keyspace: self.membership_keyspace.clone(),
+            topic: self.membership_topic.clone(),
+            activation_topic: self.activation_topic.clone(),
+            identity_secret: Secret::new(IDENTITY_SECRET.into()),
+            projection_group: format!("{}-projections", self.membership_keyspace),
+            reaction_group: format!("{}-{reaction_group}", self.membership_keyspace),
+            rules: scanloop_membership::domain::member::Rules::default(),
+        };
+        self.tasks
+            .push(tokio::spawn(scanloop_membership::server::run(
+                config,
+                listener,
+                self.shutdown.clone(),
+            )));
+        self.membership = connect(&addr, MembershipServiceClient::new).await;
+        self.membership_addr = addr;
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn phone(number: &str) -> Option<BuyerIdentity> {
+    Some(BuyerIdentity {
+        kind: Some(Kind::PhoneNumber(number.into())),
+    })
+}
+
+pub fn unionid(id: &str) -> Option<BuyerIdentity> {
+    Some(BuyerIdentity {
+        kind: Some(Kind::WechatUnionid(id.into())),
+    })
+}
+
+pub async fn issue(client: &mut ActivationServiceClient<Channel>, quantity: u32) -> Vec<String> {
+    let mut stream = client
+        .issue_batch(act::IssueBatchRequest {
+            brand_id: BRAND.into(),
+            request_id: request_id(),
+            sku: "PH-9".into(),
+            product_model: "Phone 9".into(),
+            warranty_months: 12,
+            quantity,
+            key_id: "k1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut codes = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        codes.extend(message.codes);
+    }
+    codes
+}
+
+pub fn activation(code: &str, buyer: &str, device_serial: &str) -> act::ActivateWarrantyRequest {
+    act::ActivateWarrantyRequest {
+        brand_id: BRAND.into(),
+        request_id: request_id(),
+        code: code.into(),
+        buyer: phone(buyer),
+        channel: Some(act::PurchaseChannel {
+            kind: act::PurchaseChannelKind::Online as i32,
+            id: "jd".into(),
+        }),
+        purchase_amount: Some(Money {
+            amount_fen: 599_900,
+            currency: "CNY".into(),
+        }),
+        purchased_at: Some(to_timestamp(
+            chrono::Utc::now() - chrono::Duration::hours(3),
+        )),
+        referral_token: String::new(),
+        device_serial: device_serial.into(),
+    }
+}
+
+/// Polls until `check` holds or 30 s pass; returns the last value.
+pub async fn eventually<T, F, Fut>(mut probe: F, check: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = probe().await;
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached: {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
