@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 const BRAND: &str = "demo-appliances";
 
-pub async fn run(addr: &str) -> anyhow::Result<()> {
+pub async fn run(addr: &str, membership_addr: Option<&str>) -> anyhow::Result<()> {
     let mut client = connect(addr).await?;
     let request_id = || uuid::Uuid::new_v4().to_string();
 
@@ -118,6 +118,10 @@ pub async fn run(addr: &str) -> anyhow::Result<()> {
         );
     }
 
+    if let Some(membership_addr) = membership_addr {
+        show_member(membership_addr).await?;
+    }
+
     println!("5. ExtendWarranty: 12 months for completing an assist campaign");
     let extended = client
         .extend_warranty(pb::ExtendWarrantyRequest {
@@ -169,17 +173,54 @@ pub async fn run(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(addr: &str) -> anyhow::Result<ActivationServiceClient<Channel>> {
+/// The membership service reacted to the activation: the buyer is a member now.
+async fn show_member(addr: &str) -> anyhow::Result<()> {
+    use scanloop_proto::membership::v1 as mpb;
+    use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
+    println!("   membership reacts to WarrantyActivated (via Kafka):");
+    let mut members = MembershipServiceClient::new(channel(addr).await?);
+    let request = mpb::GetMemberRequest {
+        brand_id: BRAND.into(),
+        by: Some(mpb::get_member_request::By::Identity(BuyerIdentity {
+            kind: Some(Kind::PhoneNumber("138 0013 8000".into())),
+        })),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let member = loop {
+        match members.get_member(request.clone()).await {
+            Ok(member) if member.get_ref().points_balance > 0 => break member.into_inner(),
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => anyhow::bail!("the buyer did not become a member: {other:?}"),
+        }
+    };
+    println!(
+        "   member {}: devices {:?}, {} points, tier {}, scans in window {}",
+        member.member_id,
+        member.device_serials,
+        member.points_balance,
+        member.tier,
+        member.window_scans
+    );
+    Ok(())
+}
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match ActivationServiceClient::connect(format!("http://{addr}")).await {
-            Ok(client) => return Ok(client),
+        match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await {
+            Ok(channel) => return Ok(channel),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(error) => anyhow::bail!("activation service at {addr} not reachable: {error}"),
+            Err(error) => anyhow::bail!("service at {addr} not reachable: {error}"),
         }
     }
+}
+
+async fn connect(addr: &str) -> anyhow::Result<ActivationServiceClient<Channel>> {
+    Ok(ActivationServiceClient::new(channel(addr).await?))
 }
 
 async fn verify(

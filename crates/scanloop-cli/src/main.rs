@@ -70,6 +70,9 @@ enum Demo {
             default_value = "127.0.0.1:50051"
         )]
         addr: String,
+        /// A membership service to show the member the activation creates.
+        #[arg(long, env = "SCANLOOP_MEMBERSHIP_ADDR")]
+        membership_addr: Option<String>,
     },
     /// The event store and bus on their own: outbox, conflict, sweeper, de-duplication, DLQ.
     Eventstore,
@@ -83,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&infra, args).await,
         Command::Bench(args) => bench::run(&infra, args).await,
-        Command::Demo(Demo::Activation { addr }) => demo_activation::run(&addr).await,
+        Command::Demo(Demo::Activation {
+            addr,
+            membership_addr,
+        }) => demo_activation::run(&addr, membership_addr.as_deref()).await,
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Health { addr, service } => health(&addr, service).await,
         Command::Config => {
