@@ -209,7 +209,10 @@ async fn show_member(addr: &str) -> anyhow::Result<()> {
 async fn channel(addr: &str) -> anyhow::Result<Channel> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await {
+        match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+        {
             Ok(channel) => return Ok(channel),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
