@@ -16,10 +16,12 @@ pub mod aggregate;
 mod domain_events;
 pub mod event;
 pub mod outbox;
+pub mod projection;
 pub mod schema;
 pub mod store;
 
 pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Rejection, Repository};
 pub use event::{AppendMeta, NewEvent, RecordedEvent};
 pub use outbox::{Appended, Outbox, Sweeper};
+pub use projection::{Projection, Projector};
 pub use store::{AppendError, EventStore, Snapshot};

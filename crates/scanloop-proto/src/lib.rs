@@ -77,3 +77,27 @@ pub mod time {
         }
     }
 }
+
+/// Regions are administrative division codes (GB/T 2260): six digits, e.g. "440300" (Shenzhen);
+/// the first two digits name the province.
+pub mod region {
+    pub fn is_division_code(region: &str) -> bool {
+        region.len() == 6 && region.chars().all(|c| c.is_ascii_digit())
+    }
+
+    /// The province part of a division code.
+    pub fn province(region: &str) -> Option<&str> {
+        is_division_code(region).then(|| &region[..2])
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn codes() {
+            assert!(super::is_division_code("440300"));
+            assert!(!super::is_division_code("44030"));
+            assert!(!super::is_division_code("44030a"));
+            assert_eq!(super::province("110000"), Some("11"));
+        }
+    }
+}

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
-use scanloop_eventstore::DomainEvent;
+use scanloop_bus::EventEnvelope;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::common::v1::buyer_identity::Kind;
@@ -255,7 +254,7 @@ impl ReadModels {
         ))
     }
 
-    async fn apply(
+    async fn apply_event(
         &self,
         envelope: &EventEnvelope,
         event: &ActivationEvent,
@@ -395,29 +394,14 @@ impl From<WarrantyRecord> for WarrantyRow {
     }
 }
 
-/// Applies activation events to the read models.
-pub struct Projector {
-    read_models: ReadModels,
-}
-
-impl Projector {
-    pub fn new(read_models: ReadModels) -> Self {
-        Self { read_models }
-    }
-}
-
-impl EventHandler for Projector {
-    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
-        let event = ActivationEvent::decode(
-            &envelope.event_type,
-            envelope.schema_version,
-            &envelope.payload,
-        )
-        .map_err(HandlerError::Poison)?;
-        self.read_models
-            .apply(envelope, &event)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))
+impl scanloop_eventstore::Projection for ReadModels {
+    type Event = ActivationEvent;
+    async fn apply(
+        &self,
+        envelope: &EventEnvelope,
+        event: &ActivationEvent,
+    ) -> Result<(), DbError> {
+        self.apply_event(envelope, event).await
     }
 }
 

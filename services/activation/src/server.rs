@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
-use scanloop_eventstore::{EventStore, Outbox, Sweeper};
+use scanloop_eventstore::{EventStore, Outbox, Projector, Sweeper};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1::activation_service_server::ActivationServiceServer;
 use scanloop_storage::Checkpoints;
@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::domain::code::CodeSigner;
 use crate::domain::warranty::Rules;
 use crate::grpc::Api;
-use crate::projections::{Projector, ReadModels};
+use crate::projections::ReadModels;
 
 /// Runs the service on `listener` until `shutdown` is cancelled: the gRPC API, the outbox
 /// sweeper and the read-model projector. Refuses to start if the schema is missing.
@@ -53,7 +53,7 @@ pub async fn run(
             config.projection_group.clone(),
             vec![topic],
         ),
-        Projector::new(read_models),
+        Projector(read_models),
         Checkpoints::new(session, &config.keyspace).await?,
         producer,
         shutdown.clone(),

@@ -164,12 +164,7 @@ impl Membership {
         points: i64,
         reason: &str,
     ) -> Result<MemberState, ServiceError> {
-        let cmd = member::Points {
-            points,
-            reason: reason.to_owned(),
-            request_id: ctx.request_id.clone(),
-            now: Utc::now(),
-        };
+        let cmd = points_command(ctx, points, reason);
         self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
             member::award(m, &cmd, &self.rules)
         })
@@ -183,12 +178,7 @@ impl Membership {
         points: i64,
         reason: &str,
     ) -> Result<MemberState, ServiceError> {
-        let cmd = member::Points {
-            points,
-            reason: reason.to_owned(),
-            request_id: ctx.request_id.clone(),
-            now: Utc::now(),
-        };
+        let cmd = points_command(ctx, points, reason);
         self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
             member::redeem(m, &cmd)
         })
@@ -271,5 +261,14 @@ impl Membership {
             member: executed.state,
             version: executed.version,
         })
+    }
+}
+
+fn points_command(ctx: &RequestContext, points: i64, reason: &str) -> member::Points {
+    member::Points {
+        points,
+        reason: reason.to_owned(),
+        request_id: ctx.request_id.clone(),
+        now: Utc::now(),
     }
 }

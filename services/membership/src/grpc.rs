@@ -245,9 +245,7 @@ impl MembershipService for Api {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let region = r.region.trim();
-            if !(region.is_empty()
-                || (region.len() == 6 && region.chars().all(|c| c.is_ascii_digit())))
-            {
+            if !(region.is_empty() || scanloop_proto::region::is_division_code(region)) {
                 return Err(ServiceError::invalid(
                     "region must be a 6-digit division code or empty",
                 ));

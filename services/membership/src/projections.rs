@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
-use scanloop_eventstore::DomainEvent;
+use scanloop_bus::EventEnvelope;
 use scanloop_proto::time::from_timestamp;
 use scanloop_storage::DbError;
 use scanloop_storage::paging::PageError;
@@ -253,7 +252,7 @@ impl ReadModels {
         Ok(())
     }
 
-    async fn apply(
+    async fn apply_event(
         &self,
         envelope: &EventEnvelope,
         event: &MembershipEvent,
@@ -312,27 +311,13 @@ fn boards(region: &str) -> Vec<&str> {
     }
 }
 
-pub struct Projector {
-    read_models: ReadModels,
-}
-
-impl Projector {
-    pub fn new(read_models: ReadModels) -> Self {
-        Self { read_models }
-    }
-}
-
-impl EventHandler for Projector {
-    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
-        let event = MembershipEvent::decode(
-            &envelope.event_type,
-            envelope.schema_version,
-            &envelope.payload,
-        )
-        .map_err(HandlerError::Poison)?;
-        self.read_models
-            .apply(envelope, &event)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))
+impl scanloop_eventstore::Projection for ReadModels {
+    type Event = MembershipEvent;
+    async fn apply(
+        &self,
+        envelope: &EventEnvelope,
+        event: &MembershipEvent,
+    ) -> Result<(), DbError> {
+        self.apply_event(envelope, event).await
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
-use scanloop_eventstore::{EventStore, Outbox, Sweeper};
+use scanloop_eventstore::{EventStore, Outbox, Projector, Sweeper};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::membership::v1::membership_service_server::MembershipServiceServer;
 use scanloop_storage::Checkpoints;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Membership;
 use crate::config::Config;
 use crate::grpc::Api;
-use crate::projections::{Projector, ReadModels};
+use crate::projections::ReadModels;
 use crate::reaction::ActivationReaction;
 
 /// Runs the service on `listener` until `shutdown` is cancelled. Refuses to start if the schema
@@ -64,7 +64,7 @@ pub async fn run(
     let projecting = tokio::spawn(
         ConsumerRunner::new(
             consumer(&config.projection_group, &config.topic),
-            Projector::new(read_models.clone()),
+            Projector(read_models.clone()),
             checkpoints,
             producer,
             shutdown.clone(),

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Months, Utc};
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::region::{is_division_code, province};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 
 use super::{ActivationEvent, Rejection};
@@ -100,7 +101,7 @@ pub fn scan(
     cmd: &Scan,
     rules: &Rules,
 ) -> Result<Vec<ActivationEvent>, Rejection> {
-    if !is_region_code(&cmd.region) {
+    if !is_division_code(&cmd.region) {
         return Err(Rejection::Invalid(
             "region must be a 6-digit administrative division code (GB/T 2260), e.g. 440300".into(),
         ));
@@ -119,7 +120,7 @@ pub fn scan(
         request_id: cmd.request_id.clone(),
     })];
     if let Some((previous_region, previous_at)) = &state.last_scan {
-        let far_apart = previous_region.get(..2) != cmd.region.get(..2);
+        let far_apart = province(previous_region) != province(&cmd.region);
         let close_in_time = (cmd.scanned_at - *previous_at).abs() < rules.suspicious_scan_window;
         if far_apart && close_in_time {
             events.push(ActivationEvent::SuspiciousScan(pb::SuspiciousScan {
@@ -306,10 +307,6 @@ fn active_end(state: &Warranty) -> Result<DateTime<Utc>, Rejection> {
     state
         .ends_at
         .ok_or_else(|| Rejection::FailedPrecondition("activation lacks an end date".into()))
-}
-
-fn is_region_code(region: &str) -> bool {
-    region.len() == 6 && region.chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::membership::v1 as pb;
+use scanloop_proto::region::is_division_code;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -265,7 +266,7 @@ pub fn register(state: &Member, cmd: &Register) -> Result<Vec<MembershipEvent>, 
             "display_name is at most 64 characters".into(),
         ));
     }
-    if !(cmd.region.is_empty() || is_region_code(&cmd.region)) {
+    if !(cmd.region.is_empty() || is_division_code(&cmd.region)) {
         return Err(Rejection::Invalid(
             "region must be a 6-digit administrative division code (GB/T 2260) or empty".into(),
         ));
@@ -564,10 +565,6 @@ pub fn on_activation(
         take(decided, &mut scratch);
     }
     Ok(events)
-}
-
-fn is_region_code(region: &str) -> bool {
-    region.len() == 6 && region.chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

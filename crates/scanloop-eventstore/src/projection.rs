@@ -1,0 +1,39 @@
+//! Read-model projections as consumers: decode each event of a service's topic into its domain
+//! event and apply it. An undecodable event is poison (dead-lettered); a database fault is
+//! transient (retried).
+
+use std::future::Future;
+
+use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
+use scanloop_storage::DbError;
+
+use crate::DomainEvent;
+
+/// Applies one event to a service's read models. Must be idempotent: replays and redeliveries
+/// apply an event again.
+pub trait Projection: Send + Sync + 'static {
+    type Event: DomainEvent;
+    fn apply(
+        &self,
+        envelope: &EventEnvelope,
+        event: &Self::Event,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// Runs a [`Projection`] as an [`EventHandler`] for the consumer runner.
+pub struct Projector<P>(pub P);
+
+impl<P: Projection> EventHandler for Projector<P> {
+    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
+        let event = P::Event::decode(
+            &envelope.event_type,
+            envelope.schema_version,
+            &envelope.payload,
+        )
+        .map_err(HandlerError::Poison)?;
+        self.0
+            .apply(envelope, &event)
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))
+    }
+}
