@@ -53,7 +53,11 @@ pub async fn serve<S: NamedService>(
         .build_v1()?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, service = S::NAME, "grpc server listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle's algorithm on accepted sockets holds small response frames back for the peer's
+    // delayed ACK (~40 ms per call); gRPC wants every frame out at once.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)));
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
         .add_routes(routes)
