@@ -1,8 +1,8 @@
 //! Append-and-publish without a dual-write hole.
 //!
 //! Order of writes for one append:
-//! 1. a pending marker (`outbox_markers`, keyed by shard, time, stream, first version and a
-//!    fresh append id, so it is never overwritten) — *before* the append, because the marker
+//! 1. a pending marker (`outbox_pending`, keyed by shard, 10-second bucket, time, stream, first
+//!    version and a fresh append id, so it is never overwritten) — *before* the append, because the marker
 //!    cannot share the append's conditional batch (that batch is confined to the stream's
 //!    partition);
 //! 2. the conditional append;
@@ -28,9 +28,17 @@ use uuid::Uuid;
 use crate::event::{AppendMeta, NewEvent, RecordedEvent};
 use crate::store::{AppendError, EventStore};
 
-/// Markers are spread over this many partitions. Changing it strands old markers in shards the
+/// Markers are spread over this many shards. Changing it strands old markers in shards the
 /// sweeper no longer reads, so it is a constant of the schema, not a setting.
 pub const MARKER_SHARDS: i32 = 16;
+
+/// Markers are grouped in buckets of this many milliseconds of their creation time; a bucket and
+/// a shard make one partition. Also a constant of the schema.
+pub const BUCKET_MILLIS: i64 = 10_000;
+
+fn bucket_of(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis().div_euclid(BUCKET_MILLIS)
+}
 
 /// The result of an append through the outbox.
 #[derive(Debug)]
@@ -59,12 +67,15 @@ struct Inner {
     insert_marker: PreparedStatement,
     delete_marker: PreparedStatement,
     old_markers: PreparedStatement,
+    load_cursor: PreparedStatement,
+    save_cursor: PreparedStatement,
 }
 
 /// One marker's primary key.
 #[derive(Debug, Clone)]
 struct Marker {
     shard: i32,
+    bucket: i64,
     created_at: DateTime<Utc>,
     stream_id: String,
     first_version: u64,
@@ -81,22 +92,47 @@ impl Outbox {
         let session = store.session().clone();
         let insert_marker = session
             .prepare(format!(
-                "INSERT INTO {keyspace}.outbox_markers \
-                 (shard, created_at, stream_id, first_version, append_id) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO {keyspace}.outbox_pending \
+                 (shard, bucket, created_at, stream_id, first_version, append_id) \
+                 VALUES (?, ?, ?, ?, ?, ?)"
             ))
             .await?;
         let delete_marker = session
             .prepare(format!(
-                "DELETE FROM {keyspace}.outbox_markers WHERE shard = ? AND created_at = ? \
-                 AND stream_id = ? AND first_version = ? AND append_id = ?"
+                "DELETE FROM {keyspace}.outbox_pending WHERE shard = ? AND bucket = ? \
+                 AND created_at = ? AND stream_id = ? AND first_version = ? AND append_id = ?"
             ))
             .await?;
         let old_markers = session
             .prepare(format!(
                 "SELECT created_at, stream_id, first_version, append_id \
-                 FROM {keyspace}.outbox_markers WHERE shard = ? AND created_at < ?"
+                 FROM {keyspace}.outbox_pending WHERE shard = ? AND bucket = ? AND created_at < ?"
             ))
             .await?;
+        let load_cursor = session
+            .prepare(format!(
+                "SELECT bucket FROM {keyspace}.outbox_sweep_cursor WHERE shard = ?"
+            ))
+            .await?;
+        let save_cursor = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.outbox_sweep_cursor (shard, bucket) VALUES (?, ?)"
+            ))
+            .await?;
+        // Every shard gets a sweep cursor before this writer's first marker, so the sweeper
+        // knows where to start; two minutes back covers clock skew between hosts.
+        let initial = bucket_of(Utc::now() - chrono::Duration::minutes(2));
+        let init_cursor = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.outbox_sweep_cursor (shard, bucket) VALUES (?, ?) \
+                 IF NOT EXISTS"
+            ))
+            .await?;
+        for shard in 0..MARKER_SHARDS {
+            session
+                .execute_unpaged(&init_cursor, (shard, initial))
+                .await?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -105,6 +141,8 @@ impl Outbox {
                 insert_marker,
                 delete_marker,
                 old_markers,
+                load_cursor,
+                save_cursor,
             }),
         })
     }
@@ -128,9 +166,11 @@ impl Outbox {
         events: Vec<NewEvent>,
     ) -> Result<Appended, AppendError> {
         crate::store::validate_append(stream_id, &events)?;
+        let created_at = Utc::now().trunc_subsecs(3);
         let marker = Marker {
             shard: shard_of(stream_id),
-            created_at: Utc::now().trunc_subsecs(3),
+            bucket: bucket_of(created_at),
+            created_at,
             stream_id: stream_id.to_owned(),
             first_version: expected_version + 1,
             append_id: Uuid::new_v4(),
@@ -249,6 +289,7 @@ impl Outbox {
     async fn markers_older_than(
         &self,
         shard: i32,
+        bucket: i64,
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<Marker>, DbError> {
         use futures::TryStreamExt as _;
@@ -256,7 +297,7 @@ impl Outbox {
             .inner
             .store
             .session()
-            .execute_iter(self.inner.old_markers.clone(), (shard, cutoff))
+            .execute_iter(self.inner.old_markers.clone(), (shard, bucket, cutoff))
             .await?;
         let rows: Vec<(DateTime<Utc>, String, i64, Uuid)> = pager
             .rows_stream::<(DateTime<Utc>, String, i64, Uuid)>()?
@@ -266,6 +307,7 @@ impl Outbox {
             .into_iter()
             .map(|(created_at, stream_id, first_version, append_id)| Marker {
                 shard,
+                bucket,
                 created_at,
                 stream_id,
                 first_version: first_version.max(0) as u64,
@@ -273,12 +315,34 @@ impl Outbox {
             })
             .collect())
     }
+
+    /// The first bucket of `shard` the sweeper still has to read, if recorded.
+    async fn cursor(&self, shard: i32) -> Result<Option<i64>, DbError> {
+        let rows = self
+            .inner
+            .store
+            .session()
+            .execute_unpaged(&self.inner.load_cursor, (shard,))
+            .await?
+            .into_rows_result()?;
+        Ok(rows.maybe_first_row::<(Option<i64>,)>()?.and_then(|(b,)| b))
+    }
+
+    async fn set_cursor(&self, shard: i32, bucket: i64) -> Result<(), DbError> {
+        self.inner
+            .store
+            .session()
+            .execute_unpaged(&self.inner.save_cursor, (shard, bucket))
+            .await?;
+        Ok(())
+    }
 }
 
 impl Marker {
-    fn key(&self) -> (i32, DateTime<Utc>, &str, i64, Uuid) {
+    fn key(&self) -> (i32, i64, DateTime<Utc>, &str, i64, Uuid) {
         (
             self.shard,
+            self.bucket,
             self.created_at,
             self.stream_id.as_str(),
             self.first_version as i64,
@@ -323,6 +387,9 @@ pub struct Sweeper {
     /// A marker whose append never landed (the stream never reached its first version) is
     /// dropped after this long: no append outlives the database's write timeout.
     pub abandon_after: Duration,
+    /// Buckets younger than this may still receive markers (a writer reads its clock before its
+    /// insert lands, and clocks differ between hosts): the cursor never passes them.
+    pub settle: Duration,
     pub interval: Duration,
 }
 
@@ -332,6 +399,7 @@ pub struct SweepReport {
     pub streams_published: usize,
     pub markers_deleted: usize,
     pub markers_kept: usize,
+    pub buckets_read: usize,
 }
 
 impl Sweeper {
@@ -340,7 +408,8 @@ impl Sweeper {
             outbox,
             min_age: Duration::from_secs(5),
             abandon_after: Duration::from_secs(120),
-            interval: Duration::from_secs(2),
+            settle: Duration::from_secs(30),
+            interval: Duration::from_secs(3),
         }
     }
 
@@ -368,41 +437,100 @@ impl Sweeper {
         }
     }
 
+    /// Reads each shard's buckets from its cursor up to the newest bucket holding markers older
+    /// than `min_age`, publishes what their streams have unpublished, deletes the markers that
+    /// are done, and moves the cursor past the settled buckets left without markers.
     pub async fn sweep_once(&self) -> anyhow::Result<SweepReport> {
         let now = Utc::now();
         let cutoff = now - chrono::Duration::from_std(self.min_age)?;
         let abandon_cutoff = now - chrono::Duration::from_std(self.abandon_after)?;
+        let settled = bucket_of(now - chrono::Duration::from_std(self.settle)?);
+        let newest = bucket_of(cutoff);
         let mut report = SweepReport::default();
         for shard in 0..MARKER_SHARDS {
-            let mut by_stream: BTreeMap<String, Vec<Marker>> = BTreeMap::new();
-            for marker in self.outbox.markers_older_than(shard, cutoff).await? {
-                by_stream
-                    .entry(marker.stream_id.clone())
-                    .or_default()
-                    .push(marker);
-            }
-            for (stream_id, markers) in by_stream {
-                let head = self.outbox.publish_stream(&stream_id).await?;
-                report.streams_published += 1;
-                for marker in markers {
-                    // The marker's events (or a competitor's at those versions) are out, or the
-                    // append it announced never happened.
-                    if head >= marker.first_version || marker.created_at < abandon_cutoff {
-                        self.outbox.delete_marker_quietly(&marker).await;
-                        report.markers_deleted += 1;
-                    } else {
-                        report.markers_kept += 1;
-                    }
+            let start = match self.outbox.cursor(shard).await? {
+                Some(bucket) => bucket,
+                None => {
+                    // Outbox::new records cursors before any marker is written; without one,
+                    // look back further than any clock skew could reach.
+                    tracing::warn!(shard, "no sweep cursor; scanning the last ten minutes");
+                    bucket_of(now - chrono::Duration::minutes(10))
                 }
+            };
+            let mut unfinished = None;
+            for bucket in start..=newest {
+                report.buckets_read += 1;
+                let kept = self
+                    .sweep_bucket(shard, bucket, cutoff, abandon_cutoff, &mut report)
+                    .await?;
+                if unfinished.is_none() && (kept > 0 || bucket >= settled) {
+                    unfinished = Some(bucket);
+                }
+            }
+            let next = unfinished.unwrap_or(newest + 1).min(settled);
+            if next > start {
+                self.outbox.set_cursor(shard, next).await?;
             }
         }
         Ok(report)
+    }
+
+    /// Handles one bucket's old markers; returns how many it had to keep.
+    async fn sweep_bucket(
+        &self,
+        shard: i32,
+        bucket: i64,
+        cutoff: DateTime<Utc>,
+        abandon_cutoff: DateTime<Utc>,
+        report: &mut SweepReport,
+    ) -> anyhow::Result<usize> {
+        let mut by_stream: BTreeMap<String, Vec<Marker>> = BTreeMap::new();
+        for marker in self
+            .outbox
+            .markers_older_than(shard, bucket, cutoff)
+            .await?
+        {
+            by_stream
+                .entry(marker.stream_id.clone())
+                .or_default()
+                .push(marker);
+        }
+        let mut kept = 0;
+        for (stream_id, markers) in by_stream {
+            let head = self.outbox.publish_stream(&stream_id).await?;
+            report.streams_published += 1;
+            for marker in markers {
+                // The marker's events (or a competitor's at those versions) are out, or the
+                // append it announced never happened.
+                if head >= marker.first_version || marker.created_at < abandon_cutoff {
+                    self.outbox.delete_marker_quietly(&marker).await;
+                    report.markers_deleted += 1;
+                } else {
+                    report.markers_kept += 1;
+                    kept += 1;
+                }
+            }
+        }
+        Ok(kept)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_ten_second_windows() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            bucket_of(at("2026-01-01T00:00:09.999Z")),
+            bucket_of(at("2026-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            bucket_of(at("2026-01-01T00:00:10Z")),
+            bucket_of(at("2026-01-01T00:00:00Z")) + 1
+        );
+    }
 
     #[test]
     fn shards_are_stable_and_in_range() {

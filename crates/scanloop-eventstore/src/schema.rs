@@ -4,31 +4,52 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "eventstore";
 /// The schema version this build of the event store needs.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: COMPONENT,
-    version: 1,
-    description: "events, snapshots, outbox markers",
-    statements: &[
-        // One partition per stream, clustered by version. `published_version` (static: one
-        // value per stream) is how far the stream has reached Kafka.
-        "CREATE TABLE IF NOT EXISTS {ks}.events (\
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: COMPONENT,
+        version: 1,
+        description: "events, snapshots, outbox markers",
+        statements: &[
+            // One partition per stream, clustered by version. `published_version` (static: one
+            // value per stream) is how far the stream has reached Kafka.
+            "CREATE TABLE IF NOT EXISTS {ks}.events (\
              stream_id text, version bigint, event_id uuid, event_type text, \
              schema_version int, brand_id text, payload blob, occurred_at timestamp, \
              recorded_at timestamp, correlation_id text, causation_id text, traceparent text, \
              published_version bigint static, \
              PRIMARY KEY ((stream_id), version)) WITH CLUSTERING ORDER BY (version ASC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.snapshots (\
+            "CREATE TABLE IF NOT EXISTS {ks}.snapshots (\
              stream_id text PRIMARY KEY, version bigint, state_type text, state blob, \
              taken_at timestamp)",
-        // Pending-publication markers, spread over a fixed number of shards so the sweeper can
-        // find old ones without scanning every stream. Markers live seconds, so tombstones can
-        // be purged soon; a resurrected marker only causes a harmless extra sweep.
-        "CREATE TABLE IF NOT EXISTS {ks}.outbox_markers (\
+            // Pending-publication markers, spread over a fixed number of shards so the sweeper can
+            // find old ones without scanning every stream. Markers live seconds, so tombstones can
+            // be purged soon; a resurrected marker only causes a harmless extra sweep.
+            "CREATE TABLE IF NOT EXISTS {ks}.outbox_markers (\
              shard int, created_at timestamp, stream_id text, first_version bigint, \
              append_id uuid, \
              PRIMARY KEY ((shard), created_at, stream_id, first_version, append_id)) \
              WITH gc_grace_seconds = 600",
-    ],
-}];
+        ],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 2,
+        description: "outbox markers in time buckets, with a sweep cursor",
+        statements: &[
+            // Markers in 10-second buckets per shard: the sweeper reads only the buckets since its
+            // cursor, so the tombstones of deleted markers in older buckets are never read again
+            // (one partition per shard kept every tombstone in the sweeper's path until compaction).
+            "CREATE TABLE IF NOT EXISTS {ks}.outbox_pending (\
+             shard int, bucket bigint, created_at timestamp, stream_id text, \
+             first_version bigint, append_id uuid, \
+             PRIMARY KEY ((shard, bucket), created_at, stream_id, first_version, append_id)) \
+             WITH gc_grace_seconds = 600",
+            "CREATE TABLE IF NOT EXISTS {ks}.outbox_sweep_cursor (shard int PRIMARY KEY, bucket bigint)",
+            // Version 1's table. Nothing ran in production on it; on a development keyspace its
+            // markers (if any) belong to events a later append or `publish_stream` publishes.
+            "DROP TABLE IF EXISTS {ks}.outbox_markers",
+        ],
+    },
+];
