@@ -61,10 +61,6 @@ impl Activation {
         }
     }
 
-    pub fn signer(&self) -> &CodeSigner {
-        &self.signer
-    }
-
     pub fn read_models(&self) -> &ReadModels {
         &self.read_models
     }
@@ -116,8 +112,8 @@ impl Activation {
         self.signer.verify(brand_id, code)
     }
 
-    /// An authentic code of an issued batch, with the batch's facts.
-    async fn issued_code(
+    /// An authentic code of an issued batch, with the batch's facts (for commands and queries).
+    pub async fn issued_code(
         &self,
         brand_id: &str,
         code: &str,
@@ -312,14 +308,5 @@ impl Activation {
             batch_id,
             serial,
         }))
-    }
-
-    /// Parses a code for queries: must be authentic and issued.
-    pub async fn lookup_code(
-        &self,
-        brand_id: &str,
-        code: &str,
-    ) -> Result<(CodeId, Arc<pb::BatchIssued>), ServiceError> {
-        self.issued_code(brand_id, code).await
     }
 }

@@ -254,7 +254,7 @@ impl ActivationService for Api {
             let (code, batch_id, serial) = match &r.by {
                 Some(pb::get_warranty_request::By::Code(code)) => {
                     let code = required_code(code)?;
-                    let (id, _) = self.app.lookup_code(brand, code).await?;
+                    let (id, _) = self.app.issued_code(brand, code).await?;
                     (code.to_owned(), id.batch_id, id.serial)
                 }
                 Some(pb::get_warranty_request::By::SerialNumber(serial_number)) => {
