@@ -15,7 +15,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -141,6 +144,23 @@ struct Shared<H> {
     applied: Mutex<HashMap<String, u64>>,
     shutdown: CancellationToken,
 }
+
+/// Events per outcome (`handled`, `duplicate`, `dead_lettered`, `retry`) and consumer group.
+static EVENTS: LazyLock<Counter<u64>> = LazyLock::new(|| {
+    scanloop_telemetry::meter()
+        .u64_counter("scanloop.consumer.events")
+        .with_description("events taken from Kafka by outcome")
+        .build()
+});
+
+/// Seconds from an event's recording in its stream to its handling here: the consumer's lag.
+static LAG: LazyLock<Histogram<f64>> = LazyLock::new(|| {
+    scanloop_telemetry::meter()
+        .f64_histogram("scanloop.consumer.lag")
+        .with_unit("s")
+        .with_description("event recorded → handled by this consumer")
+        .build()
+});
 
 /// Streams whose checkpoint is cached in memory before the cache is cleared.
 const APPLIED_CACHE_LIMIT: usize = 200_000;
@@ -344,6 +364,7 @@ impl<H: EventHandler> Shared<H> {
         };
         if envelope.version <= applied {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.count("duplicate");
             tracing::debug!(applied, "duplicate dropped");
             return true;
         }
@@ -352,6 +373,13 @@ impl<H: EventHandler> Shared<H> {
             match self.handler.handle(envelope).await {
                 Ok(()) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    self.count("handled");
+                    if let Some(recorded) =
+                        scanloop_proto::time::from_timestamp(envelope.recorded_at.as_ref())
+                    {
+                        let lag = (chrono::Utc::now() - recorded).to_std().unwrap_or_default();
+                        LAG.record(lag.as_secs_f64(), &[self.group_label()]);
+                    }
                     break;
                 }
                 Err(HandlerError::Poison(reason)) => {
@@ -362,6 +390,7 @@ impl<H: EventHandler> Shared<H> {
                 }
                 Err(HandlerError::Transient(error)) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    self.count("retry");
                     tracing::warn!(error = %format!("{error:#}"), ?backoff, "handler failed; retrying");
                     if !self.pause(&mut backoff).await {
                         return false;
@@ -447,6 +476,7 @@ impl<H: EventHandler> Shared<H> {
             {
                 Ok(()) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.count("dead_lettered");
                     return true;
                 }
                 Err(error) => {
@@ -457,6 +487,17 @@ impl<H: EventHandler> Shared<H> {
                 }
             }
         }
+    }
+
+    fn group_label(&self) -> KeyValue {
+        KeyValue::new(
+            "messaging.consumer.group.name",
+            self.options.group_id.clone(),
+        )
+    }
+
+    fn count(&self, outcome: &'static str) {
+        EVENTS.add(1, &[self.group_label(), KeyValue::new("outcome", outcome)]);
     }
 
     /// Sleeps for the backoff (doubling it up to the maximum); false when shutdown came first.

@@ -15,6 +15,7 @@
 pub mod aggregate;
 mod domain_events;
 pub mod event;
+mod metrics;
 pub mod outbox;
 pub mod projection;
 pub mod schema;

@@ -207,6 +207,7 @@ impl Outbox {
                     error = %error,
                     "append stored but not yet published; the sweeper will publish it"
                 );
+                crate::metrics::DEFERRED.add(1, &[]);
                 false
             }
         };
@@ -257,6 +258,10 @@ impl Outbox {
             .producer
             .publish_in_order(&self.inner.topic, &envelopes)
             .await?;
+        let lag = (Utc::now() - events[0].recorded_at)
+            .to_std()
+            .unwrap_or_default();
+        crate::metrics::PUBLISH_LAG.record(lag.as_secs_f64(), &[]);
         self.inner
             .store
             .set_published_version(stream_id, last.version)
@@ -499,6 +504,7 @@ impl Sweeper {
         for (stream_id, markers) in by_stream {
             let head = self.outbox.publish_stream(&stream_id).await?;
             report.streams_published += 1;
+            crate::metrics::SWEPT.add(1, &[]);
             for marker in markers {
                 // The marker's events (or a competitor's at those versions) are out, or the
                 // append it announced never happened.

@@ -185,16 +185,39 @@ impl EventStore {
                 event.traceparent.as_str(),
             ));
         }
+        let started = std::time::Instant::now();
+        let outcome = self
+            .conditional_batch(&batch, values, stream_id, expected_version)
+            .await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(AppendError::Conflict { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        crate::metrics::APPEND_DURATION.record(
+            started.elapsed().as_secs_f64(),
+            &[opentelemetry::KeyValue::new("outcome", label)],
+        );
+        outcome.map(|()| recorded)
+    }
+
+    async fn conditional_batch(
+        &self,
+        batch: &Batch,
+        values: impl scylla::serialize::batch::BatchValues,
+        stream_id: &str,
+        expected_version: u64,
+    ) -> Result<(), AppendError> {
         let result = self
             .inner
             .session
-            .batch(&batch, values)
+            .batch(batch, values)
             .await
             .map_err(AppendError::db)?;
         let rows = result.into_rows_result().map_err(AppendError::db)?;
         let first: Row = rows.first_row().map_err(AppendError::db)?;
         match first.columns.first() {
-            Some(Some(CqlValue::Boolean(true))) => Ok(recorded),
+            Some(Some(CqlValue::Boolean(true))) => Ok(()),
             Some(Some(CqlValue::Boolean(false))) => Err(AppendError::Conflict {
                 stream_id: stream_id.to_owned(),
                 expected: expected_version,

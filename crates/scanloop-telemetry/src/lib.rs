@@ -2,7 +2,9 @@
 //! W3C trace context carried across process boundaries (gRPC metadata, Kafka headers).
 //!
 //! Spans always get OpenTelemetry trace ids, so a `traceparent` travels with every event even
-//! when nothing is exported. Export is off by default and switched on by the standard variables:
+//! when nothing is exported. Metrics go through the global meter (see [`meter`]); without export
+//! its instruments cost next to nothing. Export of both is off by default and switched on by the
+//! standard variables:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_TRACES_EXPORTER=otlp`), plus the usual
 //! `OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_*` that the OTLP exporter reads itself.
 
@@ -10,6 +12,7 @@ use std::collections::HashMap;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -19,17 +22,26 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 pub use opentelemetry::Context;
 
-/// Keeps the tracer provider alive; flushes pending spans when dropped.
+/// Keeps the providers alive; flushes pending spans and metrics when dropped.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Err(error) = self.provider.shutdown() {
-            eprintln!("telemetry: shutdown failed: {error}");
+            eprintln!("telemetry: trace shutdown failed: {error}");
+        }
+        if let Some(Err(error)) = self.meters.as_ref().map(SdkMeterProvider::shutdown) {
+            eprintln!("telemetry: metrics shutdown failed: {error}");
         }
     }
+}
+
+/// The meter every Scanloop instrument comes from (`scanloop.*` metric names).
+pub fn meter() -> opentelemetry::metrics::Meter {
+    opentelemetry::global::meter("scanloop")
 }
 
 /// Whether the standard OpenTelemetry variables ask for trace export.
@@ -53,12 +65,22 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name.clone())
         .build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut meters = None;
     if otlp_export_requested() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()?;
         builder = builder.with_batch_exporter(exporter);
+        let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()?;
+        let meter_provider = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_periodic_exporter(metric_exporter)
+            .build();
+        opentelemetry::global::set_meter_provider(meter_provider.clone());
+        meters = Some(meter_provider);
     }
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
@@ -81,7 +103,7 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }
 
 /// The W3C `traceparent` of the current span, or an empty string outside any trace.
