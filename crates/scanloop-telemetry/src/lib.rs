@@ -86,6 +86,8 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
 
+    // RUST_LOG filters what is logged, not what is traced: spans at info and above always exist,
+    // so trace context reaches envelopes and exporters whatever the log level.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SCANLOOP_LOG_FORMAT").is_ok_and(|v| v.trim() == "json");
     let fmt_layer = if json {
@@ -99,9 +101,8 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
             .boxed()
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
-        .with(otel_layer)
+        .with(fmt_layer.with_filter(filter))
+        .with(otel_layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
         .try_init()?;
     Ok(TelemetryGuard { provider, meters })
 }

@@ -52,6 +52,11 @@ pub struct Service {
 impl Service {
     /// Starts the binary and waits until it answers.
     pub async fn start(env: &Env) -> Service {
+        Self::start_with(env, &[]).await
+    }
+
+    /// Starts the binary with extra environment variables.
+    pub async fn start_with(env: &Env, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_scanloop-activation"))
@@ -70,6 +75,7 @@ impl Service {
                 "RUST_LOG",
                 std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("the activation binary starts");
