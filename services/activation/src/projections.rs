@@ -253,8 +253,52 @@ impl ReadModels {
             next,
         ))
     }
+}
 
-    async fn apply_event(
+/// `warranty-<batch uuid>-<serial>` → (batch, serial).
+pub fn warranty_key(stream_id: &str) -> Option<(Uuid, u32)> {
+    let rest = stream_id.strip_prefix("warranty-")?;
+    let (batch, serial) = rest.rsplit_once('-')?;
+    Some((Uuid::parse_str(batch).ok()?, serial.parse().ok()?))
+}
+
+impl From<WarrantyRecord> for WarrantyRow {
+    fn from(r: WarrantyRecord) -> Self {
+        WarrantyRow {
+            batch_id: r.batch_id,
+            serial: r.serial as u32,
+            sku: r.sku.unwrap_or_default(),
+            product_model: r.product_model.unwrap_or_default(),
+            status: r
+                .status
+                .and_then(|s| pb::WarrantyStatus::try_from(s).ok())
+                .unwrap_or(pb::WarrantyStatus::Unspecified),
+            buyer: r
+                .buyer_kind
+                .zip(r.buyer_value)
+                .and_then(|(k, v)| buyer_from_key(&k, &v)),
+            channel: pb::PurchaseChannel {
+                kind: r.channel_kind.unwrap_or_default(),
+                id: r.channel_id.unwrap_or_default(),
+            },
+            amount_fen: r.amount_fen.unwrap_or_default(),
+            purchased_at: r.purchased_at,
+            activated_at: r.activated_at,
+            ends_at: r.ends_at,
+            extended_months: r.extended_months.unwrap_or_default().max(0) as u32,
+            referral_token: r.referral_token.unwrap_or_default(),
+            device_serial: r.device_serial.unwrap_or_default(),
+            voided_at: r.voided_at,
+            void_reason: r.void_reason.unwrap_or_default(),
+            version: r.version.unwrap_or_default().max(0) as u64,
+        }
+    }
+}
+
+impl scanloop_eventstore::Projection for ReadModels {
+    type Event = ActivationEvent;
+
+    async fn apply(
         &self,
         envelope: &EventEnvelope,
         event: &ActivationEvent,
@@ -351,57 +395,6 @@ impl ReadModels {
             | ActivationEvent::SuspiciousScan(_) => {}
         }
         Ok(())
-    }
-}
-
-/// `warranty-<batch uuid>-<serial>` → (batch, serial).
-pub fn warranty_key(stream_id: &str) -> Option<(Uuid, u32)> {
-    let rest = stream_id.strip_prefix("warranty-")?;
-    let (batch, serial) = rest.rsplit_once('-')?;
-    Some((Uuid::parse_str(batch).ok()?, serial.parse().ok()?))
-}
-
-impl From<WarrantyRecord> for WarrantyRow {
-    fn from(r: WarrantyRecord) -> Self {
-        WarrantyRow {
-            batch_id: r.batch_id,
-            serial: r.serial as u32,
-            sku: r.sku.unwrap_or_default(),
-            product_model: r.product_model.unwrap_or_default(),
-            status: r
-                .status
-                .and_then(|s| pb::WarrantyStatus::try_from(s).ok())
-                .unwrap_or(pb::WarrantyStatus::Unspecified),
-            buyer: r
-                .buyer_kind
-                .zip(r.buyer_value)
-                .and_then(|(k, v)| buyer_from_key(&k, &v)),
-            channel: pb::PurchaseChannel {
-                kind: r.channel_kind.unwrap_or_default(),
-                id: r.channel_id.unwrap_or_default(),
-            },
-            amount_fen: r.amount_fen.unwrap_or_default(),
-            purchased_at: r.purchased_at,
-            activated_at: r.activated_at,
-            ends_at: r.ends_at,
-            extended_months: r.extended_months.unwrap_or_default().max(0) as u32,
-            referral_token: r.referral_token.unwrap_or_default(),
-            device_serial: r.device_serial.unwrap_or_default(),
-            voided_at: r.voided_at,
-            void_reason: r.void_reason.unwrap_or_default(),
-            version: r.version.unwrap_or_default().max(0) as u64,
-        }
-    }
-}
-
-impl scanloop_eventstore::Projection for ReadModels {
-    type Event = ActivationEvent;
-    async fn apply(
-        &self,
-        envelope: &EventEnvelope,
-        event: &ActivationEvent,
-    ) -> Result<(), DbError> {
-        self.apply_event(envelope, event).await
     }
 }
 

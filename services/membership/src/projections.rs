@@ -251,8 +251,21 @@ impl ReadModels {
             .await?;
         Ok(())
     }
+}
 
-    async fn apply_event(
+/// The boards a member appears on: the brand's ("") and their region's, if any.
+fn boards(region: &str) -> Vec<&str> {
+    if region.is_empty() {
+        vec![""]
+    } else {
+        vec!["", region]
+    }
+}
+
+impl scanloop_eventstore::Projection for ReadModels {
+    type Event = MembershipEvent;
+
+    async fn apply(
         &self,
         envelope: &EventEnvelope,
         event: &MembershipEvent,
@@ -299,25 +312,5 @@ impl ReadModels {
             }
             _ => Ok(()),
         }
-    }
-}
-
-/// The boards a member appears on: the brand's ("") and their region's, if any.
-fn boards(region: &str) -> Vec<&str> {
-    if region.is_empty() {
-        vec![""]
-    } else {
-        vec!["", region]
-    }
-}
-
-impl scanloop_eventstore::Projection for ReadModels {
-    type Event = MembershipEvent;
-    async fn apply(
-        &self,
-        envelope: &EventEnvelope,
-        event: &MembershipEvent,
-    ) -> Result<(), DbError> {
-        self.apply_event(envelope, event).await
     }
 }
