@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use crate::event::{AppendMeta, NewEvent, RecordedEvent};
 use crate::outbox::{Appended, Outbox};
+use crate::requests::{RequestCheck, RequestLog};
 use crate::store::AppendError;
 
 /// Why an aggregate refuses a command: the small, closed set every service's domain uses. Each
@@ -63,6 +64,8 @@ pub trait Aggregate: Default + Send + Sync {
 pub struct Loaded<A> {
     pub state: A,
     pub version: u64,
+    /// The request ids the stream remembers (see [`crate::requests`]).
+    pub requests: RequestLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,9 @@ pub enum ExecuteError<E> {
         version: u64,
         reason: String,
     },
+    /// The request id was already used on this stream for a different command.
+    #[error("request id {request_id} already used for a different request; use a new request id")]
+    RequestReused { request_id: String },
     #[error(transparent)]
     Store(AppendError),
 }
@@ -86,10 +92,17 @@ pub enum ExecuteError<E> {
 /// The outcome of a command that was accepted.
 #[derive(Debug)]
 pub struct Executed<A> {
+    /// The state right after the command's events: for a repeated request, as the first
+    /// execution left it (so a retry gets the first answer).
     pub state: A,
     pub version: u64,
-    /// Empty when the command decided there was nothing to do (an idempotent repeat).
+    /// What this execution appended; empty when it decided there was nothing to do or the
+    /// request was a repeat.
     pub appended: Option<Appended>,
+    /// The events the command produced: this execution's, or for a repeat, the first one's.
+    pub events: Vec<RecordedEvent>,
+    /// True when the request id had already been executed with the same command.
+    pub repeated: bool,
 }
 
 pub struct Repository<A> {
@@ -126,26 +139,112 @@ impl<A: Aggregate> Repository<A> {
     pub async fn load<E>(&self, stream_id: &str) -> Result<Loaded<A>, ExecuteError<E>> {
         let unavailable = |e| ExecuteError::Store(AppendError::Unavailable(e));
         let store = self.outbox.store();
-        let (state, version) = if A::SNAPSHOT_EVERY > 0 {
+        let (state, version, requests) = if A::SNAPSHOT_EVERY > 0 {
             match store.load_snapshot(stream_id).await.map_err(unavailable)? {
                 Some(snapshot) if snapshot.state_type == A::SNAPSHOT_TYPE => {
-                    match A::from_snapshot(&snapshot.state) {
-                        Some(state) => (state, snapshot.version),
-                        None => (A::default(), 0),
+                    match (
+                        A::from_snapshot(&snapshot.state),
+                        RequestLog::decode(&snapshot.requests),
+                    ) {
+                        (Some(state), Some(requests)) => (state, snapshot.version, requests),
+                        _ => (A::default(), 0, RequestLog::default()),
                     }
                 }
-                _ => (A::default(), 0),
+                _ => (A::default(), 0, RequestLog::default()),
             }
         } else {
-            (A::default(), 0)
+            (A::default(), 0, RequestLog::default())
         };
         let events = store.load(stream_id, version).await.map_err(unavailable)?;
-        fold(stream_id, state, version, &events)
+        let mut loaded = fold(stream_id, state, version, &events)?;
+        let mut requests = requests;
+        for event in &events {
+            requests.observe(event);
+        }
+        requests.retain_recent(Utc::now());
+        loaded.requests = requests;
+        Ok(loaded)
+    }
+
+    /// Refuses a request id that the brand used for a different command on any stream within
+    /// the retention (the brand-wide index; the stream's own log is checked after loading).
+    async fn refuse_reuse_elsewhere<E>(
+        &self,
+        brand_id: &str,
+        request: &crate::RequestKey,
+    ) -> Result<(), ExecuteError<E>> {
+        let known = self
+            .outbox
+            .store()
+            .request_fingerprint(brand_id, &request.request_id)
+            .await
+            .map_err(|e| ExecuteError::Store(AppendError::Unavailable(e)))?;
+        match known {
+            Some(fingerprint) if fingerprint != request.fingerprint => {
+                Err(ExecuteError::RequestReused {
+                    request_id: request.request_id.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Best effort: a missing index entry only narrows the refusal to the stream's own log.
+    async fn remember_quietly(&self, brand_id: &str, request: &crate::RequestKey, stream_id: &str) {
+        if let Err(error) = self
+            .outbox
+            .store()
+            .remember_request(brand_id, request, stream_id)
+            .await
+        {
+            tracing::warn!(stream_id, %error, "cannot index request id");
+        }
+    }
+
+    /// The answer to a repeated request: the state and events as its first execution left them.
+    async fn first_answer<E>(
+        &self,
+        stream_id: &str,
+        current: Loaded<A>,
+        first_version: u64,
+        last_version: u64,
+    ) -> Result<Executed<A>, ExecuteError<E>> {
+        let unavailable = |e| ExecuteError::Store(AppendError::Unavailable(e));
+        let history = self
+            .outbox
+            .store()
+            .load_range(stream_id, 0, last_version)
+            .await
+            .map_err(unavailable)?;
+        let events: Vec<RecordedEvent> = history
+            .iter()
+            .filter(|e| e.version >= first_version)
+            .cloned()
+            .collect();
+        let state = if last_version == current.version {
+            current.state
+        } else {
+            fold(stream_id, A::default(), 0, &history)?.state
+        };
+        Ok(Executed {
+            state,
+            version: last_version,
+            appended: None,
+            events,
+            repeated: true,
+        })
     }
 
     /// Saves a snapshot when this append crossed a multiple of `SNAPSHOT_EVERY`. Best effort: a
     /// missing snapshot only makes the next load read more events.
-    async fn maybe_snapshot(&self, stream_id: &str, before: u64, state: &A, after: u64) {
+    async fn maybe_snapshot(
+        &self,
+        stream_id: &str,
+        before: u64,
+        state: &A,
+        requests: &RequestLog,
+        after: u64,
+    ) {
         let every = A::SNAPSHOT_EVERY;
         if every == 0 || before / every == after / every {
             return;
@@ -154,6 +253,7 @@ impl<A: Aggregate> Repository<A> {
             version: after,
             state_type: A::SNAPSHOT_TYPE.to_owned(),
             state: state.to_snapshot(),
+            requests: requests.encode(),
         };
         if let Err(error) = self
             .outbox
@@ -167,6 +267,11 @@ impl<A: Aggregate> Repository<A> {
 
     /// Runs `decide` against the current state and appends what it returns, retrying on
     /// concurrency conflicts with fresh state. `decide` must be pure: it may run several times.
+    ///
+    /// When `meta` carries the command's [`crate::RequestKey`], the stream's request log is
+    /// consulted first: a repeat of the same command is answered as the first time, with no
+    /// second effect; the same id with a different command is refused
+    /// ([`ExecuteError::RequestReused`]). The key is appended with the events, atomically.
     pub async fn execute<E, F>(
         &self,
         stream_id: &str,
@@ -176,14 +281,41 @@ impl<A: Aggregate> Repository<A> {
     where
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
+        if let Some(request) = &meta.request {
+            self.refuse_reuse_elsewhere(&meta.brand_id, request).await?;
+        }
         for attempt in 1..=self.max_attempts {
-            let Loaded { mut state, version } = self.load(stream_id).await?;
+            let loaded = self.load(stream_id).await?;
+            if let Some(request) = &meta.request {
+                match loaded.requests.check(request) {
+                    RequestCheck::New => {}
+                    RequestCheck::Repeat(seen) => {
+                        let (first, last) = (seen.first_version, seen.last_version);
+                        // The first execution may have crashed before indexing the id.
+                        self.remember_quietly(&meta.brand_id, request, stream_id)
+                            .await;
+                        return self.first_answer(stream_id, loaded, first, last).await;
+                    }
+                    RequestCheck::Reused => {
+                        return Err(ExecuteError::RequestReused {
+                            request_id: request.request_id.clone(),
+                        });
+                    }
+                }
+            }
+            let Loaded {
+                mut state,
+                version,
+                mut requests,
+            } = loaded;
             let events = decide(&state).map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
                 return Ok(Executed {
                     state,
                     version,
                     appended: None,
+                    events: Vec::new(),
+                    repeated: false,
                 });
             }
             let now = Utc::now();
@@ -205,12 +337,22 @@ impl<A: Aggregate> Repository<A> {
                     for event in &events {
                         state.apply(event);
                     }
-                    self.maybe_snapshot(stream_id, version, &state, appended.version())
+                    for event in &appended.events {
+                        requests.observe(event);
+                    }
+                    let after = appended.version();
+                    self.maybe_snapshot(stream_id, version, &state, &requests, after)
                         .await;
+                    if let Some(request) = &meta.request {
+                        self.remember_quietly(&meta.brand_id, request, stream_id)
+                            .await;
+                    }
                     return Ok(Executed {
                         state,
-                        version: appended.version(),
+                        version: after,
+                        events: appended.events.clone(),
                         appended: Some(appended),
+                        repeated: false,
                     });
                 }
                 Err(AppendError::Conflict { .. }) => {
@@ -245,7 +387,11 @@ pub fn fold<A: Aggregate, E>(
         state.apply(&event);
         version = stored.version;
     }
-    Ok(Loaded { state, version })
+    Ok(Loaded {
+        state,
+        version,
+        requests: RequestLog::default(),
+    })
 }
 
 #[cfg(test)]
@@ -305,7 +451,8 @@ mod tests {
             loaded,
             Loaded {
                 state: Tally(vec![7, 9]),
-                version: 2
+                version: 2,
+                requests: RequestLog::default(),
             }
         );
     }
@@ -318,7 +465,8 @@ mod tests {
             loaded,
             Loaded {
                 state: Tally(vec![5, 1]),
-                version: 6
+                version: 6,
+                requests: RequestLog::default(),
             }
         );
     }

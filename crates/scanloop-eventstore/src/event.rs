@@ -14,7 +14,16 @@ pub struct NewEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// What one append shares across its events: tenant and causal/trace context.
+/// The command behind an append: the caller's idempotency key and a fingerprint of what it asked
+/// (kind + canonical payload). Stored with every event of the append, inside the stream only:
+/// never part of the public envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub request_id: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// What one append shares across its events: tenant, causal/trace context and the command.
 #[derive(Debug, Clone, Default)]
 pub struct AppendMeta {
     pub brand_id: String,
@@ -24,6 +33,9 @@ pub struct AppendMeta {
     pub causation_id: String,
     /// W3C traceparent of the operation; empty outside a trace.
     pub traceparent: String,
+    /// The command, when the append answers one: the repository refuses a request id reused
+    /// for a different command and answers a repeated one without a second effect.
+    pub request: Option<RequestKey>,
 }
 
 /// An event as stored, with its position in the stream.
@@ -41,6 +53,8 @@ pub struct RecordedEvent {
     pub correlation_id: String,
     pub causation_id: String,
     pub traceparent: String,
+    /// The command that appended this event (internal: not in the envelope).
+    pub request: Option<RequestKey>,
 }
 
 impl RecordedEvent {
@@ -67,6 +81,7 @@ impl RecordedEvent {
             correlation_id: meta.correlation_id.clone(),
             causation_id: meta.causation_id.clone(),
             traceparent: meta.traceparent.clone(),
+            request: meta.request.clone(),
         }
     }
 
@@ -103,6 +118,10 @@ mod tests {
             correlation_id: "c".into(),
             causation_id: "k".into(),
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            request: Some(RequestKey {
+                request_id: "req-1".into(),
+                fingerprint: vec![9; 32],
+            }),
         };
         let event = NewEvent {
             event_type: "t".into(),
@@ -118,6 +137,9 @@ mod tests {
         assert_eq!(envelope.schema_version, 2);
         assert_eq!(envelope.occurred_at.unwrap().nanos, 123_000_000);
         assert_eq!(envelope.traceparent, meta.traceparent);
+        // The request id stays in the stream: no envelope field carries it.
+        assert!(!format!("{envelope:?}").contains("req-1"));
+        assert_eq!(recorded.request, meta.request);
         assert_eq!(
             Uuid::parse_str(&envelope.event_id)
                 .unwrap()

@@ -18,11 +18,12 @@ pub mod event;
 mod metrics;
 pub mod outbox;
 pub mod projection;
+pub mod requests;
 pub mod schema;
 pub mod store;
 
 pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Rejection, Repository};
-pub use event::{AppendMeta, NewEvent, RecordedEvent};
+pub use event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
 pub use outbox::{Appended, Outbox, Sweeper};
 pub use projection::{Projection, Projector};
 pub use store::{AppendError, EventStore, Snapshot};

@@ -4,7 +4,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "eventstore";
 /// The schema version this build of the event store needs.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -50,6 +50,25 @@ pub const MIGRATIONS: &[Migration] = &[
             // Version 1's table. Nothing ran in production on it; on a development keyspace its
             // markers (if any) belong to events a later append or `publish_stream` publishes.
             "DROP TABLE IF EXISTS {ks}.outbox_markers",
+        ],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 3,
+        description: "request ids and command fingerprints with events; request log in snapshots",
+        statements: &[
+            // The command an append answered, on each of its events: written in the append's
+            // conditional batch, so "this request id was used, for this command" is exactly as
+            // durable as the events. Internal: never part of the published envelope.
+            "ALTER TABLE {ks}.events ADD request_id text",
+            "ALTER TABLE {ks}.events ADD request_fingerprint blob",
+            "ALTER TABLE {ks}.snapshots ADD requests blob",
+            // Brand-wide index of recent request ids, so an id reused for a different command on
+            // another stream is refused too. Plain writes with a TTL of the retention (7 days).
+            "CREATE TABLE IF NOT EXISTS {ks}.request_ids (\
+             brand_id text, request_id text, fingerprint blob, stream_id text, \
+             PRIMARY KEY ((brand_id, request_id))) \
+             WITH default_time_to_live = 604800 AND gc_grace_seconds = 3600",
         ],
     },
 ];

@@ -12,7 +12,7 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
-use crate::event::{AppendMeta, NewEvent, RecordedEvent};
+use crate::event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
 
 /// Most events one append may carry: they go in one conditional batch.
 pub const MAX_EVENTS_PER_APPEND: usize = 100;
@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub version: u64,
     pub state_type: String,
     pub state: Vec<u8>,
+    /// The stream's recent request ids at `version` (a [`crate::requests::RequestLog`]).
+    pub requests: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -58,6 +60,8 @@ struct Statements {
     set_published_version: PreparedStatement,
     load_snapshot: PreparedStatement,
     save_snapshot: PreparedStatement,
+    request_fingerprint: PreparedStatement,
+    remember_request: PreparedStatement,
 }
 
 type EventRow = (
@@ -72,10 +76,13 @@ type EventRow = (
     String,
     String,
     String,
+    Option<String>,
+    Option<Vec<u8>>,
 );
 
 const EVENT_COLUMNS: &str = "version, event_id, event_type, schema_version, brand_id, payload, \
-     occurred_at, recorded_at, correlation_id, causation_id, traceparent";
+     occurred_at, recorded_at, correlation_id, causation_id, traceparent, request_id, \
+     request_fingerprint";
 
 impl EventStore {
     /// Prepares the statements against `keyspace`. Checks first that `scanloop migrate` has
@@ -94,7 +101,7 @@ impl EventStore {
         };
         let mut insert_event = prepare(format!(
             "INSERT INTO {keyspace}.events (stream_id, {EVENT_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
         ))
         .await?;
         insert_event.set_consistency(Consistency::Quorum);
@@ -116,14 +123,26 @@ impl EventStore {
         ))
         .await?;
         let load_snapshot = prepare(format!(
-            "SELECT version, state_type, state FROM {keyspace}.snapshots WHERE stream_id = ?"
+            "SELECT version, state_type, state, requests FROM {keyspace}.snapshots \
+             WHERE stream_id = ?"
         ))
         .await?;
         // The write timestamp is the snapshot's version: a late write of an older snapshot can
         // never replace a newer one.
         let save_snapshot = prepare(format!(
-            "INSERT INTO {keyspace}.snapshots (stream_id, version, state_type, state, taken_at) \
-             VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            "INSERT INTO {keyspace}.snapshots \
+             (stream_id, version, state_type, state, requests, taken_at) \
+             VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        ))
+        .await?;
+        let request_fingerprint = prepare(format!(
+            "SELECT fingerprint FROM {keyspace}.request_ids WHERE brand_id = ? AND request_id = ?"
+        ))
+        .await?;
+        let remember_request = prepare(format!(
+            "INSERT INTO {keyspace}.request_ids (brand_id, request_id, fingerprint, stream_id) \
+             VALUES (?, ?, ?, ?) USING TTL {}",
+            crate::requests::RETENTION.num_seconds()
         ))
         .await?;
         Ok(Self {
@@ -136,6 +155,8 @@ impl EventStore {
                 set_published_version,
                 load_snapshot,
                 save_snapshot,
+                request_fingerprint,
+                remember_request,
             }),
         })
     }
@@ -183,6 +204,8 @@ impl EventStore {
                 event.correlation_id.as_str(),
                 event.causation_id.as_str(),
                 event.traceparent.as_str(),
+                event.request.as_ref().map(|r| r.request_id.as_str()),
+                event.request.as_ref().map(|r| r.fingerprint.as_slice()),
             ));
         }
         let started = std::time::Instant::now();
@@ -307,6 +330,48 @@ impl EventStore {
         Ok(())
     }
 
+    /// The fingerprint of the command a request id was last used for in `brand_id`, if it was
+    /// used within the retention (any stream).
+    pub async fn request_fingerprint(
+        &self,
+        brand_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, DbError> {
+        let rows = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.request_fingerprint, (brand_id, request_id))
+            .await?
+            .into_rows_result()?;
+        Ok(rows
+            .maybe_first_row::<(Option<Vec<u8>>,)>()?
+            .and_then(|(fingerprint,)| fingerprint))
+    }
+
+    /// Records in the brand-wide index that `request` was used on `stream_id`. A plain write
+    /// after the append: the stream's own record (written with the events) stays the authority
+    /// for that stream; the index extends the refusal of a reused id to the brand's other streams.
+    pub async fn remember_request(
+        &self,
+        brand_id: &str,
+        request: &RequestKey,
+        stream_id: &str,
+    ) -> Result<(), DbError> {
+        self.inner
+            .session
+            .execute_unpaged(
+                &self.inner.remember_request,
+                (
+                    brand_id,
+                    request.request_id.as_str(),
+                    request.fingerprint.as_slice(),
+                    stream_id,
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, DbError> {
         let rows = self
             .inner
@@ -315,11 +380,12 @@ impl EventStore {
             .await?
             .into_rows_result()?;
         Ok(rows
-            .maybe_first_row::<(i64, String, Vec<u8>)>()?
-            .map(|(version, state_type, state)| Snapshot {
+            .maybe_first_row::<(i64, String, Vec<u8>, Option<Vec<u8>>)>()?
+            .map(|(version, state_type, state, requests)| Snapshot {
                 version: version.max(0) as u64,
                 state_type,
                 state,
+                requests: requests.unwrap_or_default(),
             }))
     }
 
@@ -333,6 +399,7 @@ impl EventStore {
                     snapshot.version as i64,
                     snapshot.state_type.as_str(),
                     snapshot.state.as_slice(),
+                    snapshot.requests.as_slice(),
                     Utc::now(),
                     snapshot.version as i64,
                 ),
@@ -378,6 +445,8 @@ fn from_row(stream_id: &str, row: EventRow) -> RecordedEvent {
         correlation_id,
         causation_id,
         traceparent,
+        request_id,
+        request_fingerprint,
     ) = row;
     RecordedEvent {
         stream_id: stream_id.to_owned(),
@@ -392,5 +461,9 @@ fn from_row(stream_id: &str, row: EventRow) -> RecordedEvent {
         correlation_id,
         causation_id,
         traceparent,
+        request: request_id.map(|request_id| RequestKey {
+            request_id,
+            fingerprint: request_fingerprint.unwrap_or_default(),
+        }),
     }
 }

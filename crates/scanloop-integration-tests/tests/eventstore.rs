@@ -215,6 +215,7 @@ async fn snapshots_never_go_back_in_version() {
         version,
         state_type: "test.State".into(),
         state: version.to_be_bytes().to_vec(),
+        requests: vec![],
     };
     assert_eq!(fx.store.load_snapshot("s").await.unwrap(), None);
     fx.store.save_snapshot("s", &snapshot(20)).await.unwrap();

@@ -6,8 +6,8 @@
 
 use hmac::{Hmac, Mac};
 use scanloop_config::Secret;
-use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity, stored_identity};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -71,19 +71,20 @@ impl IdentityHasher {
         brand_id: &str,
         identity: Option<&BuyerIdentity>,
         field: &str,
-    ) -> Result<BuyerIdentity, IdentityError> {
+    ) -> Result<StoredIdentity, IdentityError> {
+        use stored_identity::Kind as Stored;
         let kind = match identity.and_then(|b| b.kind.as_ref()) {
-            Some(Kind::PhoneNumber(phone)) => Kind::PhoneHash(
+            Some(Kind::PhoneNumber(phone)) => Stored::PhoneHash(
                 self.phone_hash(brand_id, phone)
                     .map_err(|e| IdentityError(format!("{field}: {e}")))?,
             ),
-            Some(Kind::PhoneHash(hash)) if is_hex_digest(hash) => Kind::PhoneHash(hash.clone()),
+            Some(Kind::PhoneHash(hash)) if is_hex_digest(hash) => Stored::PhoneHash(hash.clone()),
             Some(Kind::PhoneHash(_)) => {
                 return Err(IdentityError(format!(
                     "{field}.phone_hash must be 64 lowercase hex digits (or send phone_number)"
                 )));
             }
-            Some(Kind::WechatUnionid(id)) if is_token(id, 128) => Kind::WechatUnionid(id.clone()),
+            Some(Kind::WechatUnionid(id)) if is_token(id, 128) => Stored::WechatUnionid(id.clone()),
             Some(Kind::WechatUnionid(_)) => {
                 return Err(IdentityError(format!(
                     "{field}.wechat_unionid is empty or malformed"
@@ -100,7 +101,20 @@ impl IdentityHasher {
                 )));
             }
         };
-        Ok(BuyerIdentity { kind: Some(kind) })
+        Ok(StoredIdentity { kind: Some(kind) })
+    }
+
+    /// The fingerprint of a command (its kind and canonical encoded payload) that an event
+    /// stream stores beside the command's request id. Keyed like the phone hash, because a
+    /// payload may hold a phone number and a plain digest of it could be brute-forced.
+    pub fn request_fingerprint(&self, brand_id: &str, kind: &str, payload: &[u8]) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(&self.brand_key(brand_id))
+            .expect("hmac takes keys of any length");
+        mac.update(b"request:");
+        mac.update(kind.as_bytes());
+        mac.update(b"\0");
+        mac.update(payload);
+        mac.finalize().into_bytes().to_vec()
     }
 
     fn brand_key(&self, brand_id: &str) -> Vec<u8> {
@@ -171,7 +185,9 @@ mod tests {
             kind: Some(Kind::PhoneNumber("13800138000".into())),
         };
         let stored = h.stored_identity("acme", Some(&phone), "buyer").unwrap();
-        assert!(matches!(stored.kind, Some(Kind::PhoneHash(ref x)) if x.len() == 64));
+        assert!(
+            matches!(stored.kind, Some(stored_identity::Kind::PhoneHash(ref x)) if x.len() == 64)
+        );
         let bad = BuyerIdentity {
             kind: Some(Kind::PhoneNumber("12".into())),
         };

@@ -101,3 +101,20 @@ pub mod region {
         }
     }
 }
+
+/// A stored identity shown back to a caller (the safe direction: a stored identity never holds a
+/// phone number, so neither does the result). There is deliberately no conversion the other
+/// way: a caller's identity becomes a stored one only through `scanloop_pii`'s keyed hashing.
+impl From<common::v1::StoredIdentity> for common::v1::BuyerIdentity {
+    fn from(stored: common::v1::StoredIdentity) -> Self {
+        use common::v1::buyer_identity::Kind;
+        use common::v1::stored_identity::Kind as Stored;
+        Self {
+            kind: stored.kind.map(|kind| match kind {
+                Stored::PhoneHash(hash) => Kind::PhoneHash(hash),
+                Stored::WechatUnionid(id) => Kind::WechatUnionid(id),
+                Stored::DeviceSerial(serial) => Kind::DeviceSerial(serial),
+            }),
+        }
+    }
+}

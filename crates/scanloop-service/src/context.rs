@@ -1,7 +1,8 @@
 //! Who asks: the tenant, the idempotency key, and the causal and trace context that the events a
 //! request produces carry in their envelope.
 
-use scanloop_eventstore::AppendMeta;
+use scanloop_eventstore::{AppendMeta, RequestKey};
+use scanloop_pii::IdentityHasher;
 use tonic::metadata::MetadataMap;
 
 #[derive(Debug, Clone, Default)]
@@ -11,6 +12,10 @@ pub struct RequestContext {
     /// From the caller's `x-correlation-id` metadata; the request id when absent.
     pub correlation_id: String,
     pub traceparent: String,
+    /// Fingerprint of the command (kind + canonical payload), when this context carries one:
+    /// the streams the command appends to remember it with the request id, so the same id can
+    /// never stand for a second, different command.
+    pub fingerprint: Option<Vec<u8>>,
 }
 
 impl RequestContext {
@@ -22,7 +27,25 @@ impl RequestContext {
             request_id: request_id.to_owned(),
             correlation_id: crate::trace::correlation_id(metadata).unwrap_or_default(),
             traceparent: scanloop_telemetry::current_traceparent(),
+            fingerprint: None,
         }
+    }
+
+    /// The context of a mutating gRPC request: as [`Self::of_request`], bound to the command
+    /// `kind` (e.g. "scanloop.membership.v1.MembershipService/AwardPoints") and its payload, the
+    /// request message exactly as the caller sent it.
+    pub fn of_command<M: prost::Message>(
+        metadata: &MetadataMap,
+        hasher: &IdentityHasher,
+        kind: &str,
+        brand_id: &str,
+        request_id: &str,
+        message: &M,
+    ) -> Self {
+        let mut context = Self::of_request(metadata, brand_id, request_id);
+        context.fingerprint =
+            Some(hasher.request_fingerprint(brand_id, kind, &message.encode_to_vec()));
+        context
     }
 
     /// The envelope metadata of what this request appends.
@@ -36,6 +59,10 @@ impl RequestContext {
             },
             causation_id: self.request_id.clone(),
             traceparent: self.traceparent.clone(),
+            request: self.fingerprint.as_ref().map(|fingerprint| RequestKey {
+                request_id: self.request_id.clone(),
+                fingerprint: fingerprint.clone(),
+            }),
         }
     }
 }

@@ -75,6 +75,10 @@ impl<E: Into<ServiceError>> From<ExecuteError<E>> for ServiceError {
                 tracing::error!(stream_id, version, reason, "corrupt event stream");
                 Self::Internal("stored events cannot be read".into())
             }
+            ExecuteError::RequestReused { request_id } => Self::InvalidArgument(format!(
+                "request id {request_id} already used for a different request; \
+                 send a new request id for a new request"
+            )),
             ExecuteError::Store(store) => Self::from_store(store),
         }
     }

@@ -10,7 +10,8 @@ use scylla::client::session::Session;
 use crate::DbError;
 
 /// One step of a component's schema. `statements` use `{ks}` for the keyspace and must be
-/// idempotent themselves (`IF NOT EXISTS`), so a run interrupted half-way can simply be repeated.
+/// idempotent themselves (`IF NOT EXISTS`; an `ALTER TABLE … ADD` of a column that is already
+/// there counts as done), so a run interrupted half-way can simply be repeated.
 pub struct Migration {
     /// Who owns the tables: "eventstore", "consumer", "activation", ...
     pub component: &'static str,
@@ -155,10 +156,24 @@ async fn applied_version(
 }
 
 async fn run_ddl(session: &Session, statement: &str) -> Result<(), SchemaError> {
-    session.query_unpaged(statement, ()).await.map_err(db)?;
+    if let Err(error) = session.query_unpaged(statement, ()).await {
+        // CQL has no portable `ADD IF NOT EXISTS` (ScyllaDB lacks it): a column added by an
+        // interrupted earlier run is what this statement wanted.
+        let text = error.to_string();
+        let column_exists =
+            text.contains("conflicts with an existing column") || text.contains("already exists");
+        if !(is_add_column(statement) && column_exists) {
+            return Err(db(error));
+        }
+    }
     // Wait until every node sees the change before the next statement depends on it.
     session.await_schema_agreement().await.map_err(db)?;
     Ok(())
+}
+
+fn is_add_column(statement: &str) -> bool {
+    let upper = statement.to_ascii_uppercase();
+    upper.starts_with("ALTER TABLE") && upper.contains(" ADD ")
 }
 
 fn is_missing_schema(error: &DbError) -> bool {

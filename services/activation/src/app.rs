@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use scanloop_eventstore::{Outbox, Repository};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1 as pb;
-use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity};
 pub use scanloop_service::RequestContext;
 use scanloop_service::ServiceError;
 use uuid::Uuid;
@@ -59,6 +59,11 @@ impl Activation {
             read_models,
             batch_cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keyed hashing of identities and request fingerprints.
+    pub fn hasher(&self) -> &IdentityHasher {
+        &self.hasher
     }
 
     pub fn read_models(&self) -> &ReadModels {
@@ -160,7 +165,6 @@ impl Activation {
     ) -> Result<(WarrantyState, bool), ServiceError> {
         let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
         let cmd = warranty::Scan {
-            request_id: ctx.request_id.clone(),
             batch_id: id.batch_id.to_string(),
             serial: u64::from(id.serial),
             region: region.to_owned(),
@@ -175,11 +179,11 @@ impl Activation {
                 |state| warranty::scan(state, &cmd, &self.rules),
             )
             .await?;
-        let suspicious = executed.appended.as_ref().is_some_and(|a| {
-            a.events
-                .iter()
-                .any(|e| e.event_type == crate::domain::events::SUSPICIOUS_SCAN)
-        });
+        // From the command's own events, so a retried scan gets the first answer.
+        let suspicious = executed
+            .events
+            .iter()
+            .any(|e| e.event_type == crate::domain::events::SUSPICIOUS_SCAN);
         Ok((
             WarrantyState {
                 code: id,
@@ -196,7 +200,7 @@ impl Activation {
         &self,
         brand_id: &str,
         buyer: Option<&BuyerIdentity>,
-    ) -> Result<BuyerIdentity, ServiceError> {
+    ) -> Result<StoredIdentity, ServiceError> {
         self.hasher
             .stored_identity(brand_id, buyer, "buyer")
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))
@@ -207,7 +211,7 @@ impl Activation {
         &self,
         ctx: &RequestContext,
         code: &str,
-        buyer: BuyerIdentity,
+        buyer: StoredIdentity,
         channel: pb::PurchaseChannel,
         purchase_amount_fen: i64,
         purchased_at: DateTime<Utc>,
@@ -216,7 +220,6 @@ impl Activation {
     ) -> Result<WarrantyState, ServiceError> {
         let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
         let cmd = warranty::Activate {
-            request_id: ctx.request_id.clone(),
             batch: (*batch).clone(),
             serial: u64::from(id.serial),
             buyer,
@@ -241,11 +244,7 @@ impl Activation {
         reason: pb::ExtensionReason,
     ) -> Result<WarrantyState, ServiceError> {
         let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
-        let cmd = warranty::Extend {
-            request_id: ctx.request_id.clone(),
-            months,
-            reason,
-        };
+        let cmd = warranty::Extend { months, reason };
         self.run(ctx, id, batch, |state| warranty::extend(state, &cmd))
             .await
     }
@@ -258,7 +257,6 @@ impl Activation {
     ) -> Result<WarrantyState, ServiceError> {
         let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
         let cmd = warranty::Void {
-            request_id: ctx.request_id.clone(),
             reason: reason.to_owned(),
             now: Utc::now(),
         };

@@ -35,8 +35,25 @@ impl Api {
     }
 }
 
-fn context<T>(request: &Request<T>, brand_id: &str, request_id: &str) -> RequestContext {
-    RequestContext::of_request(request.metadata(), brand_id, request_id)
+impl Api {
+    /// The context of a mutating call, bound to its command: the streams it appends to remember
+    /// the request id with this method and payload (see README, "Request ids").
+    fn command<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        brand_id: &str,
+        request_id: &str,
+    ) -> RequestContext {
+        RequestContext::of_command(
+            request.metadata(),
+            self.app.hasher(),
+            &format!("{SERVICE}/{method}"),
+            brand_id,
+            request_id,
+            request.get_ref(),
+        )
+    }
 }
 
 fn required_time(
@@ -75,7 +92,7 @@ impl ActivationService for Api {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
-            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let ctx = self.command(&request, "IssueBatch", &r.brand_id, &r.request_id);
             let (batch_id, batch) = self.app.issue_batch(&ctx, r).await?;
             tracing::info!(%batch_id, quantity = batch.quantity, "batch issued");
             let encoder = self.app.batch_encoder(&r.brand_id, &batch, batch_id);
@@ -144,7 +161,7 @@ impl ActivationService for Api {
                 None => Utc::now(),
                 Some(_) => required_time(r.scanned_at.as_ref(), "scanned_at")?,
             };
-            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let ctx = self.command(&request, "ScanCode", &r.brand_id, &r.request_id);
             let (state, suspicious) = self.app.scan(&ctx, code, &r.region, scanned_at).await?;
             Ok::<_, ServiceError>(Response::new(pb::ScanCodeResponse {
                 activated: state.warranty.activation.is_some(),
@@ -180,7 +197,7 @@ impl ActivationService for Api {
                     "device_serial is at most 64 characters",
                 ));
             }
-            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let ctx = self.command(&request, "ActivateWarranty", &r.brand_id, &r.request_id);
             let state = self
                 .app
                 .activate(
@@ -213,7 +230,7 @@ impl ActivationService for Api {
             let code = required_code(&r.code)?;
             let reason = pb::ExtensionReason::try_from(r.reason)
                 .map_err(|_| ServiceError::invalid("reason is not a known extension reason"))?;
-            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let ctx = self.command(&request, "ExtendWarranty", &r.brand_id, &r.request_id);
             let state = self.app.extend(&ctx, code, r.months, reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
@@ -232,7 +249,7 @@ impl ActivationService for Api {
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
             let code = required_code(&r.code)?;
-            let ctx = context(&request, &r.brand_id, &r.request_id);
+            let ctx = self.command(&request, "VoidWarranty", &r.brand_id, &r.request_id);
             let state = self.app.void(&ctx, code, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
@@ -414,7 +431,7 @@ fn from_state(brand_id: &str, code: &str, state: &WarrantyState) -> pb::Warranty
         sku: state.batch.sku.clone(),
         product_model: state.batch.product_model.clone(),
         status: status as i32,
-        buyer: activation.buyer,
+        buyer: activation.buyer.map(Into::into),
         channel: activation.channel,
         purchase_amount: activation.purchase_amount,
         purchased_at: activation.purchased_at,
@@ -443,7 +460,7 @@ fn from_row(brand_id: &str, code: String, row: &WarrantyRow) -> pb::Warranty {
         sku: row.sku.clone(),
         product_model: row.product_model.clone(),
         status: row.status as i32,
-        buyer: row.buyer.clone(),
+        buyer: row.buyer.clone().map(Into::into),
         channel: Some(row.channel.clone()),
         purchase_amount: Some(Money {
             amount_fen: row.amount_fen,

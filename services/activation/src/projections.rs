@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use scanloop_bus::EventEnvelope;
 use scanloop_proto::activation::v1 as pb;
-use scanloop_proto::common::v1::BuyerIdentity;
-use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::common::v1::StoredIdentity;
+use scanloop_proto::common::v1::stored_identity::Kind;
 use scanloop_proto::time::from_timestamp;
 use scanloop_storage::DbError;
 use scanloop_storage::paging::PageError;
@@ -29,7 +29,7 @@ pub struct WarrantyRow {
     pub sku: String,
     pub product_model: String,
     pub status: pb::WarrantyStatus,
-    pub buyer: Option<BuyerIdentity>,
+    pub buyer: Option<StoredIdentity>,
     pub channel: pb::PurchaseChannel,
     pub amount_fen: i64,
     pub purchased_at: Option<DateTime<Utc>>,
@@ -44,24 +44,22 @@ pub struct WarrantyRow {
 }
 
 /// `kind:value` — the partition key of the by-buyer table.
-pub fn buyer_key(buyer: &BuyerIdentity) -> Option<String> {
+pub fn buyer_key(buyer: &StoredIdentity) -> Option<String> {
     match buyer.kind.as_ref()? {
         Kind::PhoneHash(h) => Some(format!("phone_hash:{h}")),
         Kind::WechatUnionid(u) => Some(format!("wechat_unionid:{u}")),
         Kind::DeviceSerial(s) => Some(format!("device_serial:{s}")),
-        // Never stored: numbers are hashed at the edge.
-        Kind::PhoneNumber(_) => None,
     }
 }
 
-fn buyer_from_key(kind: &str, value: &str) -> Option<BuyerIdentity> {
+fn buyer_from_key(kind: &str, value: &str) -> Option<StoredIdentity> {
     let kind = match kind {
         "phone_hash" => Kind::PhoneHash(value.to_owned()),
         "wechat_unionid" => Kind::WechatUnionid(value.to_owned()),
         "device_serial" => Kind::DeviceSerial(value.to_owned()),
         _ => return None,
     };
-    Some(BuyerIdentity { kind: Some(kind) })
+    Some(StoredIdentity { kind: Some(kind) })
 }
 
 #[derive(Clone)]
@@ -411,12 +409,8 @@ mod tests {
     }
 
     #[test]
-    fn buyer_keys_never_hold_a_phone_number() {
-        let phone = BuyerIdentity {
-            kind: Some(Kind::PhoneNumber("13800138000".into())),
-        };
-        assert_eq!(buyer_key(&phone), None);
-        let hash = BuyerIdentity {
+    fn buyer_keys_name_the_stored_kind() {
+        let hash = StoredIdentity {
             kind: Some(Kind::PhoneHash("ab".into())),
         };
         assert_eq!(buyer_key(&hash).as_deref(), Some("phone_hash:ab"));

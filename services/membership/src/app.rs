@@ -2,9 +2,10 @@
 //! (their own streams, settled by conditional appends), then the member's stream.
 
 use chrono::{DateTime, Utc};
+use scanloop_eventstore::requests::RequestCheck;
 use scanloop_eventstore::{AppendMeta, Outbox, Repository};
 use scanloop_pii::IdentityHasher;
-use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_service::{RequestContext, ServiceError};
 
@@ -35,6 +36,11 @@ impl Membership {
         }
     }
 
+    /// Keyed hashing of identities and request fingerprints.
+    pub fn hasher(&self) -> &IdentityHasher {
+        &self.hasher
+    }
+
     pub fn rules(&self) -> &Rules {
         &self.rules
     }
@@ -44,12 +50,13 @@ impl Membership {
         &self,
         brand_id: &str,
         identity: Option<&BuyerIdentity>,
-    ) -> Result<(BuyerIdentity, String), ServiceError> {
+    ) -> Result<(StoredIdentity, String), ServiceError> {
         let stored = self
             .hasher
             .stored_identity(brand_id, identity, "identity")
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let key = identity_key(&stored).expect("stored identities have a key");
+        let key = identity_key(&stored)
+            .ok_or_else(|| ServiceError::invalid("identity must be a phone number or a unionid"))?;
         Ok((stored, key))
     }
 
@@ -71,7 +78,7 @@ impl Membership {
         &self,
         meta: &AppendMeta,
         member_id: &str,
-        identity: &BuyerIdentity,
+        identity: &StoredIdentity,
         key: &str,
     ) -> Result<Result<(), String>, ServiceError> {
         let outcome = self
@@ -93,7 +100,7 @@ impl Membership {
     pub async fn register(
         &self,
         ctx: &RequestContext,
-        identity: BuyerIdentity,
+        identity: StoredIdentity,
         key: String,
         display_name: String,
         region: String,
@@ -110,7 +117,6 @@ impl Membership {
             identity,
             display_name,
             region,
-            request_id: ctx.request_id.clone(),
             now: Utc::now(),
         };
         self.run(&ctx.brand_id, &member_id, &meta, |m| {
@@ -123,21 +129,36 @@ impl Membership {
         &self,
         ctx: &RequestContext,
         member_id: &str,
-        identity: BuyerIdentity,
+        identity: StoredIdentity,
         key: String,
     ) -> Result<MemberState, ServiceError> {
-        let current = self.get(&ctx.brand_id, member_id).await?;
-        if current.member.identities.contains(&key) {
-            return Ok(current);
-        }
         let meta = ctx.meta();
+        // The member's own stream is checked before the identity is claimed: an id already used
+        // there for another command must not claim an identity that it then cannot link.
+        let loaded = self
+            .members
+            .load::<Rejection>(&member::stream_id(&ctx.brand_id, member_id))
+            .await?;
+        if !loaded.state.is_registered() {
+            return Err(ServiceError::NotFound(format!("no member {member_id}")));
+        }
+        if let Some(request) = &meta.request
+            && loaded.requests.check(request) == RequestCheck::Reused
+        {
+            return Err(
+                scanloop_eventstore::ExecuteError::<Rejection>::RequestReused {
+                    request_id: request.request_id.clone(),
+                }
+                .into(),
+            );
+        }
         if let Err(owner) = self.claim(&meta, member_id, &identity, &key).await? {
             return Err(ServiceError::AlreadyExists(format!(
                 "this identity already belongs to member {owner}"
             )));
         }
         self.run(&ctx.brand_id, member_id, &meta, |m| {
-            member::link(m, &identity, &ctx.request_id)
+            member::link(m, &identity)
         })
         .await
     }
@@ -195,7 +216,6 @@ impl Membership {
         let cmd = member::Engage {
             kind,
             occurred_at,
-            request_id: ctx.request_id.clone(),
             now: Utc::now(),
         };
         self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
@@ -210,7 +230,7 @@ impl Membership {
     pub async fn on_activation(
         &self,
         meta: &AppendMeta,
-        identity: BuyerIdentity,
+        identity: StoredIdentity,
         device_serial: String,
         warranty_code: String,
         event_id: String,

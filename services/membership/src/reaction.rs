@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
-use scanloop_eventstore::AppendMeta;
+use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_proto::activation::v1 as activation;
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
@@ -12,6 +12,8 @@ use scanloop_service::ServiceError;
 use crate::app::Membership;
 
 const WARRANTY_ACTIVATED: &str = "scanloop.activation.v1.WarrantyActivated";
+/// Every reaction to an activation is the same kind of command; its request id tells them apart.
+const REACTION_FINGERPRINT: &[u8] = b"membership: reaction to WarrantyActivated";
 
 pub struct ActivationReaction {
     app: Arc<Membership>,
@@ -28,6 +30,14 @@ impl EventHandler for ActivationReaction {
         if envelope.event_type != WARRANTY_ACTIVATED {
             return Ok(());
         }
+        // Version 1 is the only WarrantyActivated there is; a newer one is not guessed at.
+        if envelope.schema_version > 1 {
+            return Err(HandlerError::Poison(format!(
+                "{WARRANTY_ACTIVATED} schema version {} is newer than this service reads (1): \
+                 upgrade membership",
+                envelope.schema_version
+            )));
+        }
         let activated = activation::WarrantyActivated::decode(envelope.payload.as_slice())
             .map_err(|e| HandlerError::Poison(format!("{WARRANTY_ACTIVATED}: {e}")))?;
         let identity = activated
@@ -42,6 +52,11 @@ impl EventHandler for ActivationReaction {
             correlation_id: envelope.correlation_id.clone(),
             causation_id: envelope.event_id.clone(),
             traceparent: scanloop_telemetry::current_traceparent(),
+            // The reaction's command is named by the event: a redelivery is a repeat.
+            request: Some(RequestKey {
+                request_id: format!("activation:{}", envelope.event_id),
+                fingerprint: REACTION_FINGERPRINT.to_vec(),
+            }),
         };
         let outcome = self
             .app

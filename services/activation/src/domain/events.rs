@@ -45,7 +45,6 @@ mod tests {
         let event = ActivationEvent::WarrantyVoided(pb::WarrantyVoided {
             reason: "returned".into(),
             voided_at: None,
-            request_id: "r".into(),
         });
         let decoded = ActivationEvent::decode(event.event_type(), 1, &event.encode()).unwrap();
         assert_eq!(decoded, event);

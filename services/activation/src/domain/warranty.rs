@@ -1,11 +1,9 @@
 //! One printed code's warranty: scans, activation (at most once), extensions, return.
 
-use std::collections::{BTreeSet, VecDeque};
-
 use chrono::{DateTime, Duration, Months, Utc};
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::activation::v1 as pb;
-use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::common::v1::{Money, StoredIdentity};
 use scanloop_proto::region::{is_division_code, province};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 
@@ -37,18 +35,13 @@ impl Default for Rules {
     }
 }
 
-/// Scan request ids remembered for de-duplication.
-const REMEMBERED_SCANS: usize = 32;
-
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Warranty {
     pub activation: Option<pb::WarrantyActivated>,
     pub ends_at: Option<DateTime<Utc>>,
     pub extended_months: u32,
-    pub extension_requests: BTreeSet<String>,
     pub voided: Option<pb::WarrantyVoided>,
     pub last_scan: Option<(String, DateTime<Utc>)>,
-    pub recent_scan_requests: VecDeque<String>,
 }
 
 impl Aggregate for Warranty {
@@ -60,10 +53,6 @@ impl Aggregate for Warranty {
                 if let Some(at) = from_timestamp(scan.scanned_at.as_ref()) {
                     self.last_scan = Some((scan.region.clone(), at));
                 }
-                self.recent_scan_requests.push_back(scan.request_id.clone());
-                if self.recent_scan_requests.len() > REMEMBERED_SCANS {
-                    self.recent_scan_requests.pop_front();
-                }
             }
             ActivationEvent::WarrantyActivated(activated) => {
                 self.ends_at = from_timestamp(activated.warranty_ends_at.as_ref());
@@ -72,7 +61,6 @@ impl Aggregate for Warranty {
             ActivationEvent::WarrantyExtended(extended) => {
                 self.ends_at = from_timestamp(extended.warranty_ends_at.as_ref());
                 self.extended_months = extended.extended_months_total;
-                self.extension_requests.insert(extended.request_id.clone());
             }
             ActivationEvent::WarrantyVoided(voided) => self.voided = Some(voided.clone()),
             ActivationEvent::SuspiciousScan(_) | ActivationEvent::BatchIssued(_) => {}
@@ -87,7 +75,6 @@ impl Warranty {
 }
 
 pub struct Scan {
-    pub request_id: String,
     pub batch_id: String,
     pub serial: u64,
     pub region: String,
@@ -109,15 +96,11 @@ pub fn scan(
     if cmd.scanned_at > cmd.now + rules.clock_skew {
         return Err(Rejection::Invalid("scanned_at is in the future".into()));
     }
-    if state.recent_scan_requests.contains(&cmd.request_id) {
-        return Ok(vec![]);
-    }
     let mut events = vec![ActivationEvent::CodeScanned(pb::CodeScanned {
         batch_id: cmd.batch_id.clone(),
         serial: cmd.serial,
         region: cmd.region.clone(),
         scanned_at: Some(to_timestamp(cmd.scanned_at)),
-        request_id: cmd.request_id.clone(),
     })];
     if let Some((previous_region, previous_at)) = &state.last_scan {
         let far_apart = province(previous_region) != province(&cmd.region);
@@ -143,11 +126,10 @@ pub fn scan(
 }
 
 pub struct Activate {
-    pub request_id: String,
     pub batch: pb::BatchIssued,
     pub serial: u64,
     /// Already hashed at the edge: phone_hash or wechat_unionid, never a phone number.
-    pub buyer: BuyerIdentity,
+    pub buyer: StoredIdentity,
     pub channel: pb::PurchaseChannel,
     pub purchase_amount_fen: i64,
     pub purchased_at: DateTime<Utc>,
@@ -156,16 +138,14 @@ pub struct Activate {
     pub now: DateTime<Utc>,
 }
 
-/// Activates the warranty, once. A retry of the same request is answered with no new event.
+/// Activates the warranty, once. (A retry of the same request never gets here: the repository
+/// answers it from the stream's request log.)
 pub fn activate(
     state: &Warranty,
     cmd: &Activate,
     rules: &Rules,
 ) -> Result<Vec<ActivationEvent>, Rejection> {
-    if let Some(existing) = &state.activation {
-        if existing.request_id == cmd.request_id {
-            return Ok(vec![]);
-        }
+    if state.activation.is_some() {
         let at = state
             .activated_at()
             .map_or_else(|| "earlier".to_owned(), |at| at.to_rfc3339());
@@ -207,24 +187,19 @@ pub fn activate(
             referral_token: cmd.referral_token.clone(),
             device_serial: cmd.device_serial.clone(),
             activated_at: Some(to_timestamp(cmd.now)),
-            request_id: cmd.request_id.clone(),
         },
     )])
 }
 
 pub struct Extend {
-    pub request_id: String,
     pub months: u32,
     pub reason: pb::ExtensionReason,
 }
 
 pub const MAX_EXTENSION_MONTHS: u32 = 60;
 
-/// Extends an active warranty; idempotent by request id.
+/// Extends an active warranty.
 pub fn extend(state: &Warranty, cmd: &Extend) -> Result<Vec<ActivationEvent>, Rejection> {
-    if state.extension_requests.contains(&cmd.request_id) {
-        return Ok(vec![]);
-    }
     if cmd.months == 0 || cmd.months > MAX_EXTENSION_MONTHS {
         return Err(Rejection::Invalid("months must be between 1 and 60".into()));
     }
@@ -242,14 +217,12 @@ pub fn extend(state: &Warranty, cmd: &Extend) -> Result<Vec<ActivationEvent>, Re
             months: cmd.months,
             reason: cmd.reason as i32,
             warranty_ends_at: Some(to_timestamp(ends_at)),
-            request_id: cmd.request_id.clone(),
             extended_months_total: state.extended_months + cmd.months,
         },
     )])
 }
 
 pub struct Void {
-    pub request_id: String,
     pub reason: String,
     pub now: DateTime<Utc>,
 }
@@ -260,10 +233,7 @@ pub fn void(
     cmd: &Void,
     rules: &Rules,
 ) -> Result<Vec<ActivationEvent>, Rejection> {
-    if let Some(voided) = &state.voided {
-        if voided.request_id == cmd.request_id {
-            return Ok(vec![]);
-        }
+    if state.voided.is_some() {
         return Err(Rejection::FailedPrecondition(
             "this warranty is already voided".into(),
         ));
@@ -288,7 +258,6 @@ pub fn void(
     Ok(vec![ActivationEvent::WarrantyVoided(pb::WarrantyVoided {
         reason: cmd.reason.clone(),
         voided_at: Some(to_timestamp(cmd.now)),
-        request_id: cmd.request_id.clone(),
     })])
 }
 
@@ -312,7 +281,7 @@ fn active_end(state: &Warranty) -> Result<DateTime<Utc>, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scanloop_proto::common::v1::buyer_identity::Kind;
+    use scanloop_proto::common::v1::stored_identity::Kind;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -329,12 +298,11 @@ mod tests {
         }
     }
 
-    fn activation(request_id: &str, now: &str) -> Activate {
+    fn activation(_request_id: &str, now: &str) -> Activate {
         Activate {
-            request_id: request_id.into(),
             batch: batch(),
             serial: 3,
-            buyer: BuyerIdentity {
+            buyer: StoredIdentity {
                 kind: Some(Kind::PhoneHash("ab".repeat(32))),
             },
             channel: pb::PurchaseChannel {
@@ -378,13 +346,9 @@ mod tests {
     }
 
     #[test]
-    fn a_second_activation_is_refused_naming_when_and_a_retry_is_answered() {
+    fn a_second_activation_is_refused_naming_when() {
         let state = activated();
         let rules = Rules::default();
-        assert_eq!(
-            activate(&state, &activation("r1", "2026-02-02T00:00:00Z"), &rules),
-            Ok(vec![])
-        );
         match activate(&state, &activation("r2", "2026-02-02T00:00:00Z"), &rules) {
             Err(Rejection::AlreadyExists(message)) => {
                 assert!(message.contains("2026-02-01T00:00:00+00:00"), "{message}")
@@ -411,10 +375,9 @@ mod tests {
     }
 
     #[test]
-    fn extensions_add_months_once_per_request() {
+    fn extensions_add_up() {
         let mut state = activated();
         let cmd = Extend {
-            request_id: "e1".into(),
             months: 12,
             reason: pb::ExtensionReason::AssistCampaign,
         };
@@ -422,12 +385,7 @@ mod tests {
         state.apply(&events[0]);
         assert_eq!(state.ends_at, Some(at("2029-01-31T10:00:00Z")));
         assert_eq!(state.extended_months, 12);
-        assert_eq!(extend(&state, &cmd), Ok(vec![]));
-        let second = Extend {
-            request_id: "e2".into(),
-            ..cmd
-        };
-        let events = extend(&state, &second).unwrap();
+        let events = extend(&state, &cmd).unwrap();
         state.apply(&events[0]);
         assert_eq!(state.extended_months, 24);
     }
@@ -435,7 +393,6 @@ mod tests {
     #[test]
     fn extension_needs_an_active_warranty_and_valid_input() {
         let cmd = Extend {
-            request_id: "e".into(),
             months: 12,
             reason: pb::ExtensionReason::Goodwill,
         };
@@ -449,7 +406,6 @@ mod tests {
             Err(Rejection::Invalid(_))
         ));
         let unspecified = Extend {
-            request_id: "e".into(),
             months: 1,
             reason: pb::ExtensionReason::Unspecified,
         };
@@ -463,7 +419,6 @@ mod tests {
     fn a_return_inside_the_window_voids_and_after_it_is_refused() {
         let rules = Rules::default();
         let inside = Void {
-            request_id: "v1".into(),
             reason: "changed mind".into(),
             now: at("2026-03-01T10:00:00Z"),
         };
@@ -479,22 +434,12 @@ mod tests {
             events[0].clone(),
         ]);
         assert!(state.voided.is_some());
-        assert_eq!(
-            void(&state, &inside, &rules),
-            Ok(vec![]),
-            "a retry is answered"
-        );
-        let again = Void {
-            request_id: "v2".into(),
-            ..inside
-        };
         assert!(matches!(
-            void(&state, &again, &rules),
+            void(&state, &inside, &rules),
             Err(Rejection::FailedPrecondition(_))
         ));
 
         let late = Void {
-            request_id: "v3".into(),
             reason: "broken".into(),
             now: at("2026-03-02T10:00:01Z"),
         };
@@ -509,8 +454,7 @@ mod tests {
     #[test]
     fn scans_from_far_apart_provinces_in_a_short_time_are_suspicious() {
         let rules = Rules::default();
-        let scan_at = |request: &str, region: &str, when: &str| Scan {
-            request_id: request.into(),
+        let scan_at = |_request: &str, region: &str, when: &str| Scan {
             batch_id: "b1".into(),
             serial: 3,
             region: region.into(),
@@ -557,15 +501,7 @@ mod tests {
             .len(),
             1
         );
-        // A repeated request records nothing; a bad region is refused.
-        assert_eq!(
-            scan(
-                &state,
-                &scan_at("s1", "440300", "2026-04-01T10:00:00Z"),
-                &rules
-            ),
-            Ok(vec![])
-        );
+        // A bad region is refused.
         assert!(matches!(
             scan(&state, &scan_at("s5", "44", "2026-04-01T10:00:00Z"), &rules),
             Err(Rejection::Invalid(_))

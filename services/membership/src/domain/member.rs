@@ -1,15 +1,16 @@
 //! A member: identities and devices, the points ledger (earned lots that expire, spent first in,
 //! first out), engagement in a rolling window, KOC standing and tier.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use chrono::{DateTime, Duration, Utc};
 use scanloop_eventstore::Aggregate;
-use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::common::v1::StoredIdentity;
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::region::is_division_code;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::identity::identity_key;
 use super::tiers::{Tier, tier_for};
@@ -63,9 +64,22 @@ pub fn weight(kind: pb::EngagementKind) -> i64 {
 
 pub const MAX_POINTS_PER_ENTRY: i64 = 1_000_000;
 
+/// Namespace of points lot ids.
+const LOT_NAMESPACE: Uuid = Uuid::from_u128(0x5ca7_100b_3e3b_4e55_9d1e_0000_0000_0003);
+
+/// A lot's id, derived from the member and the command that earned it: stable across retries,
+/// and it names the lot in public events without exposing the caller's request id.
+pub fn lot_id(member_id: &str, request_id: &str) -> String {
+    Uuid::new_v5(
+        &LOT_NAMESPACE,
+        format!("{member_id}\0{request_id}").as_bytes(),
+    )
+    .to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lot {
-    pub request_id: String,
+    pub lot_id: String,
     pub remaining: i64,
     pub expires_at: DateTime<Utc>,
 }
@@ -74,7 +88,6 @@ pub struct Lot {
 pub struct Engagement {
     pub kind: i32,
     pub at: DateTime<Utc>,
-    pub request_id: String,
 }
 
 /// Engagement counts in a window.
@@ -90,7 +103,6 @@ pub struct Counts {
 pub struct Member {
     pub member_id: String,
     pub registered_at: Option<DateTime<Utc>>,
-    pub registration_request: String,
     pub display_name: String,
     pub region: String,
     /// Identity keys (`kind:value`), first one first.
@@ -98,8 +110,6 @@ pub struct Member {
     pub devices: Vec<String>,
     /// Earned lots with points left, oldest first.
     pub lots: Vec<Lot>,
-    /// Request ids of every points entry and identity link, for idempotency.
-    pub requests: BTreeSet<String>,
     /// Engagements younger than the longest window the rules may ask for (pruned on apply).
     pub engagements: VecDeque<Engagement>,
     pub koc_qualified: bool,
@@ -117,7 +127,6 @@ impl Aggregate for Member {
             MembershipEvent::MemberRegistered(e) => {
                 self.member_id = e.member_id.clone();
                 self.registered_at = from_timestamp(e.registered_at.as_ref());
-                self.registration_request = e.request_id.clone();
                 self.display_name = e.display_name.clone();
                 self.region = e.region.clone();
                 if let Some(key) = e.identity.as_ref().and_then(identity_key) {
@@ -128,22 +137,19 @@ impl Aggregate for Member {
                 if let Some(key) = e.identity.as_ref().and_then(identity_key) {
                     self.identities.push(key);
                 }
-                self.requests.insert(e.request_id.clone());
             }
             MembershipEvent::DeviceBound(e) => self.devices.push(e.device_serial.clone()),
             MembershipEvent::PointsEarned(e) => {
-                self.requests.insert(e.request_id.clone());
                 let expires_at =
                     from_timestamp(e.expires_at.as_ref()).unwrap_or(DateTime::<Utc>::MAX_UTC);
                 self.lots.push(Lot {
-                    request_id: e.request_id.clone(),
+                    lot_id: e.lot_id.clone(),
                     remaining: e.points,
                     expires_at,
                 });
                 self.lots.sort_by_key(|lot| lot.expires_at);
             }
             MembershipEvent::PointsRedeemed(e) => {
-                self.requests.insert(e.request_id.clone());
                 let mut owed = e.points;
                 for lot in self.lots.iter_mut() {
                     let taken = owed.min(lot.remaining);
@@ -153,20 +159,13 @@ impl Aggregate for Member {
                 self.lots.retain(|lot| lot.remaining > 0);
             }
             MembershipEvent::PointsExpired(e) => {
-                self.lots
-                    .retain(|lot| !e.earned_request_ids.contains(&lot.request_id));
+                self.lots.retain(|lot| !e.lot_ids.contains(&lot.lot_id));
             }
             MembershipEvent::EngagementRecorded(e) => {
                 if let Some(at) = from_timestamp(e.occurred_at.as_ref()) {
                     let position = self.engagements.partition_point(|x| x.at <= at);
-                    self.engagements.insert(
-                        position,
-                        Engagement {
-                            kind: e.kind,
-                            at,
-                            request_id: e.request_id.clone(),
-                        },
-                    );
+                    self.engagements
+                        .insert(position, Engagement { kind: e.kind, at });
                     let horizon = at - Duration::days(ENGAGEMENT_MEMORY);
                     while self.engagements.front().is_some_and(|x| x.at < horizon) {
                         self.engagements.pop_front();
@@ -181,7 +180,8 @@ impl Aggregate for Member {
     }
 
     const SNAPSHOT_EVERY: u64 = 50;
-    const SNAPSHOT_TYPE: &'static str = "scanloop.membership.Member.v1";
+    // v2: lots by lot id, no request ids (the event store remembers those).
+    const SNAPSHOT_TYPE: &'static str = "scanloop.membership.Member.v2";
 
     fn to_snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("member state serialises")
@@ -244,18 +244,14 @@ fn require_registered(state: &Member) -> Result<(), Rejection> {
 
 pub struct Register {
     pub member_id: String,
-    pub identity: BuyerIdentity,
+    pub identity: StoredIdentity,
     pub display_name: String,
     pub region: String,
-    pub request_id: String,
     pub now: DateTime<Utc>,
 }
 
 pub fn register(state: &Member, cmd: &Register) -> Result<Vec<MembershipEvent>, Rejection> {
     if state.is_registered() {
-        if state.registration_request == cmd.request_id {
-            return Ok(vec![]);
-        }
         return Err(Rejection::AlreadyExists(format!(
             "member {} is already registered with this identity",
             state.member_id
@@ -278,26 +274,21 @@ pub fn register(state: &Member, cmd: &Register) -> Result<Vec<MembershipEvent>, 
             display_name: cmd.display_name.trim().to_owned(),
             region: cmd.region.clone(),
             registered_at: Some(to_timestamp(cmd.now)),
-            request_id: cmd.request_id.clone(),
         },
     )])
 }
 
-pub fn link(
-    state: &Member,
-    identity: &BuyerIdentity,
-    request_id: &str,
-) -> Result<Vec<MembershipEvent>, Rejection> {
+/// Links an identity (already claimed for this member); nothing to do if it is linked.
+pub fn link(state: &Member, identity: &StoredIdentity) -> Result<Vec<MembershipEvent>, Rejection> {
     require_registered(state)?;
     let key = identity_key(identity)
         .ok_or_else(|| Rejection::Invalid("identity is not linkable".into()))?;
-    if state.identities.contains(&key) || state.requests.contains(request_id) {
+    if state.identities.contains(&key) {
         return Ok(vec![]);
     }
     Ok(vec![MembershipEvent::IdentityLinked(pb::IdentityLinked {
         member_id: state.member_id.clone(),
         identity: Some(identity.clone()),
-        request_id: request_id.to_owned(),
     })])
 }
 
@@ -330,13 +321,14 @@ fn expire(state: &Member, now: DateTime<Utc>) -> Option<MembershipEvent> {
     Some(MembershipEvent::PointsExpired(pb::PointsExpired {
         member_id: state.member_id.clone(),
         points: expired.iter().map(|lot| lot.remaining).sum(),
-        earned_request_ids: expired.iter().map(|lot| lot.request_id.clone()).collect(),
+        lot_ids: expired.iter().map(|lot| lot.lot_id.clone()).collect(),
     }))
 }
 
 pub struct Points {
     pub points: i64,
     pub reason: String,
+    /// The request id of the command: names the lot an award creates (see [`lot_id`]).
     pub request_id: String,
     pub now: DateTime<Utc>,
 }
@@ -355,7 +347,7 @@ fn validate_points(cmd: &Points) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Awards points (idempotent by request id); expired lots are written off first.
+/// Awards points; expired lots are written off first.
 pub fn award(
     state: &Member,
     cmd: &Points,
@@ -363,28 +355,22 @@ pub fn award(
 ) -> Result<Vec<MembershipEvent>, Rejection> {
     require_registered(state)?;
     validate_points(cmd)?;
-    if state.requests.contains(&cmd.request_id) {
-        return Ok(vec![]);
-    }
     let mut events: Vec<_> = expire(state, cmd.now).into_iter().collect();
     events.push(MembershipEvent::PointsEarned(pb::PointsEarned {
         member_id: state.member_id.clone(),
         points: cmd.points,
         reason: cmd.reason.trim().to_owned(),
-        request_id: cmd.request_id.clone(),
         expires_at: Some(to_timestamp(cmd.now + rules.points_ttl)),
         earned_at: Some(to_timestamp(cmd.now)),
+        lot_id: lot_id(&state.member_id, &cmd.request_id),
     }));
     Ok(events)
 }
 
-/// Redeems points (idempotent by request id); the balance never goes below zero.
+/// Redeems points; the balance never goes below zero.
 pub fn redeem(state: &Member, cmd: &Points) -> Result<Vec<MembershipEvent>, Rejection> {
     require_registered(state)?;
     validate_points(cmd)?;
-    if state.requests.contains(&cmd.request_id) {
-        return Ok(vec![]);
-    }
     let available = state.balance_at(cmd.now);
     if cmd.points > available {
         return Err(Rejection::FailedPrecondition(format!(
@@ -397,7 +383,6 @@ pub fn redeem(state: &Member, cmd: &Points) -> Result<Vec<MembershipEvent>, Reje
         member_id: state.member_id.clone(),
         points: cmd.points,
         reason: cmd.reason.trim().to_owned(),
-        request_id: cmd.request_id.clone(),
         redeemed_at: Some(to_timestamp(cmd.now)),
     }));
     Ok(events)
@@ -406,7 +391,6 @@ pub fn redeem(state: &Member, cmd: &Points) -> Result<Vec<MembershipEvent>, Reje
 pub struct Engage {
     pub kind: pb::EngagementKind,
     pub occurred_at: DateTime<Utc>,
-    pub request_id: String,
     pub now: DateTime<Utc>,
 }
 
@@ -431,20 +415,12 @@ pub fn engage(
             rules.koc_window.num_days()
         )));
     }
-    if state
-        .engagements
-        .iter()
-        .any(|e| e.request_id == cmd.request_id)
-    {
-        return Ok(vec![]);
-    }
     let mut after = state.clone();
     let counts_with_it = {
         let recorded = MembershipEvent::EngagementRecorded(pb::EngagementRecorded {
             member_id: state.member_id.clone(),
             kind: cmd.kind as i32,
             occurred_at: Some(to_timestamp(cmd.occurred_at)),
-            request_id: cmd.request_id.clone(),
             koc_score: 0,
         });
         after.apply(&recorded);
@@ -455,7 +431,6 @@ pub fn engage(
             member_id: state.member_id.clone(),
             kind: cmd.kind as i32,
             occurred_at: Some(to_timestamp(cmd.occurred_at)),
-            request_id: cmd.request_id.clone(),
             koc_score: counts_with_it.score,
         },
     )];
@@ -497,7 +472,7 @@ fn rescore(state: &Member, counts: &Counts, rules: &Rules) -> Vec<MembershipEven
 /// What a warranty activation means for its buyer's member.
 pub struct Activated {
     pub member_id: String,
-    pub identity: BuyerIdentity,
+    pub identity: StoredIdentity,
     pub device_serial: String,
     pub warranty_code: String,
     /// The activation event's id: makes every derived entry idempotent.
@@ -507,7 +482,8 @@ pub struct Activated {
 }
 
 /// Find-or-create's second half: register the member if new, bind the device, award the
-/// activation points and count the activation as a scan. A redelivered event decides nothing.
+/// activation points and count the activation as a scan. (A redelivered event never gets here:
+/// the reaction's request id is derived from the event, so the repository answers the repeat.)
 pub fn on_activation(
     state: &Member,
     cmd: &Activated,
@@ -529,7 +505,6 @@ pub fn on_activation(
                 identity: cmd.identity.clone(),
                 display_name: String::new(),
                 region: String::new(),
-                request_id: format!("activation:{}", cmd.event_id),
                 now: cmd.activated_at,
             },
         )?;
@@ -557,7 +532,6 @@ pub fn on_activation(
             &Engage {
                 kind: pb::EngagementKind::Scan,
                 occurred_at: cmd.activated_at.min(cmd.now),
-                request_id: format!("activation-scan:{}", cmd.event_id),
                 now: cmd.now,
             },
             rules,
@@ -570,14 +544,14 @@ pub fn on_activation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scanloop_proto::common::v1::buyer_identity::Kind;
+    use scanloop_proto::common::v1::stored_identity::Kind;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn identity() -> BuyerIdentity {
-        BuyerIdentity {
+    fn identity() -> StoredIdentity {
+        StoredIdentity {
             kind: Some(Kind::PhoneHash("ab".repeat(32))),
         }
     }
@@ -611,7 +585,6 @@ mod tests {
                     identity: identity(),
                     display_name: "Li".into(),
                     region: "440300".into(),
-                    request_id: "reg".into(),
                     now: at("2026-01-01T00:00:00Z"),
                 },
             )
@@ -629,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn registering_twice_is_refused_unless_it_is_a_retry() {
+    fn registering_twice_is_refused() {
         let state = registered();
         assert_eq!(
             state.identities,
@@ -640,16 +613,10 @@ mod tests {
             identity: identity(),
             display_name: String::new(),
             region: String::new(),
-            request_id: "reg".into(),
             now: at("2026-01-02T00:00:00Z"),
         };
-        assert_eq!(register(&state, &again), Ok(vec![]));
-        let other = Register {
-            request_id: "other".into(),
-            ..again
-        };
         assert!(matches!(
-            register(&state, &other),
+            register(&state, &again),
             Err(Rejection::AlreadyExists(_))
         ));
     }
@@ -671,20 +638,12 @@ mod tests {
         assert_eq!(state.balance_at(at("2026-03-01T00:00:00Z")), 30);
         // The oldest lot was spent first.
         assert_eq!(state.lots.len(), 1);
-        assert_eq!(state.lots[0].request_id, "a2");
+        assert_eq!(state.lots[0].lot_id, lot_id("m1", "a2"));
+        assert_eq!(state.lots[0].lot_id, "630d15c7-2ebb-57f7-a491-3ec27861900f");
         match redeem(&state, &points(31, "r2", "2026-03-01T00:00:00Z")) {
             Err(Rejection::FailedPrecondition(m)) => assert!(m.contains("balance is 30")),
             other => panic!("{other:?}"),
         }
-        // Retries change nothing.
-        assert_eq!(
-            redeem(&state, &points(120, "r1", "2026-03-01T00:00:00Z")),
-            Ok(vec![])
-        );
-        assert_eq!(
-            award(&state, &points(100, "a1", "2026-03-01T00:00:00Z"), &rules),
-            Ok(vec![])
-        );
     }
 
     #[test]
@@ -707,7 +666,7 @@ mod tests {
         match &events[0] {
             MembershipEvent::PointsExpired(e) => {
                 assert_eq!(e.points, 100);
-                assert_eq!(e.earned_request_ids, vec!["old".to_owned()]);
+                assert_eq!(e.lot_ids, vec![lot_id("m1", "old")]);
             }
             other => panic!("expected the expiry entry first, got {other:?}"),
         }
@@ -735,11 +694,10 @@ mod tests {
         ));
     }
 
-    fn engagement(kind: pb::EngagementKind, request_id: &str, when: &str) -> Engage {
+    fn engagement(kind: pb::EngagementKind, _request_id: &str, when: &str) -> Engage {
         Engage {
             kind,
             occurred_at: at(when),
-            request_id: request_id.into(),
             now: at(when),
         }
     }
@@ -791,15 +749,6 @@ mod tests {
                 .any(|e| matches!(e, MembershipEvent::TierChanged(t) if t.to_tier == "member"))
         );
         assert!(!state.koc_qualified);
-        // The same request again records nothing.
-        assert_eq!(
-            engage(
-                &state,
-                &engagement(Comment, "late", "2026-05-25T10:00:00Z"),
-                &rules
-            ),
-            Ok(vec![])
-        );
     }
 
     #[test]
@@ -854,7 +803,7 @@ mod tests {
     }
 
     #[test]
-    fn an_activation_registers_binds_awards_and_counts_a_scan_once() {
+    fn an_activation_registers_binds_awards_and_counts_a_scan() {
         let rules = Rules::default();
         let cmd = Activated {
             member_id: "m9".into(),
@@ -881,8 +830,7 @@ mod tests {
             ]
         );
         assert_eq!(state.balance_at(cmd.now), 100);
-        // Redelivered: nothing new.
-        assert_eq!(on_activation(&state, &cmd, &rules), Ok(vec![]));
+        assert_eq!(state.lots[0].lot_id, lot_id("m9", "activation-points:ev-1"));
         // A second purchase by the same member: a second device and more points, no new member.
         let second = Activated {
             device_serial: "SN-2".into(),

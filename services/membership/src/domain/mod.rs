@@ -4,6 +4,7 @@ pub mod events;
 pub mod identity;
 pub mod member;
 pub mod tiers;
+pub mod upcast;
 
 pub use events::MembershipEvent;
 
