@@ -118,19 +118,21 @@ async fn every_mutating_rpc_answers_a_repeat_once_and_refuses_a_reused_id() {
     // scans wrote anything. A repeat gets the first answer; another buyer under the same id is
     // refused (not ALREADY_EXISTS, never OK); a new id is ALREADY_EXISTS.
     let activate_id = request_id();
+    // One request, sent twice: the helper stamps the purchase time at each call.
+    let activate = activation(&code, &activate_id);
     let activated = client
-        .activate_warranty(activation(&code, &activate_id))
+        .activate_warranty(activate.clone())
         .await
         .unwrap()
         .into_inner();
     assert_eq!(activated.version, 2);
     let repeated = client
-        .activate_warranty(activation(&code, &activate_id))
+        .activate_warranty(activate.clone())
         .await
         .unwrap()
         .into_inner();
     assert_eq!(repeated, activated);
-    let mut other_buyer = activation(&code, &activate_id);
+    let mut other_buyer = activate.clone();
     other_buyer.buyer = phone("13900139000");
     assert_reused(client.activate_warranty(other_buyer).await);
     let status = client

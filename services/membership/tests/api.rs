@@ -181,47 +181,37 @@ async fn concurrent_redemptions_never_overdraw_and_the_ledger_balances() {
         .into_inner();
     assert_eq!(now.points_balance, 10);
 
-    let ledger = eventually(
-        || {
-            let mut client = client.clone();
-            let id = member.member_id.clone();
-            async move {
-                client
+    // The whole ledger, walked page by page (pages of 2), once the projection has all four
+    // entries: the write side already showed that exactly one award and three redemptions exist.
+    let walk = || {
+        let mut client = client.clone();
+        let id = member.member_id.clone();
+        async move {
+            let mut entries = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
                     .list_points_ledger(pb::ListPointsLedgerRequest {
                         brand_id: BRAND.into(),
-                        member_id: id,
+                        member_id: id.clone(),
                         page: Some(PageRequest {
                             page_size: 2,
-                            page_token: String::new(),
+                            page_token: token,
                         }),
                     })
                     .await
                     .unwrap()
-                    .into_inner()
+                    .into_inner();
+                assert!(page.entries.len() <= 2, "pages hold at most page_size");
+                entries.extend(page.entries);
+                token = page.page.unwrap().next_page_token;
+                if token.is_empty() {
+                    return entries;
+                }
             }
-        },
-        |page| page.entries.len() == 2 && !page.page.as_ref().unwrap().next_page_token.is_empty(),
-    )
-    .await;
-    // Walk every page: the entries sum to the balance.
-    let mut entries = ledger.entries;
-    let mut token = ledger.page.unwrap().next_page_token;
-    while !token.is_empty() {
-        let page = client
-            .list_points_ledger(pb::ListPointsLedgerRequest {
-                brand_id: BRAND.into(),
-                member_id: member.member_id.clone(),
-                page: Some(PageRequest {
-                    page_size: 2,
-                    page_token: token,
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        entries.extend(page.entries);
-        token = page.page.unwrap().next_page_token;
-    }
+        }
+    };
+    let entries = eventually(walk, |entries| entries.len() >= 4).await;
     assert_eq!(entries.len(), 4, "one award, three redemptions");
     assert_eq!(entries.iter().map(|e| e.points).sum::<i64>(), 10);
     cluster.stop().await;
