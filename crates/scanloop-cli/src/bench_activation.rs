@@ -73,14 +73,16 @@ pub async fn phases(
     .await;
 
     let purchased_at = to_timestamp(chrono::Utc::now() - chrono::Duration::days(1));
+    // Request ids are unique per run: a brand remembers ids for 7 days across its streams.
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let activate = phase(ACTIVATE, args, servers, {
-        let (clients, codes) = (clients.clone(), codes.clone());
+        let (clients, codes, run) = (clients.clone(), codes.clone(), run.clone());
         move |i| {
             let mut client = clients[i as usize % clients.len()].clone();
             let code = codes.get(i as usize).cloned();
             let request = code.map(|code| pb::ActivateWarrantyRequest {
                 brand_id: BRAND.into(),
-                request_id: format!("bench-{i}"),
+                request_id: format!("bench-{run}-{i}"),
                 code,
                 buyer: Some(BuyerIdentity {
                     kind: Some(Kind::PhoneNumber(format!("139{:08}", i % 100_000_000))),

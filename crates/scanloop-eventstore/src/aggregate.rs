@@ -281,11 +281,23 @@ impl<A: Aggregate> Repository<A> {
     where
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
-        if let Some(request) = &meta.request {
-            self.refuse_reuse_elsewhere(&meta.brand_id, request).await?;
-        }
+        // The brand-wide index is read beside the first load, not before it.
+        let mut first_load = Some(match &meta.request {
+            Some(request) => {
+                let (refused, loaded) = tokio::join!(
+                    self.refuse_reuse_elsewhere(&meta.brand_id, request),
+                    self.load(stream_id)
+                );
+                refused?;
+                loaded?
+            }
+            None => self.load(stream_id).await?,
+        });
         for attempt in 1..=self.max_attempts {
-            let loaded = self.load(stream_id).await?;
+            let loaded = match first_load.take() {
+                Some(loaded) => loaded,
+                None => self.load(stream_id).await?,
+            };
             if let Some(request) = &meta.request {
                 match loaded.requests.check(request) {
                     RequestCheck::New => {}
