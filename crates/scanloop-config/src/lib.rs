@@ -111,12 +111,15 @@ impl Environment {
 /// a production process refuses it.
 pub const DEVELOPMENT_SECRET: &str = "scanloop-development-secret";
 
-/// Values that were ever shipped as defaults in this repository (the compose file had its own):
-/// everyone can read them, so they are as good as no secret.
+/// Values that were ever shipped in this repository (the compose file had its own defaults, the
+/// devstack Kubernetes overlay generates its Secret from these): everyone can read them, so they
+/// are as good as no secret.
 const PUBLISHED_SECRETS: &[&str] = &[
     DEVELOPMENT_SECRET,
     "compose-development-code-secret",
     "compose-development-identity-secret",
+    "devstack-development-code-secret",
+    "devstack-development-identity-secret",
     "change-me",
 ];
 
