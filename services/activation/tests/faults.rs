@@ -34,6 +34,7 @@ async fn fault_a_frozen_database_answers_unavailable_within_the_request_timeout_
     let started = Instant::now();
     let status = client.activate_warranty(call).await.unwrap_err();
     let elapsed = started.elapsed();
+    eprintln!("frozen database: {:?} after {elapsed:?}", status.code());
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("unavailable; retry later"),
