@@ -317,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn unset_var_gives_default_and_bad_value_names_the_variable() {
+    fn an_unset_var_falls_back_and_a_bad_value_names_the_variable() {
         assert_eq!(var::<u16>("SCANLOOP_TEST_SURELY_UNSET", 7).unwrap(), 7);
         // SAFETY: this test alone touches this variable.
         unsafe { std::env::set_var("SCANLOOP_TEST_BAD_NUMBER", "seven") };
