@@ -160,10 +160,20 @@ pub struct Frozen {
 }
 
 impl Frozen {
+    /// Returns once every thread of the process is stopped.
     pub fn freeze(component: &str) -> Frozen {
         let pid = devstack_pid(component);
         assert!(signal(pid, "STOP"), "kill -STOP {pid} ({component})");
-        Frozen { pid }
+        let frozen = Frozen { pid };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{component} (pid {pid}) did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        frozen
     }
 
     pub fn thaw(self) {}
@@ -178,6 +188,21 @@ impl Drop for Frozen {
             ));
         }
     }
+}
+
+/// True when every thread of `pid` is in the stopped state (`T` in /proc/<pid>/task/*/stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .is_some_and(|state| state == 'T' || state == 't')
+        })
+    })
 }
 
 /// The devstack's Cassandra killed with SIGKILL (a crashed node: connections refused) until
