@@ -134,4 +134,22 @@ impl EventProducer {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
     }
+
+    /// Asks a broker for `topic`'s metadata over this producer's connections: one small round
+    /// trip, failing when no broker answers within `timeout` or the topic is unknown (what a
+    /// service's health check asks).
+    pub async fn probe(&self, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        // librdkafka's metadata call blocks its thread until the answer or the timeout.
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&topic), timeout)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        match metadata.topics().first().and_then(|t| t.error()) {
+            Some(error) => Err(KafkaError::MetadataFetch(error.into())),
+            None => Ok(()),
+        }
+    }
 }

@@ -1,18 +1,33 @@
 //! Configuration from environment variables, each with a documented default.
 //!
 //! Every Scanloop process reads the same [`Infra`] settings (where the database and the brokers
-//! are); services add their own on top with [`var`]. A value that does not parse is an error that
-//! names the variable, never a silent fallback to the default.
+//! are, how long to wait for them); services add their own on top with [`var`] and [`secret`]. A
+//! value that does not parse is an error that names the variable, never a silent fallback to the
+//! default. Secrets have no usable default outside development mode (`SCANLOOP_ENV=dev`).
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?} is invalid: {reason}")]
-pub struct ConfigError {
-    pub name: &'static str,
-    pub value: String,
-    pub reason: String,
+pub enum ConfigError {
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A secret that is missing, a published development value or too short. The value itself is
+    /// never part of the message.
+    #[error(
+        "{name} {problem}: set {name} to a random value of at least {MIN_SECRET_LEN} characters \
+         (e.g. `openssl rand -hex 32`) kept secret and never changed, from a Secret or .env; \
+         or set SCANLOOP_ENV=dev to run with the development secret on a laptop"
+    )]
+    Secret {
+        name: &'static str,
+        problem: &'static str,
+    },
 }
 
 /// Reads `name` from the environment, or `default` when it is unset or empty.
@@ -23,11 +38,14 @@ where
 {
     match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => {
-            value.trim().parse().map_err(|e: T::Err| ConfigError {
-                name,
-                value,
-                reason: e.to_string(),
-            })
+            value
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    value,
+                    reason: e.to_string(),
+                })
         }
         _ => Ok(default),
     }
@@ -44,6 +62,106 @@ pub fn list(name: &'static str, default: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// A duration given in whole milliseconds, e.g. `SCANLOOP_CQL_REQUEST_TIMEOUT_MS=2000`. Zero is
+/// refused: a zero timeout or interval would fail or spin on everything.
+pub fn millis(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    let ms: u64 = var(name, default_ms)?;
+    if ms == 0 {
+        return Err(ConfigError::Invalid {
+            name,
+            value: "0".into(),
+            reason: "must be at least 1 (milliseconds)".into(),
+        });
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Which rules a process runs under, from `SCANLOOP_ENV`: `dev` relaxes what is only safe on a
+/// laptop (a built-in secret); unset (or `prod`/`production`) is production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let raw = std::env::var("SCANLOOP_ENV").unwrap_or_default();
+        Self::parse(&raw)
+    }
+
+    fn parse(raw: &str) -> Result<Self, ConfigError> {
+        match raw.trim() {
+            "dev" => Ok(Self::Development),
+            "" | "prod" | "production" => Ok(Self::Production),
+            // A typo ("develop", "staging") must not silently mean either.
+            other => Err(ConfigError::Invalid {
+                name: "SCANLOOP_ENV",
+                value: other.to_owned(),
+                reason: "use `dev` for development, or leave it unset for production".into(),
+            }),
+        }
+    }
+}
+
+/// The secret a development process uses when none is set. It is public (it is in this file), so
+/// a production process refuses it.
+pub const DEVELOPMENT_SECRET: &str = "scanloop-development-secret";
+
+/// Values that were ever shipped in this repository (the compose file had its own defaults, the
+/// devstack Kubernetes overlay generates its Secret from these): everyone can read them, so they
+/// are as good as no secret.
+const PUBLISHED_SECRETS: &[&str] = &[
+    DEVELOPMENT_SECRET,
+    "compose-development-code-secret",
+    "compose-development-identity-secret",
+    "devstack-development-code-secret",
+    "devstack-development-identity-secret",
+    "change-me",
+];
+
+/// Shortest secret accepted outside development mode.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Reads the secret `name` (e.g. `SCANLOOP_CODE_SECRET`). In production a missing, published or
+/// short value is an error saying what to set; in development ([`Environment::Development`]) a
+/// missing one is replaced by [`DEVELOPMENT_SECRET`] with a warning.
+pub fn secret(name: &'static str) -> Result<Secret<String>, ConfigError> {
+    let raw = std::env::var(name).ok();
+    check_secret(name, raw.as_deref(), Environment::from_env()?)
+}
+
+/// [`secret`] without the environment: the rule itself.
+pub fn check_secret(
+    name: &'static str,
+    raw: Option<&str>,
+    environment: Environment,
+) -> Result<Secret<String>, ConfigError> {
+    let value = raw.map(str::trim).unwrap_or_default();
+    let problem = if value.is_empty() {
+        Some("is not set")
+    } else if PUBLISHED_SECRETS.contains(&value) {
+        Some("is a published development value")
+    } else if value.chars().count() < MIN_SECRET_LEN {
+        Some("is too short")
+    } else {
+        None
+    };
+    match (problem, environment) {
+        (None, _) => Ok(Secret::new(value.to_owned())),
+        (Some(problem), Environment::Production) => Err(ConfigError::Secret { name, problem }),
+        (Some(_), Environment::Development) if value.is_empty() => {
+            tracing::warn!(
+                variable = name,
+                "secret not set: using the development secret (SCANLOOP_ENV=dev)"
+            );
+            Ok(Secret::new(DEVELOPMENT_SECRET.to_owned()))
+        }
+        (Some(_), Environment::Development) => Ok(Secret::new(value.to_owned())),
+    }
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
@@ -109,6 +227,21 @@ pub const INFRA_VARS: &[VarDoc] = &[
         meaning: "partitions of each event topic that `scanloop migrate` creates",
     },
     VarDoc {
+        name: "SCANLOOP_CQL_REQUEST_TIMEOUT_MS",
+        default: "2000",
+        meaning: "services: a CQL request not answered within this fails; the call answers UNAVAILABLE",
+    },
+    VarDoc {
+        name: "SCANLOOP_HEALTH_CHECK_INTERVAL_MS",
+        default: "5000",
+        meaning: "services: how often Cassandra and Kafka are probed for the gRPC health check",
+    },
+    VarDoc {
+        name: "SCANLOOP_ENV",
+        default: "(unset: production)",
+        meaning: "`dev` allows missing secrets (development value); unset refuses to start without them",
+    },
+    VarDoc {
         name: "SCANLOOP_LOG_FORMAT",
         default: "text",
         meaning: "`text` or `json` log lines on stderr (level filter: RUST_LOG, default info)",
@@ -120,14 +253,24 @@ pub const INFRA_VARS: &[VarDoc] = &[
     },
 ];
 
-/// Where the shared infrastructure is.
+/// Where the shared infrastructure is, and how long a service waits for it.
 #[derive(Debug, Clone)]
 pub struct Infra {
     pub cql_nodes: Vec<String>,
     pub kafka_brokers: String,
     pub replication_factor: u16,
     pub topic_partitions: u16,
+    /// SCANLOOP_CQL_REQUEST_TIMEOUT_MS, default 2 s: bounds every CQL request of a service
+    /// (retries included), so a frozen database answers callers UNAVAILABLE instead of holding
+    /// them until their own deadline. Also bounds each health probe.
+    pub cql_request_timeout: Duration,
+    /// SCANLOOP_HEALTH_CHECK_INTERVAL_MS, default 5 s: how often a service probes Cassandra and
+    /// Kafka to answer the gRPC health check.
+    pub health_check_interval: Duration,
 }
+
+pub const DEFAULT_CQL_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Infra {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -136,7 +279,29 @@ impl Infra {
             kafka_brokers: list("SCANLOOP_KAFKA_BROKERS", "127.0.0.1:9092").join(","),
             replication_factor: var("SCANLOOP_REPLICATION_FACTOR", 1)?,
             topic_partitions: var("SCANLOOP_TOPIC_PARTITIONS", 6)?,
+            cql_request_timeout: millis(
+                "SCANLOOP_CQL_REQUEST_TIMEOUT_MS",
+                DEFAULT_CQL_REQUEST_TIMEOUT,
+            )?,
+            health_check_interval: millis(
+                "SCANLOOP_HEALTH_CHECK_INTERVAL_MS",
+                DEFAULT_HEALTH_CHECK_INTERVAL,
+            )?,
         })
+    }
+}
+
+/// The documented defaults (the devstack's addresses), as `from_env` gives with nothing set.
+impl Default for Infra {
+    fn default() -> Self {
+        Self {
+            cql_nodes: vec!["127.0.0.1:9042".to_owned()],
+            kafka_brokers: "127.0.0.1:9092".to_owned(),
+            replication_factor: 1,
+            topic_partitions: 6,
+            cql_request_timeout: DEFAULT_CQL_REQUEST_TIMEOUT,
+            health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+        }
     }
 }
 
@@ -152,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn unset_var_gives_default_and_bad_value_names_the_variable() {
+    fn an_unset_var_falls_back_and_a_bad_value_names_the_variable() {
         assert_eq!(var::<u16>("SCANLOOP_TEST_SURELY_UNSET", 7).unwrap(), 7);
         // SAFETY: this test alone touches this variable.
         unsafe { std::env::set_var("SCANLOOP_TEST_BAD_NUMBER", "seven") };
@@ -160,6 +325,80 @@ mod tests {
         assert!(
             err.to_string().contains("SCANLOOP_TEST_BAD_NUMBER"),
             "{err}"
+        );
+    }
+
+    const CODE: &str = "SCANLOOP_CODE_SECRET";
+
+    #[test]
+    fn production_refuses_a_missing_published_or_short_secret_and_says_what_to_set() {
+        for (raw, problem) in [
+            (None, "is not set"),
+            (Some("  "), "is not set"),
+            (
+                Some("scanloop-development-secret"),
+                "is a published development value",
+            ),
+            (
+                Some("compose-development-code-secret"),
+                "is a published development value",
+            ),
+            (Some("hunter2"), "is too short"),
+        ] {
+            let error = check_secret(CODE, raw, Environment::Production).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "SCANLOOP_CODE_SECRET {problem}: set SCANLOOP_CODE_SECRET to a random value"
+                )),
+                "{raw:?}: {message}"
+            );
+            assert!(message.contains("SCANLOOP_ENV=dev"), "{message}");
+            if let Some(raw) = raw.filter(|r| !r.trim().is_empty()) {
+                assert!(!message.contains(raw), "the value stays out of the message");
+            }
+        }
+    }
+
+    #[test]
+    fn production_takes_a_real_secret() {
+        let secret =
+            check_secret(CODE, Some("9f2c41d0a7be4e16b3"), Environment::Production).unwrap();
+        assert_eq!(secret.expose(), "9f2c41d0a7be4e16b3");
+    }
+
+    #[test]
+    fn development_fills_in_a_missing_secret_and_takes_any_given_one() {
+        let filled = check_secret(CODE, None, Environment::Development).unwrap();
+        assert_eq!(filled.expose(), "scanloop-development-secret");
+        let short = check_secret(CODE, Some("dev"), Environment::Development).unwrap();
+        assert_eq!(short.expose(), "dev");
+    }
+
+    #[test]
+    fn environment_is_dev_or_production_and_nothing_else() {
+        assert_eq!(Environment::parse("dev").unwrap(), Environment::Development);
+        assert_eq!(Environment::parse("").unwrap(), Environment::Production);
+        assert_eq!(
+            Environment::parse("production").unwrap(),
+            Environment::Production
+        );
+        let error = Environment::parse("develop").unwrap_err();
+        assert!(error.to_string().contains("SCANLOOP_ENV"), "{error}");
+    }
+
+    #[test]
+    fn millis_refuses_zero() {
+        // SAFETY: this test alone touches this variable.
+        unsafe { std::env::set_var("SCANLOOP_TEST_ZERO_MS", "0") };
+        let error = millis("SCANLOOP_TEST_ZERO_MS", Duration::from_secs(1)).unwrap_err();
+        assert!(
+            error.to_string().contains("SCANLOOP_TEST_ZERO_MS"),
+            "{error}"
+        );
+        assert_eq!(
+            millis("SCANLOOP_TEST_SURELY_UNSET", Duration::from_secs(2)).unwrap(),
+            Duration::from_secs(2)
         );
     }
 

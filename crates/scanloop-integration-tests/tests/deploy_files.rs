@@ -123,9 +123,56 @@ fn compose_file_is_consistent() {
             .contains("tablets"),
         "ScyllaDB keyspaces need tablets off for LWT"
     );
+    // Secrets come from .env (or the shell) and are required: no default value in the file.
+    let example = std::fs::read_to_string(repo().join(".env.example")).expect(".env.example");
+    for (service, secrets) in [
+        (
+            "activation",
+            &["SCANLOOP_CODE_SECRET", "SCANLOOP_IDENTITY_SECRET"][..],
+        ),
+        ("membership", &["SCANLOOP_IDENTITY_SECRET"][..]),
+    ] {
+        for secret in secrets {
+            let value = services[service]["environment"][*secret]
+                .as_str()
+                .unwrap_or_else(|| panic!("{service} sets {secret}"));
+            assert!(
+                value.starts_with(&format!("${{{secret}:?")),
+                "{service}: {secret} must be required from .env, not defaulted: {value}"
+            );
+            assert!(
+                example.lines().any(|l| l == format!("{secret}=")),
+                ".env.example lists {secret} (empty)"
+            );
+        }
+    }
     // The collector configuration it mounts must itself parse and route traces somewhere.
     let collector = yaml(&repo().join("deploy/otel/collector.yaml"));
     assert!(collector["service"]["pipelines"]["traces"]["exporters"].is_sequence());
+}
+
+#[test]
+fn kubernetes_secrets_come_from_a_secret_and_only_the_devstack_overlay_is_development() {
+    let base_config = yaml(&repo().join("deploy/k8s/base/config.yaml"));
+    assert!(
+        base_config["data"].get("SCANLOOP_ENV").is_none(),
+        "the base is production: no SCANLOOP_ENV"
+    );
+    let overlay = yaml(&repo().join("deploy/k8s/overlays/devstack/kustomization.yaml"));
+    let patches = serde_yaml::to_string(&overlay["patches"]).unwrap();
+    assert!(
+        patches.contains("/data/SCANLOOP_ENV") && patches.contains("value: dev"),
+        "the devstack overlay runs in development mode: {patches}"
+    );
+    let generated = overlay["secretGenerator"]
+        .as_sequence()
+        .expect("the devstack overlay generates its Secret");
+    assert!(
+        generated
+            .iter()
+            .any(|g| g["name"].as_str() == Some("scanloop-secrets")),
+        "the overlay generates scanloop-secrets"
+    );
 }
 
 #[test]
@@ -173,6 +220,33 @@ fn check_workload(doc: &Value, path: &Path) {
                 "{}: services are probed with the gRPC health check",
                 path.display()
             );
+            // Readiness asks for the service itself (NOT_SERVING while Cassandra or Kafka is
+            // away); liveness for `liveness`, which stays SERVING: a restart cures neither.
+            let ready = container["readinessProbe"]["grpc"]["service"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                ready.starts_with("scanloop.") && ready.ends_with("Service"),
+                "{}: readiness probes the service's health name, not {ready:?}",
+                path.display()
+            );
+            assert_eq!(
+                container["livenessProbe"]["grpc"]["service"].as_str(),
+                Some("liveness"),
+                "{}",
+                path.display()
+            );
+        }
+        for env in container["env"].as_sequence().into_iter().flatten() {
+            let name = env["name"].as_str().unwrap_or_default();
+            if name.ends_with("_SECRET") {
+                assert!(
+                    env.get("value").is_none()
+                        && env["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                    "{}: {name} comes from a Secret, never a literal",
+                    path.display()
+                );
+            }
         }
         let security = &container["securityContext"];
         assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));

@@ -53,7 +53,9 @@ impl ServiceError {
             }
             AppendError::Invalid { reason, .. } => Self::Internal(reason),
             AppendError::Unavailable(error) => {
-                tracing::warn!(%error, "event store unavailable");
+                // The driver's error says why: refused, no connection, or no answer within the
+                // request timeout (SCANLOOP_CQL_REQUEST_TIMEOUT_MS) from a frozen database.
+                tracing::warn!(%error, "event store unavailable; answering UNAVAILABLE");
                 Self::Unavailable("event store unavailable; retry later".into())
             }
         }

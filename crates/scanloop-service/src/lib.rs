@@ -1,14 +1,17 @@
 //! What every Scanloop gRPC service shares (and nothing of their domains):
 //! - [`ServiceError`], a small closed set of errors, each mapped once to a gRPC status code;
 //! - [`shutdown_signal`] and [`serve`]: a tonic server with the standard health service and
-//!   server reflection that drains in-flight calls on SIGTERM or Ctrl-C.
+//!   server reflection that drains in-flight calls on SIGTERM or Ctrl-C;
+//! - [`HealthChecks`]: the probes of Cassandra and Kafka behind that health service.
 
 pub mod context;
 pub mod error;
+pub mod health;
 pub mod server;
 pub mod trace;
 pub mod validate;
 
 pub use context::RequestContext;
 pub use error::ServiceError;
+pub use health::HealthChecks;
 pub use server::{serve, shutdown_signal};

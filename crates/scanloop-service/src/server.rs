@@ -6,6 +6,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+use crate::health::HealthChecks;
+
 /// Cancels `token` on SIGTERM (what Kubernetes and compose send) or Ctrl-C.
 pub async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -32,26 +34,30 @@ pub async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Serves `routes` plus the standard health service (reporting `S` and the overall server as
-/// serving) and server reflection over Scanloop's descriptors, on an already bound listener,
-/// until `shutdown` is cancelled; in-flight calls finish first.
+/// Serves `routes` plus the standard health service and server reflection, on an already bound
+/// listener, until `shutdown` is cancelled; in-flight calls finish first.
+///
+/// Health: `S`'s name and "" are SERVING only while `health`'s probes reach Cassandra and Kafka
+/// (see [`crate::health`]); [`crate::health::LIVENESS`] is SERVING while the process answers.
+/// Reflection lists exactly what this server serves: `S`, health and reflection, though it can
+/// describe every Scanloop message (the descriptor set holds all services).
 pub async fn serve<S: NamedService>(
     listener: tokio::net::TcpListener,
     routes: Routes,
+    health: HealthChecks,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(scanloop_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(S::NAME)
+        .with_service_name(HEALTH_SERVICE)
+        .with_service_name(REFLECTION_SERVICE)
         .build_v1()?;
     let addr: SocketAddr = listener.local_addr()?;
+    let health_task =
+        crate::health::start(health, health_reporter, S::NAME, shutdown.clone()).await;
     tracing::info!(%addr, service = S::NAME, "grpc server listening");
     // Nagle's algorithm on accepted sockets holds small response frames back for the peer's
     // delayed ACK (~40 ms per call); gRPC wants every frame out at once.
@@ -59,14 +65,18 @@ pub async fn serve<S: NamedService>(
         .with_nodelay(Some(true))
         .with_keepalive(Some(std::time::Duration::from_secs(60)));
     let stop = shutdown.clone();
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, async move {
-            stop.cancelled().await;
-            let _ = health_reporter;
-        })
-        .await?;
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await;
+    shutdown.cancel();
+    let _ = health_task.await;
+    served?;
     Ok(())
 }
+
+/// The names reflection lists besides the service itself.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_SERVICE: &str = "grpc.reflection.v1.ServerReflection";

@@ -4,14 +4,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 
 /// Connects to the given contact points, retrying for up to `wait` while the cluster starts.
+/// Requests use the driver's default timeout (30 s): right for tools (migrations wait for schema
+/// changes), too long for a service; services use [`connect_with_request_timeout`].
 pub async fn connect(nodes: &[String], wait: Duration) -> anyhow::Result<Arc<Session>> {
+    connect_with(nodes, wait, SessionBuilder::new()).await
+}
+
+/// Like [`connect`], but every request on the session (all its retries included) fails with the
+/// driver's `RequestTimeout` error after `request_timeout`. A database that accepts connections
+/// but does not answer (frozen, overloaded) then costs a caller this long, not its whole deadline.
+pub async fn connect_with_request_timeout(
+    nodes: &[String],
+    wait: Duration,
+    request_timeout: Duration,
+) -> anyhow::Result<Arc<Session>> {
+    let profile = ExecutionProfile::builder()
+        .request_timeout(Some(request_timeout))
+        .build();
+    let builder = SessionBuilder::new().default_execution_profile_handle(profile.into_handle());
+    connect_with(nodes, wait, builder).await
+}
+
+async fn connect_with(
+    nodes: &[String],
+    wait: Duration,
+    builder: SessionBuilder,
+) -> anyhow::Result<Arc<Session>> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let attempt = SessionBuilder::new()
+        let attempt = builder
+            .clone()
             .known_nodes(nodes)
             .connection_timeout(Duration::from_secs(5))
             .build()

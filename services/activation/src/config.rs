@@ -1,9 +1,6 @@
 //! The activation service's settings, from the environment (defaults documented in README).
 
-use scanloop_config::{ConfigError, Infra, Secret, var};
-
-/// Used when no secret is configured: fine on a laptop, never in production (a warning says so).
-const DEVELOPMENT_SECRET: &str = "scanloop-development-secret";
+use scanloop_config::{ConfigError, Infra, Secret, secret, var};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -12,9 +9,10 @@ pub struct Config {
     pub grpc_addr: String,
     /// SCANLOOP_ACTIVATION_KEYSPACE, default scanloop_activation.
     pub keyspace: String,
-    /// SCANLOOP_CODE_SECRET: signs printed codes.
+    /// SCANLOOP_CODE_SECRET: signs printed codes. Required unless SCANLOOP_ENV=dev.
     pub code_secret: Secret<String>,
-    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes (shared by all services).
+    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes (shared by all services). Required
+    /// unless SCANLOOP_ENV=dev.
     pub identity_secret: Secret<String>,
     /// SCANLOOP_CODE_BASE_URL, default https://w.scanloop.cn.
     pub code_base_url: String,
@@ -29,18 +27,9 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses a missing or development secret unless SCANLOOP_ENV=dev (the message says what
+    /// to set).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let secret = |name: &'static str| -> Result<Secret<String>, ConfigError> {
-            let value: Secret<String> = var(name, Secret::new(String::new()))?;
-            if value.expose().is_empty() {
-                tracing::warn!(
-                    variable = name,
-                    "secret not set: using the development secret"
-                );
-                return Ok(Secret::new(DEVELOPMENT_SECRET.to_owned()));
-            }
-            Ok(value)
-        };
         Ok(Self {
             infra: Infra::from_env()?,
             grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50051".to_owned())?,

@@ -8,6 +8,7 @@ use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
 use scanloop_eventstore::{EventStore, Outbox, Projector, Sweeper};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1::activation_service_server::ActivationServiceServer;
+use scanloop_service::HealthChecks;
 use scanloop_storage::Checkpoints;
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +26,22 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let session =
-        scanloop_storage::connect(&config.infra.cql_nodes, Duration::from_secs(60)).await?;
+    let session = scanloop_storage::session::connect_with_request_timeout(
+        &config.infra.cql_nodes,
+        Duration::from_secs(60),
+        config.infra.cql_request_timeout,
+    )
+    .await?;
     let store = EventStore::new(session.clone(), &config.keyspace).await?;
     let read_models = ReadModels::new(session.clone(), &config.keyspace).await?;
     let producer = EventProducer::new(&config.infra.kafka_brokers, Duration::from_secs(10))?;
+    let health = HealthChecks::new(
+        session.clone(),
+        producer.clone(),
+        config.topic.clone(),
+        config.infra.health_check_interval,
+        config.infra.cql_request_timeout,
+    );
     let topic = config.topic.clone();
     let outbox = Outbox::new(store, &config.keyspace, producer.clone(), topic.clone()).await?;
 
@@ -61,9 +73,13 @@ pub async fn run(
     let projecting = tokio::spawn(projector.run());
 
     let routes = tonic::service::Routes::new(ActivationServiceServer::new(Api::new(app)));
-    let served =
-        scanloop_service::serve::<ActivationServiceServer<Api>>(listener, routes, shutdown.clone())
-            .await;
+    let served = scanloop_service::serve::<ActivationServiceServer<Api>>(
+        listener,
+        routes,
+        health,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = sweeper.await;
     projecting.await??;

@@ -1,10 +1,8 @@
 //! The membership service's settings, from the environment (defaults documented in README).
 
-use scanloop_config::{ConfigError, Infra, Secret, var};
+use scanloop_config::{ConfigError, Infra, Secret, secret, var};
 
 use crate::domain::member::Rules;
-
-const DEVELOPMENT_SECRET: &str = "scanloop-development-secret";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -17,7 +15,8 @@ pub struct Config {
     pub topic: String,
     /// SCANLOOP_ACTIVATION_TOPIC: where warranty activations come from.
     pub activation_topic: String,
-    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes; the same in every service.
+    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes; the same in every service. Required
+    /// unless SCANLOOP_ENV=dev.
     pub identity_secret: Secret<String>,
     /// SCANLOOP_PROJECTION_GROUP, default membership-projections.
     pub projection_group: String,
@@ -27,15 +26,10 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses a missing or development secret unless SCANLOOP_ENV=dev (the message says what
+    /// to set).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let identity_secret: Secret<String> =
-            var("SCANLOOP_IDENTITY_SECRET", Secret::new(String::new()))?;
-        let identity_secret = if identity_secret.expose().is_empty() {
-            tracing::warn!("SCANLOOP_IDENTITY_SECRET not set: using the development secret");
-            Secret::new(DEVELOPMENT_SECRET.to_owned())
-        } else {
-            identity_secret
-        };
+        let identity_secret = secret("SCANLOOP_IDENTITY_SECRET")?;
         let defaults = Rules::default();
         Ok(Self {
             infra: Infra::from_env()?,

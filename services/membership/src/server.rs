@@ -8,6 +8,7 @@ use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
 use scanloop_eventstore::{EventStore, Outbox, Projector, Sweeper};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::membership::v1::membership_service_server::MembershipServiceServer;
+use scanloop_service::HealthChecks;
 use scanloop_storage::Checkpoints;
 use tokio_util::sync::CancellationToken;
 
@@ -24,11 +25,22 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let session =
-        scanloop_storage::connect(&config.infra.cql_nodes, Duration::from_secs(60)).await?;
+    let session = scanloop_storage::session::connect_with_request_timeout(
+        &config.infra.cql_nodes,
+        Duration::from_secs(60),
+        config.infra.cql_request_timeout,
+    )
+    .await?;
     let store = EventStore::new(session.clone(), &config.keyspace).await?;
     let read_models = ReadModels::new(session.clone(), &config.keyspace).await?;
     let producer = EventProducer::new(&config.infra.kafka_brokers, Duration::from_secs(10))?;
+    let health = HealthChecks::new(
+        session.clone(),
+        producer.clone(),
+        config.topic.clone(),
+        config.infra.health_check_interval,
+        config.infra.cql_request_timeout,
+    );
     let outbox = Outbox::new(
         store,
         &config.keyspace,
@@ -74,9 +86,13 @@ pub async fn run(
 
     let routes =
         tonic::service::Routes::new(MembershipServiceServer::new(Api::new(app, read_models)));
-    let served =
-        scanloop_service::serve::<MembershipServiceServer<Api>>(listener, routes, shutdown.clone())
-            .await;
+    let served = scanloop_service::serve::<MembershipServiceServer<Api>>(
+        listener,
+        routes,
+        health,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = sweeper.await;
     reacting.await??;

@@ -36,6 +36,7 @@ fn infra() -> Infra {
         kafka_brokers: scanloop_testkit::brokers(),
         replication_factor: 1,
         topic_partitions: 3,
+        ..Infra::default()
     }
 }
 
