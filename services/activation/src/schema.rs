@@ -3,7 +3,7 @@
 use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "activation";
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     component: COMPONENT,
@@ -25,5 +25,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.warranties_by_device (\
              brand_id text, device_serial text, batch_id uuid, serial bigint, \
              PRIMARY KEY ((brand_id, device_serial)))",
+    ],
+},
+Migration {
+    component: COMPONENT,
+    version: 2,
+    // Version 1 kept one row per device serial, so a second code given the same serial hid
+    // the first. Its rows cannot be carried over (they lost that history): the table is
+    // recreated, and a read model is rebuilt by replaying the topic under a new group. Streams
+    // are brand-scoped from this version (`batch-<brand>-…`, `warranty-<brand>-…`).
+    description: "warranties_by_device: one row per (device serial, code), device serials in \
+                  upper case",
+    statements: &[
+        "DROP TABLE IF EXISTS {ks}.warranties_by_device",
+        "CREATE TABLE IF NOT EXISTS {ks}.warranties_by_device (\
+             brand_id text, device_serial text, batch_id uuid, serial bigint, \
+             activated_at timestamp, \
+             PRIMARY KEY ((brand_id, device_serial), batch_id, serial))",
     ],
 }];
