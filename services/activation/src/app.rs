@@ -268,7 +268,7 @@ impl Activation {
                 .load::<Rejection>(&warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial))
                 .await?;
             if !warranty::activate(&current.state, &cmd, &self.rules)?.is_empty() {
-                self.claim_device(&ctx.meta(), &id, &cmd.device_serial, cmd.now)
+                self.claim_device(&ctx.meta(), &id, &current.state, &cmd.device_serial, cmd.now)
                     .await?;
             }
         }
@@ -278,13 +278,15 @@ impl Activation {
         .await
     }
 
-    /// Binds `device_serial` to the code `id`, or refuses (ALREADY_EXISTS) when another code's
-    /// active warranty holds it. A holder that no longer holds (voided, or its activation never
-    /// came) is taken over; concurrent claims are settled by the conditional append.
+    /// Binds `device_serial` to the code `id` (whose warranty is `own`), or refuses
+    /// (ALREADY_EXISTS) when another code's warranty holds it. A released claim (see
+    /// `device::is_released`) is taken over, or re-claimed by its own code for a resale;
+    /// concurrent claims are settled by the conditional append.
     async fn claim_device(
         &self,
         meta: &AppendMeta,
         id: &CodeId,
+        own: &Warranty,
         device_serial: &str,
         now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
@@ -297,12 +299,19 @@ impl Activation {
         };
         let current = self.devices.load::<Rejection>(&stream_id).await?;
         let released = match current.state.holder {
-            Some(holder) if holder.batch_id != claim.batch_id || holder.serial != claim.serial => {
-                let holder_warranty = self.holder_warranty(&meta.brand_id, &holder).await?;
-                device::is_released(&holder, &holder_warranty, device_serial, now)
+            Some(holder) => {
+                let is_own = holder.batch_id == claim.batch_id && holder.serial == claim.serial;
+                let other;
+                let holder_warranty = if is_own {
+                    own
+                } else {
+                    other = self.holder_warranty(&meta.brand_id, &holder).await?;
+                    &other
+                };
+                device::is_released(&holder, holder_warranty, device_serial, now)
                     .then_some(holder)
             }
-            _ => None,
+            None => None,
         };
         self.devices
             .execute(&stream_id, meta, |state| {

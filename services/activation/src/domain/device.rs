@@ -5,8 +5,11 @@
 //!
 //! A claim is taken before the warranty's activation is appended. It stays with its code while
 //! that code's warranty is active with this device, or while the claim is younger than
-//! [`CLAIM_SETTLE`] (its activation may still be on its way). Otherwise (the warranty was voided,
-//! or its activation never came) the claim is released and another code may take it over.
+//! [`CLAIM_SETTLE`] (its activation may still be on its way). It is released when that warranty
+//! is voided after the claim (the unit was returned), or when its activation never came; then
+//! another code may take the device over, and the code itself re-claims it for a resale. Every
+//! takeover and re-claim is a new event at the version the claimant saw, so of two racing for
+//! a released device exactly one gets it.
 
 use chrono::{DateTime, Duration, Utc};
 use scanloop_eventstore::Aggregate;
@@ -70,7 +73,8 @@ pub struct Claim {
 }
 
 /// Whether `holder`'s claim no longer keeps the device: its warranty (`holder_warranty`) is not
-/// active with this device and the claim is older than [`CLAIM_SETTLE`].
+/// active with this device, and it was voided after the claim or the claim is older than
+/// [`CLAIM_SETTLE`].
 pub fn is_released(
     holder: &Holder,
     holder_warranty: &Warranty,
@@ -80,34 +84,51 @@ pub fn is_released(
     let backed = holder_warranty
         .active_device_serial()
         .is_some_and(|s| canonical_serial(s) == canonical_serial(device_serial));
-    let settling = holder.claimed_at.is_none_or(|at| now - at < CLAIM_SETTLE);
-    !backed && !settling
+    if backed {
+        return false;
+    }
+    // Claims always carry their time; one without is treated as settled long ago.
+    let Some(claimed_at) = holder.claimed_at else {
+        return true;
+    };
+    let voided_after_claim = holder_warranty
+        .voided
+        .as_ref()
+        .and_then(|v| from_timestamp(v.voided_at.as_ref()))
+        .is_some_and(|voided_at| voided_at >= claimed_at);
+    voided_after_claim || now - claimed_at >= CLAIM_SETTLE
 }
 
-/// Claims the device for the code of `cmd`. Nothing to do if it is already this code's; taken
-/// over if its holder is `released` (as the caller found by [`is_released`]); refused otherwise,
-/// naming the holder's batch and serial (not its code, which is a bearer credential).
+/// Claims the device for the code of `cmd`: anew if it is free or its holder is `released` (as
+/// the caller found by [`is_released`], for this very claim); nothing to do if this code holds
+/// it; refused otherwise, naming the holder's batch and serial (not its code, which is a bearer
+/// credential).
 pub fn claim(
     state: &DeviceClaim,
     cmd: &Claim,
     released: Option<&Holder>,
 ) -> Result<Vec<ActivationEvent>, Rejection> {
     match &state.holder {
+        Some(holder) if released == Some(holder) => Ok(vec![claimed(cmd)]),
         Some(holder) if holder.is(&cmd.batch_id, cmd.serial) => Ok(vec![]),
-        Some(holder) if released != Some(holder) => Err(Rejection::AlreadyExists(format!(
+        Some(holder) => Err(Rejection::AlreadyExists(format!(
             "device serial {} already belongs to the warranty of serial {} in batch {}; a \
              device backs one active warranty (void that one first if the unit was returned)",
             canonical_serial(&cmd.device_serial),
             holder.serial,
             holder.batch_id
         ))),
-        _ => Ok(vec![ActivationEvent::DeviceClaimed(pb::DeviceClaimed {
-            device_serial: canonical_serial(&cmd.device_serial),
-            batch_id: cmd.batch_id.clone(),
-            serial: cmd.serial,
-            claimed_at: Some(to_timestamp(cmd.now)),
-        })]),
+        None => Ok(vec![claimed(cmd)]),
     }
+}
+
+fn claimed(cmd: &Claim) -> ActivationEvent {
+    ActivationEvent::DeviceClaimed(pb::DeviceClaimed {
+        device_serial: canonical_serial(&cmd.device_serial),
+        batch_id: cmd.batch_id.clone(),
+        serial: cmd.serial,
+        claimed_at: Some(to_timestamp(cmd.now)),
+    })
 }
 
 #[cfg(test)]
@@ -135,13 +156,16 @@ mod tests {
         state
     }
 
-    fn warranty_with_device(device_serial: &str, voided: bool) -> Warranty {
+    fn warranty_with_device(device_serial: &str, voided_at: Option<&str>) -> Warranty {
         Warranty {
             activation: Some(pb::WarrantyActivated {
                 device_serial: device_serial.into(),
                 ..Default::default()
             }),
-            voided: voided.then(pb::WarrantyVoided::default),
+            voided: voided_at.map(|when| pb::WarrantyVoided {
+                voided_at: Some(to_timestamp(at(when))),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -180,30 +204,34 @@ mod tests {
         let state = claimed(3, "2026-02-01T00:00:00Z");
         let holder = state.holder.clone().unwrap();
         let later = at("2026-03-01T00:00:00Z");
+        let soon = at("2026-02-01T00:09:59Z");
         assert!(!is_released(
             &holder,
-            &warranty_with_device("SN-1", false),
+            &warranty_with_device("SN-1", None),
             "sn-1",
             later
         ));
         // Its activation may still be on its way.
+        assert!(!is_released(&holder, &Warranty::default(), "SN-1", soon));
+        // A resale's re-claim after the void: its activation may still be on its way.
         assert!(!is_released(
             &holder,
-            &Warranty::default(),
+            &warranty_with_device("SN-1", Some("2026-01-31T00:00:00Z")),
             "SN-1",
-            at("2026-02-01T00:09:59Z")
+            soon
         ));
-        // Released: the unit was returned, or the activation never came, or it went elsewhere.
+        // Released: the unit was returned after the claim, or the activation never came, or it
+        // went elsewhere.
         assert!(is_released(
             &holder,
-            &warranty_with_device("SN-1", true),
+            &warranty_with_device("SN-1", Some("2026-02-01T00:05:00Z")),
             "SN-1",
-            later
+            soon
         ));
         assert!(is_released(&holder, &Warranty::default(), "SN-1", later));
         assert!(is_released(
             &holder,
-            &warranty_with_device("SN-2", false),
+            &warranty_with_device("SN-2", None),
             "SN-1",
             later
         ));
@@ -217,6 +245,12 @@ mod tests {
         assert!(matches!(
             takeover.as_slice(),
             [ActivationEvent::DeviceClaimed(c)] if c.serial == 4 && c.device_serial == "SN-1"
+        ));
+        // The holder itself re-claims a released claim (its resale) with a new event.
+        let reclaim = claim(&state, &claim_by(3, "2026-03-01T00:00:00Z"), Some(&holder)).unwrap();
+        assert!(matches!(
+            reclaim.as_slice(),
+            [ActivationEvent::DeviceClaimed(c)] if c.serial == 3
         ));
         // Another holder than the one the caller examined (a concurrent takeover): refused.
         let other = Holder {
