@@ -268,8 +268,14 @@ impl Activation {
                 .load::<Rejection>(&warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial))
                 .await?;
             if !warranty::activate(&current.state, &cmd, &self.rules)?.is_empty() {
-                self.claim_device(&ctx.meta(), &id, &current.state, &cmd.device_serial, cmd.now)
-                    .await?;
+                self.claim_device(
+                    &ctx.meta(),
+                    &id,
+                    &current.state,
+                    &cmd.device_serial,
+                    cmd.now,
+                )
+                .await?;
             }
         }
         self.run(ctx, id, batch, |state| {
@@ -308,8 +314,7 @@ impl Activation {
                     other = self.holder_warranty(&meta.brand_id, &holder).await?;
                     &other
                 };
-                device::is_released(&holder, holder_warranty, device_serial, now)
-                    .then_some(holder)
+                device::is_released(&holder, holder_warranty, device_serial, now).then_some(holder)
             }
             None => None,
         };

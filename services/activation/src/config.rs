@@ -115,7 +115,10 @@ mod brand_ceilings_tests {
         let parsed: BrandCeilings = "acme=5000000, globex = 20000000,".parse().unwrap();
         assert_eq!(
             parsed.0.into_iter().collect::<Vec<_>>(),
-            vec![("acme".to_owned(), 5_000_000), ("globex".to_owned(), 20_000_000)]
+            vec![
+                ("acme".to_owned(), 5_000_000),
+                ("globex".to_owned(), 20_000_000)
+            ]
         );
         for bad in ["acme", "acme=1.5", "acme=-1", "acme=0"] {
             assert!(bad.parse::<BrandCeilings>().is_err(), "{bad}");

@@ -596,9 +596,9 @@ async fn impossible_purchases_are_refused_naming_the_rule() {
     let refused = client.activate_warranty(in_1970).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(
-        refused
-            .message()
-            .contains("purchased_at 1970-01-02T00:00:00+00:00 is before this code's batch was issued"),
+        refused.message().contains(
+            "purchased_at 1970-01-02T00:00:00+00:00 is before this code's batch was issued"
+        ),
         "{}",
         refused.message()
     );
@@ -709,10 +709,7 @@ async fn a_device_serial_backs_one_active_warranty_and_no_claim_is_hidden() {
     let mut second = activation(&codes[1], &request_id());
     second.buyer = phone("13900139000");
     second.device_serial = " sn-dev-1 ".into();
-    let refused = client
-        .activate_warranty(second.clone())
-        .await
-        .unwrap_err();
+    let refused = client.activate_warranty(second.clone()).await.unwrap_err();
     assert_eq!(refused.code(), Code::AlreadyExists);
     assert_eq!(
         refused.message(),
@@ -736,11 +733,7 @@ async fn a_device_serial_backs_one_active_warranty_and_no_claim_is_hidden() {
         })
         .await
         .unwrap();
-    let moved = client
-        .activate_warranty(second)
-        .await
-        .unwrap()
-        .into_inner();
+    let moved = client.activate_warranty(second).await.unwrap().into_inner();
     assert_eq!(moved.status, pb::WarrantyStatus::Active as i32);
 
     // By serial number: the active warranty; both codes stay in the device's read model.
@@ -877,7 +870,9 @@ async fn a_returned_unit_is_activated_again_only_for_its_resale() {
     assert_eq!(seen.extended_months, 0);
     assert!(seen.voided_at.is_none() && seen.void_reason.is_empty());
     assert_eq!(seen.buyer, resold.buyer);
-    let by_device = get_by_device(&mut client, BRAND, "SN-RESALE-1").await.unwrap();
+    let by_device = get_by_device(&mut client, BRAND, "SN-RESALE-1")
+        .await
+        .unwrap();
     assert_eq!((by_device.code, by_device.version), (code.clone(), 4));
     let list = |buyer: &str| pb::ListWarrantiesRequest {
         brand_id: BRAND.into(),
@@ -945,7 +940,10 @@ async fn another_brand_cannot_reach_a_batch_or_warranty_even_with_a_code_signed_
         })
         .await
         .unwrap_err();
-    assert_eq!((get.code(), get.message()), (Code::NotFound, not_found.as_str()));
+    assert_eq!(
+        (get.code(), get.message()),
+        (Code::NotFound, not_found.as_str())
+    );
     let mut activate = activation(&crossing, &request_id());
     activate.brand_id = "globex".into();
     let activated = client.activate_warranty(activate).await.unwrap_err();
@@ -963,7 +961,11 @@ async fn another_brand_cannot_reach_a_batch_or_warranty_even_with_a_code_signed_
         .await
         .unwrap_err();
     assert_eq!(void.code(), Code::NotFound);
-    assert!(warranty_events(&env, "globex", &batch_id, 1).await.is_empty());
+    assert!(
+        warranty_events(&env, "globex", &batch_id, 1)
+            .await
+            .is_empty()
+    );
 
     // acme's warranty is untouched and reachable under acme only.
     let own = eventually_get(&mut client, &codes[0], |w| w.version == 1).await;
@@ -1008,7 +1010,10 @@ async fn codes_verify_with_our_base_url_or_bare_and_not_on_a_foreign_host() {
     ] {
         let answer = verify(accepted.clone()).await;
         assert!(answer.authentic, "{accepted}: {}", answer.reason);
-        assert_eq!((answer.batch_id.as_str(), answer.serial), (batch_id.as_str(), 1));
+        assert_eq!(
+            (answer.batch_id.as_str(), answer.serial),
+            (batch_id.as_str(), 1)
+        );
     }
     for foreign in [
         format!("https://evil.example.com/{with_brand}"),

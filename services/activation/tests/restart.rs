@@ -55,10 +55,20 @@ async fn activate_until_confirmed(addr: watch::Receiver<String>, code: String) -
 fn statuses_the_server_sent_are_transient_only_when_they_say_so() {
     use tonic::{Code, Status};
     // Sent by the server (no source): only UNAVAILABLE and ABORTED are retried.
-    assert!(is_transient(&Status::unavailable("event store unavailable")));
+    assert!(is_transient(&Status::unavailable(
+        "event store unavailable"
+    )));
     assert!(is_transient(&Status::aborted("contention")));
-    for code in [Code::Internal, Code::Unknown, Code::Cancelled, Code::InvalidArgument] {
-        assert!(!is_transient(&Status::new(code, "from the server")), "{code:?}");
+    for code in [
+        Code::Internal,
+        Code::Unknown,
+        Code::Cancelled,
+        Code::InvalidArgument,
+    ] {
+        assert!(
+            !is_transient(&Status::new(code, "from the server")),
+            "{code:?}"
+        );
     }
     // Raised by the client's transport when the connection is cut: retried, unless INTERNAL.
     let cut = std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));

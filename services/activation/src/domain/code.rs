@@ -289,10 +289,16 @@ mod tests {
         for malformed in [
             format!("https://w.example.cn/extra/{token_and_brand}"),
             format!("extra/{token_and_brand}"),
-            format!("https://w.example.cn/{}", token_and_brand.trim_start_matches("acme/")),
+            format!(
+                "https://w.example.cn/{}",
+                token_and_brand.trim_start_matches("acme/")
+            ),
         ] {
             assert!(
-                matches!(signer().verify("acme", &malformed), Err(CodeError::Malformed(_))),
+                matches!(
+                    signer().verify("acme", &malformed),
+                    Err(CodeError::Malformed(_))
+                ),
                 "{malformed} must be malformed"
             );
         }

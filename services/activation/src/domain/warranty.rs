@@ -602,7 +602,10 @@ mod tests {
         let ended = activation("r", "2028-02-01T00:00:00Z");
         match refusal(&Warranty::default(), &ended, &rules) {
             Rejection::FailedPrecondition(m) => {
-                assert!(m.contains("already ended at 2028-01-31T10:00:00+00:00"), "{m}")
+                assert!(
+                    m.contains("already ended at 2028-01-31T10:00:00+00:00"),
+                    "{m}"
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -193,7 +193,9 @@ pub fn activation(code: &str, request_id: &str) -> pb::ActivateWarrantyRequest {
             currency: "CNY".into(),
         }),
         // Bought this morning: after the batch was issued (a test issues it just before).
-        purchased_at: Some(to_timestamp(chrono::Utc::now() - chrono::Duration::hours(3))),
+        purchased_at: Some(to_timestamp(
+            chrono::Utc::now() - chrono::Duration::hours(3),
+        )),
         referral_token: String::new(),
         device_serial: String::new(),
     }
