@@ -79,7 +79,8 @@ pub async fn run(addr: &str, membership_addr: Option<&str>) -> anyhow::Result<()
     println!(
         "4. ActivateWarranty: bought in store SZ-0731 for ¥3,999.00, phone given at the counter"
     );
-    let purchased_at = now - chrono::Duration::days(2);
+    // Bought today, after the batch was issued: a purchase dated before its batch is refused.
+    let purchased_at = now;
     let activate = pb::ActivateWarrantyRequest {
         brand_id: BRAND.into(),
         request_id: request_id(),

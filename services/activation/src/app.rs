@@ -3,10 +3,12 @@
 //! repository (load → decide → append + publish, retried on conflicts), and answers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use scanloop_eventstore::{Outbox, Repository};
+use scanloop_eventstore::aggregate::fold;
+use scanloop_eventstore::requests::RequestCheck;
+use scanloop_eventstore::{AppendError, AppendMeta, Outbox, Repository};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity};
@@ -14,8 +16,9 @@ pub use scanloop_service::RequestContext;
 use scanloop_service::ServiceError;
 use uuid::Uuid;
 
-use crate::domain::batch::{self, Batch};
+use crate::domain::batch::{self, Batch, IssuedBatch};
 use crate::domain::code::{CodeError, CodeId, CodeSigner};
+use crate::domain::device::{self, DeviceClaim};
 use crate::domain::warranty::{self, Rules, Warranty};
 use crate::domain::{ActivationEvent, Rejection};
 use crate::projections::ReadModels;
@@ -26,18 +29,19 @@ const BATCH_NAMESPACE: Uuid = Uuid::from_u128(0x5ca7_100b_a7c4_4e55_9d1e_0000_00
 pub struct Activation {
     batches: Repository<Batch>,
     warranties: Repository<Warranty>,
+    devices: Repository<DeviceClaim>,
     signer: CodeSigner,
     hasher: IdentityHasher,
     rules: Rules,
     read_models: ReadModels,
-    /// Issued batches never change: cached after the first load.
-    batch_cache: Mutex<HashMap<Uuid, Arc<pb::BatchIssued>>>,
+    /// Issued batches never change: cached after the first load, by (brand, batch id).
+    batch_cache: Mutex<HashMap<(String, Uuid), Arc<IssuedBatch>>>,
 }
 
 /// A code's state as the write side knows it (for answers that must not lag).
 pub struct WarrantyState {
     pub code: CodeId,
-    pub batch: Arc<pb::BatchIssued>,
+    pub batch: Arc<IssuedBatch>,
     pub warranty: Warranty,
     pub version: u64,
 }
@@ -52,7 +56,8 @@ impl Activation {
     ) -> Self {
         Self {
             batches: Repository::new(outbox.clone()),
-            warranties: Repository::new(outbox),
+            warranties: Repository::new(outbox.clone()),
+            devices: Repository::new(outbox),
             signer,
             hasher,
             rules,
@@ -75,7 +80,7 @@ impl Activation {
         &self,
         ctx: &RequestContext,
         request: &pb::IssueBatchRequest,
-    ) -> Result<(Uuid, Arc<pb::BatchIssued>), ServiceError> {
+    ) -> Result<(Uuid, Arc<IssuedBatch>), ServiceError> {
         let batch_id = Uuid::new_v5(
             &BATCH_NAMESPACE,
             format!("{}\0{}", ctx.brand_id, ctx.request_id).as_bytes(),
@@ -90,16 +95,24 @@ impl Activation {
         };
         let executed = self
             .batches
-            .execute(&batch::stream_id(batch_id), &ctx.meta(), |state| {
-                batch::issue(state, &issued)
-            })
+            .execute(
+                &batch::stream_id(&ctx.brand_id, batch_id),
+                &ctx.meta(),
+                |state| batch::issue(state, &issued),
+            )
             .await?;
-        let facts = Arc::new(executed.state.issued.expect("issued batch has facts"));
-        self.batch_cache
-            .lock()
-            .expect("batch cache")
-            .insert(batch_id, facts.clone());
-        Ok((batch_id, facts))
+        let first_issue = executed.appended.as_ref().and_then(|a| a.events.first());
+        if let (Some(facts), Some(recorded)) = (executed.state.issued, first_issue) {
+            let batch = IssuedBatch {
+                facts,
+                issued_at: recorded.recorded_at,
+            };
+            self.cached_batches()
+                .insert((ctx.brand_id.clone(), batch_id), Arc::new(batch));
+        }
+        // A retried request finds the batch (and when it was issued) in its stream.
+        let batch = self.batch(&ctx.brand_id, batch_id).await?;
+        Ok((batch_id, batch))
     }
 
     /// Encodes the codes of a batch.
@@ -122,38 +135,57 @@ impl Activation {
         &self,
         brand_id: &str,
         code: &str,
-    ) -> Result<(CodeId, Arc<pb::BatchIssued>), ServiceError> {
+    ) -> Result<(CodeId, Arc<IssuedBatch>), ServiceError> {
         let id = self
             .verify(brand_id, code)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let batch = self.batch(id.batch_id).await?;
-        if id.serial == 0 || id.serial > batch.quantity {
+        let batch = self.batch(brand_id, id.batch_id).await?;
+        if id.serial == 0 || id.serial > batch.facts.quantity {
             // Authentic signature but a serial never printed: only a leaked key could do this.
             return Err(ServiceError::NotFound(format!(
                 "serial {} is outside batch {} (1..={})",
-                id.serial, id.batch_id, batch.quantity
+                id.serial, id.batch_id, batch.facts.quantity
             )));
         }
         Ok((id, batch))
     }
 
-    pub async fn batch(&self, batch_id: Uuid) -> Result<Arc<pb::BatchIssued>, ServiceError> {
-        if let Some(batch) = self.batch_cache.lock().expect("batch cache").get(&batch_id) {
+    /// A batch of `brand_id`. Another brand's batch id names an empty stream: NOT_FOUND.
+    pub async fn batch(
+        &self,
+        brand_id: &str,
+        batch_id: Uuid,
+    ) -> Result<Arc<IssuedBatch>, ServiceError> {
+        let key = (brand_id.to_owned(), batch_id);
+        if let Some(batch) = self.cached_batches().get(&key) {
             return Ok(batch.clone());
         }
-        let loaded = self
+        let stream_id = batch::stream_id(brand_id, batch_id);
+        let recorded = self
             .batches
-            .load::<Rejection>(&batch::stream_id(batch_id))
-            .await?;
-        let batch =
-            Arc::new(loaded.state.issued.ok_or_else(|| {
-                ServiceError::NotFound(format!("batch {batch_id} was never issued"))
-            })?);
+            .outbox()
+            .store()
+            .load(&stream_id, 0)
+            .await
+            .map_err(|e| ServiceError::from_store(AppendError::Unavailable(e)))?;
+        let loaded = fold::<Batch, Rejection>(&stream_id, Batch::default(), 0, &recorded)?;
+        let not_found = || ServiceError::NotFound(format!("batch {batch_id} was never issued"));
+        let (Some(facts), Some(first)) = (loaded.state.issued, recorded.first()) else {
+            return Err(not_found());
+        };
+        let batch = Arc::new(IssuedBatch {
+            facts,
+            issued_at: first.recorded_at,
+        });
+        self.cached_batches().insert(key, batch.clone());
+        Ok(batch)
+    }
+
+    fn cached_batches(&self) -> MutexGuard<'_, HashMap<(String, Uuid), Arc<IssuedBatch>>> {
+        // A poisoned lock only means a panic elsewhere during an insert; the map is still sound.
         self.batch_cache
             .lock()
-            .expect("batch cache")
-            .insert(batch_id, batch.clone());
-        Ok(batch)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub async fn scan(
@@ -174,7 +206,7 @@ impl Activation {
         let executed = self
             .warranties
             .execute(
-                &warranty::stream_id(id.batch_id, id.serial),
+                &warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial),
                 &ctx.meta(),
                 |state| warranty::scan(state, &cmd, &self.rules),
             )
@@ -220,7 +252,9 @@ impl Activation {
     ) -> Result<WarrantyState, ServiceError> {
         let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
         let cmd = warranty::Activate {
-            batch: (*batch).clone(),
+            brand_id: ctx.brand_id.clone(),
+            batch: batch.facts.clone(),
+            batch_issued_at: batch.issued_at,
             serial: u64::from(id.serial),
             buyer,
             channel,
@@ -230,10 +264,93 @@ impl Activation {
             device_serial,
             now: Utc::now(),
         };
+        if !cmd.device_serial.is_empty() {
+            // Decide against the current state first, so that a command refused anyway claims
+            // no device. A request id the stream already knows (a retry, or a reused id) claims
+            // nothing: the repository below answers or refuses it.
+            let current = self
+                .warranties
+                .load::<Rejection>(&warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial))
+                .await?;
+            let known_request = ctx
+                .meta()
+                .request
+                .is_some_and(|request| current.requests.check(&request) != RequestCheck::New);
+            if !known_request && !warranty::activate(&current.state, &cmd, &self.rules)?.is_empty()
+            {
+                self.claim_device(
+                    &ctx.meta(),
+                    &id,
+                    &current.state,
+                    &cmd.device_serial,
+                    cmd.now,
+                )
+                .await?;
+            }
+        }
         self.run(ctx, id, batch, |state| {
             warranty::activate(state, &cmd, &self.rules)
         })
         .await
+    }
+
+    /// Binds `device_serial` to the code `id` (whose warranty is `own`), or refuses
+    /// (ALREADY_EXISTS) when another code's warranty holds it. A released claim (see
+    /// `device::is_released`) is taken over, or re-claimed by its own code for a resale;
+    /// concurrent claims are settled by the conditional append.
+    async fn claim_device(
+        &self,
+        meta: &AppendMeta,
+        id: &CodeId,
+        own: &Warranty,
+        device_serial: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ServiceError> {
+        let stream_id = device::stream_id(&meta.brand_id, device_serial);
+        let claim = device::Claim {
+            device_serial: device_serial.to_owned(),
+            batch_id: id.batch_id.to_string(),
+            serial: u64::from(id.serial),
+            now,
+        };
+        let current = self.devices.load::<Rejection>(&stream_id).await?;
+        let released = match current.state.holder {
+            Some(holder) => {
+                let is_own = holder.batch_id == claim.batch_id && holder.serial == claim.serial;
+                let other;
+                let holder_warranty = if is_own {
+                    own
+                } else {
+                    other = self.holder_warranty(&meta.brand_id, &holder).await?;
+                    &other
+                };
+                device::is_released(&holder, holder_warranty, device_serial, now).then_some(holder)
+            }
+            None => None,
+        };
+        self.devices
+            .execute(&stream_id, meta, |state| {
+                device::claim(state, &claim, released.as_ref())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The warranty of the code holding a device claim.
+    async fn holder_warranty(
+        &self,
+        brand_id: &str,
+        holder: &device::Holder,
+    ) -> Result<Warranty, ServiceError> {
+        let batch_id = Uuid::parse_str(&holder.batch_id)
+            .map_err(|e| ServiceError::Internal(format!("device claim names batch: {e}")))?;
+        let serial = u32::try_from(holder.serial)
+            .map_err(|e| ServiceError::Internal(format!("device claim names serial: {e}")))?;
+        let loaded = self
+            .warranties
+            .load::<Rejection>(&warranty::stream_id(brand_id, batch_id, serial))
+            .await?;
+        Ok(loaded.state)
     }
 
     pub async fn extend(
@@ -270,7 +387,7 @@ impl Activation {
         &self,
         ctx: &RequestContext,
         id: CodeId,
-        batch: Arc<pb::BatchIssued>,
+        batch: Arc<IssuedBatch>,
         decide: F,
     ) -> Result<WarrantyState, ServiceError>
     where
@@ -279,7 +396,7 @@ impl Activation {
         let executed = self
             .warranties
             .execute(
-                &warranty::stream_id(id.batch_id, id.serial),
+                &warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial),
                 &ctx.meta(),
                 decide,
             )
@@ -299,10 +416,10 @@ impl Activation {
         batch_id: Uuid,
         serial: u32,
     ) -> Result<String, ServiceError> {
-        let batch = self.batch(batch_id).await?;
+        let batch = self.batch(brand_id, batch_id).await?;
         Ok(self.signer.encode(&CodeId {
             brand_id: brand_id.to_owned(),
-            key_id: batch.key_id.clone(),
+            key_id: batch.facts.key_id.clone(),
             batch_id,
             serial,
         }))

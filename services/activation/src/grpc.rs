@@ -94,9 +94,9 @@ impl ActivationService for Api {
             validate_request_id(&r.request_id)?;
             let ctx = self.command(&request, "IssueBatch", &r.brand_id, &r.request_id);
             let (batch_id, batch) = self.app.issue_batch(&ctx, r).await?;
-            tracing::info!(%batch_id, quantity = batch.quantity, "batch issued");
-            let encoder = self.app.batch_encoder(&r.brand_id, &batch, batch_id);
-            let quantity = batch.quantity;
+            tracing::info!(%batch_id, quantity = batch.facts.quantity, "batch issued");
+            let encoder = self.app.batch_encoder(&r.brand_id, &batch.facts, batch_id);
+            let quantity = batch.facts.quantity;
             // Codes are computed as the caller reads them: a million codes never sit in memory.
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             tokio::task::spawn_blocking(move || {
@@ -278,20 +278,19 @@ impl ActivationService for Api {
                     if serial_number.trim().is_empty() || serial_number.len() > 64 {
                         return Err(ServiceError::invalid("serial_number is empty or too long"));
                     }
-                    let (batch_id, serial) = read_models
+                    let codes = read_models
                         .find_by_device(brand, serial_number.trim())
                         .await
-                        .map_err(unavailable)?
+                        .map_err(unavailable)?;
+                    let row = device_warranty(read_models, brand, codes)
+                        .await?
                         .ok_or_else(|| {
                             ServiceError::NotFound(
                                 "no activated warranty has this device serial number".into(),
                             )
                         })?;
-                    (
-                        self.app.code_of(brand, batch_id, serial).await?,
-                        batch_id,
-                        serial,
-                    )
+                    let code = self.app.code_of(brand, row.batch_id, row.serial).await?;
+                    return Ok(Response::new(from_row(brand, code, &row)));
                 }
                 None => return Err(ServiceError::invalid("give a code or a serial_number")),
             };
@@ -302,14 +301,14 @@ impl ActivationService for Api {
             {
                 Some(row) => from_row(brand, code, &row),
                 None => {
-                    let batch = self.app.batch(batch_id).await?;
+                    let batch = self.app.batch(brand, batch_id).await?;
                     pb::Warranty {
                         brand_id: brand.to_owned(),
                         code,
                         batch_id: batch_id.to_string(),
                         serial: u64::from(serial),
-                        sku: batch.sku.clone(),
-                        product_model: batch.product_model.clone(),
+                        sku: batch.facts.sku.clone(),
+                        product_model: batch.facts.product_model.clone(),
                         status: pb::WarrantyStatus::NotActivated as i32,
                         ..Default::default()
                     }
@@ -332,7 +331,9 @@ impl ActivationService for Api {
             validate_brand(&r.brand_id)?;
             let brand = r.brand_id.as_str();
             let buyer = self.app.stored_identity(brand, r.buyer.as_ref())?;
-            let key = buyer_key(&buyer).expect("stored identities have a key");
+            let key = buyer_key(&buyer)
+                .ok_or_else(|| ServiceError::invalid("buyer is not a stored identity"))?;
+            let buyer = &buyer;
             let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
             let read_models = self.app.read_models();
             let (keys, next) = read_models
@@ -345,8 +346,13 @@ impl ActivationService for Api {
                         .get(brand, batch_id, serial)
                         .await
                         .map_err(unavailable)?;
+                    // A code resold after a return belongs to its new buyer now: the earlier
+                    // buyer's index entry no longer shows it.
+                    let Some(row) = row.filter(|row| row.buyer.as_ref() == Some(buyer)) else {
+                        return Ok::<_, ServiceError>(None);
+                    };
                     let code = self.app.code_of(brand, batch_id, serial).await?;
-                    Ok::<_, ServiceError>(row.map(|row| from_row(brand, code, &row)))
+                    Ok(Some(from_row(brand, code, &row)))
                 },
             ))
             .await?;
@@ -361,6 +367,26 @@ impl ActivationService for Api {
         .await
         .map_err(Status::from)
     }
+}
+
+/// Of the warranties a device serial was given with, the one to show: the active one (a device
+/// backs at most one), else the latest activated.
+async fn device_warranty(
+    read_models: &crate::projections::ReadModels,
+    brand: &str,
+    codes: Vec<(uuid::Uuid, u32)>,
+) -> Result<Option<WarrantyRow>, ServiceError> {
+    let rows = futures::future::try_join_all(
+        codes
+            .into_iter()
+            .map(|(batch_id, serial)| read_models.get(brand, batch_id, serial)),
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(rows
+        .into_iter()
+        .flatten()
+        .max_by_key(|row| (row.status == pb::WarrantyStatus::Active, row.activated_at)))
 }
 
 fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
@@ -428,8 +454,8 @@ fn from_state(brand_id: &str, code: &str, state: &WarrantyState) -> pb::Warranty
         code: code.to_owned(),
         batch_id: state.code.batch_id.to_string(),
         serial: u64::from(state.code.serial),
-        sku: state.batch.sku.clone(),
-        product_model: state.batch.product_model.clone(),
+        sku: state.batch.facts.sku.clone(),
+        product_model: state.batch.facts.product_model.clone(),
         status: status as i32,
         buyer: activation.buyer.map(Into::into),
         channel: activation.channel,

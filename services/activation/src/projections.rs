@@ -20,6 +20,7 @@ use scylla::statement::prepared::PreparedStatement;
 use uuid::Uuid;
 
 use crate::domain::ActivationEvent;
+use crate::domain::device::canonical_serial;
 
 /// The warranty row as projected.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,11 +145,14 @@ impl ReadModels {
         };
         Ok(Self {
             inner: Arc::new(Statements {
+                // An activation after a void (a resale) starts a new warranty: the void and the
+                // extensions of the returned sale are cleared.
                 upsert_activated: prepare(format!(
                     "UPDATE {keyspace}.warranties SET sku = ?, product_model = ?, status = ?, \
                      buyer_kind = ?, buyer_value = ?, channel_kind = ?, channel_id = ?, \
                      amount_fen = ?, purchased_at = ?, activated_at = ?, ends_at = ?, \
-                     referral_token = ?, device_serial = ?, version = ? \
+                     referral_token = ?, device_serial = ?, version = ?, extended_months = 0, \
+                     voided_at = null, void_reason = null \
                      WHERE brand_id = ? AND batch_id = ? AND serial = ?"
                 ))
                 .await?,
@@ -159,7 +163,8 @@ impl ReadModels {
                 .await?,
                 insert_by_device: prepare(format!(
                     "INSERT INTO {keyspace}.warranties_by_device \
-                     (brand_id, device_serial, batch_id, serial) VALUES (?, ?, ?, ?)"
+                     (brand_id, device_serial, batch_id, serial, activated_at) \
+                     VALUES (?, ?, ?, ?, ?)"
                 ))
                 .await?,
                 update_extended: prepare(format!(
@@ -212,20 +217,28 @@ impl ReadModels {
             .map(WarrantyRow::from))
     }
 
+    /// Every code a device serial was given with at activation (a device moves to another code
+    /// only after the first warranty was voided, so at most one of them is active).
     pub async fn find_by_device(
         &self,
         brand_id: &str,
         device_serial: &str,
-    ) -> Result<Option<(Uuid, u32)>, DbError> {
+    ) -> Result<Vec<(Uuid, u32)>, DbError> {
         let rows = self
             .inner
             .session
-            .execute_unpaged(&self.inner.select_by_device, (brand_id, device_serial))
+            .execute_unpaged(
+                &self.inner.select_by_device,
+                (brand_id, canonical_serial(device_serial)),
+            )
             .await?
             .into_rows_result()?;
-        Ok(rows
-            .maybe_first_row::<(Uuid, i64)>()?
-            .map(|(batch, serial)| (batch, serial as u32)))
+        rows.rows::<(Uuid, i64)>()?
+            .map(|row| {
+                row.map(|(batch, serial)| (batch, serial as u32))
+                    .map_err(DbError::new)
+            })
+            .collect()
     }
 
     /// One page of a buyer's warranties, newest activation first, and the token of the next.
@@ -253,9 +266,13 @@ impl ReadModels {
     }
 }
 
-/// `warranty-<batch uuid>-<serial>` → (batch, serial).
-pub fn warranty_key(stream_id: &str) -> Option<(Uuid, u32)> {
-    let rest = stream_id.strip_prefix("warranty-")?;
+/// `warranty-<brand>-<batch uuid>-<serial>` → (batch, serial), for a stream of `brand_id` only:
+/// an event whose stream names another brand than its envelope updates no row.
+pub fn warranty_key(brand_id: &str, stream_id: &str) -> Option<(Uuid, u32)> {
+    let rest = stream_id
+        .strip_prefix("warranty-")?
+        .strip_prefix(brand_id)?
+        .strip_prefix('-')?;
     let (batch, serial) = rest.rsplit_once('-')?;
     Some((Uuid::parse_str(batch).ok()?, serial.parse().ok()?))
 }
@@ -304,8 +321,8 @@ impl scanloop_eventstore::Projection for ReadModels {
         let session = &self.inner.session;
         let brand = envelope.brand_id.as_str();
         let version = envelope.version as i64;
-        let Some((batch_id, serial)) = warranty_key(&envelope.stream_id) else {
-            return Ok(()); // batch streams have no read model here
+        let Some((batch_id, serial)) = warranty_key(brand, &envelope.stream_id) else {
+            return Ok(()); // batch and device streams have no read model here
         };
         match event {
             ActivationEvent::WarrantyActivated(a) => {
@@ -349,10 +366,17 @@ impl scanloop_eventstore::Projection for ReadModels {
                         .await?;
                 }
                 if !a.device_serial.is_empty() {
+                    // One row per (device, code): a later code never overwrites an earlier one.
                     session
                         .execute_unpaged(
                             &self.inner.insert_by_device,
-                            (brand, a.device_serial.as_str(), batch_id, i64::from(serial)),
+                            (
+                                brand,
+                                canonical_serial(&a.device_serial),
+                                batch_id,
+                                i64::from(serial),
+                                activated_at,
+                            ),
                         )
                         .await?;
                 }
@@ -390,7 +414,8 @@ impl scanloop_eventstore::Projection for ReadModels {
             }
             ActivationEvent::BatchIssued(_)
             | ActivationEvent::CodeScanned(_)
-            | ActivationEvent::SuspiciousScan(_) => {}
+            | ActivationEvent::SuspiciousScan(_)
+            | ActivationEvent::DeviceClaimed(_) => {}
         }
         Ok(())
     }
@@ -401,11 +426,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warranty_stream_ids_parse_back() {
-        let batch = Uuid::new_v4();
-        let stream = crate::domain::warranty::stream_id(batch, 77);
-        assert_eq!(warranty_key(&stream), Some((batch, 77)));
-        assert_eq!(warranty_key(&format!("batch-{batch}")), None);
+    fn warranty_stream_ids_parse_back_for_their_own_brand_only() {
+        let batch = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let stream = crate::domain::warranty::stream_id("acme-cn", batch, 77);
+        assert_eq!(
+            stream,
+            "warranty-acme-cn-01234567-89ab-cdef-0123-456789abcdef-77"
+        );
+        assert_eq!(warranty_key("acme-cn", &stream), Some((batch, 77)));
+        assert_eq!(warranty_key("acme", &stream), None);
+        assert_eq!(warranty_key("acme-c", &stream), None);
+        assert_eq!(
+            warranty_key("acme-cn", &format!("batch-acme-cn-{batch}")),
+            None
+        );
+        assert_eq!(warranty_key("acme-cn", "device-acme-cn-SN-1"), None);
     }
 
     #[test]

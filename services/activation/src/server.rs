@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Activation;
 use crate::config::Config;
 use crate::domain::code::CodeSigner;
-use crate::domain::warranty::Rules;
+use crate::domain::warranty::{PurchaseLimits, Rules};
 use crate::grpc::Api;
 use crate::projections::ReadModels;
 
@@ -48,6 +48,12 @@ pub async fn run(
     let rules = Rules {
         return_window: chrono::Duration::days(config.return_window_days),
         suspicious_scan_window: chrono::Duration::minutes(config.suspicious_scan_minutes),
+        purchase: PurchaseLimits {
+            max_age: chrono::Duration::days(config.purchase_max_age_days),
+            max_amount_fen: config.purchase_max_fen,
+            max_amount_fen_by_brand: config.purchase_max_fen_by_brand.0.clone(),
+            ..PurchaseLimits::default()
+        },
         ..Rules::default()
     };
     let app = Arc::new(Activation::new(

@@ -8,9 +8,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{BRAND, Service, activation, fresh_env, issue, request_id};
+use scanloop_activation::domain::warranty::stream_id;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use tokio::sync::watch;
+
+/// Whether a failed call may be retried while the service is killed and restarted. The service
+/// itself may only say UNAVAILABLE (a dependency is away) or ABORTED (contention: retry). The
+/// client's own transport reports a connection cut by the kill as UNAVAILABLE, UNKNOWN or
+/// CANCELLED; those statuses carry the transport error as their source, while a status the
+/// server sent never has one. INTERNAL is never transient: from the server it is a bug, from
+/// the transport a stream the server reset because its handler failed.
+fn is_transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    let from_transport = std::error::Error::source(status).is_some();
+    match status.code() {
+        Code::Unavailable | Code::Aborted => true,
+        Code::Unknown | Code::Cancelled => from_transport,
+        _ => false,
+    }
+}
 
 /// Activates `code`, retrying with the same request id through failures and restarts, as a
 /// well-behaved caller does. Returns once the service confirms.
@@ -24,20 +41,45 @@ async fn activate_until_confirmed(addr: watch::Receiver<String>, code: String) -
             match client.activate_warranty(request.clone()).await {
                 Ok(warranty) => return warranty.into_inner(),
                 Err(status) => assert!(
-                    matches!(
-                        status.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::Unknown
-                            | tonic::Code::Cancelled
-                            | tonic::Code::Internal
-                            | tonic::Code::Aborted
-                    ),
+                    is_transient(&status),
                     "only transient failures are acceptable, got {status:?}"
                 ),
             }
         }
         assert!(tokio::time::Instant::now() < deadline, "never confirmed");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn statuses_the_server_sent_are_transient_only_when_they_say_so() {
+    use tonic::{Code, Status};
+    // Sent by the server (no source): only UNAVAILABLE and ABORTED are retried.
+    assert!(is_transient(&Status::unavailable(
+        "event store unavailable"
+    )));
+    assert!(is_transient(&Status::aborted("contention")));
+    for code in [
+        Code::Internal,
+        Code::Unknown,
+        Code::Cancelled,
+        Code::InvalidArgument,
+    ] {
+        assert!(
+            !is_transient(&Status::new(code, "from the server")),
+            "{code:?}"
+        );
+    }
+    // Raised by the client's transport when the connection is cut: retried, unless INTERNAL.
+    let cut = std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    for (code, transient) in [
+        (Code::Unknown, true),
+        (Code::Cancelled, true),
+        (Code::Internal, false),
+    ] {
+        let mut status = Status::new(code, "transport");
+        status.set_source(cut.clone());
+        assert_eq!(is_transient(&status), transient, "{code:?}");
     }
 }
 
@@ -96,7 +138,7 @@ async fn a_service_killed_under_load_and_restarted_loses_nothing_and_applies_not
         .unwrap();
     for serial in 1..=300 {
         let events = store
-            .load(&format!("warranty-{batch_id}-{serial}"), 0)
+            .load(&stream_id(BRAND, batch_id.parse().unwrap(), serial), 0)
             .await
             .unwrap();
         let activations = events

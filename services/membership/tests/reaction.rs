@@ -71,7 +71,7 @@ async fn an_activation_makes_its_buyer_a_member_once_even_when_redelivered_or_re
         .await
         .unwrap()
         .into_inner();
-    let stream = format!("warranty-{}-{}", verified.batch_id, verified.serial);
+    let stream = format!("warranty-{BRAND}-{}-{}", verified.batch_id, verified.serial);
     store.set_published_version(&stream, 0).await.unwrap();
     outbox.publish_stream(&stream).await.unwrap();
 

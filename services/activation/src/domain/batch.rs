@@ -1,6 +1,7 @@
 //! A batch of printed codes. Codes are derived from the batch, so issuing a million codes is one
 //! event, not a million rows.
 
+use chrono::{DateTime, Utc};
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::activation::v1 as pb;
 
@@ -10,14 +11,24 @@ use super::{ActivationEvent, Rejection};
 pub const MAX_QUANTITY: u32 = 1_000_000;
 pub const MAX_WARRANTY_MONTHS: u32 = 240;
 
-/// The stream of a batch.
-pub fn stream_id(batch_id: uuid::Uuid) -> String {
-    format!("batch-{batch_id}")
+/// The stream of a batch. The brand is part of the name: a batch id asked for under another
+/// brand names an empty stream (NOT_FOUND), whatever the code key says.
+pub fn stream_id(brand_id: &str, batch_id: uuid::Uuid) -> String {
+    format!("batch-{brand_id}-{batch_id}")
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
     pub issued: Option<pb::BatchIssued>,
+}
+
+/// An issued batch as commands need it: its facts and when it was issued. `issued_at` is the
+/// time the event store recorded `BatchIssued` (the server's clock, not the caller's), so no
+/// product of the batch can have been sold much before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuedBatch {
+    pub facts: pb::BatchIssued,
+    pub issued_at: DateTime<Utc>,
 }
 
 impl Aggregate for Batch {

@@ -6,8 +6,16 @@
 //! code that verifies, so serials cannot be enumerated and a counterfeit is told apart by
 //! computation alone.
 //!
-//! Form: `<base_url>/<brand>/<key_id>.<BASE32(batch uuid ‖ serial u32 ‖ tag)>`; the bare
-//! `<brand>/<key_id>.<…>` is accepted too.
+//! Printed form: `<base_url>/<brand>/<key_id>.<BASE32(batch uuid ‖ serial u32 ‖ tag)>`. Accepted
+//! when scanned or typed, and nothing else:
+//! - the printed form, with this deployment's base URL (`SCANLOOP_CODE_BASE_URL`; its letters in
+//!   any case, as QR scanners may upper-case a URL);
+//! - the bare `<brand>/<key_id>.<token>`;
+//! - the bare `<key_id>.<token>`, for the brand the request names.
+//!
+//! A URL on another host (or another scheme or path) is refused as foreign even when its token
+//! is genuine: a code someone re-hosted is not the code we printed, and the answer must not
+//! vouch for the page it points to.
 
 use data_encoding::BASE32_NOPAD;
 use hmac::{Hmac, Mac};
@@ -33,6 +41,11 @@ pub struct CodeId {
 pub enum CodeError {
     #[error("malformed code: {0}")]
     Malformed(&'static str),
+    #[error(
+        "code is not one of ours: accepted are {base_url}/<brand>/<key_id>.<token>, \
+         <brand>/<key_id>.<token> and <key_id>.<token>"
+    )]
+    ForeignPrefix { base_url: String },
     #[error("code is not authentic (its signature does not match)")]
     Forged,
     #[error("code belongs to brand {code_brand}, not to {requested}")]
@@ -71,9 +84,11 @@ impl CodeSigner {
         }
     }
 
-    /// Checks a scanned code for `brand_id`: well formed, this brand's, and signed by us.
+    /// Checks a scanned code for `brand_id`: one of the accepted forms, this brand's, and signed
+    /// by us.
     pub fn verify(&self, brand_id: &str, code: &str) -> Result<CodeId, CodeError> {
-        let (id, tag) = parse(code.trim())?;
+        let (code_brand, token) = self.split(code.trim())?;
+        let (id, tag) = parse(code_brand.unwrap_or(brand_id), token)?;
         if id.brand_id != brand_id {
             return Err(CodeError::WrongBrand {
                 code_brand: id.brand_id,
@@ -88,6 +103,43 @@ impl CodeSigner {
             return Err(CodeError::Forged);
         }
         Ok(id)
+    }
+
+    /// Splits a code into its brand segment (absent in a bare `<key_id>.<token>`) and token,
+    /// accepting only the forms in the module documentation.
+    fn split<'a>(&self, code: &'a str) -> Result<(Option<&'a str>, &'a str), CodeError> {
+        let path = match self.strip_base_url(code) {
+            Some(path) => path,
+            None if code.contains("://") => {
+                return Err(CodeError::ForeignPrefix {
+                    base_url: self.base_url.clone(),
+                });
+            }
+            None => code,
+        };
+        let printed_form = path.len() < code.len();
+        let mut segments = path.split('/');
+        match (segments.next(), segments.next(), segments.next()) {
+            // `<base_url>/<token>`: the printed form always names the brand.
+            (Some(_), None, None) if printed_form => {
+                Err(CodeError::Malformed("no brand segment before the token"))
+            }
+            (Some(token), None, None) => Ok((None, token)),
+            (Some(brand), Some(token), None) => Ok((Some(brand), token)),
+            _ => Err(CodeError::Malformed(
+                "too many path segments: a code is <brand>/<key_id>.<token>",
+            )),
+        }
+    }
+
+    /// The part after `<base_url>/`, if `code` starts with it (ASCII case ignored).
+    fn strip_base_url<'a>(&self, code: &'a str) -> Option<&'a str> {
+        let prefix_len = self.base_url.len() + 1;
+        let head = code.as_bytes().get(..prefix_len)?;
+        let matches = head[..self.base_url.len()].eq_ignore_ascii_case(self.base_url.as_bytes())
+            && head[self.base_url.len()] == b'/';
+        // Equal bytes up to ASCII case end on the same character boundary as the base URL.
+        matches.then(|| code.get(prefix_len..)).flatten()
     }
 
     /// The brand's code key for `key_id`, derived from the deployment secret.
@@ -138,15 +190,11 @@ pub fn is_valid_slug(value: &str, max_len: usize) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-fn parse(code: &str) -> Result<(CodeId, [u8; TAG_BYTES]), CodeError> {
-    let mut segments = code.rsplit('/');
-    let token = segments
-        .next()
-        .filter(|s| !s.is_empty())
-        .ok_or(CodeError::Malformed("empty"))?;
-    let brand_id = segments
-        .next()
-        .ok_or(CodeError::Malformed("no brand segment before the token"))?;
+/// Reads `<key_id>.<token>` of `brand_id`'s code (signature not checked here).
+fn parse(brand_id: &str, token: &str) -> Result<(CodeId, [u8; TAG_BYTES]), CodeError> {
+    if token.is_empty() {
+        return Err(CodeError::Malformed("empty"));
+    }
     if !is_valid_slug(brand_id, 64) {
         return Err(CodeError::Malformed("brand segment is not a brand id"));
     }
@@ -162,10 +210,13 @@ fn parse(code: &str) -> Result<(CodeId, [u8; TAG_BYTES]), CodeError> {
     if body.len() != BODY_BYTES {
         return Err(CodeError::Malformed("token has the wrong length"));
     }
-    let batch_id = Uuid::from_slice(&body[..16]).expect("16 bytes");
-    let serial = u32::from_be_bytes(body[16..20].try_into().expect("4 bytes"));
+    let mut batch_id = [0u8; 16];
+    batch_id.copy_from_slice(&body[..16]);
+    let mut serial = [0u8; 4];
+    serial.copy_from_slice(&body[16..20]);
     let mut tag = [0u8; TAG_BYTES];
     tag.copy_from_slice(&body[20..]);
+    let (batch_id, serial) = (Uuid::from_bytes(batch_id), u32::from_be_bytes(serial));
     Ok((
         CodeId {
             brand_id: brand_id.to_owned(),
@@ -203,6 +254,54 @@ mod tests {
         assert_eq!(signer().verify("acme", bare), Ok(id(42)));
         // Scanners may lowercase the token; base32 is read case-insensitively.
         assert_eq!(signer().verify("acme", &bare.to_lowercase()), Ok(id(42)));
+    }
+
+    #[test]
+    fn a_bare_token_verifies_for_the_brand_the_request_names() {
+        let code = signer().encode(&id(42));
+        let token = code.trim_start_matches("https://w.example.cn/acme/");
+        assert!(token.starts_with("k1."));
+        assert_eq!(signer().verify("acme", token), Ok(id(42)));
+        // Under another brand the same token is that brand's code, and its signature fails.
+        assert_eq!(signer().verify("globex", token), Err(CodeError::Forged));
+    }
+
+    #[test]
+    fn the_base_url_is_matched_ignoring_case_and_nothing_else_is_accepted() {
+        let code = signer().encode(&id(7));
+        let shouting = code.replace("https://w.example.cn", "HTTPS://W.EXAMPLE.CN");
+        assert_eq!(signer().verify("acme", &shouting), Ok(id(7)));
+        let token_and_brand = code.trim_start_matches("https://w.example.cn/");
+        for foreign in [
+            format!("https://evil.example.com/{token_and_brand}"),
+            format!("http://w.example.cn/{token_and_brand}"),
+            format!("https://w.example.cn.evil.com/{token_and_brand}"),
+            format!("https://w.example.cnx/{token_and_brand}"),
+        ] {
+            assert!(
+                matches!(
+                    signer().verify("acme", &foreign),
+                    Err(CodeError::ForeignPrefix { ref base_url }) if base_url == "https://w.example.cn"
+                ),
+                "{foreign} must be foreign"
+            );
+        }
+        for malformed in [
+            format!("https://w.example.cn/extra/{token_and_brand}"),
+            format!("extra/{token_and_brand}"),
+            format!(
+                "https://w.example.cn/{}",
+                token_and_brand.trim_start_matches("acme/")
+            ),
+        ] {
+            assert!(
+                matches!(
+                    signer().verify("acme", &malformed),
+                    Err(CodeError::Malformed(_))
+                ),
+                "{malformed} must be malformed"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub const SUSPICIOUS_SCAN: &str = "scanloop.activation.v1.SuspiciousScan";
 pub const WARRANTY_ACTIVATED: &str = "scanloop.activation.v1.WarrantyActivated";
 pub const WARRANTY_EXTENDED: &str = "scanloop.activation.v1.WarrantyExtended";
 pub const WARRANTY_VOIDED: &str = "scanloop.activation.v1.WarrantyVoided";
+pub const DEVICE_CLAIMED: &str = "scanloop.activation.v1.DeviceClaimed";
 
 scanloop_eventstore::domain_events!(ActivationEvent {
     BatchIssued => "scanloop.activation.v1.BatchIssued",
@@ -18,6 +19,7 @@ scanloop_eventstore::domain_events!(ActivationEvent {
     WarrantyActivated => "scanloop.activation.v1.WarrantyActivated",
     WarrantyExtended => "scanloop.activation.v1.WarrantyExtended",
     WarrantyVoided => "scanloop.activation.v1.WarrantyVoided",
+    DeviceClaimed => "scanloop.activation.v1.DeviceClaimed",
 });
 
 #[cfg(test)]
@@ -34,6 +36,7 @@ mod tests {
             WARRANTY_ACTIVATED,
             WARRANTY_EXTENDED,
             WARRANTY_VOIDED,
+            DEVICE_CLAIMED,
         ];
         for name in names {
             assert!(ActivationEvent::decode(name, 1, &[]).is_ok(), "{name}");

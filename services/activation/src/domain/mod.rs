@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod code;
+pub mod device;
 pub mod events;
 pub mod warranty;
 

@@ -1,5 +1,7 @@
 //! One printed code's warranty: scans, activation (at most once), extensions, return.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Months, Utc};
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::activation::v1 as pb;
@@ -9,9 +11,10 @@ use scanloop_proto::time::{from_timestamp, to_timestamp};
 
 use super::{ActivationEvent, Rejection};
 
-/// The stream of one code.
-pub fn stream_id(batch_id: uuid::Uuid, serial: u32) -> String {
-    format!("warranty-{batch_id}-{serial}")
+/// The stream of one code. The brand is part of the name, so a code's warranty can only ever be
+/// reached under its own brand (a second line of defence behind the brand-derived code key).
+pub fn stream_id(brand_id: &str, batch_id: uuid::Uuid, serial: u32) -> String {
+    format!("warranty-{brand_id}-{batch_id}-{serial}")
 }
 
 /// Brand-configurable rules (defaults from the seeds).
@@ -23,6 +26,8 @@ pub struct Rules {
     pub suspicious_scan_window: Duration,
     /// Clock skew tolerated for times the caller gives (purchase, scan).
     pub clock_skew: Duration,
+    /// What a plausible purchase looks like (time and amount).
+    pub purchase: PurchaseLimits,
 }
 
 impl Default for Rules {
@@ -31,7 +36,45 @@ impl Default for Rules {
             return_window: Duration::days(30),
             suspicious_scan_window: Duration::hours(6),
             clock_skew: Duration::minutes(5),
+            purchase: PurchaseLimits::default(),
         }
+    }
+}
+
+/// Limits on the purchase an activation claims. A purchase outside them is not a sale that can
+/// have happened (or not one this service should pay commission on without a human looking).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurchaseLimits {
+    /// How long before its batch was issued a purchase may be dated: a date-only purchase time
+    /// in a local time zone, or a till's clock, may lie a little before the issue (24 hours).
+    pub before_issue_allowance: Duration,
+    /// How far back a purchase may lie at activation (default 5 years, 1826 days).
+    pub max_age: Duration,
+    /// The highest purchase amount accepted, in fen, for brands without their own ceiling
+    /// (default ¥1,000,000 = 100,000,000 fen).
+    pub max_amount_fen: i64,
+    /// Brands' own ceilings, in fen.
+    pub max_amount_fen_by_brand: BTreeMap<String, i64>,
+}
+
+impl Default for PurchaseLimits {
+    fn default() -> Self {
+        Self {
+            before_issue_allowance: Duration::hours(24),
+            max_age: Duration::days(1826),
+            max_amount_fen: 100_000_000,
+            max_amount_fen_by_brand: BTreeMap::new(),
+        }
+    }
+}
+
+impl PurchaseLimits {
+    /// The purchase-amount ceiling of `brand_id`, in fen.
+    pub fn max_amount_fen(&self, brand_id: &str) -> i64 {
+        self.max_amount_fen_by_brand
+            .get(brand_id)
+            .copied()
+            .unwrap_or(self.max_amount_fen)
     }
 }
 
@@ -57,13 +100,19 @@ impl Aggregate for Warranty {
             ActivationEvent::WarrantyActivated(activated) => {
                 self.ends_at = from_timestamp(activated.warranty_ends_at.as_ref());
                 self.activation = Some(activated.clone());
+                // An activation after a void is the resale of the returned unit: a new
+                // warranty, with nothing of the voided one's extensions or void.
+                self.extended_months = 0;
+                self.voided = None;
             }
             ActivationEvent::WarrantyExtended(extended) => {
                 self.ends_at = from_timestamp(extended.warranty_ends_at.as_ref());
                 self.extended_months = extended.extended_months_total;
             }
             ActivationEvent::WarrantyVoided(voided) => self.voided = Some(voided.clone()),
-            ActivationEvent::SuspiciousScan(_) | ActivationEvent::BatchIssued(_) => {}
+            ActivationEvent::SuspiciousScan(_)
+            | ActivationEvent::BatchIssued(_)
+            | ActivationEvent::DeviceClaimed(_) => {}
         }
     }
 }
@@ -71,6 +120,15 @@ impl Aggregate for Warranty {
 impl Warranty {
     pub fn activated_at(&self) -> Option<DateTime<Utc>> {
         from_timestamp(self.activation.as_ref()?.activated_at.as_ref())
+    }
+
+    /// The device serial the current, not voided activation carries, if any.
+    pub fn active_device_serial(&self) -> Option<&str> {
+        if self.voided.is_some() {
+            return None;
+        }
+        let serial = self.activation.as_ref()?.device_serial.as_str();
+        (!serial.is_empty()).then_some(serial)
     }
 }
 
@@ -126,7 +184,10 @@ pub fn scan(
 }
 
 pub struct Activate {
+    pub brand_id: String,
     pub batch: pb::BatchIssued,
+    /// When the batch was issued (recorded by the event store): no unit was sold much before.
+    pub batch_issued_at: DateTime<Utc>,
     pub serial: u64,
     /// Already hashed at the edge: phone_hash or wechat_unionid, never a phone number.
     pub buyer: StoredIdentity,
@@ -138,14 +199,16 @@ pub struct Activate {
     pub now: DateTime<Utc>,
 }
 
-/// Activates the warranty, once. (A retry of the same request never gets here: the repository
-/// answers it from the stream's request log.)
+/// Activates the warranty, once per sale. (A retry of the same request never gets here: the
+/// repository answers it from the stream's request log.) A voided warranty (the unit was
+/// returned) can be activated again for a purchase after the void: that is the resale of the
+/// returned unit, and it starts a new warranty.
 pub fn activate(
     state: &Warranty,
     cmd: &Activate,
     rules: &Rules,
 ) -> Result<Vec<ActivationEvent>, Rejection> {
-    if state.activation.is_some() {
+    if state.activation.is_some() && state.voided.is_none() {
         let at = state
             .activated_at()
             .map_or_else(|| "earlier".to_owned(), |at| at.to_rfc3339());
@@ -153,23 +216,10 @@ pub fn activate(
             "this code's warranty was already activated at {at}"
         )));
     }
-    if state.voided.is_some() {
-        return Err(Rejection::FailedPrecondition(
-            "this code's warranty was voided".into(),
-        ));
+    if let Some(voided) = &state.voided {
+        validate_resale(voided, cmd, rules)?;
     }
-    if cmd.purchase_amount_fen < 0 {
-        return Err(Rejection::Invalid(
-            "purchase_amount must not be negative".into(),
-        ));
-    }
-    if cmd.purchased_at > cmd.now + rules.clock_skew {
-        return Err(Rejection::Invalid("purchased_at is in the future".into()));
-    }
-    let ends_at = cmd
-        .purchased_at
-        .checked_add_months(Months::new(cmd.batch.warranty_months))
-        .ok_or_else(|| Rejection::Invalid("purchased_at is out of range".into()))?;
+    let ends_at = validate_purchase(cmd, rules)?;
     Ok(vec![ActivationEvent::WarrantyActivated(
         pb::WarrantyActivated {
             batch_id: cmd.batch.batch_id.clone(),
@@ -189,6 +239,84 @@ pub fn activate(
             activated_at: Some(to_timestamp(cmd.now)),
         },
     )])
+}
+
+/// A voided code is activated again only for a sale after the void (the returned unit resold);
+/// an earlier purchase is the returned sale itself.
+fn validate_resale(
+    voided: &pb::WarrantyVoided,
+    cmd: &Activate,
+    rules: &Rules,
+) -> Result<(), Rejection> {
+    let Some(voided_at) = from_timestamp(voided.voided_at.as_ref()) else {
+        return Err(Rejection::FailedPrecondition(
+            "this code's warranty was voided (returned) at an unknown time; it cannot be \
+             activated again"
+                .into(),
+        ));
+    };
+    if cmd.purchased_at + rules.clock_skew < voided_at {
+        return Err(Rejection::FailedPrecondition(format!(
+            "this code's warranty was voided (returned) at {}; it can be activated again only \
+             for a purchase after that (a resale of the returned unit)",
+            voided_at.to_rfc3339()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that the purchase can have happened and is within the brand's limits; returns the
+/// warranty's end.
+fn validate_purchase(cmd: &Activate, rules: &Rules) -> Result<DateTime<Utc>, Rejection> {
+    let limits = &rules.purchase;
+    if cmd.purchase_amount_fen < 0 {
+        return Err(Rejection::Invalid(
+            "purchase_amount must not be negative".into(),
+        ));
+    }
+    let ceiling = limits.max_amount_fen(&cmd.brand_id);
+    if cmd.purchase_amount_fen > ceiling {
+        return Err(Rejection::Invalid(format!(
+            "purchase_amount of {} fen is above this brand's ceiling of {ceiling} fen \
+             (¥{}); check the amount",
+            cmd.purchase_amount_fen,
+            ceiling / 100
+        )));
+    }
+    if cmd.purchased_at > cmd.now + rules.clock_skew {
+        return Err(Rejection::Invalid("purchased_at is in the future".into()));
+    }
+    let earliest = cmd.batch_issued_at - limits.before_issue_allowance;
+    if cmd.purchased_at < earliest {
+        return Err(Rejection::Invalid(format!(
+            "purchased_at {} is before this code's batch was issued ({}); a purchase may \
+             precede the issue by at most {} hours",
+            cmd.purchased_at.to_rfc3339(),
+            cmd.batch_issued_at.to_rfc3339(),
+            limits.before_issue_allowance.num_hours()
+        )));
+    }
+    if cmd.purchased_at < cmd.now - limits.max_age {
+        return Err(Rejection::Invalid(format!(
+            "purchased_at {} is more than {} days ago, further back than an activation may \
+             reach",
+            cmd.purchased_at.to_rfc3339(),
+            limits.max_age.num_days()
+        )));
+    }
+    let ends_at = cmd
+        .purchased_at
+        .checked_add_months(Months::new(cmd.batch.warranty_months))
+        .ok_or_else(|| Rejection::Invalid("purchased_at is out of range".into()))?;
+    if ends_at < cmd.now {
+        return Err(Rejection::FailedPrecondition(format!(
+            "this warranty already ended at {} ({} months after the purchase); an ended \
+             warranty cannot be activated",
+            ends_at.to_rfc3339(),
+            cmd.batch.warranty_months
+        )));
+    }
+    Ok(ends_at)
 }
 
 pub struct Extend {
@@ -244,7 +372,11 @@ pub fn void(
         ));
     }
     active_end(state)?;
-    let activation = state.activation.as_ref().expect("active_end checked it");
+    let Some(activation) = state.activation.as_ref() else {
+        return Err(Rejection::FailedPrecondition(
+            "this code's warranty is not activated".into(),
+        ));
+    };
     let purchased_at = from_timestamp(activation.purchased_at.as_ref())
         .ok_or_else(|| Rejection::FailedPrecondition("activation lacks a purchase time".into()))?;
     let window_ends = purchased_at + rules.return_window;
@@ -270,7 +402,7 @@ fn active_end(state: &Warranty) -> Result<DateTime<Utc>, Rejection> {
     }
     if state.voided.is_some() {
         return Err(Rejection::FailedPrecondition(
-            "this warranty was voided".into(),
+            "this warranty was voided (the unit was returned)".into(),
         ));
     }
     state
@@ -300,7 +432,9 @@ mod tests {
 
     fn activation(_request_id: &str, now: &str) -> Activate {
         Activate {
+            brand_id: "acme".into(),
             batch: batch(),
+            batch_issued_at: at("2026-01-15T00:00:00Z"),
             serial: 3,
             buyer: StoredIdentity {
                 kind: Some(Kind::PhoneHash("ab".repeat(32))),
@@ -372,6 +506,149 @@ mod tests {
             activate(&Warranty::default(), &negative, &rules),
             Err(Rejection::Invalid(_))
         ));
+    }
+
+    fn refusal(state: &Warranty, cmd: &Activate, rules: &Rules) -> Rejection {
+        match activate(state, cmd, rules) {
+            Err(rejection) => rejection,
+            Ok(events) => panic!("accepted: {events:?}"),
+        }
+    }
+
+    #[test]
+    fn a_purchase_before_the_batch_was_issued_is_refused_naming_the_rule() {
+        let rules = Rules::default();
+        // The batch was issued 2026-01-15; 1970 is impossible.
+        let mut ancient = activation("r", "2026-02-01T00:00:00Z");
+        ancient.purchased_at = at("1970-01-02T00:00:00Z");
+        match refusal(&Warranty::default(), &ancient, &rules) {
+            Rejection::Invalid(m) => assert!(
+                m.contains("before this code's batch was issued (2026-01-15T00:00:00+00:00)"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Within the 24-hour allowance (a date-only time in a local zone) is accepted, beyond
+        // it is refused.
+        let mut allowed = activation("r", "2026-02-01T00:00:00Z");
+        allowed.purchased_at = at("2026-01-14T00:00:00Z");
+        assert!(activate(&Warranty::default(), &allowed, &rules).is_ok());
+        allowed.purchased_at = at("2026-01-13T23:59:59Z");
+        assert!(matches!(
+            refusal(&Warranty::default(), &allowed, &rules),
+            Rejection::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn a_purchase_further_back_than_the_limit_is_refused() {
+        let rules = Rules {
+            purchase: PurchaseLimits {
+                max_age: Duration::days(365),
+                ..PurchaseLimits::default()
+            },
+            ..Rules::default()
+        };
+        // Batch issued 2026-01-15, purchased 2026-01-31, activated 2027-02-01: 366 days later.
+        let late = activation("r", "2027-02-01T00:00:00Z");
+        match refusal(&Warranty::default(), &late, &rules) {
+            Rejection::Invalid(m) => assert!(m.contains("more than 365 days ago"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let in_time = activation("r", "2027-01-30T00:00:00Z");
+        assert!(activate(&Warranty::default(), &in_time, &rules).is_ok());
+    }
+
+    #[test]
+    fn a_warranty_that_already_ended_is_not_activated() {
+        let rules = Rules::default();
+        // Purchased 2026-01-31 with 24 months: ended 2028-01-31.
+        let ended = activation("r", "2028-02-01T00:00:00Z");
+        match refusal(&Warranty::default(), &ended, &rules) {
+            Rejection::FailedPrecondition(m) => {
+                assert!(
+                    m.contains("already ended at 2028-01-31T10:00:00+00:00"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn amounts_above_the_brands_ceiling_are_refused() {
+        let mut rules = Rules::default();
+        let mut huge = activation("r", "2026-02-01T00:00:00Z");
+        huge.purchase_amount_fen = i64::MAX;
+        match refusal(&Warranty::default(), &huge, &rules) {
+            Rejection::Invalid(m) => {
+                assert!(m.contains("ceiling of 100000000 fen (¥1000000)"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut at_ceiling = activation("r", "2026-02-01T00:00:00Z");
+        at_ceiling.purchase_amount_fen = 100_000_000;
+        assert!(activate(&Warranty::default(), &at_ceiling, &rules).is_ok());
+        // A brand's own ceiling replaces the default for that brand only.
+        rules
+            .purchase
+            .max_amount_fen_by_brand
+            .insert("acme".into(), 500_000);
+        match refusal(&Warranty::default(), &at_ceiling, &rules) {
+            Rejection::Invalid(m) => assert!(m.contains("ceiling of 500000 fen"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rules.purchase.max_amount_fen("globex"), 100_000_000);
+    }
+
+    fn voided_at(when: &str) -> Warranty {
+        let rules = Rules::default();
+        let mut state = activated();
+        let void_events = void(
+            &state,
+            &Void {
+                reason: "returned".into(),
+                now: at(when),
+            },
+            &rules,
+        )
+        .unwrap();
+        state.apply(&void_events[0]);
+        state
+    }
+
+    #[test]
+    fn a_returned_unit_resold_after_the_void_gets_a_new_warranty() {
+        let rules = Rules::default();
+        let mut state = voided_at("2026-02-10T00:00:00Z");
+        let mut resale = activation("r2", "2026-03-01T00:00:00Z");
+        resale.purchased_at = at("2026-02-20T09:00:00Z");
+        resale.purchase_amount_fen = 299_900;
+        let events = activate(&state, &resale, &rules).unwrap();
+        state.apply(&events[0]);
+        assert!(state.voided.is_none(), "the new warranty is not voided");
+        assert_eq!(state.extended_months, 0);
+        assert_eq!(state.ends_at, Some(at("2028-02-20T09:00:00Z")));
+        assert_eq!(state.activated_at(), Some(at("2026-03-01T00:00:00Z")));
+        // And it is active: a further activation is refused as such.
+        assert!(matches!(
+            refusal(&state, &activation("r3", "2026-03-02T00:00:00Z"), &rules),
+            Rejection::AlreadyExists(m) if m.contains("already activated at 2026-03-01")
+        ));
+    }
+
+    #[test]
+    fn activating_a_voided_code_for_the_returned_sale_says_it_was_voided() {
+        let rules = Rules::default();
+        let state = voided_at("2026-02-10T00:00:00Z");
+        // The original purchase (2026-01-31) is the sale that was returned.
+        match refusal(&state, &activation("r2", "2026-03-01T00:00:00Z"), &rules) {
+            Rejection::FailedPrecondition(m) => {
+                assert!(m.contains("voided (returned) at 2026-02-10"), "{m}");
+                assert!(!m.contains("already activated"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

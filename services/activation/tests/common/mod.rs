@@ -141,9 +141,18 @@ pub async fn issue(
     client: &mut ActivationServiceClient<Channel>,
     quantity: u32,
 ) -> (String, Vec<String>) {
+    issue_for(client, BRAND, quantity).await
+}
+
+/// Issues a batch of `brand_id` and collects its codes.
+pub async fn issue_for(
+    client: &mut ActivationServiceClient<Channel>,
+    brand_id: &str,
+    quantity: u32,
+) -> (String, Vec<String>) {
     let mut stream = client
         .issue_batch(pb::IssueBatchRequest {
-            brand_id: BRAND.into(),
+            brand_id: brand_id.into(),
             request_id: request_id(),
             sku: "AC-100".into(),
             product_model: "Air Conditioner 100".into(),
@@ -183,7 +192,10 @@ pub fn activation(code: &str, request_id: &str) -> pb::ActivateWarrantyRequest {
             amount_fen: 399_900,
             currency: "CNY".into(),
         }),
-        purchased_at: Some(to_timestamp(chrono::Utc::now() - chrono::Duration::days(1))),
+        // Bought this morning: after the batch was issued (a test issues it just before).
+        purchased_at: Some(to_timestamp(
+            chrono::Utc::now() - chrono::Duration::hours(3),
+        )),
         referral_token: String::new(),
         device_serial: String::new(),
     }

@@ -105,6 +105,9 @@ impl Cluster {
             code_base_url: "https://w.example.cn".into(),
             return_window_days: 30,
             suspicious_scan_minutes: 360,
+            purchase_max_age_days: 1826,
+            purchase_max_fen: 100_000_000,
+            purchase_max_fen_by_brand: Default::default(),
             projection_group: format!("{activation_keyspace}-projections"),
             topic: activation_topic.clone(),
         };
