@@ -235,7 +235,9 @@ fn commit<C: Consumer<X>, X: ConsumerContext>(consumer: &C, offsets: &[(Partitio
 /// A poisoned lock only means a thread panicked while holding it; the data (offsets, cached
 /// versions) is still consistent, since every update is a single insert or remove.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub struct ConsumerRunner<H> {
@@ -414,13 +416,20 @@ impl<H: EventHandler> ConsumerRunner<H> {
             let mut progress = lock(&self.shared.progress);
             let Some(claim) = progress.take(&partition, message.offset()) else {
                 // Fetched before its partition was revoked: the new owner handles it.
-                tracing::debug!(?partition, "record of a partition no longer assigned dropped");
+                tracing::debug!(
+                    ?partition,
+                    "record of a partition no longer assigned dropped"
+                );
                 return;
             };
             (claim, progress.should_pause(&partition, limit))
         };
         if pause {
-            tracing::info!(?partition, limit, "partition paused while its records drain");
+            tracing::info!(
+                ?partition,
+                limit,
+                "partition paused while its records drain"
+            );
             self.pause_or_resume(&[partition], true);
         }
         // Unkeyed records (not from the event store) each get a lane of their own partition.

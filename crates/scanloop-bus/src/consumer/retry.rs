@@ -92,8 +92,7 @@ mod tests {
     fn random_fractions_are_in_range_and_vary() {
         let draws: Vec<f64> = (0..100).map(|_| random_fraction()).collect();
         assert!(draws.iter().all(|f| (0.0..1.0).contains(f)));
-        let distinct: std::collections::BTreeSet<u64> =
-            draws.iter().map(|f| f.to_bits()).collect();
+        let distinct: std::collections::BTreeSet<u64> = draws.iter().map(|f| f.to_bits()).collect();
         assert!(distinct.len() > 90, "{} distinct of 100", distinct.len());
     }
 
