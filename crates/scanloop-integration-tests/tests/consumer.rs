@@ -49,7 +49,6 @@ async fn write_concurrently(fx: &common::Fixture, streams: usize, per_stream: u6
     }
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consumer_sees_each_streams_events_once_in_version_order_under_concurrent_writers() {
     let fx = fixture("ordering", 4).await;
@@ -346,7 +345,10 @@ async fn a_stream_that_fails_transiently_holds_back_only_itself() {
     consumer.await.unwrap().unwrap();
 
     assert!(steady_applied, "saw {:?}", handler.applied.seen());
-    assert_eq!(flaky_meanwhile, None, "the failing stream was not applied meanwhile");
+    assert_eq!(
+        flaky_meanwhile, None,
+        "the failing stream was not applied meanwhile"
+    );
     assert!(attempts_meanwhile >= 1, "it was being retried meanwhile");
     assert!(flaky_applied, "saw {:?}", handler.applied.seen());
     let seen = by_stream(&handler.applied.seen());
@@ -427,7 +429,9 @@ async fn a_transient_failure_past_the_attempt_limit_is_dead_lettered_and_the_str
     assert_eq!((refused.stream_id.as_str(), refused.version), ("doomed", 1));
     assert!(
         letters[0].error.contains("gave up after")
-            && letters[0].error.contains("read model timed out for doomed@1"),
+            && letters[0]
+                .error
+                .contains("read model timed out for doomed@1"),
         "{}",
         letters[0].error
     );
@@ -623,7 +627,11 @@ async fn partitions_moving_to_a_second_member_lose_nothing_and_apply_nothing_twi
             "checkpoint of {stream}"
         );
     }
-    assert_eq!(*model.gaps.lock().unwrap(), [], "no version overtook another");
+    assert_eq!(
+        *model.gaps.lock().unwrap(),
+        [],
+        "no version overtook another"
+    );
     // The raw handler calls, not de-duplicated: per stream, each call is the next version or
     // repeats one already called (a call in flight while its partition moved is made again by
     // the new owner: at most once per stream, as the partitions move once here).

@@ -172,7 +172,9 @@ pub async fn wait_until_group_caught_up(group: &str, topic: &str, timeout: Durat
         let reader = reader.clone();
         let topic = topic.clone();
         let caught_up = tokio::task::spawn_blocking(move || {
-            let metadata = reader.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
+            let metadata = reader
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()?;
             let partitions = metadata.topics().first()?.partitions().len() as i32;
             let mut list = TopicPartitionList::new();
             for partition in 0..partitions {
