@@ -481,6 +481,12 @@ async fn checkpoints_only_move_forward() {
     assert_eq!(checkpoints.record("g", "s", 5).await.unwrap(), 5);
     assert_eq!(checkpoints.record("g", "s", 8).await.unwrap(), 8);
     assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 8);
+    // A stream's first checkpoint at version 1, written twice.
+    assert_eq!(checkpoints.record("g", "one", 1).await.unwrap(), 1);
+    assert_eq!(checkpoints.record("g", "one", 1).await.unwrap(), 1);
+    assert_eq!(checkpoints.record("g", "one", 2).await.unwrap(), 2);
+    assert_eq!(checkpoints.record("g", "one", 1).await.unwrap(), 2);
+    assert_eq!(checkpoints.applied("g", "one").await.unwrap(), 2);
     // Per consumer and stream.
     assert_eq!(checkpoints.applied("other", "s").await.unwrap(), 0);
     assert_eq!(checkpoints.applied("g", "t").await.unwrap(), 0);

@@ -91,42 +91,55 @@ impl Checkpoints {
     ) -> Result<u64, DbError> {
         let wanted = i64::try_from(version)
             .map_err(|_| DbError::msg(format!("checkpoint version {version} out of range")))?;
+        // A stream's first checkpoint is usually version 1: create the row first then, and
+        // otherwise move the existing one on; each is one conditional write in the usual case.
+        let mut write = if version == 1 {
+            Write::Create
+        } else {
+            Write::Advance
+        };
         for _ in 0..MAX_WRITE_ROUNDS {
-            // The usual case first: the stream has a checkpoint and this moves it on.
-            let result = self
-                .session
-                .execute_unpaged(
-                    &self.advance,
-                    (wanted, chrono::Utc::now(), consumer, stream_id, wanted),
-                )
-                .await?
-                .into_rows_result()?;
-            match lwt_outcome(&result)? {
-                LwtOutcome::Applied => return Ok(version),
-                LwtOutcome::Found(current) => return Ok(current.max(0) as u64),
-                LwtOutcome::Missing => {}
+            let result = match write {
+                Write::Advance => {
+                    self.session
+                        .execute_unpaged(
+                            &self.advance,
+                            (wanted, chrono::Utc::now(), consumer, stream_id, wanted),
+                        )
+                        .await?
+                }
+                Write::Create => {
+                    self.session
+                        .execute_unpaged(
+                            &self.create,
+                            (consumer, stream_id, wanted, chrono::Utc::now()),
+                        )
+                        .await?
+                }
             }
-            // No checkpoint yet: create it, unless a concurrent writer just did.
-            let result = self
-                .session
-                .execute_unpaged(
-                    &self.create,
-                    (consumer, stream_id, wanted, chrono::Utc::now()),
-                )
-                .await?
-                .into_rows_result()?;
-            match lwt_outcome(&result)? {
+            .into_rows_result()?;
+            write = match lwt_outcome(&result)? {
                 LwtOutcome::Applied => return Ok(version),
                 LwtOutcome::Found(current) if current >= wanted => return Ok(current as u64),
-                // A lower checkpoint appeared meanwhile: the conditional update moves it.
-                LwtOutcome::Found(_) | LwtOutcome::Missing => {}
-            }
+                // A lower checkpoint exists (maybe created concurrently): move it on.
+                LwtOutcome::Found(_) => Write::Advance,
+                // No checkpoint yet: create it.
+                LwtOutcome::Missing => Write::Create,
+            };
         }
         Err(DbError::msg(format!(
             "checkpoint of {stream_id} for {consumer} kept changing under {MAX_WRITE_ROUNDS} \
              conditional writes"
         )))
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// `IF NOT EXISTS`: the stream's first checkpoint.
+    Create,
+    /// `IF version < ?`: an existing checkpoint moves on.
+    Advance,
 }
 
 /// What a conditional write answered.
