@@ -37,3 +37,12 @@ pub(crate) static SWEPT: LazyLock<Counter<u64>> = LazyLock::new(|| {
         .with_description("streams published by the sweeper")
         .build()
 });
+
+/// Things a sweep pass could not do and left for the next pass, by `what`: `stream` (its
+/// publication failed), `bucket` (its markers could not be read), `cursor`.
+pub(crate) static SWEEP_FAILURES: LazyLock<Counter<u64>> = LazyLock::new(|| {
+    scanloop_telemetry::meter()
+        .u64_counter("scanloop.outbox.sweep_failures")
+        .with_description("streams, buckets or cursors a sweep pass could not handle")
+        .build()
+});

@@ -12,6 +12,11 @@
 //! A crash after 1 leaves a marker and maybe events: the [`Sweeper`] finds markers older than a
 //! few seconds, publishes whatever the stream has unpublished and deletes them. Duplicates are
 //! possible (a crash between 3 and 4), losses are not.
+//!
+//! Markers are filed under their writer's clock, and clocks differ between hosts: a writer
+//! whose clock is behind files its marker in a bucket the sweeper already considers old. The
+//! sweeper therefore never moves its cursor past a bucket younger than [`SETTLE`]
+//! ([`MAX_CLOCK_SKEW`] plus [`MAX_WRITE_DELAY`]), and re-reads those buckets on every pass.
 
 use std::collections::BTreeMap;
 use std::hash::Hasher as _;
@@ -36,6 +41,20 @@ pub const MARKER_SHARDS: i32 = 16;
 /// a shard make one partition. Also a constant of the schema.
 pub const BUCKET_MILLIS: i64 = 10_000;
 
+/// The largest difference between two hosts' clocks the outbox tolerates (NTP keeps real hosts
+/// within milliseconds; this is the allowance for a host whose sync failed).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// The longest a writer takes from reading its clock for a marker until the marker's insert, or
+/// the append it announces, has landed: far above the driver's request timeouts.
+pub const MAX_WRITE_DELAY: Duration = Duration::from_secs(30);
+
+/// How long, on the sweeper's clock, a bucket may still receive markers: a writer whose clock
+/// is [`MAX_CLOCK_SKEW`] behind, slowed by [`MAX_WRITE_DELAY`], files into a bucket this old.
+/// The sweeper's cursor never passes a bucket younger than this.
+pub const SETTLE: Duration =
+    Duration::from_secs(MAX_CLOCK_SKEW.as_secs() + MAX_WRITE_DELAY.as_secs());
+
 fn bucket_of(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis().div_euclid(BUCKET_MILLIS)
 }
@@ -58,6 +77,9 @@ impl Appended {
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Inner>,
+    /// Added to this host's clock when a marker is filed; zero except in tests that play a
+    /// host with a wrong clock.
+    clock_skew: chrono::Duration,
 }
 
 struct Inner {
@@ -120,8 +142,9 @@ impl Outbox {
             ))
             .await?;
         // Every shard gets a sweep cursor before this writer's first marker, so the sweeper
-        // knows where to start; two minutes back covers clock skew between hosts.
-        let initial = bucket_of(Utc::now() - chrono::Duration::minutes(2));
+        // knows where to start: far enough back for this host's clock to be ahead by the
+        // allowed skew while another writer's is behind by as much.
+        let initial = bucket_of(Utc::now() - to_chrono(SETTLE + MAX_CLOCK_SKEW));
         let init_cursor = session
             .prepare(format!(
                 "INSERT INTO {keyspace}.outbox_sweep_cursor (shard, bucket) VALUES (?, ?) \
@@ -144,7 +167,15 @@ impl Outbox {
                 load_cursor,
                 save_cursor,
             }),
+            clock_skew: chrono::Duration::zero(),
         })
+    }
+
+    /// Files this outbox's markers as if the host's clock were off by `skew` (negative:
+    /// behind). For tests of the sweeper's clock-skew allowance; nothing else should need it.
+    pub fn with_clock_skew(mut self, skew: chrono::Duration) -> Self {
+        self.clock_skew = skew;
+        self
     }
 
     pub fn store(&self) -> &EventStore {
@@ -166,7 +197,7 @@ impl Outbox {
         events: Vec<NewEvent>,
     ) -> Result<Appended, AppendError> {
         crate::store::validate_append(stream_id, &events)?;
-        let created_at = Utc::now().trunc_subsecs(3);
+        let created_at = (Utc::now() + self.clock_skew).trunc_subsecs(3);
         let marker = Marker {
             shard: shard_of(stream_id),
             bucket: bucket_of(created_at),
@@ -383,17 +414,24 @@ impl std::hash::Hasher for Fnv1a {
     }
 }
 
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Republishes ranges left behind by writers that crashed (or lost Kafka) between their append
-/// and their publish.
+/// and their publish. Each stream is handled on its own: one that cannot be published (a record
+/// the broker refuses, say) is logged, counted in `scanloop.outbox.sweep_failures`, keeps its
+/// markers for the next pass, and the pass goes on with the others.
 pub struct Sweeper {
     outbox: Outbox,
     /// A marker younger than this may belong to a writer still at work.
     pub min_age: Duration,
     /// A marker whose append never landed (the stream never reached its first version) is
-    /// dropped after this long: no append outlives the database's write timeout.
+    /// dropped after this long: no append outlives [`MAX_WRITE_DELAY`], and the marker may look
+    /// up to [`MAX_CLOCK_SKEW`] older than it is. Default [`SETTLE`].
     pub abandon_after: Duration,
-    /// Buckets younger than this may still receive markers (a writer reads its clock before its
-    /// insert lands, and clocks differ between hosts): the cursor never passes them.
+    /// Buckets younger than this may still receive markers: the cursor never passes them.
+    /// Default [`SETTLE`]; shorter loses the markers of writers whose clocks are behind.
     pub settle: Duration,
     pub interval: Duration,
 }
@@ -402,9 +440,13 @@ pub struct Sweeper {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
     pub streams_published: usize,
+    /// Streams whose publication failed in this pass; their markers stay for the next.
+    pub streams_failed: usize,
     pub markers_deleted: usize,
     pub markers_kept: usize,
     pub buckets_read: usize,
+    /// Buckets (or shard cursors) that could not be read; their shard resumes there next pass.
+    pub buckets_failed: usize,
 }
 
 impl Sweeper {
@@ -412,8 +454,8 @@ impl Sweeper {
         Self {
             outbox,
             min_age: Duration::from_secs(5),
-            abandon_after: Duration::from_secs(120),
-            settle: Duration::from_secs(30),
+            abandon_after: SETTLE,
+            settle: SETTLE,
             interval: Duration::from_secs(3),
         }
     }
@@ -429,7 +471,7 @@ impl Sweeper {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             match self.sweep_once().await {
-                Ok(report) if report.streams_published > 0 => {
+                Ok(report) if report.streams_published > 0 || report.streams_failed > 0 => {
                     tracing::info!(?report, "sweeper republished stranded events");
                 }
                 Ok(_) => {}
@@ -444,7 +486,8 @@ impl Sweeper {
 
     /// Reads each shard's buckets from its cursor up to the newest bucket holding markers older
     /// than `min_age`, publishes what their streams have unpublished, deletes the markers that
-    /// are done, and moves the cursor past the settled buckets left without markers.
+    /// are done, and moves the cursor past the settled buckets left without markers. A failure
+    /// stays with its stream (or its shard): the rest of the pass goes on.
     pub async fn sweep_once(&self) -> anyhow::Result<SweepReport> {
         let now = Utc::now();
         let cutoff = now - chrono::Duration::from_std(self.min_age)?;
@@ -453,28 +496,46 @@ impl Sweeper {
         let newest = bucket_of(cutoff);
         let mut report = SweepReport::default();
         for shard in 0..MARKER_SHARDS {
-            let start = match self.outbox.cursor(shard).await? {
-                Some(bucket) => bucket,
-                None => {
+            let start = match self.outbox.cursor(shard).await {
+                Ok(Some(bucket)) => bucket,
+                Ok(None) => {
                     // Outbox::new records cursors before any marker is written; without one,
                     // look back further than any clock skew could reach.
                     tracing::warn!(shard, "no sweep cursor; scanning the last ten minutes");
                     bucket_of(now - chrono::Duration::minutes(10))
                 }
+                Err(error) => {
+                    sweep_failure("cursor", shard, None, &error);
+                    report.buckets_failed += 1;
+                    continue;
+                }
             };
             let mut unfinished = None;
             for bucket in start..=newest {
                 report.buckets_read += 1;
-                let kept = self
+                let kept = match self
                     .sweep_bucket(shard, bucket, cutoff, abandon_cutoff, &mut report)
-                    .await?;
+                    .await
+                {
+                    Ok(kept) => kept,
+                    Err(error) => {
+                        // The bucket's markers are unknown: the cursor stays at it.
+                        sweep_failure("bucket", shard, None, &error);
+                        report.buckets_failed += 1;
+                        unfinished.get_or_insert(bucket);
+                        break;
+                    }
+                };
                 if unfinished.is_none() && (kept > 0 || bucket >= settled) {
                     unfinished = Some(bucket);
                 }
             }
             let next = unfinished.unwrap_or(newest + 1).min(settled);
-            if next > start {
-                self.outbox.set_cursor(shard, next).await?;
+            if next > start
+                && let Err(error) = self.outbox.set_cursor(shard, next).await
+            {
+                // Harmless: the next pass reads the same buckets again.
+                sweep_failure("cursor", shard, None, &error);
             }
         }
         Ok(report)
@@ -502,7 +563,18 @@ impl Sweeper {
         }
         let mut kept = 0;
         for (stream_id, markers) in by_stream {
-            let head = self.outbox.publish_stream(&stream_id).await?;
+            let head = match self.outbox.publish_stream(&stream_id).await {
+                Ok(head) => head,
+                Err(error) => {
+                    // Its markers stay, so the next pass tries again; the other streams of
+                    // this pass do not wait for it.
+                    sweep_failure("stream", shard, Some(&stream_id), &error);
+                    report.streams_failed += 1;
+                    report.markers_kept += markers.len();
+                    kept += markers.len();
+                    continue;
+                }
+            };
             report.streams_published += 1;
             crate::metrics::SWEPT.add(1, &[]);
             for marker in markers {
@@ -519,6 +591,23 @@ impl Sweeper {
         }
         Ok(kept)
     }
+}
+
+/// Logs and counts one thing the sweeper could not do in this pass.
+fn sweep_failure(
+    what: &'static str,
+    shard: i32,
+    stream_id: Option<&str>,
+    error: &dyn std::fmt::Display,
+) {
+    tracing::warn!(
+        what,
+        shard,
+        stream_id,
+        error = %format!("{error:#}"),
+        "sweeper could not finish; retrying on the next pass"
+    );
+    crate::metrics::SWEEP_FAILURES.add(1, &[opentelemetry::KeyValue::new("what", what)]);
 }
 
 #[cfg(test)]
@@ -539,9 +628,43 @@ mod tests {
     }
 
     #[test]
+    fn the_settle_window_covers_the_clock_skew_allowance() {
+        assert_eq!(MAX_CLOCK_SKEW, Duration::from_secs(120));
+        assert_eq!(SETTLE, Duration::from_secs(150));
+        // A writer 60 s behind files its marker in a bucket the cursor has not passed yet.
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let behind = now - chrono::Duration::seconds(60) - to_chrono(MAX_WRITE_DELAY);
+        assert!(bucket_of(behind) >= bucket_of(now - to_chrono(SETTLE)));
+    }
+
+    #[test]
+    fn the_hash_is_fnv1a_64() {
+        // Published test vectors of FNV-1a, 64 bits.
+        let fnv = |bytes: &[u8]| {
+            let mut hasher = Fnv1a::default();
+            hasher.write(bytes);
+            hasher.finish()
+        };
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
     fn shards_are_stable_and_in_range() {
-        // Fixed value: shard assignment must never change between builds.
-        assert_eq!(shard_of("warranty-1"), shard_of("warranty-1"));
+        // Fixed values: a changed assignment strands every marker already written in shards
+        // the sweeper would no longer look at for those streams.
+        let pinned = [
+            ("warranty-1", 3),
+            ("batch-7f3a", 11),
+            ("member-acme-42", 5),
+            ("s", 2),
+        ];
+        for (stream_id, shard) in pinned {
+            assert_eq!(shard_of(stream_id), shard, "{stream_id}");
+        }
         for i in 0..1000 {
             let shard = shard_of(&format!("stream-{i}"));
             assert!((0..MARKER_SHARDS).contains(&shard));

@@ -1,6 +1,6 @@
 //! Read-model projections as consumers: decode each event of a service's topic into its domain
-//! event and apply it. An undecodable event is poison (dead-lettered); a database fault is
-//! transient (retried).
+//! event and apply it. An undecodable event, a statement the database refuses or a type mismatch
+//! is permanent (dead-lettered); any other database fault is transient (retried).
 
 use std::future::Future;
 
@@ -34,6 +34,13 @@ impl<P: Projection> EventHandler for Projector<P> {
         self.0
             .apply(envelope, &event)
             .await
-            .map_err(|e| HandlerError::Transient(e.into()))
+            // A refused statement or a type mismatch fails the same way every time.
+            .map_err(|e| {
+                if e.is_transient() {
+                    HandlerError::Transient(e.into())
+                } else {
+                    HandlerError::Poison(e.to_string())
+                }
+            })
     }
 }

@@ -2,17 +2,22 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Recorder, event, fixture, meta, start_consumer};
+use common::{
+    Recorder, by_stream, event, fixture, meta, start_consumer, start_consumer_with,
+    wait_until_group_caught_up,
+};
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use scanloop_bus::headers::{DLQ_ERROR, header};
-use scanloop_bus::{DeadLetter, EventEnvelope};
+use scanloop_bus::{DeadLetter, EventEnvelope, EventHandler, HandlerError};
 
 /// Appends `per_stream` events to each of `streams` streams with `writers` concurrent writers,
 /// each taking the next free version of a random stream (so writers collide and retry).
@@ -42,14 +47,6 @@ async fn write_concurrently(fx: &common::Fixture, streams: usize, per_stream: u6
     for task in futures::future::join_all(tasks).await {
         task.unwrap();
     }
-}
-
-fn by_stream(seen: &[(String, u64)]) -> BTreeMap<String, Vec<u64>> {
-    let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (stream, version) in seen {
-        map.entry(stream.clone()).or_default().push(*version);
-    }
-    map
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,8 +232,12 @@ async fn a_restarted_consumer_resumes_from_its_committed_offsets_and_misses_noth
         "second run handled {}",
         stats.handled()
     );
-    // Give a wrongly rewound consumer the chance to show itself.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything the group will ever be given is taken and committed: a wrongly rewound
+    // consumer has shown itself by now.
+    assert!(
+        wait_until_group_caught_up("restart", &fx.topic, Duration::from_secs(30)).await,
+        "the group's committed offsets reach the topic's end"
+    );
     shutdown.cancel();
     consumer.await.unwrap().unwrap();
 
@@ -257,5 +258,407 @@ async fn a_restarted_consumer_resumes_from_its_committed_offsets_and_misses_noth
         stats.duplicates(),
         0,
         "committed offsets, not checkpoints, did the resuming"
+    );
+}
+
+/// Fails transiently on every event of the streams in `failing` while `open` is false, counting
+/// the attempts; records every event it applies.
+#[derive(Clone, Default)]
+struct Gated {
+    failing: Arc<Vec<String>>,
+    open: Arc<AtomicBool>,
+    attempts: Arc<AtomicU64>,
+    applied: Recorder,
+}
+
+impl Gated {
+    fn failing(streams: &[&str]) -> Self {
+        Self {
+            failing: Arc::new(streams.iter().map(|s| (*s).to_owned()).collect()),
+            ..Self::default()
+        }
+    }
+    fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+}
+
+impl EventHandler for Gated {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        if self.failing.contains(&event.stream_id) && !self.open.load(Ordering::SeqCst) {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "read model timed out for {}@{}",
+                event.stream_id,
+                event.version
+            )));
+        }
+        self.applied.handle(event).await
+    }
+}
+
+fn quick_retries(max_attempts: u32) -> impl FnOnce(&mut scanloop_bus::ConsumerOptions) {
+    move |options| {
+        options.max_attempts = max_attempts;
+        options.initial_retry_backoff = Duration::from_millis(10);
+        options.max_retry_backoff = Duration::from_millis(50);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_transiently_holds_back_only_itself() {
+    // One partition: the failing stream and the healthy one share it.
+    let fx = fixture("lanes", 1).await;
+    fx.outbox
+        .append("flaky", 0, &meta(), vec![event("test.E", "1")])
+        .await
+        .unwrap();
+    for version in 0..5 {
+        fx.outbox
+            .append("steady", version, &meta(), vec![event("test.E", "x")])
+            .await
+            .unwrap();
+    }
+    fx.outbox
+        .append("flaky", 1, &meta(), vec![event("test.E", "2")])
+        .await
+        .unwrap();
+
+    let handler = Gated::failing(&["flaky"]);
+    let (stats, shutdown, consumer) =
+        start_consumer_with(&fx, "lanes", handler.clone(), quick_retries(1_000));
+    // The healthy stream, behind the failing one in the same partition, is applied meanwhile.
+    let steady_applied = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let applied = handler.applied.clone();
+        async move { by_stream(&applied.seen()).get("steady").map(Vec::len) == Some(5) }
+    })
+    .await;
+    let flaky_meanwhile = by_stream(&handler.applied.seen()).get("flaky").cloned();
+    let attempts_meanwhile = handler.attempts();
+    handler.open.store(true, Ordering::SeqCst);
+    let flaky_applied = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let applied = handler.applied.clone();
+        async move { applied.count() == 7 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+
+    assert!(steady_applied, "saw {:?}", handler.applied.seen());
+    assert_eq!(
+        flaky_meanwhile, None,
+        "the failing stream was not applied meanwhile"
+    );
+    assert!(attempts_meanwhile >= 1, "it was being retried meanwhile");
+    assert!(flaky_applied, "saw {:?}", handler.applied.seen());
+    let seen = by_stream(&handler.applied.seen());
+    assert_eq!(seen["flaky"], [1, 2], "once each, in order");
+    assert_eq!(seen["steady"], [1, 2, 3, 4, 5]);
+    assert_eq!(stats.dead_lettered(), 0);
+    assert!(stats.retries() >= attempts_meanwhile);
+}
+
+/// Reads the dead letters of `topic` until `count` arrived.
+async fn dead_letters(topic: &str, count: usize) -> Vec<DeadLetter> {
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", scanloop_testkit::brokers())
+        .set("group.id", scanloop_testkit::unique_name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+            .await
+            .expect("dead letters within 20 s")
+            .unwrap();
+        letters.push(DeadLetter::decode(message.payload().unwrap()).unwrap());
+    }
+    letters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_past_the_attempt_limit_is_dead_lettered_and_the_stream_moves_on() {
+    let fx = fixture("give_up", 2).await;
+    fx.outbox
+        .append("doomed", 0, &meta(), vec![event("test.E", "1")])
+        .await
+        .unwrap();
+    for version in 0..3 {
+        fx.outbox
+            .append("steady", version, &meta(), vec![event("test.E", "x")])
+            .await
+            .unwrap();
+    }
+    let handler = Gated::failing(&["doomed"]);
+    let (stats, shutdown, consumer) =
+        start_consumer_with(&fx, "give_up", handler.clone(), quick_retries(3));
+    let gave_up = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move { stats.dead_lettered() == 1 && stats.handled() == 3 }
+    })
+    .await;
+    assert!(
+        gave_up,
+        "dead-lettered {} handled {}",
+        stats.dead_lettered(),
+        stats.handled()
+    );
+    // The stream is not stuck behind its dead letter.
+    handler.open.store(true, Ordering::SeqCst);
+    fx.outbox
+        .append("doomed", 1, &meta(), vec![event("test.E", "2")])
+        .await
+        .unwrap();
+    let moved_on = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move { stats.handled() == 4 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    assert!(moved_on, "saw {:?}", handler.applied.seen());
+
+    let seen = by_stream(&handler.applied.seen());
+    assert_eq!(seen["doomed"], [2]);
+    assert_eq!(seen["steady"], [1, 2, 3]);
+    assert!(handler.attempts() >= 3, "attempts {}", handler.attempts());
+    let letters = dead_letters(&fx.topic, 1).await;
+    let refused = EventEnvelope::decode(letters[0].original_value.as_slice()).unwrap();
+    assert_eq!((refused.stream_id.as_str(), refused.version), ("doomed", 1));
+    assert!(
+        letters[0].error.contains("gave up after")
+            && letters[0]
+                .error
+                .contains("read model timed out for doomed@1"),
+        "{}",
+        letters[0].error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_nothing_succeeds_transient_failures_are_retried_past_the_limit_not_dead_lettered() {
+    // As during an outage: every event fails, none succeeds.
+    let fx = fixture("outage", 1).await;
+    fx.outbox
+        .append("a", 0, &meta(), vec![event("test.E", "1")])
+        .await
+        .unwrap();
+    let handler = Gated::failing(&["a"]);
+    let (stats, shutdown, consumer) =
+        start_consumer_with(&fx, "outage", handler.clone(), quick_retries(2));
+    let retried_past_limit = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let handler = handler.clone();
+        async move { handler.attempts() >= 10 }
+    })
+    .await;
+    let dead_lettered_meanwhile = stats.dead_lettered();
+    handler.open.store(true, Ordering::SeqCst);
+    let applied = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move { stats.handled() == 1 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    assert!(retried_past_limit, "attempts {}", handler.attempts());
+    assert_eq!(dead_lettered_meanwhile, 0);
+    assert!(applied);
+    assert_eq!(handler.applied.seen(), [("a".to_owned(), 1)]);
+    assert_eq!(stats.dead_lettered(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_only_move_forward() {
+    let fx = fixture("checkpoints", 1).await;
+    let checkpoints = &fx.checkpoints;
+    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 0);
+    assert_eq!(checkpoints.record("g", "s", 5).await.unwrap(), 5);
+    // A slower member's older write: refused, and it learns where the checkpoint is.
+    assert_eq!(checkpoints.record("g", "s", 3).await.unwrap(), 5);
+    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 5);
+    assert_eq!(checkpoints.record("g", "s", 5).await.unwrap(), 5);
+    assert_eq!(checkpoints.record("g", "s", 8).await.unwrap(), 8);
+    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 8);
+    // A stream's first checkpoint at version 1, written twice.
+    assert_eq!(checkpoints.record("g", "one", 1).await.unwrap(), 1);
+    assert_eq!(checkpoints.record("g", "one", 1).await.unwrap(), 1);
+    assert_eq!(checkpoints.record("g", "one", 2).await.unwrap(), 2);
+    assert_eq!(checkpoints.record("g", "one", 1).await.unwrap(), 2);
+    assert_eq!(checkpoints.applied("g", "one").await.unwrap(), 2);
+    // Per consumer and stream.
+    assert_eq!(checkpoints.applied("other", "s").await.unwrap(), 0);
+    assert_eq!(checkpoints.applied("g", "t").await.unwrap(), 0);
+
+    // Racing writers end at the highest version, whatever order they land in.
+    let racers = (1..=20u64).map(|version| {
+        let checkpoints = checkpoints.clone();
+        tokio::spawn(async move { checkpoints.record("g", "race", version).await.unwrap() })
+    });
+    for result in futures::future::join_all(racers).await {
+        assert!(result.unwrap() >= 1);
+    }
+    assert_eq!(checkpoints.applied("g", "race").await.unwrap(), 20);
+}
+
+/// A read model shared by the members of a group (as a table would be): each stream's applied
+/// versions, changed only by the next version; redeliveries are counted, gaps recorded.
+#[derive(Clone, Default)]
+struct SharedModel {
+    applied: Arc<Mutex<HashMap<String, Vec<u64>>>>,
+    gaps: Arc<Mutex<Vec<(String, u64)>>>,
+    calls: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+/// One group member's handler on the shared model.
+#[derive(Clone)]
+struct Member {
+    model: SharedModel,
+    handled: Arc<AtomicU64>,
+}
+
+impl EventHandler for Member {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        // Work takes a moment, so revocations find handler calls in flight.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let key = (event.stream_id.clone(), event.version);
+        self.model.calls.lock().unwrap().push(key.clone());
+        let mut applied = self.model.applied.lock().unwrap();
+        let versions = applied.entry(event.stream_id.clone()).or_default();
+        let last = versions.last().copied().unwrap_or(0);
+        if event.version == last + 1 {
+            versions.push(event.version);
+        } else if event.version > last + 1 {
+            self.model.gaps.lock().unwrap().push(key);
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_moving_to_a_second_member_lose_nothing_and_apply_nothing_twice() {
+    let fx = fixture("rebalance", 4).await;
+    let model = SharedModel::default();
+    let member = |model: &SharedModel| Member {
+        model: model.clone(),
+        handled: Arc::new(AtomicU64::new(0)),
+    };
+    let (first, second) = (member(&model), member(&model));
+    let (_, stop_first, first_task) = start_consumer_with(&fx, "rebalance", first.clone(), |_| {});
+
+    // Writers keep appending until told to stop, each to its own streams.
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let outbox = fx.outbox.clone();
+            let stop = stop_writing.clone();
+            tokio::spawn(async move {
+                let mut heads = [0u64; 4];
+                while !stop.load(Ordering::SeqCst) && heads[3] < 200 {
+                    for (n, head) in heads.iter_mut().enumerate() {
+                        let stream = format!("w{writer}-{n}");
+                        outbox
+                            .append(&stream, *head, &meta(), vec![event("test.E", "x")])
+                            .await
+                            .unwrap();
+                        *head += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let first_working = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let handled = first.handled.clone();
+        async move { handled.load(Ordering::SeqCst) >= 40 }
+    })
+    .await;
+    assert!(first_working);
+    let (_, stop_second, second_task) =
+        start_consumer_with(&fx, "rebalance", second.clone(), |_| {});
+    // Partitions moved: the second member applies events of its own.
+    let second_working = scanloop_testkit::eventually(Duration::from_secs(60), || {
+        let handled = second.handled.clone();
+        async move { handled.load(Ordering::SeqCst) >= 20 }
+    })
+    .await;
+    let first_after_join = first.handled.load(Ordering::SeqCst);
+    stop_writing.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(second_working, "the second member never got partitions");
+
+    let mut heads = BTreeMap::new();
+    for writer in 0..4 {
+        for n in 0..4 {
+            let stream = format!("w{writer}-{n}");
+            let head = fx.store.load(&stream, 0).await.unwrap().len() as u64;
+            heads.insert(stream, head);
+        }
+    }
+    let complete = scanloop_testkit::eventually(Duration::from_secs(60), || {
+        let model = model.clone();
+        let heads = heads.clone();
+        async move {
+            let applied = model.applied.lock().unwrap();
+            heads
+                .iter()
+                .all(|(stream, head)| applied.get(stream).map_or(0, Vec::len) as u64 == *head)
+        }
+    })
+    .await;
+    let caught_up =
+        wait_until_group_caught_up("rebalance", &fx.topic, Duration::from_secs(30)).await;
+    stop_first.cancel();
+    stop_second.cancel();
+    first_task.await.unwrap().unwrap();
+    second_task.await.unwrap().unwrap();
+    assert!(complete, "not every event was applied");
+    assert!(caught_up, "the group's offsets reach the topic's end");
+    assert!(
+        first.handled.load(Ordering::SeqCst) >= first_after_join,
+        "the first member stayed in the group"
+    );
+
+    // The applied effects: every version of every stream once, in order.
+    let applied = model.applied.lock().unwrap().clone();
+    for (stream, head) in &heads {
+        assert_eq!(applied[stream], (1..=*head).collect::<Vec<_>>(), "{stream}");
+        assert_eq!(
+            fx.checkpoints.applied("rebalance", stream).await.unwrap(),
+            *head,
+            "checkpoint of {stream}"
+        );
+    }
+    assert_eq!(
+        *model.gaps.lock().unwrap(),
+        [],
+        "no version overtook another"
+    );
+    // The raw handler calls, not de-duplicated: per stream, each call is the next version or
+    // repeats one already called (a call in flight while its partition moved is made again by
+    // the new owner: at most once per stream, as the partitions move once here).
+    let calls = model.calls.lock().unwrap().clone();
+    let total: u64 = heads.values().sum();
+    let mut repeats = 0;
+    for (stream, versions) in by_stream(&calls) {
+        let mut highest = 0;
+        for version in &versions {
+            if *version == highest + 1 {
+                highest = *version;
+            } else {
+                assert!(*version <= highest, "{stream} out of order: {versions:?}");
+                repeats += 1;
+            }
+        }
+        assert_eq!(highest, heads[&stream], "{stream}");
+    }
+    assert_eq!(calls.len() as u64, total + repeats);
+    assert!(
+        repeats <= heads.len() as u64,
+        "{repeats} repeated calls for {total} events"
     );
 }

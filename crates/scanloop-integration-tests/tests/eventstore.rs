@@ -240,3 +240,81 @@ async fn bad_appends_are_refused_before_touching_the_database() {
     assert!(matches!(error, AppendError::Invalid { .. }), "{error}");
     assert!(fx.store.load("s", 0).await.unwrap().is_empty());
 }
+
+/// An outbox whose broker is unreachable: its appends are stored, their publication fails, and
+/// the database is left as if the writer had died between its append and its publish.
+async fn stranded_outbox(fx: &common::Fixture) -> Outbox {
+    let dead_broker = EventProducer::new("127.0.0.1:1", Duration::from_millis(500)).unwrap();
+    Outbox::new(
+        fx.store.clone(),
+        &fx.keyspace,
+        dead_broker,
+        fx.topic.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_broker_refuses_does_not_hold_back_the_sweep_of_the_others() {
+    let topic = common::fresh_topic_with_max_message_bytes("oversized", 1, 4_096).await;
+    let fx = common::fixture_on_topic("oversized", topic).await;
+    let stranded = stranded_outbox(&fx).await;
+    // Stored fine, but one record larger than the topic takes.
+    let huge = "x".repeat(16 * 1024);
+    stranded
+        .append("huge", 0, &meta(), vec![event("test.Big", &huge)])
+        .await
+        .unwrap();
+    stranded
+        .append("normal", 0, &meta(), vec![event("test.A", "1")])
+        .await
+        .unwrap();
+
+    let sweeper =
+        Sweeper::new(fx.outbox.clone()).with_timing(Duration::ZERO, Duration::from_millis(250));
+    let report = sweeper.sweep_once().await.unwrap();
+    assert_eq!(report.streams_failed, 1, "{report:?}");
+    assert_eq!(report.streams_published, 1, "{report:?}");
+    assert_eq!(report.markers_kept, 1, "{report:?}");
+    assert_eq!(fx.store.published_version("normal").await.unwrap(), 1);
+    assert_eq!(fx.store.published_version("huge").await.unwrap(), 0);
+
+    // Its marker stays: once the topic takes larger records, a later pass publishes it.
+    common::set_max_message_bytes(&fx.topic, 1024 * 1024).await;
+    let published = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let sweeper = &sweeper;
+        let store = fx.store.clone();
+        async move {
+            sweeper.sweep_once().await.unwrap();
+            store.published_version("huge").await.unwrap() == 1
+        }
+    })
+    .await;
+    assert!(published, "the refused stream is retried on later passes");
+    let report = sweeper.sweep_once().await.unwrap();
+    assert_eq!((report.streams_failed, report.markers_kept), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_append_by_a_writer_whose_clock_is_a_minute_behind_is_still_published() {
+    let fx = fixture("skew", 1).await;
+    let sweeper = Sweeper::new(fx.outbox.clone())
+        .with_timing(Duration::from_secs(1), Duration::from_millis(250));
+    // The sweeper has been at work: its cursors are where they stay in a quiet system.
+    sweeper.sweep_once().await.unwrap();
+
+    let behind = stranded_outbox(&fx)
+        .await
+        .with_clock_skew(-chrono::Duration::seconds(60));
+    let appended = behind
+        .append("late", 0, &meta(), vec![event("test.A", "1")])
+        .await
+        .unwrap();
+    assert!(!appended.published);
+
+    let report = sweeper.sweep_once().await.unwrap();
+    assert_eq!(report.streams_published, 1, "{report:?}");
+    assert_eq!(report.markers_deleted, 1, "{report:?}");
+    assert_eq!(fx.store.published_version("late").await.unwrap(), 1);
+}

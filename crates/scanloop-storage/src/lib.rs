@@ -37,6 +37,44 @@ impl DbError {
     pub fn msg(message: impl Into<String>) -> Self {
         Self(message.into().into())
     }
+
+    /// False when repeating the same request cannot succeed: a statement the database refuses
+    /// (syntax, invalid, unauthorised) or values and rows of the wrong type. Everything else
+    /// (timeouts, unavailable replicas, lost connections, unknown errors) may pass.
+    pub fn is_transient(&self) -> bool {
+        use scylla::errors::{
+            BadQuery, DbError as Refusal, ExecutionError, FirstRowError, IntoRowsResultError,
+            MaybeFirstRowError, RequestAttemptError, RowsError, TypeCheckError,
+        };
+        let error: &(dyn std::error::Error + 'static) = &*self.0;
+        if error.is::<TypeCheckError>()
+            || error.is::<RowsError>()
+            || error.is::<IntoRowsResultError>()
+            || error.is::<MaybeFirstRowError>()
+            || error.is::<FirstRowError>()
+            || error.is::<scylla::deserialize::DeserializationError>()
+            || error.is::<BadQuery>()
+        {
+            return false;
+        }
+        match error.downcast_ref::<ExecutionError>() {
+            Some(ExecutionError::BadQuery(_)) => false,
+            Some(ExecutionError::LastAttemptError(attempt)) => !matches!(
+                attempt,
+                RequestAttemptError::SerializationError(_)
+                    | RequestAttemptError::CqlRequestSerialization(_)
+                    | RequestAttemptError::DbError(
+                        Refusal::SyntaxError
+                            | Refusal::Invalid
+                            | Refusal::Unauthorized
+                            | Refusal::AlreadyExists { .. }
+                            | Refusal::ConfigError,
+                        _
+                    )
+            ),
+            _ => true,
+        }
+    }
 }
 
 /// Lets `?` turn any driver error into a [`DbError`].
@@ -48,6 +86,29 @@ macro_rules! db_error_from {
             }
         }
     )*};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_statements_and_type_mismatches_are_permanent_the_rest_transient() {
+        use scylla::errors::{DbError as Refusal, ExecutionError, RequestAttemptError};
+        let refused = ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            Refusal::Invalid,
+            "no such column".into(),
+        ));
+        assert!(!DbError::from(refused).is_transient());
+        let timeout = ExecutionError::RequestTimeout(std::time::Duration::from_secs(2));
+        assert!(DbError::from(timeout).is_transient());
+        let overloaded = ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            Refusal::Overloaded,
+            "busy".into(),
+        ));
+        assert!(DbError::from(overloaded).is_transient());
+        assert!(DbError::msg("something unknown").is_transient());
+    }
 }
 
 db_error_from!(
