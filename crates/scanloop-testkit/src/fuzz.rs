@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
 use tonic::Code;
 
 /// The environment variable that changes the seed (decimal or 0x-hex).
@@ -112,9 +113,11 @@ impl Fuzz {
     /// Random characters from the whole Unicode range (controls included), `len` of them.
     pub fn any_chars(&mut self, len: usize) -> String {
         (0..len)
-            .map(|_| loop {
-                if let Some(c) = char::from_u32(self.rng.random_range(0..=0x10_FFFF)) {
-                    break c;
+            .map(|_| {
+                loop {
+                    if let Some(c) = char::from_u32(self.rng.random_range(0..=0x10_FFFF)) {
+                        break c;
+                    }
                 }
             })
             .collect()
@@ -202,8 +205,8 @@ impl Fuzz {
             4 => (now, -1),
             5 => (now, i32::MAX),
             6 => (0, 0),
-            7 => (-62_135_596_801, 0),    // before 0001-01-01
-            8 => (253_402_300_800, 0),    // after 9999-12-31
+            7 => (-62_135_596_801, 0),         // before 0001-01-01
+            8 => (253_402_300_800, 0),         // after 9999-12-31
             _ => (now + 10 * 365 * 86_400, 0), // the future
         };
         Some(prost_types::Timestamp { seconds, nanos })
@@ -283,8 +286,9 @@ pub fn describe(value: &impl Debug) -> String {
 /// The tables of one keyspace that a request may write, counted row by row.
 pub struct WriteSurface {
     session: Arc<Session>,
-    keyspace: String,
-    tables: Vec<&'static str>,
+    /// `SELECT count(*)` of each table, prepared once.
+    count_rows: Vec<(&'static str, PreparedStatement)>,
+    select_checkpoints: PreparedStatement,
     /// The projector's consumer group (its checkpoints say how far the read models are).
     projection_group: String,
 }
@@ -314,35 +318,47 @@ impl Counts {
 
 impl WriteSurface {
     /// The event store's tables (events, request id index, snapshots) plus `read_models`.
-    pub fn new(
+    pub async fn new(
         session: Arc<Session>,
         keyspace: &str,
         read_models: &[&'static str],
         projection_group: &str,
-    ) -> Self {
-        let mut tables = vec!["events", "request_ids", "snapshots"];
-        tables.extend_from_slice(read_models);
-        Self {
-            session,
-            keyspace: keyspace.to_owned(),
-            tables,
-            projection_group: projection_group.to_owned(),
+    ) -> anyhow::Result<Self> {
+        let mut count_rows = Vec::new();
+        for table in ["events", "request_ids", "snapshots"]
+            .iter()
+            .chain(read_models)
+        {
+            let statement = session
+                .prepare(format!("SELECT count(*) FROM {keyspace}.{table}"))
+                .await?;
+            count_rows.push((*table, statement));
         }
+        let select_checkpoints = session
+            .prepare(format!(
+                "SELECT consumer, version FROM {keyspace}.consumer_checkpoints"
+            ))
+            .await?;
+        Ok(Self {
+            session,
+            count_rows,
+            select_checkpoints,
+            projection_group: projection_group.to_owned(),
+        })
     }
 
     pub async fn counts(&self) -> anyhow::Result<Counts> {
-        let counted = futures::future::try_join_all(self.tables.iter().map(|table| async move {
-            let rows = self
-                .session
-                .query_unpaged(
-                    format!("SELECT count(*) FROM {}.{table}", self.keyspace),
-                    (),
-                )
-                .await?
-                .into_rows_result()?;
-            let (n,) = rows.single_row::<(i64,)>()?;
-            Ok::<_, anyhow::Error>((*table, n))
-        }))
+        let counted = futures::future::try_join_all(self.count_rows.iter().map(
+            |(table, statement)| async move {
+                let rows = self
+                    .session
+                    .execute_unpaged(statement, ())
+                    .await?
+                    .into_rows_result()?;
+                let (n,) = rows.single_row::<(i64,)>()?;
+                Ok::<_, anyhow::Error>((*table, n))
+            },
+        ))
         .await?;
         Ok(Counts(counted))
     }
@@ -354,16 +370,18 @@ impl WriteSurface {
     pub async fn settle(&self, timeout: Duration) -> anyhow::Result<Counts> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let before = self.counts().await?;
+            // Checkpoints first: a checkpoint moves only after its event's read-model writes, so
+            // counts read after it include them.
             let applied = self.applied_events().await?;
-            if applied == before.get("events") {
-                return Ok(before);
+            let counts = self.counts().await?;
+            if applied == counts.get("events") {
+                return Ok(counts);
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!(
                     "projector {} applied {applied} of {} events within {timeout:?}",
                     self.projection_group,
-                    before.get("events")
+                    counts.get("events")
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -373,13 +391,7 @@ impl WriteSurface {
     async fn applied_events(&self) -> anyhow::Result<i64> {
         let rows = self
             .session
-            .query_unpaged(
-                format!(
-                    "SELECT consumer, version FROM {}.consumer_checkpoints",
-                    self.keyspace
-                ),
-                (),
-            )
+            .execute_unpaged(&self.select_checkpoints, ())
             .await?
             .into_rows_result()?;
         let mut applied = 0;
@@ -399,6 +411,9 @@ pub struct Tally {
     pub by_status: BTreeMap<(&'static str, String), usize>,
     pub findings: Vec<String>,
     pub requests: usize,
+    /// Wall time by phase (requests, counting, waiting for the projector), to keep CI time
+    /// in view.
+    pub time_in: BTreeMap<&'static str, Duration>,
 }
 
 impl Tally {
@@ -408,12 +423,21 @@ impl Tally {
             by_status: BTreeMap::new(),
             findings: Vec::new(),
             requests: 0,
+            time_in: BTreeMap::new(),
         }
+    }
+
+    /// Adds the time since `since` to `phase`.
+    pub fn timed(&mut self, phase: &'static str, since: std::time::Instant) {
+        *self.time_in.entry(phase).or_default() += since.elapsed();
     }
 
     pub fn count(&mut self, rpc: &'static str, code: Code) {
         self.requests += 1;
-        *self.by_status.entry((rpc, format!("{code:?}"))).or_default() += 1;
+        *self
+            .by_status
+            .entry((rpc, format!("{code:?}")))
+            .or_default() += 1;
     }
 
     /// Records a finding about case `case`, printing it at once (a run may go on to find more).
@@ -437,6 +461,7 @@ impl Tally {
             *totals.entry(code.as_str()).or_default() += n;
         }
         println!("  totals: {totals:?}");
+        println!("  time in: {:.1?}", self.time_in);
         assert!(
             self.findings.is_empty(),
             "{} findings (seed {}):\n{}",
@@ -456,7 +481,14 @@ mod tests {
         let draw = |seed| {
             let mut f = Fuzz::new(seed);
             (0..50)
-                .map(|_| format!("{}|{}|{}", f.nasty_string().len(), f.i64_edge(), f.request_id()))
+                .map(|_| {
+                    format!(
+                        "{}|{}|{}",
+                        f.nasty_string().len(),
+                        f.i64_edge(),
+                        f.request_id()
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));

@@ -188,7 +188,10 @@ fn broken_code(f: &mut Fuzz, fx: &Fixtures) -> String {
             .into_iter()
             .collect::<String>()
             .replace("/k1.", "/k1/../k2."),
-        6 => format!("https://evil.example/{}", bare(fx.other_brand_codes.first().unwrap())),
+        6 => format!(
+            "https://evil.example/{}",
+            bare(fx.other_brand_codes.first().unwrap())
+        ),
         7 => "acme/k1.".into(),
         _ => f.nasty_string(),
     }
@@ -762,8 +765,7 @@ async fn fixtures(client: &mut ActivationServiceClient<Channel>, f: &mut Fuzz) -
 // ---- the pass --------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejections_write_nothing()
-{
+async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejections_write_nothing() {
     let seed = fuzz::seed(DEFAULT_SEED);
     let cases = fuzz::cases(DEFAULT_CASES);
     println!("activation fuzz: seed {seed}, {cases} requests");
@@ -779,7 +781,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         &env.keyspace,
         &["warranties", "warranties_by_buyer", "warranties_by_device"],
         &env.group,
-    );
+    )
+    .await
+    .expect("count statements prepared");
     let settle = Duration::from_secs(30);
     let mut counts = surface.settle(settle).await.expect("fixtures projected");
 
@@ -792,7 +796,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
             repeats_success,
         } = generate(&mut f, &fx);
         let rpc = call.rpc();
+        let sent_at = std::time::Instant::now();
         let result = call.clone().send(&mut client).await;
+        tally.timed("requests", sent_at);
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         tally.count(rpc, code);
         let shown = || format!("{how}: {}", describe(&call));
@@ -811,12 +817,17 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
             client = service.client().await;
         }
 
+        let counted_at = std::time::Instant::now();
         let after = surface.counts().await.expect("counts");
+        tally.timed("counting", counted_at);
         let changes = counts.changes(&after);
         if code != Code::Ok && !changes.is_empty() {
             tally.finding(
                 case,
-                format!("{rpc} rejected with {code:?} but wrote ({changes:?}): {}", shown()),
+                format!(
+                    "{rpc} rejected with {code:?} but wrote ({changes:?}): {}",
+                    shown()
+                ),
             );
         }
         if repeats_success && (code != Code::Ok || !changes.is_empty()) {
@@ -831,7 +842,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         if changes.is_empty() {
             counts = after;
         } else {
+            let settling_at = std::time::Instant::now();
             counts = surface.settle(settle).await.expect("projector caught up");
+            tally.timed("settling", settling_at);
         }
         if let Call::ActivateWarranty(_)
         | Call::ScanCode(_)

@@ -657,8 +657,7 @@ async fn fixtures(cluster: &mut Cluster, f: &mut Fuzz) -> Fixtures {
 // ---- the pass --------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejections_write_nothing()
-{
+async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejections_write_nothing() {
     count_panics();
     let seed = fuzz::seed(DEFAULT_SEED);
     let cases = fuzz::cases(DEFAULT_CASES);
@@ -674,7 +673,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         &cluster.membership_keyspace,
         &["points_ledger", "leaderboard", "leaderboard_members"],
         &format!("{}-projections", cluster.membership_keyspace),
-    );
+    )
+    .await
+    .expect("count statements prepared");
     let settle = Duration::from_secs(30);
     let mut counts = surface.settle(settle).await.expect("fixtures projected");
 
@@ -688,7 +689,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         } = generate(&mut f, &fx);
         let rpc = call.rpc();
         let panics = PANICS.load(Ordering::SeqCst);
+        let sent_at = std::time::Instant::now();
         let result = call.clone().send(&mut client).await;
+        tally.timed("requests", sent_at);
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         tally.count(rpc, code);
         let shown = || format!("{how}: {}", describe(&call));
@@ -706,12 +709,17 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
             tally.finding(case, format!("a panic while {rpc} answered {}", shown()));
         }
 
+        let counted_at = std::time::Instant::now();
         let after = surface.counts().await.expect("counts");
+        tally.timed("counting", counted_at);
         let changes = counts.changes(&after);
         if code != Code::Ok && !changes.is_empty() {
             tally.finding(
                 case,
-                format!("{rpc} rejected with {code:?} but wrote ({changes:?}): {}", shown()),
+                format!(
+                    "{rpc} rejected with {code:?} but wrote ({changes:?}): {}",
+                    shown()
+                ),
             );
         }
         if repeats_success && (code != Code::Ok || !changes.is_empty()) {
@@ -726,7 +734,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         if changes.is_empty() {
             counts = after;
         } else {
+            let settling_at = std::time::Instant::now();
             counts = surface.settle(settle).await.expect("projector caught up");
+            tally.timed("settling", settling_at);
         }
         if call.clone().request_id_mut().is_some() && how != "oversized" {
             fx.sent.push((call, code));
