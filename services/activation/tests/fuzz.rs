@@ -640,7 +640,6 @@ fn other_brand(f: &mut Fuzz, fx: &Fixtures, rpc: usize) -> Call {
         return call;
     }
     let foreign = f.pick(&fx.other_brand_codes).clone();
-    let call_brand = OTHER_BRAND.to_owned();
     match &mut call {
         Call::VerifyCode(r) => r.code = foreign,
         Call::ScanCode(r) => r.code = foreign,
@@ -648,8 +647,8 @@ fn other_brand(f: &mut Fuzz, fx: &Fixtures, rpc: usize) -> Call {
         Call::ExtendWarranty(r) => r.code = foreign,
         Call::VoidWarranty(r) => r.code = foreign,
         Call::GetWarranty(r) => r.by = Some(pb::get_warranty_request::By::Code(foreign)),
-        Call::IssueBatch(r) => r.brand_id = call_brand,
-        Call::ListWarranties(r) => r.brand_id = call_brand,
+        Call::IssueBatch(r) => r.brand_id = OTHER_BRAND.into(),
+        Call::ListWarranties(r) => r.brand_id = OTHER_BRAND.into(),
     }
     call
 }
@@ -695,11 +694,10 @@ fn generate(f: &mut Fuzz, fx: &Fixtures) -> Case {
         }
         _ => {
             // The id of an earlier call with another payload (same or another RPC).
-            let (earlier, _) = f.pick(&fx.sent).clone();
-            let mut earlier = earlier;
+            let (mut earlier, _) = f.pick(&fx.sent).clone();
             let id = earlier.request_id_mut().cloned().unwrap_or_default();
             let mut call = valid(f, fx, rpc);
-            if f.chance(0.5) {
+            if f.chance(0.5) || call.request_id_mut().is_none() {
                 call = earlier;
                 break_one_field(f, fx, &mut call);
             }
@@ -809,9 +807,8 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
                 case,
                 format!("{rpc} answered {code:?} ({message}) to {}", shown()),
             );
-            if let Ok(Some(exit)) = service.child.try_wait() {
-                tally.finding(case, format!("the service process died ({exit})"));
-                break;
+            if let Ok(Some(_)) = service.child.try_wait() {
+                break; // reported below
             }
             // A dropped connection leaves the channel to reconnect; start from a fresh one.
             client = service.client().await;
@@ -863,9 +860,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         tally.requests,
         started.elapsed()
     );
-    assert!(
-        matches!(service.child.try_wait(), Ok(None)),
-        "the service process is still running"
-    );
+    if let Ok(Some(exit)) = service.child.try_wait() {
+        let after = tally.requests;
+        tally.finding(after, format!("the service process died ({exit})"));
+    }
     tally.finish("activation");
 }

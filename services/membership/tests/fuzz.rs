@@ -553,7 +553,7 @@ fn generate(f: &mut Fuzz, fx: &Fixtures) -> Case {
             let (mut earlier, _) = f.pick(&fx.sent).clone();
             let id = earlier.request_id_mut().cloned().unwrap_or_default();
             let mut call = valid(f, fx, rpc);
-            if f.chance(0.5) {
+            if f.chance(0.5) || call.request_id_mut().is_none() {
                 call = earlier;
                 break_one_field(f, fx, &mut call);
             }
@@ -747,7 +747,13 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         tally.requests,
         started.elapsed()
     );
-    cluster.stop().await;
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no panic anywhere");
+    let panics = PANICS.load(Ordering::SeqCst);
+    if panics > 0 {
+        tally.finding(
+            cases,
+            format!("{panics} panics in the process during the pass"),
+        );
+    }
     tally.finish("membership");
+    cluster.stop().await;
 }
