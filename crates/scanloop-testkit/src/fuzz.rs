@@ -388,6 +388,31 @@ impl WriteSurface {
         }
     }
 
+    /// The tables a request changed, from `counts` (settled, from before it), which it then
+    /// updates to the settled state after the request:
+    /// - a successful query is taken at its word, uncounted (a success may write; were a query
+    ///   to write, the next rejection's check would see it);
+    /// - a successful command may write, so the projector is waited for;
+    /// - a rejection is counted at once, and the projector waited for only if it wrote.
+    pub async fn changes_after(
+        &self,
+        counts: &mut Counts,
+        answer: Answer,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        let after = match answer {
+            Answer::QueryOk => return Ok(Vec::new()),
+            Answer::CommandOk => self.settle(timeout).await?,
+            Answer::Rejected => self.counts().await?,
+        };
+        let changes = counts.changes(&after);
+        *counts = match answer {
+            Answer::Rejected if !changes.is_empty() => self.settle(timeout).await?,
+            _ => after,
+        };
+        Ok(changes)
+    }
+
     async fn applied_events(&self) -> anyhow::Result<i64> {
         let rows = self
             .session
@@ -402,6 +427,35 @@ impl WriteSurface {
             }
         }
         Ok(applied)
+    }
+}
+
+/// Drops a pass's keyspaces: a fuzz pass leaves hundreds of streams behind, and the devstack's
+/// Cassandra (1 GiB heap) runs out of memory once enough test keyspaces pile up.
+pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) -> anyhow::Result<()> {
+    for keyspace in keyspaces {
+        session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await?;
+    }
+    Ok(())
+}
+
+/// How a request was answered, for [`WriteSurface::changes_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    QueryOk,
+    CommandOk,
+    Rejected,
+}
+
+impl Answer {
+    pub fn of(code: Code, command: bool) -> Self {
+        match (code, command) {
+            (Code::Ok, true) => Answer::CommandOk,
+            (Code::Ok, false) => Answer::QueryOk,
+            _ => Answer::Rejected,
+        }
     }
 }
 

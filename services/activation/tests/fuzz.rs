@@ -22,7 +22,7 @@ use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money, PageRequest};
-use scanloop_testkit::fuzz::{self, Fuzz, Tally, WriteSurface, describe};
+use scanloop_testkit::fuzz::{self, Answer, Fuzz, Tally, WriteSurface, describe};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -65,6 +65,11 @@ impl Call {
             Call::GetWarranty(_) => "GetWarranty",
             Call::ListWarranties(_) => "ListWarranties",
         }
+    }
+
+    /// Whether the call is a command (carries a request id; may write).
+    fn is_command(&self) -> bool {
+        self.clone().request_id_mut().is_some()
     }
 
     /// The request id of a mutating call.
@@ -775,7 +780,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
 
     let session = scanloop_testkit::session().await.unwrap();
     let surface = WriteSurface::new(
-        session,
+        session.clone(),
         &env.keyspace,
         &["warranties", "warranties_by_buyer", "warranties_by_device"],
         &env.group,
@@ -814,10 +819,12 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
             client = service.client().await;
         }
 
-        let counted_at = std::time::Instant::now();
-        let after = surface.counts().await.expect("counts");
-        tally.timed("counting", counted_at);
-        let changes = counts.changes(&after);
+        let checked_at = std::time::Instant::now();
+        let changes = surface
+            .changes_after(&mut counts, Answer::of(code, call.is_command()), settle)
+            .await
+            .expect("tables counted");
+        tally.timed("checking writes", checked_at);
         if code != Code::Ok && !changes.is_empty() {
             tally.finding(
                 case,
@@ -836,23 +843,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
                 ),
             );
         }
-        if changes.is_empty() {
-            counts = after;
-        } else {
-            let settling_at = std::time::Instant::now();
-            counts = surface.settle(settle).await.expect("projector caught up");
-            tally.timed("settling", settling_at);
-        }
-        if let Call::ActivateWarranty(_)
-        | Call::ScanCode(_)
-        | Call::ExtendWarranty(_)
-        | Call::VoidWarranty(_)
-        | Call::IssueBatch(_) = &call
-        {
-            // Oversized ones are not worth keeping around for repeats.
-            if how != "oversized" {
-                fx.sent.push((call, code));
-            }
+        // Oversized ones are not worth keeping around for repeats.
+        if call.is_command() && how != "oversized" {
+            fx.sent.push((call, code));
         }
     }
     println!(
@@ -864,5 +857,9 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         let after = tally.requests;
         tally.finding(after, format!("the service process died ({exit})"));
     }
+    service.kill();
+    fuzz::drop_keyspaces(&session, &[&env.keyspace])
+        .await
+        .expect("keyspace dropped");
     tally.finish("activation");
 }

@@ -25,7 +25,7 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, PageRequest};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
-use scanloop_testkit::fuzz::{self, Fuzz, Tally, WriteSurface, describe};
+use scanloop_testkit::fuzz::{self, Answer, Fuzz, Tally, WriteSurface, describe};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -76,6 +76,11 @@ impl Call {
             Call::ListPointsLedger(_) => "ListPointsLedger",
             Call::ListTiers(_) => "ListTiers",
         }
+    }
+
+    /// Whether the call is a command (carries a request id; may write).
+    fn is_command(&self) -> bool {
+        self.clone().request_id_mut().is_some()
     }
 
     /// The request id of a mutating call.
@@ -669,7 +674,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
 
     let session = scanloop_testkit::session().await.unwrap();
     let surface = WriteSurface::new(
-        session,
+        session.clone(),
         &cluster.membership_keyspace,
         &["points_ledger", "leaderboard", "leaderboard_members"],
         &format!("{}-projections", cluster.membership_keyspace),
@@ -709,10 +714,12 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
             tally.finding(case, format!("a panic while {rpc} answered {}", shown()));
         }
 
-        let counted_at = std::time::Instant::now();
-        let after = surface.counts().await.expect("counts");
-        tally.timed("counting", counted_at);
-        let changes = counts.changes(&after);
+        let checked_at = std::time::Instant::now();
+        let changes = surface
+            .changes_after(&mut counts, Answer::of(code, call.is_command()), settle)
+            .await
+            .expect("tables counted");
+        tally.timed("checking writes", checked_at);
         if code != Code::Ok && !changes.is_empty() {
             tally.finding(
                 case,
@@ -731,14 +738,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
                 ),
             );
         }
-        if changes.is_empty() {
-            counts = after;
-        } else {
-            let settling_at = std::time::Instant::now();
-            counts = surface.settle(settle).await.expect("projector caught up");
-            tally.timed("settling", settling_at);
-        }
-        if call.clone().request_id_mut().is_some() && how != "oversized" {
+        if call.is_command() && how != "oversized" {
             fx.sent.push((call, code));
         }
     }
@@ -754,6 +754,13 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
             format!("{panics} panics in the process during the pass"),
         );
     }
-    tally.finish("membership");
+    let keyspaces = [
+        cluster.activation_keyspace.clone(),
+        cluster.membership_keyspace.clone(),
+    ];
     cluster.stop().await;
+    fuzz::drop_keyspaces(&session, &[&keyspaces[0], &keyspaces[1]])
+        .await
+        .expect("keyspaces dropped");
+    tally.finish("membership");
 }
