@@ -6,9 +6,10 @@
 //!
 //! Each answer must be one of the expected statuses (never INTERNAL, UNKNOWN or a dropped
 //! connection, and the process must stay up), and a rejected request must leave every table the
-//! service writes (event store and read models) with the row counts it had before. Before each
-//! request the read models have caught up with every stored event, so a count that moves is the
-//! request's own doing.
+//! service writes (event store and read models) with the row counts it had before. After every
+//! write the pass waits until the projector's checkpoints account for every stored event, so a
+//! count that moves during a rejected request is that request's own doing. A repeat of a call
+//! that succeeded (same request id, same payload) must succeed again and write nothing.
 //!
 //! Seeded: `SCANLOOP_FUZZ_SEED` changes the seed, `SCANLOOP_FUZZ_CASES` the number of requests;
 //! a finding prints the seed, the case number and the request.
@@ -773,6 +774,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
     let cases = fuzz::cases(DEFAULT_CASES);
     println!("activation fuzz: seed {seed}, {cases} requests");
     let mut f = Fuzz::new(seed);
+    let test_started = std::time::Instant::now();
     let env = fresh_env("fuzz").await;
     let mut service = Service::start(&env).await;
     let mut client = service.client().await;
@@ -791,6 +793,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
     let mut counts = surface.settle(settle).await.expect("fixtures projected");
 
     let mut tally = Tally::new(seed);
+    println!("activation fuzz: set up in {:.1?}", test_started.elapsed());
     let started = std::time::Instant::now();
     for case in 0..cases {
         let Case {
@@ -861,5 +864,6 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
     fuzz::drop_keyspaces(&session, &[&env.keyspace])
         .await
         .expect("keyspace dropped");
+    println!("activation fuzz: {:.1?} in all", test_started.elapsed());
     tally.finish("activation");
 }

@@ -8,9 +8,10 @@
 //!
 //! Each answer must be one of the expected statuses (never INTERNAL, UNKNOWN or a dropped
 //! connection; no panic anywhere in the process), and a rejected request must leave every table
-//! membership writes (event store and read models) with the row counts it had before. Before
-//! each request the read models have caught up with every stored event, so a count that moves is
-//! the request's own doing.
+//! membership writes (event store and read models) with the row counts it had before. After every
+//! write the pass waits until the projector's checkpoints account for every stored event, so a
+//! count that moves during a rejected request is that request's own doing. A repeat of a call
+//! that succeeded (same request id, same payload) must succeed again and write nothing.
 //!
 //! Seeded: `SCANLOOP_FUZZ_SEED` changes the seed, `SCANLOOP_FUZZ_CASES` the number of requests;
 //! a finding prints the seed, the case number and the request.
@@ -337,6 +338,10 @@ fn break_one_field(f: &mut Fuzz, fx: &Fixtures, call: &mut Call) -> &'static str
         return "member_id";
     }
     match call {
+        // Known finding (issue 7, item 9): a broken display_name or region with an identity no
+        // one has claimed yet is refused with INVALID_ARGUMENT after the identity claim was
+        // appended (Membership::register claims before member::register validates), so these
+        // cases fail the pass until that is fixed.
         Call::RegisterMember(r) => match f.below(3) {
             0 => {
                 r.identity = broken_identity(f);
@@ -668,6 +673,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
     let cases = fuzz::cases(DEFAULT_CASES);
     println!("membership fuzz: seed {seed}, {cases} requests");
     let mut f = Fuzz::new(seed);
+    let test_started = std::time::Instant::now();
     let mut cluster = Cluster::start("fuzz").await;
     let mut fx = fixtures(&mut cluster, &mut f).await;
     let mut client = cluster.membership.clone();
@@ -685,6 +691,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
     let mut counts = surface.settle(settle).await.expect("fixtures projected");
 
     let mut tally = Tally::new(seed);
+    println!("membership fuzz: set up in {:.1?}", test_started.elapsed());
     let started = std::time::Instant::now();
     for case in 0..cases {
         let Case {
@@ -762,5 +769,6 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
     fuzz::drop_keyspaces(&session, &[&keyspaces[0], &keyspaces[1]])
         .await
         .expect("keyspaces dropped");
+    println!("membership fuzz: {:.1?} in all", test_started.elapsed());
     tally.finish("membership");
 }
