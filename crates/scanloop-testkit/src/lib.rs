@@ -2,6 +2,8 @@
 //! ScyllaDB): every test gets its own keyspace and its own topics, so tests run in parallel and
 //! never see each other's data.
 
+pub mod fuzz;
+
 use std::sync::Arc;
 use std::time::Duration;
 
