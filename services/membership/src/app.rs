@@ -107,18 +107,20 @@ impl Membership {
     ) -> Result<MemberState, ServiceError> {
         let meta = ctx.meta();
         let member_id = identity::derived_member_id(&ctx.brand_id, &key).to_string();
+        let cmd = member::Register {
+            member_id: member_id.clone(),
+            identity: identity.clone(),
+            display_name,
+            region,
+            now: Utc::now(),
+        };
+        // Bad input is refused before the identity is claimed: a refusal writes nothing.
+        member::validate_registration(&cmd)?;
         if let Err(owner) = self.claim(&meta, &member_id, &identity, &key).await? {
             return Err(ServiceError::AlreadyExists(format!(
                 "this identity already belongs to member {owner}"
             )));
         }
-        let cmd = member::Register {
-            member_id: member_id.clone(),
-            identity,
-            display_name,
-            region,
-            now: Utc::now(),
-        };
         self.run(&ctx.brand_id, &member_id, &meta, |m| {
             member::register(m, &cmd)
         })

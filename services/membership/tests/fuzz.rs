@@ -338,10 +338,8 @@ fn break_one_field(f: &mut Fuzz, fx: &Fixtures, call: &mut Call) -> &'static str
         return "member_id";
     }
     match call {
-        // Known finding (issue 7, item 9): a broken display_name or region with an identity no
-        // one has claimed yet is refused with INVALID_ARGUMENT after the identity claim was
-        // appended (Membership::register claims before member::register validates), so these
-        // cases fail the pass until that is fixed.
+        // This pass found that a broken display_name or region with an unclaimed identity was
+        // refused only after the identity claim was appended; registration now validates first.
         Call::RegisterMember(r) => match f.below(3) {
             0 => {
                 r.identity = broken_identity(f);

@@ -257,6 +257,20 @@ pub fn register(state: &Member, cmd: &Register) -> Result<Vec<MembershipEvent>, 
             state.member_id
         )));
     }
+    validate_registration(cmd)?;
+    Ok(vec![MembershipEvent::MemberRegistered(
+        pb::MemberRegistered {
+            member_id: cmd.member_id.clone(),
+            identity: Some(cmd.identity.clone()),
+            display_name: cmd.display_name.trim().to_owned(),
+            region: cmd.region.clone(),
+            registered_at: Some(to_timestamp(cmd.now)),
+        },
+    )])
+}
+
+/// What a registration must satisfy whatever the member's state (checked before any write).
+pub fn validate_registration(cmd: &Register) -> Result<(), Rejection> {
     if cmd.display_name.chars().count() > 64 {
         return Err(Rejection::Invalid(
             "display_name is at most 64 characters".into(),
@@ -267,15 +281,7 @@ pub fn register(state: &Member, cmd: &Register) -> Result<Vec<MembershipEvent>, 
             "region must be a 6-digit administrative division code (GB/T 2260) or empty".into(),
         ));
     }
-    Ok(vec![MembershipEvent::MemberRegistered(
-        pb::MemberRegistered {
-            member_id: cmd.member_id.clone(),
-            identity: Some(cmd.identity.clone()),
-            display_name: cmd.display_name.trim().to_owned(),
-            region: cmd.region.clone(),
-            registered_at: Some(to_timestamp(cmd.now)),
-        },
-    )])
+    Ok(())
 }
 
 /// Links an identity (already claimed for this member); nothing to do if it is linked.
