@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use scanloop_config::{Infra, Secret};
@@ -12,6 +13,7 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::time::to_timestamp;
+use scanloop_timers::ShiftedClock;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -25,6 +27,10 @@ pub struct Cluster {
     pub membership_topic: String,
     pub activation: ActivationServiceClient<Channel>,
     pub membership: MembershipServiceClient<Channel>,
+    /// The membership instances' clock: a test moves it forward to let time pass.
+    pub clock: Arc<ShiftedClock>,
+    /// How often the membership instances' timer jobs run.
+    pub timer_interval: Duration,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     membership_addr: String,
@@ -66,6 +72,12 @@ async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
 
 impl Cluster {
     pub async fn start(name: &str) -> Cluster {
+        Self::start_with_timer_interval(name, Duration::from_millis(200)).await
+    }
+
+    /// A cluster whose membership timer jobs run every `timer_interval` (a long one leaves due
+    /// reviews to the test's own runners).
+    pub async fn start_with_timer_interval(name: &str, timer_interval: Duration) -> Cluster {
         let session = scanloop_testkit::session().await.unwrap();
         let activation_keyspace = scanloop_testkit::unique_name(&format!("test_ma_{name}"));
         let membership_keyspace = scanloop_testkit::unique_name(&format!("test_mm_{name}"));
@@ -125,6 +137,8 @@ impl Cluster {
             membership_keyspace,
             activation_topic,
             membership_topic,
+            clock: ShiftedClock::new(),
+            timer_interval,
             shutdown,
             tasks: Vec::new(),
             membership_addr: String::new(),
@@ -146,7 +160,10 @@ impl Cluster {
             identity_secret: Secret::new(IDENTITY_SECRET.into()),
             projection_group: format!("{}-projections", self.membership_keyspace),
             reaction_group: format!("{}-{reaction_group}", self.membership_keyspace),
+            timer_group: format!("{}-timers", self.membership_keyspace),
+            timer_interval: self.timer_interval,
             rules: scanloop_membership::domain::member::Rules::default(),
+            clock: self.clock.clone(),
         };
         self.tasks
             .push(tokio::spawn(scanloop_membership::server::run(
