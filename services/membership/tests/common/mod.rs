@@ -175,6 +175,11 @@ impl Cluster {
         self.membership_addr = addr;
     }
 
+    /// The activation consumer group of the instance started with `reaction_group`.
+    pub fn reaction_group(&self, reaction_group: &str) -> String {
+        format!("{}-{reaction_group}", self.membership_keyspace)
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         for task in self.tasks {
@@ -240,6 +245,43 @@ pub fn activation(code: &str, buyer: &str, device_serial: &str) -> act::Activate
         referral_token: String::new(),
         device_serial: device_serial.into(),
     }
+}
+
+/// Whether consumer group `group` has committed, on every partition of `topic`, the offset after
+/// the partition's last record: everything on the topic now has been handled (the consumer
+/// runner commits only what its handler finished).
+pub async fn consumed_to_end(group: &str, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        // Only asks the group coordinator for offsets: never joins the group.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", scanloop_testkit::brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut wanted = TopicPartitionList::new();
+        for partition in 0..partitions {
+            wanted.add_partition(&topic, partition);
+        }
+        let committed = consumer.committed_offsets(wanted, timeout).unwrap();
+        (0..partitions).all(|partition| {
+            let (_, end) = consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .unwrap();
+            let offset = committed
+                .find_partition(&topic, partition)
+                .map(|entry| entry.offset());
+            end == 0 || matches!(offset, Some(Offset::Offset(at)) if at >= end)
+        })
+    })
+    .await
+    .unwrap()
 }
 
 /// Polls until `check` holds or 30 s pass; returns the last value.
