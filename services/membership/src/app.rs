@@ -8,6 +8,7 @@ use scanloop_pii::IdentityHasher;
 use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_service::{RequestContext, ServiceError};
+use scanloop_timers::SharedClock;
 
 use crate::domain::identity::{self, Claim, identity_key};
 use crate::domain::member::{self, Member, Rules};
@@ -18,6 +19,8 @@ pub struct Membership {
     claims: Repository<Claim>,
     hasher: IdentityHasher,
     rules: Rules,
+    /// The time every decision uses (the system clock; tests move it).
+    clock: SharedClock,
 }
 
 /// A member as the write side knows it, with its stream version.
@@ -27,13 +30,19 @@ pub struct MemberState {
 }
 
 impl Membership {
-    pub fn new(outbox: Outbox, hasher: IdentityHasher, rules: Rules) -> Self {
+    pub fn new(outbox: Outbox, hasher: IdentityHasher, rules: Rules, clock: SharedClock) -> Self {
         Self {
             members: Repository::new(outbox.clone()),
             claims: Repository::new(outbox),
             hasher,
             rules,
+            clock,
         }
+    }
+
+    /// Now, by the clock commands and the timer job decide with.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Keyed hashing of identities and request fingerprints.
@@ -112,7 +121,7 @@ impl Membership {
             identity: identity.clone(),
             display_name,
             region,
-            now: Utc::now(),
+            now: self.now(),
         };
         // Bad input is refused before the identity is claimed: a refusal writes nothing.
         member::validate_registration(&cmd)?;
@@ -187,7 +196,7 @@ impl Membership {
         points: i64,
         reason: &str,
     ) -> Result<MemberState, ServiceError> {
-        let cmd = points_command(ctx, points, reason);
+        let cmd = points_command(ctx, points, reason, self.now());
         self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
             member::award(m, &cmd, &self.rules)
         })
@@ -201,7 +210,7 @@ impl Membership {
         points: i64,
         reason: &str,
     ) -> Result<MemberState, ServiceError> {
-        let cmd = points_command(ctx, points, reason);
+        let cmd = points_command(ctx, points, reason, self.now());
         self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
             member::redeem(m, &cmd)
         })
@@ -218,7 +227,7 @@ impl Membership {
         let cmd = member::Engage {
             kind,
             occurred_at,
-            now: Utc::now(),
+            now: self.now(),
         };
         self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
             member::engage(m, &cmd, &self.rules)
@@ -257,12 +266,33 @@ impl Membership {
             warranty_code,
             event_id,
             activated_at,
-            now: Utc::now(),
+            now: self.now(),
         };
         self.run(&meta.brand_id, &member_id, meta, |m| {
             member::on_activation(m, &cmd, &self.rules)
         })
         .await
+    }
+
+    /// The timer job's command: what time alone changes for the member of `stream_id` (expired
+    /// lots, KOC standing, tier), decided as of now. Safe to run again or concurrently: it
+    /// decides from the stream's state, and the conditional append lets one of two runs write.
+    pub async fn review(
+        &self,
+        meta: &AppendMeta,
+        stream_id: &str,
+    ) -> Result<MemberState, ServiceError> {
+        let now = self.now();
+        let executed = self
+            .members
+            .execute(stream_id, meta, |m| {
+                Ok::<_, Rejection>(member::tick(m, now, &self.rules))
+            })
+            .await?;
+        Ok(MemberState {
+            member: executed.state,
+            version: executed.version,
+        })
     }
 
     async fn run<F>(
@@ -286,11 +316,16 @@ impl Membership {
     }
 }
 
-fn points_command(ctx: &RequestContext, points: i64, reason: &str) -> member::Points {
+fn points_command(
+    ctx: &RequestContext,
+    points: i64,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> member::Points {
     member::Points {
         points,
         reason: reason.to_owned(),
         request_id: ctx.request_id.clone(),
-        now: Utc::now(),
+        now,
     }
 }

@@ -1,6 +1,9 @@
 //! The membership service's settings, from the environment (defaults documented in README).
 
+use std::time::Duration;
+
 use scanloop_config::{ConfigError, Infra, Secret, secret, var};
+use scanloop_timers::SharedClock;
 
 use crate::domain::member::Rules;
 
@@ -22,7 +25,15 @@ pub struct Config {
     pub projection_group: String,
     /// SCANLOOP_REACTION_GROUP, default membership-reactions.
     pub reaction_group: String,
+    /// SCANLOOP_TIMER_GROUP, default membership-timers: reads this service's own events and
+    /// schedules each member's re-evaluations (lot expiry, engagements leaving the window).
+    pub timer_group: String,
+    /// SCANLOOP_TIMER_INTERVAL_MS, default 5000: how often the timer job looks for due
+    /// re-evaluations, so the most a lapse or an expiry is late when all is well.
+    pub timer_interval: Duration,
     pub rules: Rules,
+    /// The time commands and the timer job decide with: the system clock (tests move theirs).
+    pub clock: SharedClock,
 }
 
 impl Config {
@@ -52,6 +63,8 @@ impl Config {
                 "membership-projections".to_owned(),
             )?,
             reaction_group: var("SCANLOOP_REACTION_GROUP", "membership-reactions".to_owned())?,
+            timer_group: var("SCANLOOP_TIMER_GROUP", "membership-timers".to_owned())?,
+            timer_interval: Duration::from_millis(var("SCANLOOP_TIMER_INTERVAL_MS", 5_000)?),
             rules: Rules {
                 koc_window: chrono::Duration::days(var("SCANLOOP_KOC_WINDOW_DAYS", 30)?),
                 koc_min_scans: var("SCANLOOP_KOC_MIN_SCANS", defaults.koc_min_scans)?,
@@ -62,6 +75,7 @@ impl Config {
                 activation_points: var("SCANLOOP_ACTIVATION_POINTS", defaults.activation_points)?,
                 ..defaults
             },
+            clock: scanloop_timers::clock::system(),
         })
     }
 }

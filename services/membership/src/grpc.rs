@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use scanloop_proto::common::v1::{BuyerIdentity, PageResponse};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_server::MembershipService;
@@ -74,7 +73,7 @@ impl Api {
 
     fn view(&self, brand_id: &str, state: &MemberState) -> pb::Member {
         let m = &state.member;
-        let now = Utc::now();
+        let now = self.app.now();
         let rules = self.app.rules();
         let counts = m.counts_at(now, rules);
         // Standing as of now: a quiet member's window empties even before their next event.
@@ -206,7 +205,7 @@ impl MembershipService for Api {
             let state = self.app.award(&ctx, &member, r.points, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(pb::PointsBalance {
                 member_id: member,
-                balance: state.member.balance_at(Utc::now()),
+                balance: state.member.balance_at(self.app.now()),
             }))
         })
     }
@@ -224,7 +223,7 @@ impl MembershipService for Api {
             let state = self.app.redeem(&ctx, &member, r.points, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(pb::PointsBalance {
                 member_id: member,
-                balance: state.member.balance_at(Utc::now()),
+                balance: state.member.balance_at(self.app.now()),
             }))
         })
     }
@@ -241,7 +240,7 @@ impl MembershipService for Api {
             let kind = pb::EngagementKind::try_from(r.kind)
                 .map_err(|_| ServiceError::invalid("kind is not a known engagement kind"))?;
             let occurred_at = match &r.occurred_at {
-                None => Utc::now(),
+                None => self.app.now(),
                 Some(at) => from_timestamp(Some(at))
                     .ok_or_else(|| ServiceError::invalid("occurred_at is not a valid timestamp"))?,
             };

@@ -52,7 +52,16 @@ pub async fn run(
         outbox.clone(),
         IdentityHasher::new(config.identity_secret.clone()),
         config.rules.clone(),
+        config.clock.clone(),
     ));
+    let jobs = crate::jobs::Jobs::start(
+        &config,
+        session.clone(),
+        app.clone(),
+        producer.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
     let consumer = |group: &str, topic: &str| {
         ConsumerOptions::new(
@@ -97,5 +106,6 @@ pub async fn run(
     let _ = sweeper.await;
     reacting.await??;
     projecting.await??;
+    jobs.finish().await?;
     served
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{BRAND, Cluster, activation, eventually, issue, phone};
+use common::{BRAND, Cluster, activation, consumed_to_end, eventually, issue, phone};
 use scanloop_proto::membership::v1 as pb;
 
 fn by_phone(number: &str) -> pb::GetMemberRequest {
@@ -78,7 +78,13 @@ async fn an_activation_makes_its_buyer_a_member_once_even_when_redelivered_or_re
     // And replay the whole activation topic through a second membership instance with a new
     // reaction group, as after a rebuild.
     cluster.start_membership("replay").await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Both reaction groups (the first instance's, which got the republished duplicate, and the
+    // replay's) have handled the whole activation topic before the member is compared.
+    for group in ["membership-reactions", "replay"] {
+        let group = cluster.reaction_group(group);
+        let topic = cluster.activation_topic.clone();
+        eventually(|| consumed_to_end(&group, &topic), |done| *done).await;
+    }
 
     let after = membership
         .get_member(by_phone("13900001111"))

@@ -475,6 +475,25 @@ fn rescore(state: &Member, counts: &Counts, rules: &Rules) -> Vec<MembershipEven
     events
 }
 
+/// What time alone changes for a member at `now`: lots past their date are written off and the
+/// KOC standing and tier are re-evaluated over the window ending at `now`. The timer job runs it
+/// when a lot expires and when an engagement leaves the window, so standing changes on time, not
+/// at the member's next command. Nothing when nothing changed (also for an unknown member).
+pub fn tick(state: &Member, now: DateTime<Utc>, rules: &Rules) -> Vec<MembershipEvent> {
+    if !state.is_registered() {
+        return Vec::new();
+    }
+    let mut events: Vec<_> = expire(state, now).into_iter().collect();
+    events.extend(rescore(state, &state.counts_at(now, rules), rules));
+    events
+}
+
+/// When an engagement recorded at `occurred_at` stops counting: the timer job re-evaluates the
+/// member then.
+pub fn leaves_window(occurred_at: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
+    occurred_at + rules.koc_window
+}
+
 /// What a warranty activation means for its buyer's member.
 pub struct Activated {
     pub member_id: String,
@@ -862,5 +881,116 @@ mod tests {
         });
         let restored = Member::from_snapshot(&state.to_snapshot()).unwrap();
         assert_eq!(restored, state);
+    }
+
+    /// Records `plan` (kind, count) one a day from `first_day` of April 2026, 10:00.
+    fn engaged(plan: &[(pb::EngagementKind, u32)], rules: &Rules) -> Member {
+        let mut state = registered();
+        let mut day = 0;
+        for &(kind, count) in plan {
+            for _ in 0..count {
+                day += 1;
+                let when = format!("2026-04-{day:02}T10:00:00Z");
+                step(&mut state, |s| {
+                    engage(s, &engagement(kind, &format!("e{day}"), &when), rules)
+                });
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn tick_writes_off_lots_when_they_expire_and_nothing_before() {
+        let rules = Rules::default();
+        let mut state = registered();
+        step(&mut state, |s| {
+            award(s, &points(100, "a1", "2026-01-01T00:00:00Z"), &rules)
+        });
+        step(&mut state, |s| {
+            award(s, &points(10, "a2", "2026-06-01T00:00:00Z"), &rules)
+        });
+        step(&mut state, |s| {
+            redeem(s, &points(30, "r1", "2026-07-01T00:00:00Z"))
+        });
+        assert_eq!(tick(&state, at("2026-12-31T23:59:59Z"), &rules), vec![]);
+        let events = tick(&state, at("2027-01-01T00:00:00Z"), &rules);
+        assert_eq!(
+            events,
+            vec![MembershipEvent::PointsExpired(pb::PointsExpired {
+                member_id: "m1".into(),
+                points: 70,
+                lot_ids: vec!["2651539c-2f59-5e4f-8722-b4951133c491".into()],
+            })]
+        );
+        for event in &events {
+            state.apply(event);
+        }
+        assert_eq!(
+            tick(&state, at("2027-01-01T00:00:00Z"), &rules),
+            vec![],
+            "a second run of the job changes nothing"
+        );
+        assert_eq!(state.balance_at(at("2027-01-01T00:00:00Z")), 10);
+    }
+
+    #[test]
+    fn tick_lapses_a_koc_when_the_oldest_counted_engagement_leaves_the_window() {
+        use pb::EngagementKind::{Comment, Scan, Share};
+        let rules = Rules::default();
+        // Scans on 1-3 April, shares on 4-5, comments on 6-10: qualified, junior sharer.
+        let state = engaged(&[(Scan, 3), (Share, 2), (Comment, 5)], &rules);
+        assert!(state.koc_qualified);
+        assert_eq!(tick(&state, at("2026-05-01T09:59:59Z"), &rules), vec![]);
+        // The 1 April scan stops counting 30 days later, at 10:00: two scans are too few.
+        assert_eq!(
+            tick(&state, at("2026-05-01T10:00:00Z"), &rules),
+            vec![
+                MembershipEvent::KocLapsed(pb::KocLapsed {
+                    member_id: "m1".into(),
+                    scans: 2,
+                    shares: 2,
+                    comments: 5,
+                }),
+                MembershipEvent::TierChanged(pb::TierChanged {
+                    member_id: "m1".into(),
+                    from_tier: "junior_sharer".into(),
+                    to_tier: "member".into(),
+                }),
+            ]
+        );
+        assert_eq!(
+            leaves_window(at("2026-04-01T10:00:00Z"), &rules),
+            at("2026-05-01T10:00:00Z")
+        );
+    }
+
+    #[test]
+    fn tick_steps_a_gold_recommender_down_when_the_window_score_falls_below_the_bar() {
+        use pb::EngagementKind::{Comment, Scan, Share};
+        let rules = Rules::default();
+        // A share on 1 April, then 3 scans, 5 comments and 9 more shares: 3 + 10 + 50 = 63.
+        let state = engaged(&[(Share, 1), (Scan, 3), (Comment, 5), (Share, 9)], &rules);
+        assert_eq!(state.tier, Tier::GoldRecommender);
+        // Without the first share: 58, still qualified (9 shares), no longer gold.
+        assert_eq!(
+            tick(&state, at("2026-05-01T10:00:00Z"), &rules),
+            vec![MembershipEvent::TierChanged(pb::TierChanged {
+                member_id: "m1".into(),
+                from_tier: "gold_recommender".into(),
+                to_tier: "junior_sharer".into(),
+            })]
+        );
+    }
+
+    #[test]
+    fn tick_does_nothing_for_an_unknown_member() {
+        assert_eq!(
+            tick(
+                &Member::default(),
+                at("2030-01-01T00:00:00Z"),
+                &Rules::default()
+            ),
+            vec![]
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use scanloop_config::{Infra, Secret};
@@ -12,6 +13,7 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::time::to_timestamp;
+use scanloop_timers::ShiftedClock;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -25,6 +27,10 @@ pub struct Cluster {
     pub membership_topic: String,
     pub activation: ActivationServiceClient<Channel>,
     pub membership: MembershipServiceClient<Channel>,
+    /// The membership instances' clock: a test moves it forward to let time pass.
+    pub clock: Arc<ShiftedClock>,
+    /// How often the membership instances' timer jobs run.
+    pub timer_interval: Duration,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     membership_addr: String,
@@ -66,6 +72,12 @@ async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
 
 impl Cluster {
     pub async fn start(name: &str) -> Cluster {
+        Self::start_with_timer_interval(name, Duration::from_millis(200)).await
+    }
+
+    /// A cluster whose membership timer jobs run every `timer_interval` (a long one leaves due
+    /// reviews to the test's own runners).
+    pub async fn start_with_timer_interval(name: &str, timer_interval: Duration) -> Cluster {
         let session = scanloop_testkit::session().await.unwrap();
         let activation_keyspace = scanloop_testkit::unique_name(&format!("test_ma_{name}"));
         let membership_keyspace = scanloop_testkit::unique_name(&format!("test_mm_{name}"));
@@ -125,6 +137,8 @@ impl Cluster {
             membership_keyspace,
             activation_topic,
             membership_topic,
+            clock: ShiftedClock::new(),
+            timer_interval,
             shutdown,
             tasks: Vec::new(),
             membership_addr: String::new(),
@@ -146,7 +160,10 @@ impl Cluster {
             identity_secret: Secret::new(IDENTITY_SECRET.into()),
             projection_group: format!("{}-projections", self.membership_keyspace),
             reaction_group: format!("{}-{reaction_group}", self.membership_keyspace),
+            timer_group: format!("{}-timers", self.membership_keyspace),
+            timer_interval: self.timer_interval,
             rules: scanloop_membership::domain::member::Rules::default(),
+            clock: self.clock.clone(),
         };
         self.tasks
             .push(tokio::spawn(scanloop_membership::server::run(
@@ -156,6 +173,11 @@ impl Cluster {
             )));
         self.membership = connect(&addr, MembershipServiceClient::new).await;
         self.membership_addr = addr;
+    }
+
+    /// The activation consumer group of the instance started with `reaction_group`.
+    pub fn reaction_group(&self, reaction_group: &str) -> String {
+        format!("{}-{reaction_group}", self.membership_keyspace)
     }
 
     pub async fn stop(self) {
@@ -223,6 +245,43 @@ pub fn activation(code: &str, buyer: &str, device_serial: &str) -> act::Activate
         referral_token: String::new(),
         device_serial: device_serial.into(),
     }
+}
+
+/// Whether consumer group `group` has committed, on every partition of `topic`, the offset after
+/// the partition's last record: everything on the topic now has been handled (the consumer
+/// runner commits only what its handler finished).
+pub async fn consumed_to_end(group: &str, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        // Only asks the group coordinator for offsets: never joins the group.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", scanloop_testkit::brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut wanted = TopicPartitionList::new();
+        for partition in 0..partitions {
+            wanted.add_partition(&topic, partition);
+        }
+        let committed = consumer.committed_offsets(wanted, timeout).unwrap();
+        (0..partitions).all(|partition| {
+            let (_, end) = consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .unwrap();
+            let offset = committed
+                .find_partition(&topic, partition)
+                .map(|entry| entry.offset());
+            end == 0 || matches!(offset, Some(Offset::Offset(at)) if at >= end)
+        })
+    })
+    .await
+    .unwrap()
 }
 
 /// Polls until `check` holds or 30 s pass; returns the last value.

@@ -1,0 +1,370 @@
+//! Where timers are kept: `timers` partitioned by shard and hour of firing time, an index of the
+//! buckets that hold items, and a cursor per shard.
+
+use std::hash::Hasher as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use futures::TryStreamExt as _;
+use scanloop_storage::DbError;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+
+use crate::clock::SharedClock;
+
+/// Items are spread over this many shards (by stream), handled concurrently. Changing it strands
+/// items in shards no runner reads, so it is a constant of the schema, not a setting.
+pub const SHARDS: i32 = 16;
+
+/// Items are grouped by the hour of their firing time: one partition per shard and hour.
+/// Also a constant of the schema.
+pub const BUCKET_MILLIS: i64 = 3_600_000;
+
+/// The bucket (hour since the epoch) of an instant.
+pub fn bucket_of(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis().div_euclid(BUCKET_MILLIS)
+}
+
+/// The shard of a stream's timers: FNV-1a, stable across processes, builds and Rust versions.
+pub fn shard_of(stream_id: &str) -> i32 {
+    let mut hasher = Fnv1a::default();
+    hasher.write(stream_id.as_bytes());
+    (hasher.finish() % SHARDS as u64) as i32
+}
+
+/// Something to do for a stream at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    pub due_at: DateTime<Utc>,
+    /// The tenant, for the handler's append metadata.
+    pub brand_id: String,
+    /// The stream the handler acts on.
+    pub stream_id: String,
+    /// What to do: the handler dispatches on it.
+    pub kind: String,
+    /// Names this item within its stream: scheduling the same key for the same due time again
+    /// changes nothing.
+    pub key: String,
+}
+
+/// A timer as stored, with its place in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    pub timer: Timer,
+    pub shard: i32,
+    pub bucket: i64,
+    /// When the runner may take it: the due time, or the scheduling time if that was later.
+    pub fire_at: DateTime<Utc>,
+}
+
+impl std::ops::Deref for DueTimer {
+    type Target = Timer;
+    fn deref(&self) -> &Timer {
+        &self.timer
+    }
+}
+
+/// Schedules timers and serves the runner's reads.
+#[derive(Clone)]
+pub struct TimerStore {
+    inner: Arc<Statements>,
+}
+
+struct Statements {
+    session: Arc<Session>,
+    clock: SharedClock,
+    insert_bucket: PreparedStatement,
+    insert_timer: PreparedStatement,
+    select_buckets: PreparedStatement,
+    select_due: PreparedStatement,
+    delete_timer: PreparedStatement,
+    select_cursor: PreparedStatement,
+    advance_cursor: PreparedStatement,
+    init_cursor: PreparedStatement,
+}
+
+impl TimerStore {
+    /// Prepares the statements; refuses (saying to run `scanloop migrate`) if the schema is
+    /// missing. `clock` places late items: they fire from the scheduling time on.
+    pub async fn new(
+        session: Arc<Session>,
+        keyspace: &str,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        scanloop_storage::require_schema(
+            &session,
+            keyspace,
+            crate::schema::COMPONENT,
+            crate::schema::SCHEMA_VERSION,
+        )
+        .await?;
+        let prepare = |cql: String| {
+            let session = session.clone();
+            async move { session.prepare(cql).await }
+        };
+        let statements = Statements {
+            insert_bucket: prepare(format!(
+                "INSERT INTO {keyspace}.timer_buckets (shard, bucket) VALUES (?, ?)"
+            ))
+            .await?,
+            insert_timer: prepare(format!(
+                "INSERT INTO {keyspace}.timers \
+                 (shard, bucket, fire_at, stream_id, key, due_at, kind, brand_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            select_buckets: prepare(format!(
+                "SELECT bucket FROM {keyspace}.timer_buckets \
+                 WHERE shard = ? AND bucket >= ? AND bucket <= ?"
+            ))
+            .await?,
+            select_due: prepare(format!(
+                "SELECT fire_at, stream_id, key, due_at, kind, brand_id FROM {keyspace}.timers \
+                 WHERE shard = ? AND bucket = ? AND fire_at >= ? AND fire_at <= ?"
+            ))
+            .await?,
+            delete_timer: prepare(format!(
+                "DELETE FROM {keyspace}.timers WHERE shard = ? AND bucket = ? AND fire_at = ? \
+                 AND stream_id = ? AND key = ?"
+            ))
+            .await?,
+            select_cursor: prepare(format!(
+                "SELECT position FROM {keyspace}.timer_cursor WHERE shard = ?"
+            ))
+            .await?,
+            advance_cursor: prepare(format!(
+                "UPDATE {keyspace}.timer_cursor SET position = ? WHERE shard = ? IF position < ?"
+            ))
+            .await?,
+            init_cursor: prepare(format!(
+                "INSERT INTO {keyspace}.timer_cursor (shard, position) VALUES (?, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            session,
+            clock,
+        };
+        Ok(Self {
+            inner: Arc::new(statements),
+        })
+    }
+
+    /// Records `timer`. An item already due fires from now on (its bucket is the current one,
+    /// which no runner's cursor has passed: cursors stay `settle` behind their clock).
+    /// Idempotent for a future due time; a late item scheduled twice may fire twice.
+    pub async fn schedule(&self, timer: &Timer) -> Result<DueTimer, DbError> {
+        let due_at = timer.due_at.trunc_subsecs(3);
+        let fire_at = due_at.max(self.inner.clock.now().trunc_subsecs(3));
+        let shard = shard_of(&timer.stream_id);
+        let bucket = bucket_of(fire_at);
+        let session = &self.inner.session;
+        // The index first: a crash between the two writes leaves an index row for an empty
+        // bucket (an extra read), never an item no runner finds.
+        session
+            .execute_unpaged(&self.inner.insert_bucket, (shard, bucket))
+            .await?;
+        session
+            .execute_unpaged(
+                &self.inner.insert_timer,
+                (
+                    shard,
+                    bucket,
+                    fire_at,
+                    timer.stream_id.as_str(),
+                    timer.key.as_str(),
+                    due_at,
+                    timer.kind.as_str(),
+                    timer.brand_id.as_str(),
+                ),
+            )
+            .await?;
+        Ok(DueTimer {
+            timer: Timer {
+                due_at,
+                ..timer.clone()
+            },
+            shard,
+            bucket,
+            fire_at,
+        })
+    }
+
+    /// Buckets of `shard` from `first` to `last` that ever held items, in order.
+    pub(crate) async fn buckets(
+        &self,
+        shard: i32,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<i64>, DbError> {
+        let pager = self
+            .inner
+            .session
+            .execute_iter(self.inner.select_buckets.clone(), (shard, first, last))
+            .await?;
+        let rows: Vec<(i64,)> = pager.rows_stream::<(i64,)>()?.try_collect().await?;
+        Ok(rows.into_iter().map(|(bucket,)| bucket).collect())
+    }
+
+    /// The items of one bucket firing in `[from, to]`, in firing order.
+    pub(crate) async fn due(
+        &self,
+        shard: i32,
+        bucket: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DueTimer>, DbError> {
+        type DueRow = (
+            DateTime<Utc>,
+            String,
+            String,
+            Option<DateTime<Utc>>,
+            Option<String>,
+            Option<String>,
+        );
+        let pager = self
+            .inner
+            .session
+            .execute_iter(self.inner.select_due.clone(), (shard, bucket, from, to))
+            .await?;
+        let rows: Vec<DueRow> = pager.rows_stream::<DueRow>()?.try_collect().await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(fire_at, stream_id, key, due_at, kind, brand_id)| DueTimer {
+                    timer: Timer {
+                        due_at: due_at.unwrap_or(fire_at),
+                        brand_id: brand_id.unwrap_or_default(),
+                        stream_id,
+                        kind: kind.unwrap_or_default(),
+                        key,
+                    },
+                    shard,
+                    bucket,
+                    fire_at,
+                },
+            )
+            .collect())
+    }
+
+    pub(crate) async fn delete(&self, timer: &DueTimer) -> Result<(), DbError> {
+        self.inner
+            .session
+            .execute_unpaged(
+                &self.inner.delete_timer,
+                (
+                    timer.shard,
+                    timer.bucket,
+                    timer.fire_at,
+                    timer.stream_id.as_str(),
+                    timer.key.as_str(),
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Where `shard`'s unhandled items start, if a runner recorded it.
+    pub async fn cursor(&self, shard: i32) -> Result<Option<DateTime<Utc>>, DbError> {
+        let rows = self
+            .inner
+            .session
+            .execute_unpaged(&self.inner.select_cursor, (shard,))
+            .await?
+            .into_rows_result()?;
+        Ok(rows
+            .maybe_first_row::<(Option<DateTime<Utc>>,)>()?
+            .and_then(|(position,)| position))
+    }
+
+    /// Moves `shard`'s cursor to `position` unless it is there or further already (another
+    /// runner got ahead): a cursor never moves back.
+    pub(crate) async fn advance_cursor(
+        &self,
+        shard: i32,
+        position: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        let session = &self.inner.session;
+        let result = session
+            .execute_unpaged(&self.inner.advance_cursor, (position, shard, position))
+            .await?;
+        if applied(result)? == Applied::NoRow {
+            // The shard's first cursor; if a competitor creates it first, the next pass moves it.
+            session
+                .execute_unpaged(&self.inner.init_cursor, (shard, position))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Applied {
+    Yes,
+    /// The condition failed on an existing row.
+    No,
+    /// The condition failed because there is no row.
+    NoRow,
+}
+
+/// Reads a conditional statement's reply: `[applied]`, then the row's current values.
+fn applied(result: scylla::response::query_result::QueryResult) -> Result<Applied, DbError> {
+    let rows = result.into_rows_result()?;
+    let row: Row = rows.first_row()?;
+    match row.columns.as_slice() {
+        [Some(CqlValue::Boolean(true)), ..] => Ok(Applied::Yes),
+        [Some(CqlValue::Boolean(false)), Some(_), ..] => Ok(Applied::No),
+        [Some(CqlValue::Boolean(false)), ..] => Ok(Applied::NoRow),
+        other => Err(DbError::msg(format!(
+            "unexpected reply to a conditional update: {other:?}"
+        ))),
+    }
+}
+
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn buckets_are_hours_since_the_epoch() {
+        assert_eq!(bucket_of(at("1970-01-01T00:59:59.999Z")), 0);
+        assert_eq!(bucket_of(at("1970-01-01T01:00:00Z")), 1);
+        // 2026-01-01 is 20454 days after the epoch.
+        assert_eq!(bucket_of(at("2026-01-01T00:00:00Z")), 20_454 * 24);
+        assert_eq!(bucket_of(at("2026-01-01T13:30:00Z")), 20_454 * 24 + 13);
+        assert_eq!(bucket_of(at("1969-12-31T23:59:59Z")), -1);
+    }
+
+    #[test]
+    fn shards_are_fixed_by_the_stream_id() {
+        // Fixed values (FNV-1a 64 of the UTF-8 bytes, mod 16), computed independently: a change
+        // of the hash would strand every stored timer.
+        assert_eq!(shard_of(""), 5);
+        assert_eq!(shard_of("a"), 12);
+        assert_eq!(shard_of("member-acme-1"), 6);
+        assert_eq!(shard_of("commission-acme-42"), 10);
+    }
+}
