@@ -284,6 +284,12 @@ where
     }
 }
 
+/// 1 µs to 60 s at 3 significant figures.
+#[allow(clippy::expect_used)] // constant bounds that new_with_bounds accepts
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
 async fn drive<F, Fut>(
     args: &Args,
     duration: Duration,
@@ -294,9 +300,7 @@ where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let histogram = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-    ));
+    let histogram = Arc::new(std::sync::Mutex::new(latency_histogram()));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
     let record = {
@@ -306,7 +310,7 @@ where
                 let micros = scheduled.elapsed().as_micros() as u64;
                 histogram
                     .lock()
-                    .expect("histogram")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .saturating_record(micros.max(1));
             }
             Err(error) => {
@@ -329,7 +333,10 @@ where
                 break;
             }
             tokio::time::sleep_until(scheduled.into()).await;
-            let permit = permits.clone().acquire_owned().await.expect("semaphore");
+            // The semaphore is never closed; a closed one would end the schedule.
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let (op, record, i) = (
                 op.clone(),
                 record.clone(),
@@ -356,7 +363,10 @@ where
         });
         futures::future::join_all(workers).await;
     }
-    let histogram = histogram.lock().expect("histogram").clone();
+    let histogram = histogram
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let ops = histogram.len();
     (histogram, ops, errors.load(Ordering::Relaxed))
 }

@@ -124,7 +124,13 @@ pub async fn run(infra: &Infra) -> anyhow::Result<()> {
         .with_timing(Duration::from_secs(1), Duration::from_millis(500));
     let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.lock().expect("seen").len() < 4 && tokio::time::Instant::now() < deadline {
+    while seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len()
+        < 4
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,7 +138,10 @@ pub async fn run(infra: &Infra) -> anyhow::Result<()> {
     consumer.await??;
     sweeping.await?;
 
-    let versions: Vec<u64> = seen.lock().expect("seen").clone();
+    let versions: Vec<u64> = seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     println!(
         "   {stream}: applied versions {versions:?}; duplicates dropped: {}; dead-lettered: {}",
         stats.duplicates(),
@@ -168,7 +177,10 @@ impl EventHandler for Printer {
                 "   consumed {}@{} {}",
                 event.stream_id, event.version, event.event_type
             );
-            self.seen.lock().expect("seen").push(event.version);
+            self.seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event.version);
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The consumer runner on the devstack: order, de-duplication, dead letters, restarts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

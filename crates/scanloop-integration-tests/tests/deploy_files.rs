@@ -2,6 +2,8 @@
 //! parse, reference only what exists, and keep the properties operators rely on (health checks,
 //! start-up order, locked-down containers).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize as _;

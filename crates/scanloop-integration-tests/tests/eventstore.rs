@@ -1,5 +1,7 @@
 //! The event store on the devstack: optimistic concurrency, ordered publishing, crash recovery.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::HashSet;

@@ -2,6 +2,8 @@
 //! the devstack's Kafka, so `scripts/test` runs them alone, after everything else (their names
 //! start with `fault_`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::BTreeMap;

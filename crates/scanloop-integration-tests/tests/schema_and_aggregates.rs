@@ -1,5 +1,7 @@
 //! Migrations as an explicit step, the start-up schema check, and the aggregate repository.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;

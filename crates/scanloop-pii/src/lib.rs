@@ -10,7 +10,14 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity, stored_identity};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+/// HMAC-SHA256, the keyed hash behind phone hashes, request fingerprints and code tags.
+pub type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256 under `key`, ready for `update`.
+#[allow(clippy::expect_used)] // HMAC takes keys of any length: new_from_slice never fails.
+pub fn keyed_mac(key: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(key).expect("hmac takes keys of any length")
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PhoneError {
@@ -56,8 +63,7 @@ impl IdentityHasher {
     /// Lowercase hex HMAC-SHA256 of the normalised number under the brand's key.
     pub fn phone_hash(&self, brand_id: &str, raw_phone: &str) -> Result<String, PhoneError> {
         let phone = normalize_phone(raw_phone)?;
-        let mut mac = HmacSha256::new_from_slice(&self.brand_key(brand_id))
-            .expect("hmac takes keys of any length");
+        let mut mac = keyed_mac(&self.brand_key(brand_id));
         mac.update(b"phone:");
         mac.update(phone.as_bytes());
         Ok(data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes()))
@@ -108,8 +114,7 @@ impl IdentityHasher {
     /// stream stores beside the command's request id. Keyed like the phone hash, because a
     /// payload may hold a phone number and a plain digest of it could be brute-forced.
     pub fn request_fingerprint(&self, brand_id: &str, kind: &str, payload: &[u8]) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(&self.brand_key(brand_id))
-            .expect("hmac takes keys of any length");
+        let mut mac = keyed_mac(&self.brand_key(brand_id));
         mac.update(b"request:");
         mac.update(kind.as_bytes());
         mac.update(b"\0");
@@ -118,8 +123,7 @@ impl IdentityHasher {
     }
 
     fn brand_key(&self, brand_id: &str) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(self.secret.expose().as_bytes())
-            .expect("hmac takes keys of any length");
+        let mut mac = keyed_mac(self.secret.expose().as_bytes());
         mac.update(b"scanloop identity key\0");
         mac.update(brand_id.as_bytes());
         mac.finalize().into_bytes().to_vec()

@@ -2,6 +2,8 @@
 //! gone; failures keep their item; a crashed pass loses nothing; two runners leave nothing
 //! behind; a runner away for a year reads only the buckets that hold items.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! The activation API end to end: the real binary on the devstack, called over gRPC.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

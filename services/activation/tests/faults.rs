@@ -3,6 +3,8 @@
 //! again once the dependency is back. These tests stop the shared devstack, so `scripts/test`
 //! runs them alone, after everything else (their names start with `fault_`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 mod ops;
 

@@ -2,6 +2,8 @@
 //! devstack: everything SERVING) and server reflection (exactly what this binary serves). The
 //! unhealthy cases stop the devstack, so they are in `faults.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 mod ops;
 

@@ -4,6 +4,8 @@
 //! and writes nothing. "Nothing written" is read off the write side's stream version, which each
 //! command answers with: the next accepted command lands exactly one version later.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{BRAND, Service, activation, fresh_env, issue, phone, request_id};

@@ -1,5 +1,7 @@
 //! The service killed (SIGKILL) under load and restarted: nothing lost, nothing applied twice.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::HashSet;

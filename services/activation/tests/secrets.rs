@@ -1,6 +1,8 @@
 //! Secrets fail fast: outside development mode the binary refuses to start without real secrets
 //! and says what to set; in development mode (SCANLOOP_ENV=dev) it runs with the built-in one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 mod ops;
 

@@ -2,6 +2,8 @@
 //! an OTLP collector, and a caller's trace continues through the event on Kafka into the
 //! consumer that projects it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::HashSet;

@@ -1,6 +1,8 @@
 //! The membership API end to end: registration, identity claims, points, engagement and KOC
 //! scoring, leaderboard; concurrency and bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{BRAND, Cluster, eventually, phone, request_id, unionid};

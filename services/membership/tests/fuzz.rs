@@ -16,6 +16,8 @@
 //! Seeded: `SCANLOOP_FUZZ_SEED` changes the seed, `SCANLOOP_FUZZ_CASES` the number of requests;
 //! a finding prints the seed, the case number and the request.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,8 @@
 //! The membership binary as operators and tools see it: the health check SERVING with the
 //! devstack up, and reflection listing exactly what this binary serves.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! The first reaction across services: activations drive membership.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{BRAND, Cluster, activation, consumed_to_end, eventually, issue, phone};

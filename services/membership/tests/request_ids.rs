@@ -4,6 +4,8 @@
 //! and writes nothing (read off the member's stream version, which every answer carries, and off
 //! the balance).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::{BRAND, Cluster, phone, request_id, unionid};

@@ -1,6 +1,8 @@
 //! Secrets fail fast: outside development mode the membership binary refuses to start without
 //! SCANLOOP_IDENTITY_SECRET and says what to set.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 use std::process::Command;
 
 #[test]

@@ -3,6 +3,8 @@
 //! GetMember, the leaderboard and the ledger agree. Two job instances over the same due reviews
 //! write one expiry per lot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -18,12 +18,10 @@
 //! vouch for the page it points to.
 
 use data_encoding::BASE32_NOPAD;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use scanloop_config::Secret;
-use sha2::Sha256;
+use scanloop_pii::{HmacSha256, keyed_mac};
 use uuid::Uuid;
-
-type HmacSha256 = Hmac<Sha256>;
 
 const TAG_BYTES: usize = 10;
 const BODY_BYTES: usize = 16 + 4 + TAG_BYTES;
@@ -144,8 +142,7 @@ impl CodeSigner {
 
     /// The brand's code key for `key_id`, derived from the deployment secret.
     fn brand_key(&self, brand_id: &str, key_id: &str) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(self.secret.expose().as_bytes())
-            .expect("hmac takes keys of any length");
+        let mut mac = keyed_mac(self.secret.expose().as_bytes());
         mac.update(b"scanloop code key\0");
         mac.update(brand_id.as_bytes());
         mac.update(b"\0");
@@ -175,7 +172,7 @@ impl BatchEncoder {
 }
 
 fn code_mac(key: &[u8; 32], batch_id: Uuid, serial: u32) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(key).expect("hmac takes keys of any length");
+    let mut mac = keyed_mac(key);
     mac.update(batch_id.as_bytes());
     mac.update(&serial.to_be_bytes());
     mac
