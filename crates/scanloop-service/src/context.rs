@@ -31,20 +31,21 @@ impl RequestContext {
         }
     }
 
-    /// The context of a mutating gRPC request: as [`Self::of_request`], bound to the command
-    /// `kind` (e.g. "scanloop.membership.v1.MembershipService/AwardPoints") and its payload, the
-    /// request message exactly as the caller sent it.
+    /// The context of a mutating gRPC call, bound to its command: `service`/`method` name the
+    /// kind, and the request message exactly as the caller sent it is the payload. The streams
+    /// the command appends to remember the request id with this fingerprint (see README,
+    /// "Request ids").
     pub fn of_command<M: prost::Message>(
-        metadata: &MetadataMap,
+        request: &tonic::Request<M>,
         hasher: &IdentityHasher,
-        kind: &str,
+        (service, method): (&str, &str),
         brand_id: &str,
         request_id: &str,
-        message: &M,
     ) -> Self {
-        let mut context = Self::of_request(metadata, brand_id, request_id);
-        context.fingerprint =
-            Some(hasher.request_fingerprint(brand_id, kind, &message.encode_to_vec()));
+        let mut context = Self::of_request(request.metadata(), brand_id, request_id);
+        let kind = format!("{service}/{method}");
+        let payload = request.get_ref().encode_to_vec();
+        context.fingerprint = Some(hasher.request_fingerprint(brand_id, &kind, &payload));
         context
     }
 

@@ -72,3 +72,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Asserts that a call was refused because its request id was already used for a different
+/// request: INVALID_ARGUMENT, saying so (never an OK).
+#[allow(clippy::panic)]
+pub fn assert_request_id_reused<T: std::fmt::Debug>(result: Result<T, tonic::Status>) {
+    match result {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(
+                status
+                    .message()
+                    .contains("already used for a different request"),
+                "{status:?}"
+            );
+        }
+        Ok(answer) => panic!("a reused request id was answered OK: {answer:?}"),
+    }
+}

@@ -35,27 +35,6 @@ impl Api {
     }
 }
 
-impl Api {
-    /// The context of a mutating call, bound to its command: the streams it appends to remember
-    /// the request id with this method and payload (see README, "Request ids").
-    fn command<T: prost::Message>(
-        &self,
-        request: &Request<T>,
-        method: &str,
-        brand_id: &str,
-        request_id: &str,
-    ) -> RequestContext {
-        RequestContext::of_command(
-            request.metadata(),
-            self.app.hasher(),
-            &format!("{SERVICE}/{method}"),
-            brand_id,
-            request_id,
-            request.get_ref(),
-        )
-    }
-}
-
 fn required_time(
     value: Option<&prost_types::Timestamp>,
     field: &str,
@@ -92,7 +71,13 @@ impl ActivationService for Api {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
-            let ctx = self.command(&request, "IssueBatch", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "IssueBatch"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let (batch_id, batch) = self.app.issue_batch(&ctx, r).await?;
             tracing::info!(%batch_id, quantity = batch.facts.quantity, "batch issued");
             let encoder = self.app.batch_encoder(&r.brand_id, &batch.facts, batch_id);
@@ -161,7 +146,13 @@ impl ActivationService for Api {
                 None => Utc::now(),
                 Some(_) => required_time(r.scanned_at.as_ref(), "scanned_at")?,
             };
-            let ctx = self.command(&request, "ScanCode", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "ScanCode"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let (state, suspicious) = self.app.scan(&ctx, code, &r.region, scanned_at).await?;
             Ok::<_, ServiceError>(Response::new(pb::ScanCodeResponse {
                 activated: state.warranty.activation.is_some(),
@@ -197,7 +188,13 @@ impl ActivationService for Api {
                     "device_serial is at most 64 characters",
                 ));
             }
-            let ctx = self.command(&request, "ActivateWarranty", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "ActivateWarranty"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self
                 .app
                 .activate(
@@ -230,7 +227,13 @@ impl ActivationService for Api {
             let code = required_code(&r.code)?;
             let reason = pb::ExtensionReason::try_from(r.reason)
                 .map_err(|_| ServiceError::invalid("reason is not a known extension reason"))?;
-            let ctx = self.command(&request, "ExtendWarranty", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "ExtendWarranty"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self.app.extend(&ctx, code, r.months, reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
@@ -249,7 +252,13 @@ impl ActivationService for Api {
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
             let code = required_code(&r.code)?;
-            let ctx = self.command(&request, "VoidWarranty", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "VoidWarranty"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self.app.void(&ctx, code, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }

@@ -8,26 +8,13 @@
 
 mod common;
 
+use scanloop_testkit::assert_request_id_reused as assert_reused;
+
 use common::{BRAND, Service, activation, fresh_env, issue, phone, request_id};
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
-
-fn assert_reused(result: Result<impl std::fmt::Debug, tonic::Status>) {
-    match result {
-        Err(status) => {
-            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-            assert!(
-                status
-                    .message()
-                    .contains("already used for a different request"),
-                "{status:?}"
-            );
-        }
-        Ok(answer) => panic!("a reused request id was answered OK: {answer:?}"),
-    }
-}
 
 fn scan(code: &str, id: &str, region: &str) -> pb::ScanCodeRequest {
     pb::ScanCodeRequest {

@@ -30,25 +30,6 @@ impl Api {
         Self { app, read_models }
     }
 
-    /// The context of a mutating call, bound to its command: the streams it appends to remember
-    /// the request id with this method and payload (see README, "Request ids").
-    fn command<T: prost::Message>(
-        &self,
-        request: &Request<T>,
-        method: &str,
-        brand_id: &str,
-        request_id: &str,
-    ) -> RequestContext {
-        RequestContext::of_command(
-            request.metadata(),
-            self.app.hasher(),
-            &format!("{SERVICE}/{method}"),
-            brand_id,
-            request_id,
-            request.get_ref(),
-        )
-    }
-
     /// The member an explicit id or an identity names.
     async fn resolve(
         &self,
@@ -149,7 +130,13 @@ impl MembershipService for Api {
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
             let (identity, key) = self.app.stored_identity(&r.brand_id, r.identity.as_ref())?;
-            let ctx = self.command(&request, "RegisterMember", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "RegisterMember"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self
                 .app
                 .register(
@@ -174,7 +161,13 @@ impl MembershipService for Api {
             validate_request_id(&r.request_id)?;
             let member = member_id(&r.member_id)?;
             let (identity, key) = self.app.stored_identity(&r.brand_id, r.identity.as_ref())?;
-            let ctx = self.command(&request, "LinkIdentity", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "LinkIdentity"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self.app.link(&ctx, &member, identity, key).await?;
             Ok::<_, ServiceError>(Response::new(self.view(&r.brand_id, &state)))
         })
@@ -201,7 +194,13 @@ impl MembershipService for Api {
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
             let member = member_id(&r.member_id)?;
-            let ctx = self.command(&request, "AwardPoints", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "AwardPoints"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self.app.award(&ctx, &member, r.points, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(pb::PointsBalance {
                 member_id: member,
@@ -219,7 +218,13 @@ impl MembershipService for Api {
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
             let member = member_id(&r.member_id)?;
-            let ctx = self.command(&request, "RedeemPoints", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "RedeemPoints"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self.app.redeem(&ctx, &member, r.points, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(pb::PointsBalance {
                 member_id: member,
@@ -244,7 +249,13 @@ impl MembershipService for Api {
                 Some(at) => from_timestamp(Some(at))
                     .ok_or_else(|| ServiceError::invalid("occurred_at is not a valid timestamp"))?,
             };
-            let ctx = self.command(&request, "RecordEngagement", &r.brand_id, &r.request_id);
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "RecordEngagement"),
+                &r.brand_id,
+                &r.request_id,
+            );
             let state = self.app.engage(&ctx, &member, kind, occurred_at).await?;
             let view = self.view(&r.brand_id, &state);
             Ok::<_, ServiceError>(Response::new(pb::RecordEngagementResponse {

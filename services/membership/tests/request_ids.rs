@@ -8,24 +8,10 @@
 
 mod common;
 
+use scanloop_testkit::assert_request_id_reused as assert_reused;
+
 use common::{BRAND, Cluster, phone, request_id, unionid};
 use scanloop_proto::membership::v1 as pb;
-use tonic::Code;
-
-fn assert_reused(result: Result<impl std::fmt::Debug, tonic::Status>) {
-    match result {
-        Err(status) => {
-            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-            assert!(
-                status
-                    .message()
-                    .contains("already used for a different request"),
-                "{status:?}"
-            );
-        }
-        Ok(answer) => panic!("a reused request id was answered OK: {answer:?}"),
-    }
-}
 
 fn points(
     id: &str,
