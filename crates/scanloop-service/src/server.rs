@@ -65,16 +65,31 @@ pub async fn serve<S: NamedService>(
         .with_nodelay(Some(true))
         .with_keepalive(Some(std::time::Duration::from_secs(60)));
     let stop = shutdown.clone();
+    let routes = routes.add_service(health_service).add_service(reflection);
     let served = tonic::transport::Server::builder()
-        .add_routes(routes)
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_routes(with_unimplemented_fallback(routes, S::NAME))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     shutdown.cancel();
     let _ = health_task.await;
     served?;
     Ok(())
+}
+
+/// Methods this server does not serve answer UNIMPLEMENTED saying what it does serve (the
+/// default answer has an empty message, which leaves a caller guessing which port is which).
+fn with_unimplemented_fallback(routes: Routes, service: &'static str) -> Routes {
+    let router = routes
+        .into_axum_router()
+        .fallback(move |uri: axum::http::Uri| async move {
+            tonic::Status::unimplemented(format!(
+                "{} is not served here: this server serves {service}, {HEALTH_SERVICE} and \
+                 {REFLECTION_SERVICE}",
+                uri.path()
+            ))
+            .into_http::<axum::body::Body>()
+        });
+    Routes::from(router)
 }
 
 /// The names reflection lists besides the service itself.

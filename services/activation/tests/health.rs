@@ -84,4 +84,23 @@ async fn reflection_lists_exactly_what_the_binary_serves() {
         panic!("the activation service's file is described");
     };
     assert!(!files.file_descriptor_proto.is_empty());
+
+    // A service this binary does not serve: UNIMPLEMENTED, saying what is served here.
+    let mut membership =
+        scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient::connect(
+            format!("http://{}", service.addr),
+        )
+        .await
+        .unwrap();
+    let status = membership
+        .list_tiers(scanloop_proto::membership::v1::ListTiersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("this server serves scanloop.activation.v1.ActivationService"),
+        "{status:?}"
+    );
 }
