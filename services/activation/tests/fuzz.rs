@@ -753,9 +753,13 @@ async fn fixtures(client: &mut ActivationServiceClient<Channel>, f: &mut Fuzz) -
     let codes = issue(client, f, BRAND, "k1", 60).await;
     let rotated_key_codes = issue(client, f, BRAND, "k2", 10).await;
     let other_brand_codes = issue(client, f, OTHER_BRAND, "k1", 10).await;
-    let device_serials: Vec<String> = (0..8).map(|i| format!("SN-FZ-{i:03}")).collect();
-    for (i, code) in codes.iter().take(ACTIVATED_IN_SETUP).enumerate() {
-        let device_serial = device_serials[i % device_serials.len()].clone();
+    // One device per activated code: a device backs one active warranty, so a shared serial
+    // would refuse the setup itself. Generated requests reuse these serials on other codes.
+    let device_serials: Vec<String> = (0..ACTIVATED_IN_SETUP)
+        .map(|i| format!("SN-FZ-{i:03}"))
+        .collect();
+    for (code, device_serial) in codes.iter().zip(&device_serials) {
+        let device_serial = device_serial.clone();
         client
             .activate_warranty(activation(f, code.clone(), device_serial))
             .await
