@@ -19,7 +19,6 @@
 //! ([`MAX_CLOCK_SKEW`] plus [`MAX_WRITE_DELAY`]), and re-reads those buckets on every pass.
 
 use std::collections::BTreeMap;
-use std::hash::Hasher as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -388,30 +387,7 @@ impl Marker {
 }
 
 fn shard_of(stream_id: &str) -> i32 {
-    // FNV-1a: stable across processes and Rust versions (unlike `DefaultHasher`'s seed).
-    let mut hasher = Fnv1a::default();
-    hasher.write(stream_id.as_bytes());
-    (hasher.finish() % MARKER_SHARDS as u64) as i32
-}
-
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    scanloop_storage::shard::shard_of(stream_id, MARKER_SHARDS.unsigned_abs())
 }
 
 fn to_chrono(duration: Duration) -> chrono::Duration {
@@ -637,19 +613,6 @@ mod tests {
             .with_timezone(&Utc);
         let behind = now - chrono::Duration::seconds(60) - to_chrono(MAX_WRITE_DELAY);
         assert!(bucket_of(behind) >= bucket_of(now - to_chrono(SETTLE)));
-    }
-
-    #[test]
-    fn the_hash_is_fnv1a_64() {
-        // Published test vectors of FNV-1a, 64 bits.
-        let fnv = |bytes: &[u8]| {
-            let mut hasher = Fnv1a::default();
-            hasher.write(bytes);
-            hasher.finish()
-        };
-        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod checkpoints;
 pub mod migrate;
 pub mod paging;
 pub mod session;
+pub mod shard;
 
 pub use checkpoints::Checkpoints;
 pub use migrate::{Migration, SchemaError, migrate, require_schema};

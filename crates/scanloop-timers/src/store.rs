@@ -1,7 +1,6 @@
 //! Where timers are kept: `timers` partitioned by shard and hour of firing time, an index of the
 //! buckets that hold items, and a cursor per shard.
 
-use std::hash::Hasher as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -28,9 +27,7 @@ pub fn bucket_of(at: DateTime<Utc>) -> i64 {
 
 /// The shard of a stream's timers: FNV-1a, stable across processes, builds and Rust versions.
 pub fn shard_of(stream_id: &str) -> i32 {
-    let mut hasher = Fnv1a::default();
-    hasher.write(stream_id.as_bytes());
-    (hasher.finish() % SHARDS as u64) as i32
+    scanloop_storage::shard::shard_of(stream_id, SHARDS.unsigned_abs())
 }
 
 /// Something to do for a stream at a time.
@@ -317,26 +314,6 @@ fn applied(result: scylla::response::query_result::QueryResult) -> Result<Applie
         other => Err(DbError::msg(format!(
             "unexpected reply to a conditional update: {other:?}"
         ))),
-    }
-}
-
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 
