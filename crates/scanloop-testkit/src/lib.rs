@@ -90,3 +90,26 @@ pub fn assert_request_id_reused<T: std::fmt::Debug>(result: Result<T, tonic::Sta
         Ok(answer) => panic!("a reused request id was answered OK: {answer:?}"),
     }
 }
+
+/// Polls `probe` until `check` holds (a positive signal) or 30 s pass; returns the value that
+/// satisfied it (what [`eventually`] does for a plain condition). Panics with the last value otherwise.
+#[allow(clippy::panic)]
+pub async fn eventually_value<T, F, Fut>(mut probe: F, check: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = probe().await;
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached: {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

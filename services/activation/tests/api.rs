@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{BRAND, Service, activation, fresh_env, issue, phone, request_id};
 use scanloop_activation::domain::warranty::stream_id;
 use scanloop_proto::activation::v1 as pb;
@@ -33,18 +31,12 @@ async fn eventually_get(
     code: &str,
     check: impl Fn(&pb::Warranty) -> bool,
 ) -> pb::Warranty {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let warranty = get_by_code(client, code).await;
-        if check(&warranty) {
-            return warranty;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "read model never showed it: {warranty:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let probe = || {
+        let mut client = client.clone();
+        let code = code.to_owned();
+        async move { get_by_code(&mut client, &code).await }
+    };
+    scanloop_testkit::eventually_value(probe, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,20 +672,14 @@ async fn eventually_by_device(
     serial_number: &str,
     check: impl Fn(&pb::Warranty) -> bool,
 ) -> pb::Warranty {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let found = get_by_device(client, BRAND, serial_number).await;
-        if let Ok(warranty) = &found
-            && check(warranty)
-        {
-            return warranty.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "read model never showed it: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let probe = || {
+        let mut client = client.clone();
+        let serial_number = serial_number.to_owned();
+        async move { get_by_device(&mut client, BRAND, &serial_number).await }
+    };
+    let found =
+        scanloop_testkit::eventually_value(probe, |found| found.as_ref().is_ok_and(&check)).await;
+    found.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

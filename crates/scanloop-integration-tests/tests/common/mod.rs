@@ -32,28 +32,10 @@ pub struct Fixture {
 }
 
 pub async fn fixture(name: &str, partitions: i32) -> Fixture {
-    let (session, keyspace) = scanloop_testkit::fresh_keyspace(name)
-        .await
-        .expect("keyspace");
     let topic = scanloop_testkit::fresh_topic(name, partitions)
         .await
         .expect("topic");
-    let store = EventStore::new(session.clone(), &keyspace)
-        .await
-        .expect("store");
-    let outbox = Outbox::new(store.clone(), &keyspace, producer(), topic.clone())
-        .await
-        .expect("outbox");
-    let checkpoints = Checkpoints::new(session, &keyspace)
-        .await
-        .expect("checkpoints");
-    Fixture {
-        keyspace,
-        topic,
-        store,
-        outbox,
-        checkpoints,
-    }
+    fixture_on_topic(name, topic).await
 }
 
 pub fn producer() -> EventProducer {

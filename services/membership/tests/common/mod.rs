@@ -284,23 +284,6 @@ pub async fn consumed_to_end(group: &str, topic: &str) -> bool {
     .unwrap()
 }
 
-/// Polls until `check` holds or 30 s pass; returns the last value.
-pub async fn eventually<T, F, Fut>(mut probe: F, check: impl Fn(&T) -> bool) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = T>,
-    T: std::fmt::Debug,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let value = probe().await;
-        if check(&value) {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never reached: {value:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+// Not every test file polls.
+#[allow(unused_imports)]
+pub use scanloop_testkit::eventually_value as eventually;
