@@ -410,3 +410,66 @@ mod tests {
         );
     }
 }
+
+/// Per-brand overrides of one setting, written `brand=value,brand=value` (e.g.
+/// `SCANLOOP_ATTRIBUTION_WINDOW_DAYS_BY_BRAND=acme=14,globex=60`); brands not named use the
+/// setting's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByBrand<T>(pub std::collections::BTreeMap<String, T>);
+
+impl<T> Default for ByBrand<T> {
+    fn default() -> Self {
+        Self(std::collections::BTreeMap::new())
+    }
+}
+
+impl<T: Clone> ByBrand<T> {
+    /// The brand's own value, else `default`.
+    pub fn get_or(&self, brand_id: &str, default: &T) -> T {
+        self.0.get(brand_id).unwrap_or(default).clone()
+    }
+
+    pub fn with(mut self, brand_id: &str, value: T) -> Self {
+        self.0.insert(brand_id.to_owned(), value);
+        self
+    }
+}
+
+impl<T> FromStr for ByBrand<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let mut values = std::collections::BTreeMap::new();
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (brand, raw) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?} is not brand=value"))?;
+            let parsed = raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| format!("{entry:?}: {e}"))?;
+            values.insert(brand.trim().to_owned(), parsed);
+        }
+        Ok(Self(values))
+    }
+}
+
+#[cfg(test)]
+mod by_brand_tests {
+    use super::ByBrand;
+
+    #[test]
+    fn per_brand_values_parse_from_pairs_and_fall_back_to_the_default() {
+        let parsed: ByBrand<u32> = "acme=14, globex = 60,".parse().unwrap();
+        assert_eq!(parsed.get_or("acme", &30), 14);
+        assert_eq!(parsed.get_or("globex", &30), 60);
+        assert_eq!(parsed.get_or("initech", &30), 30);
+        for bad in ["acme", "acme=x", "acme=-1"] {
+            assert!(bad.parse::<ByBrand<u32>>().is_err(), "{bad}");
+        }
+    }
+}

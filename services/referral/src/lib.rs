@@ -3,3 +3,4 @@
 //! assist campaigns.
 
 pub mod card;
+pub mod domain;

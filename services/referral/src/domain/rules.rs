@@ -1,0 +1,122 @@
+//! What a brand decides about referrals: the attribution window, when a buyer's parent binds,
+//! fraud thresholds and who earns from store sales. Defaults are documented in the README.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::Duration;
+use scanloop_proto::referral::v1::Payee;
+
+/// When a buyer's parent is bound. There is no mode that rebinds: a parent, once set, stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingMode {
+    /// The buyer's first attributed referral binds (default).
+    FirstAttribution,
+    /// Only a referral within [`BrandRules::bind_within`] of the buyer becoming a member binds;
+    /// later referrals still earn level-1 credit.
+    AtRegistration,
+}
+
+impl FromStr for BindingMode {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "first_attribution" => Ok(Self::FirstAttribution),
+            "at_registration" => Ok(Self::AtRegistration),
+            other => Err(format!(
+                "{other:?}: binding mode is first_attribution or at_registration"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BindingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FirstAttribution => "first_attribution",
+            Self::AtRegistration => "at_registration",
+        })
+    }
+}
+
+/// Who earns when a sale came through a store and a member's link at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorePrecedence {
+    MemberOnly,
+    StoreOnly,
+    Both,
+}
+
+impl StorePrecedence {
+    pub fn payee(self) -> Payee {
+        match self {
+            Self::MemberOnly => Payee::Member,
+            Self::StoreOnly => Payee::Store,
+            Self::Both => Payee::Both,
+        }
+    }
+}
+
+impl FromStr for StorePrecedence {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "member" | "member_only" => Ok(Self::MemberOnly),
+            "store" | "store_only" => Ok(Self::StoreOnly),
+            "both" => Ok(Self::Both),
+            other => Err(format!(
+                "{other:?}: store precedence is member_only, store_only or both"
+            )),
+        }
+    }
+}
+
+/// One brand's referral rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrandRules {
+    /// An activation counts within this long after the buyer's last click on the link (or the
+    /// link's creation when no click by the buyer is known).
+    pub attribution_window: Duration,
+    pub binding_mode: BindingMode,
+    /// For [`BindingMode::AtRegistration`]: how soon after becoming a member a referral binds.
+    pub bind_within: Duration,
+    /// More attributions than this for one referrer in an hour (or a day) are held for review.
+    pub max_per_hour: u32,
+    pub max_per_day: u32,
+    /// More buyers than `store_burst_max` from one store within `store_burst_window` are held.
+    pub store_burst_max: u32,
+    pub store_burst_window: Duration,
+    pub store_precedence: StorePrecedence,
+}
+
+impl Default for BrandRules {
+    fn default() -> Self {
+        Self {
+            attribution_window: Duration::days(30),
+            binding_mode: BindingMode::FirstAttribution,
+            bind_within: Duration::minutes(30),
+            max_per_hour: 20,
+            max_per_day: 100,
+            store_burst_max: 30,
+            store_burst_window: Duration::minutes(10),
+            store_precedence: StorePrecedence::MemberOnly,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_from_their_documented_names() {
+        assert_eq!(
+            "at_registration".parse::<BindingMode>(),
+            Ok(BindingMode::AtRegistration)
+        );
+        assert!("overriding".parse::<BindingMode>().is_err());
+        assert_eq!("both".parse::<StorePrecedence>(), Ok(StorePrecedence::Both));
+        assert_eq!(StorePrecedence::StoreOnly.payee(), Payee::Store);
+        assert!("dealer".parse::<StorePrecedence>().is_err());
+    }
+}
