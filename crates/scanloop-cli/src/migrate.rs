@@ -34,6 +34,7 @@ pub fn migrations_for(service: &str) -> Vec<&'static Migration> {
     match service {
         "activation" => scanloop_activation::migrations(),
         "membership" => scanloop_membership::migrations(),
+        "referral" => scanloop_referral::migrations(),
         _ => scanloop_eventstore::schema::MIGRATIONS
             .iter()
             .chain(scanloop_storage::checkpoints::MIGRATIONS)

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::Duration;
+use scanloop_config::ByBrand;
 use scanloop_proto::referral::v1::Payee;
 
 /// When a buyer's parent is bound. There is no mode that rebinds: a parent, once set, stays.
@@ -104,6 +105,41 @@ impl Default for BrandRules {
     }
 }
 
+/// Every brand's rules: the defaults and each setting's per-brand overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub defaults: BrandRules,
+    pub window_days: ByBrand<i64>,
+    pub binding_mode: ByBrand<BindingMode>,
+    pub bind_within_minutes: ByBrand<i64>,
+    pub max_per_hour: ByBrand<u32>,
+    pub max_per_day: ByBrand<u32>,
+    pub store_precedence: ByBrand<StorePrecedence>,
+}
+
+impl Rules {
+    pub fn for_brand(&self, brand_id: &str) -> BrandRules {
+        let d = &self.defaults;
+        BrandRules {
+            attribution_window: self
+                .window_days
+                .0
+                .get(brand_id)
+                .map_or(d.attribution_window, |days| Duration::days(*days)),
+            binding_mode: self.binding_mode.get_or(brand_id, &d.binding_mode),
+            bind_within: self
+                .bind_within_minutes
+                .0
+                .get(brand_id)
+                .map_or(d.bind_within, |m| Duration::minutes(*m)),
+            max_per_hour: self.max_per_hour.get_or(brand_id, &d.max_per_hour),
+            max_per_day: self.max_per_day.get_or(brand_id, &d.max_per_day),
+            store_precedence: self.store_precedence.get_or(brand_id, &d.store_precedence),
+            ..d.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +154,19 @@ mod tests {
         assert_eq!("both".parse::<StorePrecedence>(), Ok(StorePrecedence::Both));
         assert_eq!(StorePrecedence::StoreOnly.payee(), Payee::Store);
         assert!("dealer".parse::<StorePrecedence>().is_err());
+    }
+
+    #[test]
+    fn a_brand_gets_its_own_settings_and_the_defaults_for_the_rest() {
+        let rules = Rules {
+            window_days: "acme=14".parse().unwrap(),
+            binding_mode: "acme=at_registration".parse().unwrap(),
+            ..Rules::default()
+        };
+        let acme = rules.for_brand("acme");
+        assert_eq!(acme.attribution_window, Duration::days(14));
+        assert_eq!(acme.binding_mode, BindingMode::AtRegistration);
+        assert_eq!(acme.max_per_hour, 20);
+        assert_eq!(rules.for_brand("globex"), BrandRules::default());
     }
 }

@@ -1,0 +1,664 @@
+//! Command handling for referrals: the I/O around the pure domain. Commands from the API
+//! (links, shares, reviews, campaigns, assists) and the reactions' commands (attributing a sale,
+//! a returned purchase) both run here.
+
+use chrono::{DateTime, Utc};
+use scanloop_eventstore::{AppendMeta, ExecuteError, Executed, Outbox, Repository};
+use scanloop_pii::IdentityHasher;
+use scanloop_proto::referral::v1 as pb;
+use scanloop_service::{RequestContext, ServiceError};
+use scanloop_storage::DbError;
+use scanloop_timers::SharedClock;
+
+use crate::directory::{Directory, MemberFacts};
+use crate::domain::assist::{self, Assist, CampaignState};
+use crate::domain::attribution::{
+    self, Attributions, Outcome, Recorded, Referrer, Sale, Signals, Token,
+};
+use crate::domain::device::{self, DeviceClaim};
+use crate::domain::link::{self, Link};
+use crate::domain::node::{self, Node};
+use crate::domain::rules::{BindingMode, Rules};
+use crate::domain::{ReferralEvent, Rejection};
+
+/// Ancestors are walked at most this deep when looking for a cycle (the tree pays two levels;
+/// deeper chains are only searched, never paid).
+const MAX_ANCESTRY: usize = 32;
+
+pub struct Referrals {
+    links: Repository<Link>,
+    nodes: Repository<Node>,
+    devices: Repository<DeviceClaim>,
+    attributions: Repository<Attributions>,
+    campaigns: Repository<CampaignState>,
+    assists: Repository<Assist>,
+    directory: Directory,
+    hasher: IdentityHasher,
+    rules: Rules,
+    share_base_url: String,
+    clock: SharedClock,
+}
+
+pub fn db_unavailable(error: DbError) -> ServiceError {
+    tracing::warn!(%error, "referral tables unavailable");
+    ServiceError::Unavailable("referral tables unavailable; retry later".into())
+}
+
+/// A member id shown to strangers: the first and last four characters.
+pub fn masked(member_id: &str) -> String {
+    let chars: Vec<char> = member_id.chars().collect();
+    if chars.len() <= 8 {
+        return "****".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+impl Referrals {
+    pub fn new(
+        outbox: Outbox,
+        directory: Directory,
+        hasher: IdentityHasher,
+        rules: Rules,
+        share_base_url: String,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            links: Repository::new(outbox.clone()),
+            nodes: Repository::new(outbox.clone()),
+            devices: Repository::new(outbox.clone()),
+            attributions: Repository::new(outbox.clone()),
+            campaigns: Repository::new(outbox.clone()),
+            assists: Repository::new(outbox),
+            directory,
+            hasher,
+            rules,
+            share_base_url: share_base_url.trim_end_matches('/').to_owned(),
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn hasher(&self) -> &IdentityHasher {
+        &self.hasher
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn share_url(&self, brand_id: &str, token: &str) -> String {
+        format!("{}/{brand_id}/r/{token}", self.share_base_url)
+    }
+
+    /// A registered member as membership announced them; NOT_FOUND otherwise.
+    pub async fn member(
+        &self,
+        brand_id: &str,
+        member_id: &str,
+    ) -> Result<MemberFacts, ServiceError> {
+        match self
+            .directory
+            .member(brand_id, member_id)
+            .await
+            .map_err(db_unavailable)?
+        {
+            Some(facts) if facts.registered_at.is_some() => Ok(facts),
+            _ => Err(ServiceError::NotFound(format!(
+                "no member {member_id} (a member registered moments ago is known here within \
+                 seconds)"
+            ))),
+        }
+    }
+
+    /// The name a landing page shows for a member: their display name, else a masked id.
+    pub async fn display_name(&self, brand_id: &str, member_id: &str) -> String {
+        match self.directory.member(brand_id, member_id).await {
+            Ok(Some(facts)) if !facts.display_name.is_empty() => facts.display_name,
+            _ => masked(member_id),
+        }
+    }
+
+    pub async fn link(&self, brand_id: &str, token: &str) -> Result<Link, ServiceError> {
+        let loaded = self
+            .links
+            .load::<Rejection>(&link::stream_id(brand_id, token))
+            .await?;
+        if !loaded.state.exists() {
+            return Err(ServiceError::NotFound(format!(
+                "no link with token {token}"
+            )));
+        }
+        Ok(loaded.state)
+    }
+
+    pub async fn campaign(
+        &self,
+        brand_id: &str,
+        campaign_id: &str,
+    ) -> Result<pb::Campaign, ServiceError> {
+        self.campaigns
+            .load::<Rejection>(&assist::campaign_stream_id(brand_id, campaign_id))
+            .await?
+            .state
+            .campaign
+            .ok_or_else(|| ServiceError::NotFound(format!("no campaign {campaign_id}")))
+    }
+
+    pub async fn create_link(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        sku: &str,
+        campaign_id: &str,
+    ) -> Result<Link, ServiceError> {
+        self.member(&ctx.brand_id, member_id).await?;
+        if !campaign_id.is_empty() {
+            self.campaign(&ctx.brand_id, campaign_id).await?;
+        }
+        // The token derives from the request id under the deployment's secret: a retry lands on
+        // the same stream (and is answered as the first time); nobody can predict a token.
+        let mac = self.hasher.request_fingerprint(
+            &ctx.brand_id,
+            "scanloop.referral.link-token",
+            ctx.request_id.as_bytes(),
+        );
+        let token = link::token_from_mac(&mac)?;
+        self.directory
+            .register_token(&token, &ctx.brand_id)
+            .await
+            .map_err(db_unavailable)?;
+        let cmd = link::Create {
+            url: self.share_url(&ctx.brand_id, &token),
+            token: token.clone(),
+            member_id: member_id.to_owned(),
+            sku: sku.to_owned(),
+            campaign_id: campaign_id.to_owned(),
+            now: self.now(),
+        };
+        let executed = self
+            .links
+            .execute(&link::stream_id(&ctx.brand_id, &token), &ctx.meta(), |l| {
+                link::create(l, &cmd)
+            })
+            .await?;
+        Ok(executed.state)
+    }
+
+    pub async fn share(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        token: &str,
+        channel: pb::ShareChannel,
+    ) -> Result<Link, ServiceError> {
+        let now = self.now();
+        let executed = self
+            .links
+            .execute(&link::stream_id(&ctx.brand_id, token), &ctx.meta(), |l| {
+                link::share(l, member_id, channel, now)
+            })
+            .await?;
+        Ok(executed.state)
+    }
+
+    pub async fn revoke_link(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+        reason: &str,
+    ) -> Result<Link, ServiceError> {
+        let now = self.now();
+        let executed = self
+            .links
+            .execute(&link::stream_id(&ctx.brand_id, token), &ctx.meta(), |l| {
+                link::revoke(l, reason, now)
+            })
+            .await?;
+        Ok(executed.state)
+    }
+
+    /// The keyed hash a visitor (or buyer) is known by in click records.
+    pub fn visitor_hash(&self, brand_id: &str, key: &str) -> String {
+        let mac =
+            self.hasher
+                .request_fingerprint(brand_id, "scanloop.referral.visitor", key.as_bytes());
+        data_encoding::HEXLOWER.encode(&mac[..16.min(mac.len())])
+    }
+
+    pub async fn define_campaign(
+        &self,
+        ctx: &RequestContext,
+        campaign: pb::Campaign,
+    ) -> Result<pb::Campaign, ServiceError> {
+        let stream = assist::campaign_stream_id(&ctx.brand_id, &campaign.campaign_id);
+        let executed = self
+            .campaigns
+            .execute(&stream, &ctx.meta(), |c| {
+                assist::define(c, campaign.clone())
+            })
+            .await?;
+        executed
+            .state
+            .campaign
+            .ok_or_else(|| ServiceError::Internal("campaign without terms after define".into()))
+    }
+
+    pub async fn start_assist(
+        &self,
+        ctx: &RequestContext,
+        member_id: &str,
+        campaign_id: &str,
+        warranty: pb::WarrantyRef,
+    ) -> Result<Assist, ServiceError> {
+        let brand = ctx.brand_id.as_str();
+        let facts = self.member(brand, member_id).await?;
+        let campaign = self.campaign(brand, campaign_id).await?;
+        let warranty_stream = format!("warranty-{brand}-{}-{}", warranty.batch_id, warranty.serial);
+        let owner = self
+            .directory
+            .warranty_owner(brand, &warranty_stream)
+            .await
+            .map_err(db_unavailable)?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "no activated warranty {} #{} (an activation moments ago is known here \
+                     within seconds)",
+                    warranty.batch_id, warranty.serial
+                ))
+            })?;
+        if !facts.identities.contains(&owner) {
+            return Err(ServiceError::FailedPrecondition(
+                "that warranty was activated by someone else: an assist extends the member's \
+                 own warranty"
+                    .into(),
+            ));
+        }
+        let assist_id = assist::assist_id(brand, member_id, campaign_id);
+        let cmd = assist::Start {
+            assist_id: assist_id.clone(),
+            member_id: member_id.to_owned(),
+            campaign,
+            warranty,
+            now: self.now(),
+        };
+        let executed = self
+            .assists
+            .execute(&assist::stream_id(brand, &assist_id), &ctx.meta(), |a| {
+                assist::start(a, &cmd)
+            })
+            .await?;
+        self.directory
+            .add_warranty_assist(brand, &warranty_stream, &assist_id)
+            .await
+            .map_err(db_unavailable)?;
+        Ok(executed.state)
+    }
+
+    pub async fn assist(
+        &self,
+        brand_id: &str,
+        member_id: &str,
+        campaign_id: &str,
+    ) -> Result<Assist, ServiceError> {
+        let assist_id = assist::assist_id(brand_id, member_id, campaign_id);
+        let loaded = self
+            .assists
+            .load::<Rejection>(&assist::stream_id(brand_id, &assist_id))
+            .await?;
+        if loaded.state.started.is_none() {
+            return Err(ServiceError::NotFound(format!(
+                "member {member_id} has no assist in campaign {campaign_id}"
+            )));
+        }
+        Ok(loaded.state)
+    }
+
+    /// A member's parent, from their node stream (always current).
+    pub async fn parent(
+        &self,
+        brand_id: &str,
+        member_id: &str,
+    ) -> Result<Option<String>, ServiceError> {
+        Ok(self
+            .nodes
+            .load::<Rejection>(&node::stream_id(brand_id, member_id))
+            .await?
+            .state
+            .parent)
+    }
+
+    /// A reviewer's decision on a held attribution; an approval then binds and progresses as an
+    /// attribution does.
+    pub async fn review(
+        &self,
+        ctx: &RequestContext,
+        warranty_stream_id: &str,
+        cmd: attribution::Review,
+    ) -> Result<Vec<ReferralEvent>, ServiceError> {
+        let executed = self
+            .attributions
+            .execute(
+                &attribution::stream_id(warranty_stream_id),
+                &ctx.meta(),
+                |state| attribution::review(state, &cmd),
+            )
+            .await?;
+        let approved = match executed.state.sales.get(&cmd.attribution_id) {
+            Some(Recorded::Attributed(a)) => Some(a.clone()),
+            _ => None,
+        };
+        if let Some(a) = approved {
+            self.after_attributed(&ctx.meta(), &a).await?;
+        }
+        Ok(recorded_events(&executed))
+    }
+
+    /// Attributes one sale (the reaction to a WarrantyActivated): decide once, record, then bind
+    /// the buyer's parent and progress the referrer's assist. Every step is idempotent, so a
+    /// redelivered activation or a crash between steps decides and counts nothing twice.
+    pub async fn attribute(&self, meta: &AppendMeta, sale: Sale) -> Result<Outcome, ServiceError> {
+        let brand = meta.brand_id.as_str();
+        let stream = attribution::stream_id(&sale.warranty_stream_id);
+        let recorded = self.attributions.load::<Rejection>(&stream).await?;
+        let outcome = match recorded.state.sales.get(&sale.attribution_id) {
+            Some(done) => recorded_outcome(done),
+            None => {
+                let outcome = self.judge(brand, &sale).await?;
+                let outcome = self.claim_device(meta, &sale, outcome).await?;
+                self.attributions
+                    .execute(&stream, meta, |state| attribution::record(state, &outcome))
+                    .await?;
+                outcome
+            }
+        };
+        if let Outcome::Attributed(a) = &outcome {
+            self.after_attributed(meta, a).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Gathers what the judgement needs and decides. Hard rejections are decided before any
+    /// sale is counted toward velocity or bursts.
+    async fn judge(&self, brand: &str, sale: &Sale) -> Result<Outcome, ServiceError> {
+        let rules = self.rules.for_brand(brand);
+        let token = if sale.token.is_empty() {
+            None
+        } else {
+            Some(self.token(brand, &sale.token).await?)
+        };
+        let referrer = match &token {
+            Some(Token::Found(link)) => Some(self.referrer(brand, &link.member_id).await?),
+            _ => None,
+        };
+        let last_click = match &token {
+            Some(Token::Found(_)) => self
+                .directory
+                .last_click(
+                    brand,
+                    &sale.token,
+                    &self.visitor_hash(brand, &sale.buyer_identity_key),
+                )
+                .await
+                .map_err(db_unavailable)?,
+            _ => None,
+        };
+        let mut signals = Signals {
+            last_click,
+            ..Signals::default()
+        };
+        let first = attribution::judge(sale, token.as_ref(), referrer.as_ref(), &signals, &rules);
+        if matches!(first, Outcome::Rejected(_) | Outcome::Nothing) {
+            return Ok(first);
+        }
+        if let Some(referrer) = &referrer {
+            let (hour, day) = self
+                .directory
+                .referrer_sales(
+                    brand,
+                    &referrer.member_id,
+                    sale.activated_at,
+                    &sale.attribution_id,
+                )
+                .await
+                .map_err(db_unavailable)?;
+            signals.referrer_last_hour = hour;
+            signals.referrer_last_day = day;
+        }
+        if !sale.store_id.is_empty() {
+            signals.store_recent = self
+                .directory
+                .store_sales(
+                    brand,
+                    &sale.store_id,
+                    sale.activated_at,
+                    &sale.attribution_id,
+                    rules.store_burst_window,
+                )
+                .await
+                .map_err(db_unavailable)?;
+        }
+        signals.suspicious_scan = self
+            .directory
+            .flagged(brand, &sale.warranty_stream_id)
+            .await
+            .map_err(db_unavailable)?;
+        Ok(attribution::judge(
+            sale,
+            token.as_ref(),
+            referrer.as_ref(),
+            &signals,
+            &rules,
+        ))
+    }
+
+    /// The token as this brand knows it.
+    async fn token(&self, brand: &str, token: &str) -> Result<Token, ServiceError> {
+        if !link::is_token(token) {
+            return Ok(Token::Unknown);
+        }
+        let loaded = self
+            .links
+            .load::<Rejection>(&link::stream_id(brand, token))
+            .await?;
+        if loaded.state.exists() {
+            return Ok(Token::Found(loaded.state));
+        }
+        let issuer = self
+            .directory
+            .token_brand(token)
+            .await
+            .map_err(db_unavailable)?;
+        Ok(match issuer {
+            Some(other) if other != brand => Token::OtherBrand,
+            _ => Token::Unknown,
+        })
+    }
+
+    /// The link owner's identities, devices and ancestors.
+    async fn referrer(&self, brand: &str, member_id: &str) -> Result<Referrer, ServiceError> {
+        let facts = self
+            .directory
+            .member(brand, member_id)
+            .await
+            .map_err(db_unavailable)?
+            .unwrap_or_default();
+        let mut ancestors: Vec<String> = Vec::new();
+        let mut current = member_id.to_owned();
+        while ancestors.len() < MAX_ANCESTRY {
+            match self.parent(brand, &current).await? {
+                Some(parent) if parent != member_id && !ancestors.contains(&parent) => {
+                    ancestors.push(parent.clone());
+                    current = parent;
+                }
+                _ => break,
+            }
+        }
+        Ok(Referrer {
+            member_id: member_id.to_owned(),
+            identities: facts.identities,
+            devices: facts.devices,
+            ancestors,
+        })
+    }
+
+    /// A sale that would pay claims its device; a device another attribution holds turns it
+    /// into a SAME_DEVICE rejection.
+    async fn claim_device(
+        &self,
+        meta: &AppendMeta,
+        sale: &Sale,
+        outcome: Outcome,
+    ) -> Result<Outcome, ServiceError> {
+        if sale.device_serial.is_empty() || outcome.attribution().is_none() {
+            return Ok(outcome);
+        }
+        let claimed = self
+            .devices
+            .execute(
+                &device::stream_id(&meta.brand_id, &sale.device_serial),
+                meta,
+                |claim| device::claim(claim, &sale.device_serial, &sale.attribution_id),
+            )
+            .await;
+        match claimed {
+            Ok(_) => Ok(outcome),
+            Err(ExecuteError::Rejected(Rejection::AlreadyExists(detail))) => {
+                let level1 = outcome
+                    .attribution()
+                    .map(|a| a.level1_member_id.clone())
+                    .unwrap_or_default();
+                Ok(attribution::reject(
+                    sale,
+                    &level1,
+                    pb::RejectionReason::SameDevice,
+                    detail,
+                ))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// What a counted attribution sets off: the buyer's parent (once, by the brand's binding
+    /// mode) and the referrer's assist progress.
+    async fn after_attributed(
+        &self,
+        meta: &AppendMeta,
+        a: &pb::ReferralAttributed,
+    ) -> Result<(), ServiceError> {
+        let brand = meta.brand_id.as_str();
+        if a.level1_member_id.is_empty() {
+            return Ok(());
+        }
+        let activated_at = scanloop_proto::time::from_timestamp(a.activated_at.as_ref())
+            .unwrap_or_else(|| self.now());
+        if self.binds(brand, &a.buyer_member_id, activated_at).await? {
+            self.nodes
+                .execute(&node::stream_id(brand, &a.buyer_member_id), meta, |n| {
+                    node::bind_parent(
+                        n,
+                        &a.buyer_member_id,
+                        &a.level1_member_id,
+                        &a.attribution_id,
+                    )
+                })
+                .await?;
+        }
+        if !a.campaign_id.is_empty() {
+            let assist_id = assist::assist_id(brand, &a.level1_member_id, &a.campaign_id);
+            self.assists
+                .execute(&assist::stream_id(brand, &assist_id), meta, |s| {
+                    assist::progress(s, &a.attribution_id, activated_at)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether an attribution at `activated_at` may bind the buyer's parent under the brand's
+    /// mode. A buyer membership has not announced yet is taken to have become a member with
+    /// this activation (activation is how most buyers join).
+    async fn binds(
+        &self,
+        brand: &str,
+        buyer: &str,
+        activated_at: DateTime<Utc>,
+    ) -> Result<bool, ServiceError> {
+        let rules = self.rules.for_brand(brand);
+        if rules.binding_mode == BindingMode::FirstAttribution {
+            return Ok(true);
+        }
+        let registered_at = self
+            .directory
+            .member(brand, buyer)
+            .await
+            .map_err(db_unavailable)?
+            .and_then(|m| m.registered_at)
+            .unwrap_or(activated_at);
+        Ok(activated_at - registered_at <= rules.bind_within)
+    }
+
+    /// The reaction to a returned purchase: a friend's return takes their assist progress back;
+    /// the return of a warranty an assist is bound to revokes that assist.
+    pub async fn on_void(
+        &self,
+        meta: &AppendMeta,
+        warranty_stream_id: &str,
+    ) -> Result<(), ServiceError> {
+        let brand = meta.brand_id.as_str();
+        let recorded = self
+            .attributions
+            .load::<Rejection>(&attribution::stream_id(warranty_stream_id))
+            .await?;
+        let latest = recorded
+            .state
+            .latest
+            .as_ref()
+            .and_then(|id| recorded.state.sales.get(id));
+        if let Some(Recorded::Attributed(a)) = latest
+            && !a.campaign_id.is_empty()
+            && !a.level1_member_id.is_empty()
+        {
+            let assist_id = assist::assist_id(brand, &a.level1_member_id, &a.campaign_id);
+            self.assists
+                .execute(&assist::stream_id(brand, &assist_id), meta, |s| {
+                    assist::take_back(s, &a.attribution_id)
+                })
+                .await?;
+        }
+        let bound = self
+            .directory
+            .warranty_assists(brand, warranty_stream_id)
+            .await
+            .map_err(db_unavailable)?;
+        for assist_id in bound {
+            self.assists
+                .execute(&assist::stream_id(brand, &assist_id), meta, |s| {
+                    assist::revoke(s, "the warranty the assist extends was returned")
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn recorded_outcome(recorded: &Recorded) -> Outcome {
+    match recorded {
+        Recorded::Attributed(a) => Outcome::Attributed(a.clone()),
+        Recorded::Held(h) => Outcome::Held(h.clone()),
+        Recorded::Rejected(r) => Outcome::Rejected(r.clone()),
+    }
+}
+
+fn recorded_events<A>(executed: &Executed<A>) -> Vec<ReferralEvent> {
+    use scanloop_eventstore::DomainEvent as _;
+    executed
+        .events
+        .iter()
+        .filter_map(|e| ReferralEvent::decode(&e.event_type, e.schema_version, &e.payload).ok())
+        .collect()
+}

@@ -1,0 +1,296 @@
+//! Referral's reactions to other services' events, in one consumer group over two topics:
+//! - activation: WarrantyActivated (attribute the sale), WarrantyVoided (assist progress back),
+//!   SuspiciousScan (a soft fraud signal on the code);
+//! - membership: who members are (identities, devices, registration), for the fraud checks and
+//!   to name an activation's buyer.
+//!
+//! An activation names its buyer by identity; membership decides which member that is. When the
+//! activation arrives before membership has announced the buyer, it is parked under the
+//! identity and attributed when the announcement comes (whichever handler sees both does it;
+//! attribution is idempotent, so both doing it is harmless).
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
+use scanloop_eventstore::{AppendMeta, RequestKey};
+use scanloop_proto::activation::v1 as activation;
+use scanloop_proto::common::v1::StoredIdentity;
+use scanloop_proto::common::v1::stored_identity::Kind;
+use scanloop_proto::membership::v1 as membership;
+use scanloop_proto::time::from_timestamp;
+use scanloop_service::ServiceError;
+
+use crate::app::Referrals;
+use crate::domain::attribution::{self, Sale};
+use crate::domain::device;
+
+const WARRANTY_ACTIVATED: &str = "scanloop.activation.v1.WarrantyActivated";
+const WARRANTY_VOIDED: &str = "scanloop.activation.v1.WarrantyVoided";
+const SUSPICIOUS_SCAN: &str = "scanloop.activation.v1.SuspiciousScan";
+const IDENTITY_CLAIMED: &str = "scanloop.membership.v1.IdentityClaimed";
+const MEMBER_REGISTERED: &str = "scanloop.membership.v1.MemberRegistered";
+const IDENTITY_LINKED: &str = "scanloop.membership.v1.IdentityLinked";
+const DEVICE_BOUND: &str = "scanloop.membership.v1.DeviceBound";
+
+/// Reactions are commands named by their causing event: a redelivery is a repeat.
+const ACTIVATION_FINGERPRINT: &[u8] = b"referral: reaction to WarrantyActivated";
+const VOID_FINGERPRINT: &[u8] = b"referral: reaction to WarrantyVoided";
+
+pub struct Reactions {
+    app: Arc<Referrals>,
+}
+
+impl Reactions {
+    pub fn new(app: Arc<Referrals>) -> Self {
+        Self { app }
+    }
+}
+
+/// `kind:value`, the identity's name in membership's claims.
+pub fn identity_key(identity: &StoredIdentity) -> Option<String> {
+    match identity.kind.as_ref()? {
+        Kind::PhoneHash(h) => Some(format!("phone_hash:{h}")),
+        Kind::WechatUnionid(u) => Some(format!("wechat_unionid:{u}")),
+        Kind::DeviceSerial(_) => None,
+    }
+}
+
+fn decode<M: prost::Message + Default>(envelope: &EventEnvelope) -> Result<M, HandlerError> {
+    // Version 1 is the only version of each of these; a newer one is not guessed at.
+    if envelope.schema_version > 1 {
+        return Err(HandlerError::Poison(format!(
+            "{} schema version {} is newer than this service reads (1): upgrade referral",
+            envelope.event_type, envelope.schema_version
+        )));
+    }
+    M::decode(envelope.payload.as_slice())
+        .map_err(|e| HandlerError::Poison(format!("{}: {e}", envelope.event_type)))
+}
+
+fn db(error: scanloop_storage::DbError) -> HandlerError {
+    if error.is_transient() {
+        HandlerError::Transient(anyhow::anyhow!(error))
+    } else {
+        HandlerError::Poison(error.to_string())
+    }
+}
+
+fn service(error: ServiceError) -> HandlerError {
+    match error {
+        // Contention and outages pass; retrying later is right.
+        e @ (ServiceError::Aborted(_) | ServiceError::Unavailable(_)) => {
+            HandlerError::Transient(anyhow::anyhow!(e))
+        }
+        e => HandlerError::Poison(e.to_string()),
+    }
+}
+
+fn meta(envelope: &EventEnvelope, request_id: String, fingerprint: &[u8]) -> AppendMeta {
+    AppendMeta {
+        brand_id: envelope.brand_id.clone(),
+        correlation_id: envelope.correlation_id.clone(),
+        causation_id: envelope.event_id.clone(),
+        traceparent: scanloop_telemetry::current_traceparent(),
+        request: Some(RequestKey {
+            request_id,
+            fingerprint: fingerprint.to_vec(),
+        }),
+    }
+}
+
+impl EventHandler for Reactions {
+    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
+        let brand = envelope.brand_id.as_str();
+        let directory = self.app.directory();
+        match envelope.event_type.as_str() {
+            WARRANTY_ACTIVATED => self.on_activation(envelope).await,
+            WARRANTY_VOIDED => {
+                let meta = meta(
+                    envelope,
+                    format!("void:{}", envelope.event_id),
+                    VOID_FINGERPRINT,
+                );
+                self.app
+                    .on_void(&meta, &envelope.stream_id)
+                    .await
+                    .map_err(service)
+            }
+            SUSPICIOUS_SCAN => {
+                let scan: activation::SuspiciousScan = decode(envelope)?;
+                directory
+                    .flag_code(brand, &envelope.stream_id, &scan.reason)
+                    .await
+                    .map_err(db)
+            }
+            IDENTITY_CLAIMED => {
+                let e: membership::IdentityClaimed = decode(envelope)?;
+                self.on_member_identity(envelope, &e.member_id, e.identity.as_ref())
+                    .await
+            }
+            MEMBER_REGISTERED => {
+                let e: membership::MemberRegistered = decode(envelope)?;
+                let key = e.identity.as_ref().and_then(identity_key);
+                directory
+                    .register_member(
+                        brand,
+                        &e.member_id,
+                        from_timestamp(e.registered_at.as_ref())
+                            .or_else(|| from_timestamp(envelope.occurred_at.as_ref())),
+                        &e.display_name,
+                        key.as_deref(),
+                    )
+                    .await
+                    .map_err(db)?;
+                self.on_member_identity(envelope, &e.member_id, e.identity.as_ref())
+                    .await
+            }
+            IDENTITY_LINKED => {
+                let e: membership::IdentityLinked = decode(envelope)?;
+                if let Some(key) = e.identity.as_ref().and_then(identity_key) {
+                    directory
+                        .add_identity(brand, &e.member_id, &key)
+                        .await
+                        .map_err(db)?;
+                }
+                self.on_member_identity(envelope, &e.member_id, e.identity.as_ref())
+                    .await
+            }
+            DEVICE_BOUND => {
+                let e: membership::DeviceBound = decode(envelope)?;
+                let serial = device::normalize(&e.device_serial);
+                if serial.is_empty() {
+                    return Ok(());
+                }
+                directory
+                    .add_device(brand, &e.member_id, &serial)
+                    .await
+                    .map_err(db)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Reactions {
+    async fn on_activation(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
+        let brand = envelope.brand_id.as_str();
+        let directory = self.app.directory();
+        let activated: activation::WarrantyActivated = decode(envelope)?;
+        let identity = activated
+            .buyer
+            .clone()
+            .ok_or_else(|| HandlerError::Poison("activation without a buyer".into()))?;
+        let key = identity_key(&identity).ok_or_else(|| {
+            HandlerError::Poison("activation without a usable buyer identity".into())
+        })?;
+        // Every activation: who owns the code (StartAssist checks it).
+        directory
+            .set_warranty_owner(brand, &envelope.stream_id, &key)
+            .await
+            .map_err(db)?;
+        let through_store = activated.channel.as_ref().is_some_and(|c| {
+            c.kind == activation::PurchaseChannelKind::Store as i32 && !c.id.is_empty()
+        });
+        if activated.referral_token.is_empty() && !through_store {
+            return Ok(());
+        }
+        let owner = match directory.owner(brand, &key).await.map_err(db)? {
+            Some(owner) => owner,
+            None => {
+                directory
+                    .park(brand, &key, &envelope.event_id, &envelope.encode_to_vec())
+                    .await
+                    .map_err(db)?;
+                // Membership may have announced the buyer between the two reads.
+                match directory.owner(brand, &key).await.map_err(db)? {
+                    Some(owner) => owner,
+                    None => return Ok(()),
+                }
+            }
+        };
+        self.attribute(envelope, &activated, identity, key, owner)
+            .await
+    }
+
+    async fn attribute(
+        &self,
+        envelope: &EventEnvelope,
+        activated: &activation::WarrantyActivated,
+        identity: StoredIdentity,
+        key: String,
+        buyer_member_id: String,
+    ) -> Result<(), HandlerError> {
+        let activated_at = from_timestamp(activated.activated_at.as_ref())
+            .or_else(|| from_timestamp(envelope.occurred_at.as_ref()))
+            .ok_or_else(|| HandlerError::Poison("activation without a time".into()))?;
+        let store_id = activated
+            .channel
+            .as_ref()
+            .filter(|c| c.kind == activation::PurchaseChannelKind::Store as i32)
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        let sale = Sale {
+            attribution_id: attribution::attribution_id(&envelope.event_id),
+            activation_event_id: envelope.event_id.clone(),
+            warranty_stream_id: envelope.stream_id.clone(),
+            token: activated.referral_token.trim().to_owned(),
+            buyer_member_id,
+            buyer: identity,
+            buyer_identity_key: key.clone(),
+            device_serial: device::normalize(&activated.device_serial),
+            sku: activated.sku.clone(),
+            purchase_amount: activated.purchase_amount.clone(),
+            purchased_at: from_timestamp(activated.purchased_at.as_ref()).unwrap_or(activated_at),
+            activated_at,
+            store_id,
+        };
+        let meta = meta(
+            envelope,
+            format!("activation:{}", envelope.event_id),
+            ACTIVATION_FINGERPRINT,
+        );
+        self.app.attribute(&meta, sale).await.map_err(service)?;
+        self.app
+            .directory()
+            .unpark(&envelope.brand_id, &key, &envelope.event_id)
+            .await
+            .map_err(db)
+    }
+
+    /// Membership announced that `identity` is `member_id`'s: note it, then attribute any
+    /// activation that was waiting for it.
+    async fn on_member_identity(
+        &self,
+        envelope: &EventEnvelope,
+        member_id: &str,
+        identity: Option<&StoredIdentity>,
+    ) -> Result<(), HandlerError> {
+        let brand = envelope.brand_id.as_str();
+        let directory = self.app.directory();
+        let Some(key) = identity.and_then(identity_key) else {
+            return Ok(());
+        };
+        directory
+            .set_owner(brand, &key, member_id)
+            .await
+            .map_err(db)?;
+        for (_, bytes) in directory.parked(brand, &key).await.map_err(db)? {
+            let parked = EventEnvelope::decode(bytes.as_slice())
+                .map_err(|e| HandlerError::Poison(format!("parked activation: {e}")))?;
+            let activated: activation::WarrantyActivated = decode(&parked)?;
+            let Some(identity) = activated.buyer.clone() else {
+                continue;
+            };
+            self.attribute(
+                &parked,
+                &activated,
+                identity,
+                key.clone(),
+                member_id.to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
