@@ -140,13 +140,8 @@ impl Activation {
             .verify(brand_id, code)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let batch = self.batch(brand_id, id.batch_id).await?;
-        if id.serial == 0 || id.serial > batch.facts.quantity {
-            // Authentic signature but a serial never printed: only a leaked key could do this.
-            return Err(ServiceError::NotFound(format!(
-                "serial {} is outside batch {} (1..={})",
-                id.serial, id.batch_id, batch.facts.quantity
-            )));
-        }
+        // Authentic signature but a serial never printed: only a leaked key could do this.
+        printed_serial(&batch, id.batch_id, id.serial)?;
         Ok((id, batch))
     }
 
@@ -288,7 +283,7 @@ impl Activation {
                 .await?;
             }
         }
-        self.run(ctx, id, batch, |state| {
+        self.run(&ctx.meta(), id, batch, |state| {
             warranty::activate(state, &cmd, &self.rules)
         })
         .await
@@ -361,8 +356,41 @@ impl Activation {
         reason: pb::ExtensionReason,
     ) -> Result<WarrantyState, ServiceError> {
         let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
-        let cmd = warranty::Extend { months, reason };
-        self.run(ctx, id, batch, |state| warranty::extend(state, &cmd))
+        let cmd = warranty::Extend {
+            months,
+            reason,
+            assist_id: String::new(),
+        };
+        self.run(&ctx.meta(), id, batch, |state| warranty::extend(state, &cmd))
+            .await
+    }
+
+    /// The reaction to referral's AssistCompleted: extends the warranty of (`batch_id`,
+    /// `serial`) of `meta.brand_id` by `months` for the assist campaign `assist_id`, through the
+    /// same decision as ExtendWarranty. Once per assist: the stream remembers the assist id (see
+    /// `warranty::extend`), and `meta.request` answers a redelivery with the first result.
+    pub async fn extend_for_assist(
+        &self,
+        meta: &AppendMeta,
+        batch_id: Uuid,
+        serial: u32,
+        assist_id: &str,
+        months: u32,
+    ) -> Result<WarrantyState, ServiceError> {
+        let batch = self.batch(&meta.brand_id, batch_id).await?;
+        printed_serial(&batch, batch_id, serial)?;
+        let id = CodeId {
+            brand_id: meta.brand_id.clone(),
+            key_id: batch.facts.key_id.clone(),
+            batch_id,
+            serial,
+        };
+        let cmd = warranty::Extend {
+            months,
+            reason: pb::ExtensionReason::AssistCampaign,
+            assist_id: assist_id.to_owned(),
+        };
+        self.run(meta, id, batch, |state| warranty::extend(state, &cmd))
             .await
     }
 
@@ -377,7 +405,7 @@ impl Activation {
             reason: reason.to_owned(),
             now: Utc::now(),
         };
-        self.run(ctx, id, batch, |state| {
+        self.run(&ctx.meta(), id, batch, |state| {
             warranty::void(state, &cmd, &self.rules)
         })
         .await
@@ -385,7 +413,7 @@ impl Activation {
 
     async fn run<F>(
         &self,
-        ctx: &RequestContext,
+        meta: &AppendMeta,
         id: CodeId,
         batch: Arc<IssuedBatch>,
         decide: F,
@@ -396,8 +424,8 @@ impl Activation {
         let executed = self
             .warranties
             .execute(
-                &warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial),
-                &ctx.meta(),
+                &warranty::stream_id(&meta.brand_id, id.batch_id, id.serial),
+                meta,
                 decide,
             )
             .await?;
@@ -424,4 +452,15 @@ impl Activation {
             serial,
         }))
     }
+}
+
+/// NOT_FOUND unless `serial` is one of the codes printed for `batch`.
+fn printed_serial(batch: &IssuedBatch, batch_id: Uuid, serial: u32) -> Result<(), ServiceError> {
+    if serial == 0 || serial > batch.facts.quantity {
+        return Err(ServiceError::NotFound(format!(
+            "serial {serial} is outside batch {batch_id} (1..={})",
+            batch.facts.quantity
+        )));
+    }
+    Ok(())
 }

@@ -33,6 +33,12 @@ pub struct Config {
     pub projection_group: String,
     /// SCANLOOP_ACTIVATION_TOPIC, default scanloop.activation.events.v1.
     pub topic: String,
+    /// SCANLOOP_REFERRAL_TOPIC, default scanloop.referral.events.v1: where assist completions
+    /// come from.
+    pub referral_topic: String,
+    /// SCANLOOP_REACTION_GROUP, default activation-reactions: the consumer group of the
+    /// reaction to referral events.
+    pub reaction_group: String,
 }
 
 impl Config {
@@ -65,6 +71,11 @@ impl Config {
                 "SCANLOOP_ACTIVATION_TOPIC",
                 scanloop_bus::topics::event_topic("activation"),
             )?,
+            referral_topic: var(
+                "SCANLOOP_REFERRAL_TOPIC",
+                scanloop_bus::topics::event_topic("referral"),
+            )?,
+            reaction_group: var("SCANLOOP_REACTION_GROUP", "activation-reactions".to_owned())?,
         })
     }
 }

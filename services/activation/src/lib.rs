@@ -1,12 +1,14 @@
 //! The activation service: warranty code batches, verification, scans, activation, extension
 //! and returns. Layout: `domain` (pure rules), `app` (command handling), `projections` (read
-//! models), `grpc` (API mapping), `server` (wiring the parts together), `main.rs` (process).
+//! models), `grpc` (API mapping), `reaction` (referral events), `server` (wiring the parts
+//! together), `main.rs` (process).
 
 pub mod app;
 pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod projections;
+pub mod reaction;
 pub mod schema;
 pub mod server;
 

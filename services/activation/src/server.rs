@@ -1,4 +1,5 @@
-//! Wires the activation service: store, outbox, sweeper, projector, gRPC server. Used by
+//! Wires the activation service: store, outbox, sweeper, projector, the reaction to referral
+//! events, gRPC server. Used by
 //! `main.rs` and by the integration tests (which start it on port 0 with a fresh keyspace).
 
 use std::sync::Arc;
@@ -18,9 +19,10 @@ use crate::domain::code::CodeSigner;
 use crate::domain::warranty::{PurchaseLimits, Rules};
 use crate::grpc::Api;
 use crate::projections::ReadModels;
+use crate::reaction::AssistReaction;
 
 /// Runs the service on `listener` until `shutdown` is cancelled: the gRPC API, the outbox
-/// sweeper and the read-model projector. Refuses to start if the schema is missing.
+/// sweeper, the read-model projector and the reaction to assist completions. Refuses to start if the schema is missing.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -64,6 +66,7 @@ pub async fn run(
         read_models.clone(),
     ));
 
+    let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
     let sweeper = tokio::spawn(Sweeper::new(outbox).run(shutdown.clone()));
     let projector = ConsumerRunner::new(
         ConsumerOptions::new(
@@ -72,11 +75,23 @@ pub async fn run(
             vec![topic],
         ),
         Projector(read_models),
-        Checkpoints::new(session, &config.keyspace).await?,
-        producer,
+        checkpoints.clone(),
+        producer.clone(),
         shutdown.clone(),
     )?;
     let projecting = tokio::spawn(projector.run());
+    let reaction = ConsumerRunner::new(
+        ConsumerOptions::new(
+            config.infra.kafka_brokers.clone(),
+            config.reaction_group.clone(),
+            vec![config.referral_topic.clone()],
+        ),
+        AssistReaction::new(app.clone()),
+        checkpoints,
+        producer,
+        shutdown.clone(),
+    )?;
+    let reacting = tokio::spawn(reaction.run());
 
     let routes = tonic::service::Routes::new(ActivationServiceServer::new(Api::new(app)));
     let served = scanloop_service::serve::<ActivationServiceServer<Api>>(
@@ -89,5 +104,6 @@ pub async fn run(
     shutdown.cancel();
     let _ = sweeper.await;
     projecting.await??;
+    reacting.await??;
     served
 }

@@ -224,12 +224,45 @@ impl Membership {
         kind: pb::EngagementKind,
         occurred_at: DateTime<Utc>,
     ) -> Result<MemberState, ServiceError> {
+        self.record_engagement(&ctx.meta(), member_id, kind, occurred_at, self.now())
+            .await
+    }
+
+    /// The reaction to referral's `LinkShared`: a share engagement of `member_id` at
+    /// `shared_at`. `None` when the share is already older than the scoring window (a replay of
+    /// old history): it could only ever be refused, and there is nothing left for it to count.
+    pub async fn on_share(
+        &self,
+        meta: &AppendMeta,
+        member_id: &str,
+        shared_at: DateTime<Utc>,
+    ) -> Result<Option<MemberState>, ServiceError> {
+        let now = self.now();
+        if shared_at < now - self.rules.koc_window {
+            return Ok(None);
+        }
+        // The referral service's clock may run a little ahead of ours; a share it recorded has
+        // happened, so it counts as of now rather than being refused as in the future.
+        let occurred_at = shared_at.min(now);
+        self.record_engagement(meta, member_id, pb::EngagementKind::Share, occurred_at, now)
+            .await
+            .map(Some)
+    }
+
+    async fn record_engagement(
+        &self,
+        meta: &AppendMeta,
+        member_id: &str,
+        kind: pb::EngagementKind,
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<MemberState, ServiceError> {
         let cmd = member::Engage {
             kind,
             occurred_at,
-            now: self.now(),
+            now,
         };
-        self.run(&ctx.brand_id, member_id, &ctx.meta(), |m| {
+        self.run(&meta.brand_id, member_id, meta, |m| {
             member::engage(m, &cmd, &self.rules)
         })
         .await

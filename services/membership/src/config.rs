@@ -18,12 +18,16 @@ pub struct Config {
     pub topic: String,
     /// SCANLOOP_ACTIVATION_TOPIC: where warranty activations come from.
     pub activation_topic: String,
+    /// SCANLOOP_REFERRAL_TOPIC, default scanloop.referral.events.v1: where link shares come
+    /// from.
+    pub referral_topic: String,
     /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes; the same in every service. Required
     /// unless SCANLOOP_ENV=dev.
     pub identity_secret: Secret<String>,
     /// SCANLOOP_PROJECTION_GROUP, default membership-projections.
     pub projection_group: String,
-    /// SCANLOOP_REACTION_GROUP, default membership-reactions.
+    /// SCANLOOP_REACTION_GROUP, default membership-reactions: the consumer group of the
+    /// reactions to activation and referral events.
     pub reaction_group: String,
     /// SCANLOOP_TIMER_GROUP, default membership-timers: reads this service's own events and
     /// schedules each member's re-evaluations (lot expiry, engagements leaving the window).
@@ -56,6 +60,10 @@ impl Config {
             activation_topic: var(
                 "SCANLOOP_ACTIVATION_TOPIC",
                 scanloop_bus::topics::event_topic("activation"),
+            )?,
+            referral_topic: var(
+                "SCANLOOP_REFERRAL_TOPIC",
+                scanloop_bus::topics::event_topic("referral"),
             )?,
             identity_secret,
             projection_group: var(

@@ -1,5 +1,5 @@
-//! Wires the membership service: store, outbox, sweeper, the reaction to activations, the
-//! read-model projector and the gRPC server.
+//! Wires the membership service: store, outbox, sweeper, the reactions to activations and
+//! referral shares, the read-model projector and the gRPC server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::app::Membership;
 use crate::config::Config;
 use crate::grpc::Api;
 use crate::projections::ReadModels;
-use crate::reaction::ActivationReaction;
+use crate::reaction::Reactions;
 
 /// Runs the service on `listener` until `shutdown` is cancelled. Refuses to start if the schema
 /// is missing.
@@ -63,19 +63,24 @@ pub async fn run(
     )
     .await?;
     let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
-    let consumer = |group: &str, topic: &str| {
+    let consumer = |group: &str, topics: &[&String]| {
         ConsumerOptions::new(
             config.infra.kafka_brokers.clone(),
             group.to_owned(),
-            vec![topic.to_owned()],
+            topics.iter().map(|topic| (*topic).clone()).collect(),
         )
     };
 
     let sweeper = tokio::spawn(Sweeper::new(outbox).run(shutdown.clone()));
     let reacting = tokio::spawn(
         ConsumerRunner::new(
-            consumer(&config.reaction_group, &config.activation_topic),
-            ActivationReaction::new(app.clone()),
+            // One group over both topics: each stream has its own lane, so a slow or retrying
+            // stream of one topic holds back nothing of the other.
+            consumer(
+                &config.reaction_group,
+                &[&config.activation_topic, &config.referral_topic],
+            ),
+            Reactions::new(app.clone()),
             checkpoints.clone(),
             producer.clone(),
             shutdown.clone(),
@@ -84,7 +89,7 @@ pub async fn run(
     );
     let projecting = tokio::spawn(
         ConsumerRunner::new(
-            consumer(&config.projection_group, &config.topic),
+            consumer(&config.projection_group, &[&config.topic]),
             Projector(read_models.clone()),
             checkpoints,
             producer,

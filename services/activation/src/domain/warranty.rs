@@ -1,6 +1,6 @@
 //! One printed code's warranty: scans, activation (at most once), extensions, return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Months, Utc};
 use scanloop_eventstore::Aggregate;
@@ -85,6 +85,10 @@ pub struct Warranty {
     pub extended_months: u32,
     pub voided: Option<pb::WarrantyVoided>,
     pub last_scan: Option<(String, DateTime<Utc>)>,
+    /// The assist campaigns that extended this code's warranty. Kept across a resale: an assist
+    /// rewards the warranty it was bound to once, ever, so a late replay of its completion must
+    /// not extend the next buyer's warranty either.
+    pub assists: BTreeSet<String>,
 }
 
 impl Aggregate for Warranty {
@@ -108,6 +112,9 @@ impl Aggregate for Warranty {
             ActivationEvent::WarrantyExtended(extended) => {
                 self.ends_at = from_timestamp(extended.warranty_ends_at.as_ref());
                 self.extended_months = extended.extended_months_total;
+                if !extended.assist_id.is_empty() {
+                    self.assists.insert(extended.assist_id.clone());
+                }
             }
             ActivationEvent::WarrantyVoided(voided) => self.voided = Some(voided.clone()),
             ActivationEvent::SuspiciousScan(_)
@@ -322,12 +329,20 @@ fn validate_purchase(cmd: &Activate, rules: &Rules) -> Result<DateTime<Utc>, Rej
 pub struct Extend {
     pub months: u32,
     pub reason: pb::ExtensionReason,
+    /// The assist campaign this extension rewards (the reaction to referral's AssistCompleted);
+    /// empty for an extension asked for through the API.
+    pub assist_id: String,
 }
 
 pub const MAX_EXTENSION_MONTHS: u32 = 60;
 
-/// Extends an active warranty.
+/// Extends an active warranty. An assist that already extended it decides nothing: the stream
+/// itself remembers each assist, for good (request ids are forgotten after their retention, and
+/// a consumer group replaying the referral topic has no checkpoints).
 pub fn extend(state: &Warranty, cmd: &Extend) -> Result<Vec<ActivationEvent>, Rejection> {
+    if !cmd.assist_id.is_empty() && state.assists.contains(&cmd.assist_id) {
+        return Ok(Vec::new());
+    }
     if cmd.months == 0 || cmd.months > MAX_EXTENSION_MONTHS {
         return Err(Rejection::Invalid("months must be between 1 and 60".into()));
     }
@@ -346,6 +361,7 @@ pub fn extend(state: &Warranty, cmd: &Extend) -> Result<Vec<ActivationEvent>, Re
             reason: cmd.reason as i32,
             warranty_ends_at: Some(to_timestamp(ends_at)),
             extended_months_total: state.extended_months + cmd.months,
+            assist_id: cmd.assist_id.clone(),
         },
     )])
 }
@@ -657,6 +673,7 @@ mod tests {
         let cmd = Extend {
             months: 12,
             reason: pb::ExtensionReason::AssistCampaign,
+            assist_id: String::new(),
         };
         let events = extend(&state, &cmd).unwrap();
         state.apply(&events[0]);
@@ -668,10 +685,50 @@ mod tests {
     }
 
     #[test]
+    fn an_assist_extends_its_warranty_once_ever_even_after_a_resale() {
+        let rules = Rules::default();
+        let assist = |id: &str| Extend {
+            months: 12,
+            reason: pb::ExtensionReason::AssistCampaign,
+            assist_id: id.into(),
+        };
+        let mut state = activated();
+        let events = extend(&state, &assist("a-1")).unwrap();
+        state.apply(&events[0]);
+        assert_eq!(state.ends_at, Some(at("2029-01-31T10:00:00Z")));
+        assert_eq!(extend(&state, &assist("a-1")).unwrap(), Vec::new());
+        // Another assist is another reward.
+        let events = extend(&state, &assist("a-2")).unwrap();
+        state.apply(&events[0]);
+        assert_eq!(state.extended_months, 24);
+
+        // Returned and resold: the new buyer's warranty starts without extensions, and the
+        // earlier buyer's assist does not reach it.
+        let void_events = void(
+            &state,
+            &Void {
+                reason: "returned".into(),
+                now: at("2026-02-10T00:00:00Z"),
+            },
+            &rules,
+        )
+        .unwrap();
+        state.apply(&void_events[0]);
+        let mut resale = activation("r2", "2026-03-01T00:00:00Z");
+        resale.purchased_at = at("2026-02-20T09:00:00Z");
+        let events = activate(&state, &resale, &rules).unwrap();
+        state.apply(&events[0]);
+        assert_eq!(state.extended_months, 0);
+        assert_eq!(extend(&state, &assist("a-1")).unwrap(), Vec::new());
+        assert_eq!(state.ends_at, Some(at("2028-02-20T09:00:00Z")));
+    }
+
+    #[test]
     fn extension_needs_an_active_warranty_and_valid_input() {
         let cmd = Extend {
             months: 12,
             reason: pb::ExtensionReason::Goodwill,
+            assist_id: String::new(),
         };
         assert!(matches!(
             extend(&Warranty::default(), &cmd),
@@ -685,6 +742,7 @@ mod tests {
         let unspecified = Extend {
             months: 1,
             reason: pb::ExtensionReason::Unspecified,
+            assist_id: String::new(),
         };
         assert!(matches!(
             extend(&activated(), &unspecified),
