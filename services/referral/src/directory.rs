@@ -86,11 +86,11 @@ const STATEMENTS: &[(&str, &str)] = &[
     ),
     (
         "register_token",
-        "INSERT INTO {ks}.link_tokens (token, brand_id) VALUES (?, ?)",
+        "INSERT INTO {ks}.link_tokens (link_token, brand_id) VALUES (?, ?)",
     ),
     (
         "token_brand",
-        "SELECT brand_id FROM {ks}.link_tokens WHERE token = ?",
+        "SELECT brand_id FROM {ks}.link_tokens WHERE link_token = ?",
     ),
     (
         "add_warranty_assist",
@@ -104,12 +104,12 @@ const STATEMENTS: &[(&str, &str)] = &[
     (
         "click",
         "SELECT last_click, counted_at FROM {ks}.clicks \
-         WHERE brand_id = ? AND token = ? AND visitor = ?",
+         WHERE brand_id = ? AND link_token = ? AND visitor = ?",
     ),
     (
         "record_click",
         "UPDATE {ks}.clicks SET last_click = ?, counted_at = ? \
-         WHERE brand_id = ? AND token = ? AND visitor = ?",
+         WHERE brand_id = ? AND link_token = ? AND visitor = ?",
     ),
     (
         "add_referrer_sale",

@@ -12,6 +12,7 @@ use scanloop_proto::time::from_timestamp;
 use scanloop_storage::DbError;
 use scanloop_storage::paging::PageError;
 use scylla::client::session::Session;
+use scylla::value::Counter;
 
 use crate::db::Db;
 use crate::domain::ReferralEvent;
@@ -24,34 +25,34 @@ pub struct ReadModels {
 const STATEMENTS: &[(&str, &str)] = &[
     (
         "insert_link",
-        "INSERT INTO {ks}.links (brand_id, token, member_id, sku, campaign_id, url, created_at, \
+        "INSERT INTO {ks}.links (brand_id, link_token, member_id, sku, campaign_id, url, created_at, \
          revoked) VALUES (?, ?, ?, ?, ?, ?, ?, false) USING TIMESTAMP ?",
     ),
     (
         "insert_link_by_member",
-        "INSERT INTO {ks}.links_by_member (brand_id, member_id, created_at, token) \
+        "INSERT INTO {ks}.links_by_member (brand_id, member_id, created_at, link_token) \
          VALUES (?, ?, ?, ?)",
     ),
     (
         "revoke_link",
-        "UPDATE {ks}.links USING TIMESTAMP ? SET revoked = true WHERE brand_id = ? AND token = ?",
+        "UPDATE {ks}.links USING TIMESTAMP ? SET revoked = true WHERE brand_id = ? AND link_token = ?",
     ),
     (
         "link",
         "SELECT member_id, sku, campaign_id, url, created_at, revoked FROM {ks}.links \
-         WHERE brand_id = ? AND token = ?",
+         WHERE brand_id = ? AND link_token = ?",
     ),
     (
         "links_by_member",
-        "SELECT token FROM {ks}.links_by_member WHERE brand_id = ? AND member_id = ?",
+        "SELECT link_token FROM {ks}.links_by_member WHERE brand_id = ? AND member_id = ?",
     ),
     (
         "insert_share",
-        "INSERT INTO {ks}.link_shares (brand_id, token, version, channel) VALUES (?, ?, ?, ?)",
+        "INSERT INTO {ks}.link_shares (brand_id, link_token, version, channel) VALUES (?, ?, ?, ?)",
     ),
     (
         "count_shares",
-        "SELECT COUNT(*) FROM {ks}.link_shares WHERE brand_id = ? AND token = ?",
+        "SELECT COUNT(*) FROM {ks}.link_shares WHERE brand_id = ? AND link_token = ?",
     ),
     (
         "insert_referral_key",
@@ -69,7 +70,7 @@ const STATEMENTS: &[(&str, &str)] = &[
     (
         "upsert_referral",
         "INSERT INTO {ks}.referrals_by_referrer (brand_id, referrer, activated_at, \
-         attribution_id, status, token, level2, buyer, sku, amount_fen, purchased_at, store_id, \
+         attribution_id, status, link_token, level2, buyer, sku, amount_fen, purchased_at, store_id, \
          rejection_reason, hold_reasons) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
     ),
@@ -80,14 +81,14 @@ const STATEMENTS: &[(&str, &str)] = &[
     ),
     (
         "referral",
-        "SELECT attribution_id, status, token, referrer, level2, buyer, sku, amount_fen, \
+        "SELECT attribution_id, status, link_token, referrer, level2, buyer, sku, amount_fen, \
          purchased_at, store_id, rejection_reason, hold_reasons, detail, decided_at, activated_at \
          FROM {ks}.referrals_by_referrer \
          WHERE brand_id = ? AND referrer = ? AND activated_at = ? AND attribution_id = ?",
     ),
     (
         "referrals_by_referrer",
-        "SELECT attribution_id, status, token, referrer, level2, buyer, sku, amount_fen, \
+        "SELECT attribution_id, status, link_token, referrer, level2, buyer, sku, amount_fen, \
          purchased_at, store_id, rejection_reason, hold_reasons, detail, decided_at, activated_at \
          FROM {ks}.referrals_by_referrer WHERE brand_id = ? AND referrer = ?",
     ),
@@ -241,6 +242,10 @@ pub fn listed_under(level1: &str, store_id: &str) -> String {
     } else {
         level1.to_owned()
     }
+}
+
+fn count(counter: Option<Counter>) -> i64 {
+    counter.map_or(0, |Counter(n)| n)
 }
 
 fn page_error(e: DbError) -> PageError {
@@ -428,12 +433,12 @@ impl ReadModels {
     ) -> Result<Vec<(String, FunnelDelta)>, DbError> {
         type Row = (
             String,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
+            Option<Counter>,
+            Option<Counter>,
+            Option<Counter>,
+            Option<Counter>,
+            Option<Counter>,
+            Option<Counter>,
         );
         let rows: Vec<Row> = self.db.rows("funnel", (brand, scope)).await?;
         Ok(rows
@@ -443,12 +448,12 @@ impl ReadModels {
                     (
                         sku,
                         FunnelDelta {
-                            clicks: clicks.unwrap_or_default(),
-                            visitors: visitors.unwrap_or_default(),
-                            shares: shares.unwrap_or_default(),
-                            attributed: attributed.unwrap_or_default(),
-                            held: held.unwrap_or_default(),
-                            rejected: rejected.unwrap_or_default(),
+                            clicks: count(clicks),
+                            visitors: count(visitors),
+                            shares: count(shares),
+                            attributed: count(attributed),
+                            held: count(held),
+                            rejected: count(rejected),
                         },
                     )
                 },
@@ -474,12 +479,12 @@ impl ReadModels {
                 .exec(
                     "bump_funnel",
                     (
-                        d.clicks,
-                        d.visitors,
-                        d.shares,
-                        d.attributed,
-                        d.held,
-                        d.rejected,
+                        Counter(d.clicks),
+                        Counter(d.visitors),
+                        Counter(d.shares),
+                        Counter(d.attributed),
+                        Counter(d.held),
+                        Counter(d.rejected),
                         brand,
                         scope,
                         sku,
@@ -491,14 +496,10 @@ impl ReadModels {
     }
 
     pub async fn store(&self, brand: &str, store: &str) -> Result<(i64, i64, i64), DbError> {
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
+        let row: Option<(Option<Counter>, Option<Counter>, Option<Counter>)> =
             self.db.first("store", (brand, store)).await?;
-        let (sales, amount, credited) = row.unwrap_or_default();
-        Ok((
-            sales.unwrap_or_default(),
-            amount.unwrap_or_default(),
-            credited.unwrap_or_default(),
-        ))
+        let (sales, amount, credited) = row.unwrap_or((None, None, None));
+        Ok((count(sales), count(amount), count(credited)))
     }
 
     /// Counts an event into counters once: false if it was already counted.
@@ -634,7 +635,15 @@ impl ReadModels {
                 let credited = i64::from(matches!(a.payee(), pb::Payee::Store | pb::Payee::Both));
                 let amount = a.purchase_amount.as_ref().map_or(0, |m| m.amount_fen);
                 self.db
-                    .exec("bump_store", (amount, credited, brand, a.store_id.as_str()))
+                    .exec(
+                        "bump_store",
+                        (
+                            Counter(amount),
+                            Counter(credited),
+                            brand,
+                            a.store_id.as_str(),
+                        ),
+                    )
                     .await?;
             }
         }

@@ -39,12 +39,12 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
              PRIMARY KEY ((brand_id, warranty_stream_id)))",
         // Every token ever issued, across brands: tells "another brand's" from "unknown".
         "CREATE TABLE IF NOT EXISTS {ks}.link_tokens (\
-             token text, brand_id text, PRIMARY KEY (token))",
+             link_token text, brand_id text, PRIMARY KEY (link_token))",
         // A visitor's last click on a link (visitor = keyed hash of identity or visitor key).
         "CREATE TABLE IF NOT EXISTS {ks}.clicks (\
-             brand_id text, token text, visitor text, last_click timestamp, \
+             brand_id text, link_token text, visitor text, last_click timestamp, \
              counted_at timestamp, \
-             PRIMARY KEY ((brand_id, token, visitor))) \
+             PRIMARY KEY ((brand_id, link_token, visitor))) \
              WITH default_time_to_live = 31536000",
         // Attributions per referrer and per store by day, for velocity and burst checks.
         "CREATE TABLE IF NOT EXISTS {ks}.referrer_sales (\
@@ -57,23 +57,23 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
              WITH default_time_to_live = 259200",
         // Read models.
         "CREATE TABLE IF NOT EXISTS {ks}.links (\
-             brand_id text, token text, member_id text, sku text, campaign_id text, url text, \
+             brand_id text, link_token text, member_id text, sku text, campaign_id text, url text, \
              created_at timestamp, revoked boolean, \
-             PRIMARY KEY ((brand_id, token)))",
+             PRIMARY KEY ((brand_id, link_token)))",
         "CREATE TABLE IF NOT EXISTS {ks}.links_by_member (\
-             brand_id text, member_id text, created_at timestamp, token text, \
-             PRIMARY KEY ((brand_id, member_id), created_at, token)) \
-             WITH CLUSTERING ORDER BY (created_at DESC, token ASC)",
+             brand_id text, member_id text, created_at timestamp, link_token text, \
+             PRIMARY KEY ((brand_id, member_id), created_at, link_token)) \
+             WITH CLUSTERING ORDER BY (created_at DESC, link_token ASC)",
         "CREATE TABLE IF NOT EXISTS {ks}.link_shares (\
-             brand_id text, token text, version bigint, channel int, \
-             PRIMARY KEY ((brand_id, token), version))",
+             brand_id text, link_token text, version bigint, channel int, \
+             PRIMARY KEY ((brand_id, link_token), version))",
         "CREATE TABLE IF NOT EXISTS {ks}.referrals (\
              brand_id text, attribution_id text, referrer text, activated_at timestamp, \
              warranty_stream_id text, \
              PRIMARY KEY ((brand_id, attribution_id)))",
         "CREATE TABLE IF NOT EXISTS {ks}.referrals_by_referrer (\
              brand_id text, referrer text, activated_at timestamp, attribution_id text, \
-             status int, token text, level2 text, buyer text, sku text, amount_fen bigint, \
+             status int, link_token text, level2 text, buyer text, sku text, amount_fen bigint, \
              purchased_at timestamp, store_id text, rejection_reason int, \
              hold_reasons list<int>, detail text, decided_at timestamp, \
              PRIMARY KEY ((brand_id, referrer), activated_at, attribution_id)) \

@@ -1,0 +1,415 @@
+//! Runs activation, membership and referral in-process against the devstack, each test with its
+//! own keyspaces, topics and consumer groups, and talks to them over gRPC.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scanloop_config::{Infra, Secret};
+use scanloop_proto::activation::v1 as act;
+use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
+use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::membership::v1 as mem;
+use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
+use scanloop_proto::referral::v1 as pb;
+use scanloop_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use scanloop_proto::time::to_timestamp;
+use scanloop_referral::domain::rules::Rules;
+use scanloop_timers::ShiftedClock;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const BRAND: &str = "acme";
+const IDENTITY_SECRET: &str = "test-identity-secret";
+
+pub struct Cluster {
+    pub keyspaces: [String; 3],
+    pub activation_topic: String,
+    pub membership_topic: String,
+    pub referral_topic: String,
+    pub activation: ActivationServiceClient<Channel>,
+    pub membership: MembershipServiceClient<Channel>,
+    pub referral: ReferralServiceClient<Channel>,
+    /// The referral instances' clock: a test moves it forward to let time pass.
+    pub clock: Arc<ShiftedClock>,
+    pub rules: Rules,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn infra() -> Infra {
+    Infra {
+        cql_nodes: scanloop_testkit::cql_nodes(),
+        kafka_brokers: scanloop_testkit::brokers(),
+        replication_factor: 1,
+        topic_partitions: 3,
+        ..Infra::default()
+    }
+}
+
+async fn listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return make(channel);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Cluster {
+    pub async fn start(name: &str) -> Cluster {
+        Self::start_with(name, Rules::default()).await
+    }
+
+    pub async fn start_with(name: &str, rules: Rules) -> Cluster {
+        let session = scanloop_testkit::session().await.unwrap();
+        let keyspaces = [
+            scanloop_testkit::unique_name(&format!("test_ra_{name}")),
+            scanloop_testkit::unique_name(&format!("test_rm_{name}")),
+            scanloop_testkit::unique_name(&format!("test_rr_{name}")),
+        ];
+        for (keyspace, migrations) in keyspaces.iter().zip([
+            scanloop_activation::migrations(),
+            scanloop_membership::migrations(),
+            scanloop_referral::migrations(),
+        ]) {
+            scanloop_storage::migrate(&session, keyspace, 1, "", &migrations)
+                .await
+                .unwrap();
+        }
+        let topic = |service: &str| {
+            let prefix = format!("{name}.{service}");
+            async move { scanloop_testkit::fresh_topic(&prefix, 3).await.unwrap() }
+        };
+        let activation_topic = topic("activation").await;
+        let membership_topic = topic("membership").await;
+        let referral_topic = topic("referral").await;
+        let shutdown = CancellationToken::new();
+        let [act_ks, mem_ks, _] = &keyspaces;
+
+        let (act_listener, act_addr) = listener().await;
+        let activation_config = scanloop_activation::config::Config {
+            infra: infra(),
+            grpc_addr: act_addr.clone(),
+            keyspace: act_ks.clone(),
+            code_secret: Secret::new("test-code-secret".into()),
+            identity_secret: Secret::new(IDENTITY_SECRET.into()),
+            code_base_url: "https://w.example.cn".into(),
+            return_window_days: 30,
+            suspicious_scan_minutes: 360,
+            purchase_max_age_days: 1826,
+            purchase_max_fen: 100_000_000,
+            purchase_max_fen_by_brand: Default::default(),
+            projection_group: format!("{act_ks}-projections"),
+            reaction_group: format!("{act_ks}-reactions"),
+            topic: activation_topic.clone(),
+            referral_topic: referral_topic.clone(),
+        };
+        let (mem_listener, mem_addr) = listener().await;
+        let membership_config = scanloop_membership::config::Config {
+            infra: infra(),
+            grpc_addr: mem_addr.clone(),
+            keyspace: mem_ks.clone(),
+            topic: membership_topic.clone(),
+            activation_topic: activation_topic.clone(),
+            referral_topic: referral_topic.clone(),
+            identity_secret: Secret::new(IDENTITY_SECRET.into()),
+            projection_group: format!("{mem_ks}-projections"),
+            reaction_group: format!("{mem_ks}-reactions"),
+            timer_group: format!("{mem_ks}-timers"),
+            timer_interval: Duration::from_millis(500),
+            rules: scanloop_membership::domain::member::Rules::default(),
+            clock: scanloop_timers::clock::system(),
+        };
+        let tasks = vec![
+            tokio::spawn(scanloop_activation::server::run(
+                activation_config,
+                act_listener,
+                shutdown.clone(),
+            )),
+            tokio::spawn(scanloop_membership::server::run(
+                membership_config,
+                mem_listener,
+                shutdown.clone(),
+            )),
+        ];
+        let clock = ShiftedClock::new();
+        let mut cluster = Cluster {
+            activation: connect(&act_addr, ActivationServiceClient::new).await,
+            membership: connect(&mem_addr, MembershipServiceClient::new).await,
+            // Replaced by start_referral below; a client needs some channel meanwhile.
+            referral: connect(&act_addr, ReferralServiceClient::new).await,
+            keyspaces,
+            activation_topic,
+            membership_topic,
+            referral_topic,
+            clock,
+            rules,
+            shutdown,
+            tasks,
+        };
+        cluster.start_referral("reactions").await;
+        cluster
+    }
+
+    /// Starts (another) referral instance; `reaction_group` names its consumer group of
+    /// activation and membership events.
+    pub async fn start_referral(&mut self, reaction_group: &str) {
+        let (listener, addr) = listener().await;
+        let keyspace = self.keyspaces[2].clone();
+        let config = scanloop_referral::config::Config {
+            infra: infra(),
+            grpc_addr: addr.clone(),
+            keyspace: keyspace.clone(),
+            topic: self.referral_topic.clone(),
+            activation_topic: self.activation_topic.clone(),
+            membership_topic: self.membership_topic.clone(),
+            identity_secret: Secret::new(IDENTITY_SECRET.into()),
+            share_base_url: "https://s.example.cn".into(),
+            projection_group: format!("{keyspace}-projections"),
+            reaction_group: self.reaction_group(reaction_group),
+            rules: self.rules.clone(),
+            clock: self.clock.clone(),
+        };
+        self.tasks.push(tokio::spawn(scanloop_referral::server::run(
+            config,
+            listener,
+            self.shutdown.clone(),
+        )));
+        self.referral = connect(&addr, ReferralServiceClient::new).await;
+    }
+
+    pub fn reaction_group(&self, reaction_group: &str) -> String {
+        format!("{}-{reaction_group}", self.keyspaces[2])
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn issue(&mut self, brand: &str, quantity: u32) -> Vec<String> {
+        let mut stream = self
+            .activation
+            .issue_batch(act::IssueBatchRequest {
+                brand_id: brand.into(),
+                request_id: request_id(),
+                sku: "PH-9".into(),
+                product_model: "Phone 9".into(),
+                warranty_months: 12,
+                quantity,
+                key_id: "k1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut codes = Vec::new();
+        while let Some(message) = stream.message().await.unwrap() {
+            codes.extend(message.codes);
+        }
+        codes
+    }
+
+    /// Activates `code` for the buyer with this phone number; returns the warranty.
+    pub async fn activate(&mut self, request: act::ActivateWarrantyRequest) -> act::Warranty {
+        self.activation
+            .activate_warranty(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The member of the buyer with this phone number, once membership has them.
+    pub async fn member_of(&mut self, brand: &str, buyer_phone: &str) -> mem::Member {
+        let mut client = self.membership.clone();
+        scanloop_testkit::eventually_value(
+            || {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .get_member(mem::GetMemberRequest {
+                            brand_id: brand.into(),
+                            by: Some(mem::get_member_request::By::Identity(BuyerIdentity {
+                                kind: Some(Kind::PhoneNumber(buyer_phone.into())),
+                            })),
+                        })
+                        .await
+                }
+            },
+            Result::is_ok,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        client
+            .get_member(mem::GetMemberRequest {
+                brand_id: brand.into(),
+                by: Some(mem::get_member_request::By::Identity(BuyerIdentity {
+                    kind: Some(Kind::PhoneNumber(buyer_phone.into())),
+                })),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Creates a link for `member_id`, retrying while referral has not heard of the member yet.
+    pub async fn link_for(
+        &mut self,
+        brand: &str,
+        member_id: &str,
+        campaign: &str,
+    ) -> pb::ReferralLink {
+        let request = pb::CreateLinkRequest {
+            brand_id: brand.into(),
+            request_id: request_id(),
+            member_id: member_id.into(),
+            sku: "PH-9".into(),
+            campaign_id: campaign.into(),
+        };
+        let client = self.referral.clone();
+        scanloop_testkit::eventually_value(
+            || {
+                let mut client = client.clone();
+                let request = request.clone();
+                async move { client.create_link(request).await.map(|r| r.into_inner()) }
+            },
+            Result::is_ok,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The referrals listed under `referrer`, once `check` holds for them.
+    pub async fn referrals_of(
+        &self,
+        brand: &str,
+        referrer: &str,
+        check: impl Fn(&[pb::Referral]) -> bool,
+    ) -> Vec<pb::Referral> {
+        let client = self.referral.clone();
+        scanloop_testkit::eventually_value(
+            || {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .list_referrals(pb::ListReferralsRequest {
+                            brand_id: brand.into(),
+                            referrer_member_id: referrer.into(),
+                            page: Some(scanloop_proto::common::v1::PageRequest {
+                                page_size: 500,
+                                page_token: String::new(),
+                            }),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .referrals
+                }
+            },
+            |referrals| check(referrals),
+        )
+        .await
+    }
+
+    pub async fn tree(
+        &self,
+        brand: &str,
+        member: &str,
+        check: impl Fn(&pb::ReferralTree) -> bool,
+    ) -> pb::ReferralTree {
+        let client = self.referral.clone();
+        scanloop_testkit::eventually_value(
+            || {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .get_tree(pb::GetTreeRequest {
+                            brand_id: brand.into(),
+                            member_id: member.into(),
+                            page: None,
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                }
+            },
+            check,
+        )
+        .await
+    }
+}
+
+pub fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn phone(number: &str) -> Option<BuyerIdentity> {
+    Some(BuyerIdentity {
+        kind: Some(Kind::PhoneNumber(number.into())),
+    })
+}
+
+/// An online activation of `code` by the buyer with phone `buyer`, through `token` if given.
+pub fn activation(
+    brand: &str,
+    code: &str,
+    buyer: &str,
+    device_serial: &str,
+    token: &str,
+) -> act::ActivateWarrantyRequest {
+    act::ActivateWarrantyRequest {
+        brand_id: brand.into(),
+        request_id: request_id(),
+        code: code.into(),
+        buyer: phone(buyer),
+        channel: Some(act::PurchaseChannel {
+            kind: act::PurchaseChannelKind::Online as i32,
+            id: "jd".into(),
+        }),
+        purchase_amount: Some(Money {
+            amount_fen: 599_900,
+            currency: "CNY".into(),
+        }),
+        purchased_at: Some(to_timestamp(
+            chrono::Utc::now() - chrono::Duration::hours(3),
+        )),
+        referral_token: token.into(),
+        device_serial: device_serial.into(),
+    }
+}
+
+/// The same activation, sold by store `store_id`.
+pub fn in_store(
+    mut request: act::ActivateWarrantyRequest,
+    store_id: &str,
+) -> act::ActivateWarrantyRequest {
+    request.channel = Some(act::PurchaseChannel {
+        kind: act::PurchaseChannelKind::Store as i32,
+        id: store_id.into(),
+    });
+    request
+}
+
+// Not every test file polls.
+#[allow(unused_imports)]
+pub use scanloop_testkit::eventually_value as eventually;
