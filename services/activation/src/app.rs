@@ -361,8 +361,10 @@ impl Activation {
             reason,
             assist_id: String::new(),
         };
-        self.run(&ctx.meta(), id, batch, |state| warranty::extend(state, &cmd))
-            .await
+        self.run(&ctx.meta(), id, batch, |state| {
+            warranty::extend(state, &cmd)
+        })
+        .await
     }
 
     /// The reaction to referral's AssistCompleted: extends the warranty of (`batch_id`,
