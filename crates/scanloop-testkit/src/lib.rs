@@ -113,3 +113,66 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Whether consumer group `group` has committed, on every partition of `topic`, the offset after
+/// the partition's last record: everything on the topic now has been handled (the consumer
+/// runner commits only what its handler finished). False while anything is unknown (the group
+/// not formed yet, the broker slow to answer), so it suits a poll.
+pub async fn consumed_to_end(group: &str, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    let probe = move || -> Result<bool, rdkafka::error::KafkaError> {
+        let timeout = Duration::from_secs(10);
+        // Only asks the group coordinator for offsets: never joins the group.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let Some(partitions) = metadata.topics().first().map(|t| t.partitions().len()) else {
+            return Ok(false);
+        };
+        let partitions = i32::try_from(partitions).unwrap_or(i32::MAX);
+        let mut wanted = TopicPartitionList::new();
+        for partition in 0..partitions {
+            wanted.add_partition(&topic, partition);
+        }
+        let committed = consumer.committed_offsets(wanted, timeout)?;
+        for partition in 0..partitions {
+            let (_, end) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+            let offset = committed
+                .find_partition(&topic, partition)
+                .map(|entry| entry.offset());
+            if !(end == 0 || matches!(offset, Some(Offset::Offset(at)) if at >= end)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    matches!(tokio::task::spawn_blocking(probe).await, Ok(Ok(true)))
+}
+
+/// How many records `topic` has ever received (the sum of its partitions' high watermarks), or
+/// `None` when the broker does not answer. For a dead-letter topic after [`consumed_to_end`]:
+/// whatever a consumer dead-lettered is on it before the source offset is committed.
+pub async fn records_in(topic: &str) -> Option<i64> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let topic = topic.to_owned();
+    let probe = move || -> Result<i64, rdkafka::error::KafkaError> {
+        let timeout = Duration::from_secs(10);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut total = 0;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
+            total += high;
+        }
+        Ok(total)
+    };
+    tokio::task::spawn_blocking(probe).await.ok()?.ok()
+}

@@ -1,6 +1,6 @@
 //! Wires the activation service: store, outbox, sweeper, projector, the reaction to referral
-//! events, gRPC server. Used by
-//! `main.rs` and by the integration tests (which start it on port 0 with a fresh keyspace).
+//! events, gRPC server. Used by `main.rs` and by the integration tests (which start it on port 0
+//! with a fresh keyspace).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,8 @@ use crate::projections::ReadModels;
 use crate::reaction::AssistReaction;
 
 /// Runs the service on `listener` until `shutdown` is cancelled: the gRPC API, the outbox
-/// sweeper, the read-model projector and the reaction to assist completions. Refuses to start if the schema is missing.
+/// sweeper, the read-model projector and the reaction to assist completions. Refuses to start
+/// if the schema is missing.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,

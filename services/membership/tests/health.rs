@@ -56,6 +56,9 @@ async fn membership_reports_serving_and_reflection_lists_only_what_it_serves() {
     let activation_topic = scanloop_testkit::fresh_topic("membership.health.act", 1)
         .await
         .unwrap();
+    let referral_topic = scanloop_testkit::fresh_topic("membership.health.ref", 1)
+        .await
+        .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -69,6 +72,7 @@ async fn membership_reports_serving_and_reflection_lists_only_what_it_serves() {
             .env("SCANLOOP_MEMBERSHIP_KEYSPACE", &keyspace)
             .env("SCANLOOP_MEMBERSHIP_TOPIC", &topic)
             .env("SCANLOOP_ACTIVATION_TOPIC", &activation_topic)
+            .env("SCANLOOP_REFERRAL_TOPIC", &referral_topic)
             .env(
                 "SCANLOOP_PROJECTION_GROUP",
                 format!("{keyspace}-projections"),

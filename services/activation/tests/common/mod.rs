@@ -19,9 +19,12 @@ pub struct Env {
     pub keyspace: String,
     pub topic: String,
     pub group: String,
+    /// The referral topic the service reacts to (assist completions), and its group there.
+    pub referral_topic: String,
+    pub reaction_group: String,
 }
 
-/// A fresh keyspace (migrated as `scanloop migrate` would) and topic.
+/// A fresh keyspace (migrated as `scanloop migrate` would) and topics.
 pub async fn fresh_env(name: &str) -> Env {
     let session = scanloop_testkit::session().await.unwrap();
     let keyspace = scanloop_testkit::unique_name(&format!("test_act_{name}"));
@@ -37,10 +40,15 @@ pub async fn fresh_env(name: &str) -> Env {
     let topic = scanloop_testkit::fresh_topic(&format!("activation.{name}"), 3)
         .await
         .unwrap();
+    let referral_topic = scanloop_testkit::fresh_topic(&format!("referral.{name}"), 3)
+        .await
+        .unwrap();
     Env {
         group: format!("{keyspace}-projections"),
+        reaction_group: format!("{keyspace}-reactions"),
         keyspace,
         topic,
+        referral_topic,
     }
 }
 
@@ -64,6 +72,8 @@ impl Service {
             .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
             .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
             .env("SCANLOOP_PROJECTION_GROUP", &env.group)
+            .env("SCANLOOP_REFERRAL_TOPIC", &env.referral_topic)
+            .env("SCANLOOP_REACTION_GROUP", &env.reaction_group)
             .env(
                 "SCANLOOP_CQL_NODES",
                 scanloop_testkit::cql_nodes().join(","),

@@ -36,6 +36,8 @@ impl LoggedService {
             .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
             .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
             .env("SCANLOOP_PROJECTION_GROUP", &env.group)
+            .env("SCANLOOP_REFERRAL_TOPIC", &env.referral_topic)
+            .env("SCANLOOP_REACTION_GROUP", &env.reaction_group)
             .env(
                 "SCANLOOP_CQL_NODES",
                 scanloop_testkit::cql_nodes().join(","),

@@ -25,6 +25,8 @@ pub struct Cluster {
     pub membership_keyspace: String,
     pub activation_topic: String,
     pub membership_topic: String,
+    /// Where the test publishes referral events (both services react to them).
+    pub referral_topic: String,
     pub activation: ActivationServiceClient<Channel>,
     pub membership: MembershipServiceClient<Channel>,
     /// The membership instances' clock: a test moves it forward to let time pass.
@@ -105,6 +107,9 @@ impl Cluster {
         let membership_topic = scanloop_testkit::fresh_topic(&format!("{name}.membership"), 3)
             .await
             .unwrap();
+        let referral_topic = scanloop_testkit::fresh_topic(&format!("{name}.referral"), 3)
+            .await
+            .unwrap();
         let shutdown = CancellationToken::new();
 
         let (act_listener, act_addr) = listener().await;
@@ -122,6 +127,8 @@ impl Cluster {
             purchase_max_fen_by_brand: Default::default(),
             projection_group: format!("{activation_keyspace}-projections"),
             topic: activation_topic.clone(),
+            referral_topic: referral_topic.clone(),
+            reaction_group: format!("{activation_keyspace}-reactions"),
         };
         let mut tasks = vec![tokio::spawn(scanloop_activation::server::run(
             activation_config,
@@ -137,6 +144,7 @@ impl Cluster {
             membership_keyspace,
             activation_topic,
             membership_topic,
+            referral_topic,
             clock: ShiftedClock::new(),
             timer_interval,
             shutdown,
@@ -157,6 +165,7 @@ impl Cluster {
             keyspace: self.membership_keyspace.clone(),
             topic: self.membership_topic.clone(),
             activation_topic: self.activation_topic.clone(),
+            referral_topic: self.referral_topic.clone(),
             identity_secret: Secret::new(IDENTITY_SECRET.into()),
             projection_group: format!("{}-projections", self.membership_keyspace),
             reaction_group: format!("{}-{reaction_group}", self.membership_keyspace),
@@ -247,42 +256,9 @@ pub fn activation(code: &str, buyer: &str, device_serial: &str) -> act::Activate
     }
 }
 
-/// Whether consumer group `group` has committed, on every partition of `topic`, the offset after
-/// the partition's last record: everything on the topic now has been handled (the consumer
-/// runner commits only what its handler finished).
-pub async fn consumed_to_end(group: &str, topic: &str) -> bool {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let (group, topic) = (group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let timeout = Duration::from_secs(10);
-        // Only asks the group coordinator for offsets: never joins the group.
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", scanloop_testkit::brokers())
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
-        let partitions = metadata.topics()[0].partitions().len() as i32;
-        let mut wanted = TopicPartitionList::new();
-        for partition in 0..partitions {
-            wanted.add_partition(&topic, partition);
-        }
-        let committed = consumer.committed_offsets(wanted, timeout).unwrap();
-        (0..partitions).all(|partition| {
-            let (_, end) = consumer
-                .fetch_watermarks(&topic, partition, timeout)
-                .unwrap();
-            let offset = committed
-                .find_partition(&topic, partition)
-                .map(|entry| entry.offset());
-            end == 0 || matches!(offset, Some(Offset::Offset(at)) if at >= end)
-        })
-    })
-    .await
-    .unwrap()
-}
+// Not every test file waits for a consumer.
+#[allow(unused_imports)]
+pub use scanloop_testkit::consumed_to_end;
 
 // Not every test file polls.
 #[allow(unused_imports)]
