@@ -133,6 +133,7 @@ fn compose_file_is_consistent() {
             &["SCANLOOP_CODE_SECRET", "SCANLOOP_IDENTITY_SECRET"][..],
         ),
         ("membership", &["SCANLOOP_IDENTITY_SECRET"][..]),
+        ("referral", &["SCANLOOP_IDENTITY_SECRET"][..]),
     ] {
         for secret in secrets {
             let value = services[service]["environment"][*secret]
