@@ -3,9 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
+use scanloop_bus::EventEnvelope;
 use scanloop_config::{Infra, Secret};
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
@@ -198,6 +201,34 @@ impl Cluster {
 
     pub fn reaction_group(&self, reaction_group: &str) -> String {
         format!("{}-{reaction_group}", self.keyspaces[2])
+    }
+
+    /// The consumer group of referral's projections (every referral instance shares it).
+    pub fn projection_group(&self) -> String {
+        format!("{}-projections", self.keyspaces[2])
+    }
+
+    /// Activation's reaction group: it reads the referral topic (AssistCompleted).
+    pub fn activation_reaction_group(&self) -> String {
+        format!("{}-reactions", self.keyspaces[0])
+    }
+
+    /// Activation's projection group: it keeps GetWarranty's read model.
+    pub fn activation_projection_group(&self) -> String {
+        format!("{}-projections", self.keyspaces[0])
+    }
+
+    /// The warranty of `code` as activation's read model shows it.
+    pub async fn warranty(&self, brand: &str, code: &str) -> act::Warranty {
+        self.activation
+            .clone()
+            .get_warranty(act::GetWarrantyRequest {
+                brand_id: brand.into(),
+                by: Some(act::get_warranty_request::By::Code(code.into())),
+            })
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     pub async fn stop(self) {
@@ -413,3 +444,113 @@ pub fn in_store(
 // Not every test file polls.
 #[allow(unused_imports)]
 pub use scanloop_testkit::eventually_value as eventually;
+
+/// Waits until consumer group `group` has handled everything on `topic` now (a positive
+/// signal: its committed offsets reached every partition's end).
+pub async fn wait_consumed(group: &str, topic: &str) {
+    scanloop_testkit::eventually_value(
+        || scanloop_testkit::consumed_to_end(group, topic),
+        |done| *done,
+    )
+    .await;
+}
+
+/// Every envelope on `topic` from the beginning up to its end when called, partition by
+/// partition (a reader of its own: it joins no group and commits nothing).
+pub async fn envelopes_on(topic: &str) -> Vec<EventEnvelope> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", scanloop_testkit::brokers())
+            .set("group.id", scanloop_testkit::unique_name("test-reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
+        let mut assignment = TopicPartitionList::new();
+        // Partition → the offset after its last record now.
+        let mut ends = std::collections::HashMap::new();
+        for partition in metadata.topics()[0].partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition.id(), timeout)
+                .unwrap();
+            if high > low {
+                assignment
+                    .add_partition_offset(&topic, partition.id(), Offset::Offset(low))
+                    .unwrap();
+                ends.insert(partition.id(), high);
+            }
+        }
+        let mut envelopes = Vec::new();
+        if ends.is_empty() {
+            return envelopes;
+        }
+        consumer.assign(&assignment).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic}: never read to the end"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.unwrap();
+            let Some(&end) = ends.get(&message.partition()) else {
+                continue;
+            };
+            if message.offset() < end {
+                envelopes
+                    .push(EventEnvelope::decode(message.payload().unwrap_or_default()).unwrap());
+            }
+            if message.offset() + 1 >= end {
+                ends.remove(&message.partition());
+            }
+        }
+        envelopes
+    })
+    .await
+    .unwrap()
+}
+
+/// How many envelopes of each event type (the name after the package, e.g. "ParentSet").
+pub fn count_by_type(envelopes: &[EventEnvelope]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for envelope in envelopes {
+        let name = envelope
+            .event_type
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A fixed expectation of [`count_by_type`], written as pairs.
+pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+/// Asserts that a call was refused with `code` and a message naming what to fix.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+    says: &str,
+) {
+    match result {
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains(says),
+                "the message should say {says:?}: {status:?}"
+            );
+        }
+        Ok(answer) => panic!("expected {code:?} ({says}), got OK: {answer:?}"),
+    }
+}
