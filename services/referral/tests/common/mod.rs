@@ -231,10 +231,19 @@ impl Cluster {
             .into_inner()
     }
 
+    /// Stops the services and drops the test's keyspaces: each costs the shared Cassandra
+    /// heap, and a run of every test would otherwise leave hundreds behind.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for task in self.tasks {
             task.await.unwrap().unwrap();
+        }
+        let session = scanloop_testkit::session().await.unwrap();
+        for keyspace in &self.keyspaces {
+            session
+                .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), &[])
+                .await
+                .unwrap();
         }
     }
 
