@@ -238,7 +238,7 @@ async fn hard_cases_are_rejected_with_their_reason_and_never_attributed() {
         ..Rules::default()
     };
     let mut cluster = Cluster::start_with("fraud", rules).await;
-    let codes = cluster.issue(BRAND, 10).await;
+    let codes = cluster.issue(BRAND, 9).await;
     let late_codes = cluster.issue(LATE, 2).await;
     let other_codes = cluster.issue(OTHER, 1).await;
     let unknown_codes = cluster.issue(UNKNOWN, 1).await;
