@@ -597,9 +597,8 @@ impl Referrals {
             .member(brand, buyer)
             .await
             .map_err(db_unavailable)?
-            .and_then(|m| m.registered_at)
-            .unwrap_or(activated_at);
-        Ok(activated_at - registered_at <= rules.bind_within)
+            .and_then(|m| m.registered_at);
+        Ok(rules.binds_at_registration(registered_at, activated_at))
     }
 
     /// The reaction to a returned purchase: a friend's return takes their assist progress back;

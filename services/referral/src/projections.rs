@@ -67,17 +67,16 @@ const STATEMENTS: &[(&str, &str)] = &[
         "referral_stream",
         "SELECT warranty_stream_id FROM {ks}.referrals WHERE brand_id = ? AND attribution_id = ?",
     ),
+    // One statement for the whole row: a reader never sees a decision without its detail.
+    // Bound by name (ReferralValues): more values than a tuple carries.
     (
         "upsert_referral",
         "INSERT INTO {ks}.referrals_by_referrer (brand_id, referrer, activated_at, \
          attribution_id, status, link_token, level2, buyer, sku, amount_fen, purchased_at, store_id, \
-         rejection_reason, hold_reasons) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    ),
-    (
-        "decide_referral",
-        "UPDATE {ks}.referrals_by_referrer USING TIMESTAMP ? SET detail = ?, decided_at = ? \
-         WHERE brand_id = ? AND referrer = ? AND activated_at = ? AND attribution_id = ?",
+         rejection_reason, hold_reasons, detail, decided_at) \
+         VALUES (:brand_id, :referrer, :activated_at, :attribution_id, :status, :link_token, \
+         :level2, :buyer, :sku, :amount_fen, :purchased_at, :store_id, :rejection_reason, \
+         :hold_reasons, :detail, :decided_at) USING TIMESTAMP :version",
     ),
     (
         "referral",
@@ -162,6 +161,28 @@ pub struct FunnelDelta {
     pub attributed: i64,
     pub held: i64,
     pub rejected: i64,
+}
+
+/// The values of `upsert_referral`, bound by marker name.
+#[derive(scylla::SerializeRow)]
+struct ReferralValues<'a> {
+    brand_id: &'a str,
+    referrer: &'a str,
+    activated_at: DateTime<Utc>,
+    attribution_id: &'a str,
+    status: i32,
+    link_token: &'a str,
+    level2: &'a str,
+    buyer: &'a str,
+    sku: &'a str,
+    amount_fen: Option<i64>,
+    purchased_at: Option<DateTime<Utc>>,
+    store_id: &'a str,
+    rejection_reason: i32,
+    hold_reasons: Vec<i32>,
+    detail: &'a str,
+    decided_at: Option<DateTime<Utc>>,
+    version: i64,
 }
 
 /// A link as the read model has it.
@@ -546,43 +567,27 @@ impl ReadModels {
                 ),
             )
             .await?;
-        self.db
-            .exec(
-                "upsert_referral",
-                (
-                    brand,
-                    referral.referrer_member_id.as_str(),
-                    activated_at,
-                    referral.attribution_id.as_str(),
-                    referral.status,
-                    referral.token.as_str(),
-                    referral.level2_member_id.as_str(),
-                    referral.buyer_member_id.as_str(),
-                    referral.sku.as_str(),
-                    referral.purchase_amount.as_ref().map(|m| m.amount_fen),
-                    from_timestamp(referral.purchased_at.as_ref()),
-                    referral.store_id.as_str(),
-                    referral.rejection_reason,
-                    referral.hold_reasons.clone(),
-                    // USING TIMESTAMP: the stream version orders the writes.
-                    version,
-                ),
-            )
-            .await?;
-        self.db
-            .exec(
-                "decide_referral",
-                (
-                    version,
-                    referral.detail.as_str(),
-                    from_timestamp(referral.decided_at.as_ref()),
-                    brand,
-                    referral.referrer_member_id.as_str(),
-                    activated_at,
-                    referral.attribution_id.as_str(),
-                ),
-            )
-            .await
+        let values = ReferralValues {
+            brand_id: brand,
+            referrer: referral.referrer_member_id.as_str(),
+            activated_at,
+            attribution_id: referral.attribution_id.as_str(),
+            status: referral.status,
+            link_token: referral.token.as_str(),
+            level2: referral.level2_member_id.as_str(),
+            buyer: referral.buyer_member_id.as_str(),
+            sku: referral.sku.as_str(),
+            amount_fen: referral.purchase_amount.as_ref().map(|m| m.amount_fen),
+            purchased_at: from_timestamp(referral.purchased_at.as_ref()),
+            store_id: referral.store_id.as_str(),
+            rejection_reason: referral.rejection_reason,
+            hold_reasons: referral.hold_reasons.clone(),
+            detail: referral.detail.as_str(),
+            decided_at: from_timestamp(referral.decided_at.as_ref()),
+            // USING TIMESTAMP: the stream version orders the writes.
+            version,
+        };
+        self.db.exec("upsert_referral", values).await
     }
 
     async fn apply_attributed(

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use scanloop_config::ByBrand;
 use scanloop_proto::referral::v1::Payee;
 
@@ -105,6 +105,25 @@ impl Default for BrandRules {
     }
 }
 
+impl BrandRules {
+    /// Whether a referral at `activated_at` is within [`BrandRules::bind_within`] of the buyer
+    /// becoming a member at `registered_at` (taken to be this activation when not known).
+    ///
+    /// Compared in whole milliseconds: `registered_at` comes back from a CQL timestamp, which
+    /// keeps milliseconds, while `activated_at` carries the event's nanoseconds. The activation
+    /// that made the buyer a member would otherwise land a fraction of a millisecond "after"
+    /// their registration and miss a window of 0 minutes.
+    pub fn binds_at_registration(
+        &self,
+        registered_at: Option<DateTime<Utc>>,
+        activated_at: DateTime<Utc>,
+    ) -> bool {
+        let activated = activated_at.timestamp_millis();
+        let registered = registered_at.map_or(activated, |at| at.timestamp_millis());
+        activated - registered <= self.bind_within.num_milliseconds()
+    }
+}
+
 /// Every brand's rules: the defaults and each setting's per-brand overrides.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
@@ -154,6 +173,32 @@ mod tests {
         assert_eq!("both".parse::<StorePrecedence>(), Ok(StorePrecedence::Both));
         assert_eq!(StorePrecedence::StoreOnly.payee(), Payee::Store);
         assert!("dealer".parse::<StorePrecedence>().is_err());
+    }
+
+    #[test]
+    fn a_referral_binds_within_the_window_after_registration_to_the_millisecond() {
+        let rules = BrandRules {
+            binding_mode: BindingMode::AtRegistration,
+            bind_within: Duration::zero(),
+            ..BrandRules::default()
+        };
+        let activated = DateTime::parse_from_rfc3339("2025-03-01T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // Registered by this very activation, as stored (milliseconds only).
+        let stored = DateTime::parse_from_rfc3339("2025-03-01T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(rules.binds_at_registration(Some(stored), activated));
+        assert!(rules.binds_at_registration(None, activated));
+        let earlier = stored - Duration::milliseconds(1);
+        assert!(!rules.binds_at_registration(Some(earlier), activated));
+        let thirty = BrandRules {
+            bind_within: Duration::minutes(30),
+            ..rules
+        };
+        assert!(thirty.binds_at_registration(Some(activated - Duration::minutes(30)), activated));
+        assert!(!thirty.binds_at_registration(Some(activated - Duration::minutes(31)), activated));
     }
 
     #[test]
