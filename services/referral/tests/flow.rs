@@ -152,7 +152,9 @@ async fn friends_buying_through_a_link_are_attributed_on_two_levels_and_complete
     );
     let d = cluster.member_of(BRAND, "13800000004").await;
     let tree = cluster
-        .tree(BRAND, &a.member_id, |t| t.level1_count == 3)
+        .tree(BRAND, &a.member_id, |t| {
+            t.level1_count == 3 && t.level1_member_ids.len() == 3
+        })
         .await;
     assert!(tree.level1_member_ids.contains(&d.member_id));
     assert_eq!(tree.parent_member_id, "");
@@ -197,11 +199,15 @@ async fn friends_buying_through_a_link_are_attributed_on_two_levels_and_complete
     assert_eq!(e_referrals[0].level2_member_id, a.member_id);
     let e = cluster.member_of(BRAND, "13800000005").await;
     let tree = cluster
-        .tree(BRAND, &a.member_id, |t| t.level2_count == 1)
+        .tree(BRAND, &a.member_id, |t| {
+            t.level2_count == 1 && t.level2_member_ids.len() == 1
+        })
         .await;
     assert_eq!(tree.level2_member_ids, vec![e.member_id.clone()]);
     let d_tree = cluster
-        .tree(BRAND, &d.member_id, |t| t.level1_count == 1)
+        .tree(BRAND, &d.member_id, |t| {
+            t.level1_count == 1 && t.level1_member_ids.len() == 1
+        })
         .await;
     assert_eq!(d_tree.parent_member_id, a.member_id);
 

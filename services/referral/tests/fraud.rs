@@ -655,7 +655,11 @@ async fn velocity_holds_for_review_and_the_reviewer_decides() {
     })
     .await;
     assert_eq!(figures.held, 0);
-    let tree = cluster.tree(VELOCITY, &v, |t| t.level1_count == 3).await;
+    let tree = cluster
+        .tree(VELOCITY, &v, |t| {
+            t.level1_count == 3 && t.level1_member_ids.len() == 3
+        })
+        .await;
     assert!(!tree.level1_member_ids.contains(fourth));
 
     // On the topic: the approved sale is attributed once (reviewed); the rejected one never.
@@ -783,7 +787,9 @@ async fn binding_mode_and_store_precedence_follow_the_brands_rules() {
         "a member from before is attributed but not bound"
     );
     let p_tree = cluster
-        .tree(AT_REGISTRATION, &p, |t| t.level1_count == 1)
+        .tree(AT_REGISTRATION, &p, |t| {
+            t.level1_count == 1 && t.level1_member_ids.len() == 1
+        })
         .await;
     assert_eq!(p_tree.level1_member_ids, vec![n.clone()]);
 
