@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scanloop_config::{Infra, Secret};
+use scanloop_config::Secret;
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::common::v1::buyer_identity::Kind;
@@ -38,38 +38,14 @@ pub struct Cluster {
     membership_addr: String,
 }
 
-fn infra() -> Infra {
-    Infra {
-        cql_nodes: scanloop_testkit::cql_nodes(),
-        kafka_brokers: scanloop_testkit::brokers(),
-        replication_factor: 1,
-        topic_partitions: 3,
-        ..Infra::default()
-    }
-}
-
 async fn listener() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    (listener, addr)
+    scanloop_testkit::serving::listener().await.unwrap()
 }
 
 async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return make(channel);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{addr} never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    scanloop_testkit::serving::connect(addr, make)
+        .await
+        .unwrap()
 }
 
 impl Cluster {
@@ -114,7 +90,7 @@ impl Cluster {
 
         let (act_listener, act_addr) = listener().await;
         let activation_config = scanloop_activation::config::Config {
-            infra: infra(),
+            infra: scanloop_testkit::serving::infra(),
             grpc_addr: act_addr.clone(),
             keyspace: activation_keyspace.clone(),
             code_secret: Secret::new("test-code-secret".into()),
@@ -160,7 +136,7 @@ impl Cluster {
     pub async fn start_membership(&mut self, reaction_group: &str) {
         let (listener, addr) = listener().await;
         let config = scanloop_membership::config::Config {
-            infra: infra(),
+            infra: scanloop_testkit::serving::infra(),
             grpc_addr: addr.clone(),
             keyspace: self.membership_keyspace.clone(),
             topic: self.membership_topic.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use scanloop_bus::EventEnvelope;
-use scanloop_config::{Infra, Secret};
+use scanloop_config::Secret;
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::common::v1::buyer_identity::Kind;
@@ -42,38 +42,14 @@ pub struct Cluster {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-fn infra() -> Infra {
-    Infra {
-        cql_nodes: scanloop_testkit::cql_nodes(),
-        kafka_brokers: scanloop_testkit::brokers(),
-        replication_factor: 1,
-        topic_partitions: 3,
-        ..Infra::default()
-    }
-}
-
 async fn listener() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    (listener, addr)
+    scanloop_testkit::serving::listener().await.unwrap()
 }
 
 async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return make(channel);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{addr} never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    scanloop_testkit::serving::connect(addr, make)
+        .await
+        .unwrap()
 }
 
 impl Cluster {
@@ -109,7 +85,7 @@ impl Cluster {
 
         let (act_listener, act_addr) = listener().await;
         let activation_config = scanloop_activation::config::Config {
-            infra: infra(),
+            infra: scanloop_testkit::serving::infra(),
             grpc_addr: act_addr.clone(),
             keyspace: act_ks.clone(),
             code_secret: Secret::new("test-code-secret".into()),
@@ -127,7 +103,7 @@ impl Cluster {
         };
         let (mem_listener, mem_addr) = listener().await;
         let membership_config = scanloop_membership::config::Config {
-            infra: infra(),
+            infra: scanloop_testkit::serving::infra(),
             grpc_addr: mem_addr.clone(),
             keyspace: mem_ks.clone(),
             topic: membership_topic.clone(),
@@ -178,7 +154,7 @@ impl Cluster {
         let (listener, addr) = listener().await;
         let keyspace = self.keyspaces[2].clone();
         let config = scanloop_referral::config::Config {
-            infra: infra(),
+            infra: scanloop_testkit::serving::infra(),
             grpc_addr: addr.clone(),
             keyspace: keyspace.clone(),
             topic: self.referral_topic.clone(),
