@@ -89,7 +89,8 @@ pub struct Args {
     /// Referrers whose links the referral phase's buyers use, round robin.
     #[arg(long, default_value_t = 50)]
     pub(crate) referrers: u32,
-    /// How long the referral phase waits after its load for the last attribution.
+    /// How long the referral phase waits for membership and referral: to know each referrer,
+    /// and after its load for the last attribution.
     #[arg(long, default_value_t = 120)]
     pub(crate) referral_wait_secs: u64,
 }

@@ -42,8 +42,6 @@ const BRAND: &str = "bench";
 const ATTRIBUTED: &str = "scanloop.referral.v1.ReferralAttributed";
 const HELD: &str = "scanloop.referral.v1.ReferralHeld";
 const REJECTED: &str = "scanloop.referral.v1.ReferralRejected";
-/// How long the setup waits for membership and referral to know a referrer.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where the three services of the chain answer, and the topic referral publishes to.
 pub struct Chain<'a> {
@@ -143,18 +141,18 @@ pub async fn phase(
     let phones = Phones::for_run();
     let run = uuid::Uuid::new_v4().simple().to_string();
 
-    eprintln!("  {referrers} referrers: activating, waiting for membership, creating links");
-    let setup = (0..referrers).map(|k| {
-        referrer_link(
-            clients[k % clients.len()].clone(),
-            membership.clone(),
-            referral.clone(),
-            codes[k].clone(),
-            phones.number(k as u64),
-            format!("bench-{run}-referrer-{k}"),
+    let tokens = Arc::new(
+        referrer_links(
+            &clients,
+            &membership,
+            &referral,
+            &codes[..referrers],
+            phones,
+            &run,
+            Duration::from_secs(args.referral_wait_secs),
         )
-    });
-    let tokens: Arc<Vec<String>> = Arc::new(try_join_all(setup).await?);
+        .await?,
+    );
 
     let outcomes: Outcomes = Arc::default();
     let shutdown = CancellationToken::new();
@@ -246,31 +244,54 @@ pub async fn phase(
     shutdown.cancel();
     let _ = watcher.await;
 
+    let counted = tally(&outcomes, &measured);
+    // First measured activation → last attribution recorded; the bench's own clock when the
+    // recording time is missing.
+    let elapsed = counted
+        .last_recorded
+        .and_then(|last| (last - started_at).to_std().ok())
+        .unwrap_or(waited);
+    eprintln!(
+        "  {ATTRIBUTE}: {} activations in {load_secs:.1} s, {} attributed within {:.1} s of \
+         the start",
+        measured.len(),
+        counted.attributed,
+        waited.as_secs_f64()
+    );
+    let note = outcome_note(measured.len(), failed, referrers, &counted, missing, wait);
+    Ok(PhaseResult {
+        name: ATTRIBUTE,
+        ops: counted.attributed,
+        // Failed activations and every activation that did not end attributed.
+        errors: failed + (measured.len() as u64).saturating_sub(counted.attributed),
+        elapsed,
+        latency_us: counted.latency_us,
+        cpu,
+        note: Some(note),
+    })
+}
+
+/// The line under the table that says what became of the measured activations.
+fn outcome_note(
+    activations: usize,
+    failed: u64,
+    referrers: usize,
+    counted: &Tally,
+    missing: usize,
+    wait: Duration,
+) -> String {
     let Tally {
         attributed,
         held,
         rejected,
-        latency_us,
-        last_recorded,
-    } = tally(&outcomes, &measured);
-    // First measured activation → last attribution recorded; the bench's own clock when the
-    // recording time is missing.
-    let elapsed = last_recorded
-        .and_then(|last| (last - started_at).to_std().ok())
-        .unwrap_or(waited);
-    eprintln!(
-        "  {ATTRIBUTE}: {} activations in {load_secs:.1} s, {attributed} attributed within \
-         {:.1} s of the start",
-        measured.len(),
-        waited.as_secs_f64()
-    );
+        ..
+    } = counted;
     let mut note = format!(
-        "{ATTRIBUTE}: {} activations with a token ({failed} failed) over {referrers} referrers' \
-         links, {attributed} attributed",
-        measured.len()
+        "{ATTRIBUTE}: {activations} activations with a token ({failed} failed) over \
+         {referrers} referrers' links, {attributed} attributed"
     );
     let rejected_count: u64 = rejected.values().sum();
-    if held > 0 || rejected_count > 0 || missing > 0 {
+    if *held > 0 || rejected_count > 0 || missing > 0 {
         let reasons: Vec<String> = rejected.iter().map(|(r, n)| format!("{n} {r}")).collect();
         note.push_str(&format!(
             "; NOT attributed: {held} held for review, {rejected_count} rejected ({}), \
@@ -280,16 +301,7 @@ pub async fn phase(
         ));
     }
     note.push_str(&velocity_note());
-    Ok(PhaseResult {
-        name: ATTRIBUTE,
-        ops: attributed,
-        // Failed activations and every activation that did not end attributed.
-        errors: failed + (measured.len() as u64).saturating_sub(attributed),
-        elapsed,
-        latency_us,
-        cpu,
-        note: Some(note),
-    })
+    note
 }
 
 /// How the output names the velocity limits referral runs with (scripts/bench raises them and
@@ -341,6 +353,34 @@ fn phone(number: String) -> BuyerIdentity {
     }
 }
 
+/// Sets up one referrer per code in `codes` and answers their links' tokens.
+async fn referrer_links(
+    clients: &[ActivationServiceClient<Channel>],
+    membership: &MembershipServiceClient<Channel>,
+    referral: &ReferralServiceClient<Channel>,
+    codes: &[String],
+    phones: Phones,
+    run: &str,
+    wait: Duration,
+) -> anyhow::Result<Vec<String>> {
+    eprintln!(
+        "  {} referrers: activating, waiting for membership, creating links",
+        codes.len()
+    );
+    let setup = codes.iter().enumerate().map(|(k, code)| {
+        referrer_link(
+            clients[k % clients.len()].clone(),
+            membership.clone(),
+            referral.clone(),
+            code.clone(),
+            phones.number(k as u64),
+            format!("bench-{run}-referrer-{k}"),
+            wait,
+        )
+    });
+    try_join_all(setup).await
+}
+
 /// One referrer: activates a code without a token (the buyer becomes a member), waits until
 /// membership has the member and referral has heard of them, and answers their link's token.
 async fn referrer_link(
@@ -350,6 +390,7 @@ async fn referrer_link(
     code: String,
     phone_number: String,
     request_id: String,
+    wait: Duration,
 ) -> anyhow::Result<String> {
     activation
         .activate_warranty(act::ActivateWarrantyRequest {
@@ -370,7 +411,7 @@ async fn referrer_link(
             device_serial: String::new(),
         })
         .await?;
-    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let deadline = Instant::now() + wait;
     let member = until_found(deadline, "membership to register a referrer", || {
         let mut membership = membership.clone();
         let request = mem::GetMemberRequest {
@@ -405,17 +446,20 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    // Backing off: the referrers poll at once, while membership may still be busy with the
+    // earlier phases' activations.
+    let mut pause = Duration::from_millis(100);
     loop {
         match call().await {
             Ok(reply) => return Ok(reply.into_inner()),
             Err(status) if status.code() == tonic::Code::NotFound => {
                 anyhow::ensure!(
                     Instant::now() < deadline,
-                    "waited {} s for {what}: {}",
-                    SETUP_TIMEOUT.as_secs(),
+                    "gave up waiting for {what}: {}",
                     status.message()
                 );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 3 / 2).min(Duration::from_secs(1));
             }
             Err(status) => return Err(status.into()),
         }
@@ -543,5 +587,128 @@ async fn wait_for(outcomes: &Outcomes, ids: &[String], wait: Duration) -> usize 
             return pending;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().into()
+    }
+
+    fn record(event_type: &str, payload: Vec<u8>, recorded_at: &str) -> Vec<u8> {
+        EventEnvelope {
+            event_type: event_type.into(),
+            schema_version: 1,
+            recorded_at: Some(to_timestamp(at(recorded_at))),
+            payload,
+            ..EventEnvelope::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn attributed(stream: &str, activated_at: &str) -> pb::ReferralAttributed {
+        pb::ReferralAttributed {
+            warranty_stream_id: stream.into(),
+            activated_at: Some(to_timestamp(at(activated_at))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_on_the_topic_are_counted_for_the_activations_asked_about() {
+        let outcomes: Outcomes = Arc::default();
+        for value in [
+            record(
+                ATTRIBUTED,
+                attributed("w-1", "2026-01-01T10:00:00.000Z").encode_to_vec(),
+                "2026-01-01T10:00:00.250Z",
+            ),
+            record(
+                ATTRIBUTED,
+                attributed("w-2", "2026-01-01T10:00:01.000Z").encode_to_vec(),
+                "2026-01-01T10:00:01.040Z",
+            ),
+            record(
+                HELD,
+                pb::ReferralHeld {
+                    attribution: Some(attributed("w-3", "2026-01-01T10:00:00Z")),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                "2026-01-01T10:00:02Z",
+            ),
+            record(
+                REJECTED,
+                pb::ReferralRejected {
+                    warranty_stream_id: "w-4".into(),
+                    reason: pb::RejectionReason::SelfReferral as i32,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                "2026-01-01T10:00:02Z",
+            ),
+            // Another run's attribution and an event that says nothing about an outcome.
+            record(
+                ATTRIBUTED,
+                attributed("other", "2026-01-01T09:00:00Z").encode_to_vec(),
+                "2026-01-01T11:00:00Z",
+            ),
+            record(
+                "scanloop.referral.v1.LinkCreated",
+                Vec::new(),
+                "2026-01-01T10:00:00Z",
+            ),
+        ] {
+            note_outcome(&value, &outcomes);
+        }
+
+        let ids: Vec<String> = ["w-1", "w-2", "w-3", "w-4", "w-5"].map(String::from).into();
+        let counted = tally(&outcomes, &ids);
+        assert_eq!((counted.attributed, counted.held), (2, 1));
+        assert_eq!(
+            counted.rejected,
+            HashMap::from([("REJECTION_REASON_SELF_REFERRAL".to_owned(), 1)])
+        );
+        assert_eq!(counted.latency_us.len(), 2);
+        // The histogram keeps three significant figures.
+        let latency = &counted.latency_us;
+        assert!(latency.equivalent(latency.min(), 40_000));
+        assert!(latency.equivalent(latency.max(), 250_000));
+        assert_eq!(counted.last_recorded, Some(at("2026-01-01T10:00:01.040Z")));
+    }
+
+    #[test]
+    fn an_attribution_after_a_hold_counts_as_attributed() {
+        let outcomes: Outcomes = Arc::default();
+        let held = pb::ReferralHeld {
+            attribution: Some(attributed("w-1", "2026-01-01T10:00:00Z")),
+            ..Default::default()
+        };
+        note_outcome(
+            &record(HELD, held.encode_to_vec(), "2026-01-01T10:00:01Z"),
+            &outcomes,
+        );
+        note_outcome(
+            &record(
+                ATTRIBUTED,
+                attributed("w-1", "2026-01-01T10:00:00Z").encode_to_vec(),
+                "2026-01-01T10:05:00Z",
+            ),
+            &outcomes,
+        );
+        let counted = tally(&outcomes, &["w-1".to_owned()]);
+        assert_eq!((counted.attributed, counted.held), (1, 0));
+    }
+
+    #[test]
+    fn phone_numbers_are_eleven_digits_and_distinct_per_index() {
+        let phones = Phones { base: 999_999_999 };
+        assert_eq!(phones.number(0), "17999999999");
+        assert_eq!(phones.number(1), "17000000000");
     }
 }
