@@ -555,9 +555,9 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
         by_name(crate::bench_activation::ACTIVATE),
     ) {
         println!(
-            "ActivateWarranty end to end vs plain insert: {:.2}x the rate, {:.2}x the p99",
-            rate(activate) / rate(plain),
-            p99(activate) / p99(plain),
+            "ActivateWarranty end to end vs plain insert: {}x the rate, {}x the p99",
+            ratio(rate(activate), rate(plain)),
+            ratio(p99(activate), p99(plain)),
         );
     }
     if let (Some(plain), Some(attribute)) = (
@@ -566,9 +566,9 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
     ) {
         println!(
             "referral attribution (activation recorded → ReferralAttributed recorded) vs plain \
-             insert: {:.2}x the rate, {:.2}x the p99",
-            rate(attribute) / rate(plain),
-            p99(attribute) / p99(plain),
+             insert: {}x the rate, {}x the p99",
+            ratio(rate(attribute), rate(plain)),
+            ratio(p99(attribute), p99(plain)),
         );
     }
     for note in results.iter().filter_map(|r| r.note.as_deref()) {
@@ -577,13 +577,24 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
     if let [plain, append, outbox, ..] = results {
         println!();
         println!(
-            "append vs plain insert: {:.2}x the rate, {:.2}x the p99; append+publish vs plain \
-             insert: {:.2}x the rate, {:.2}x the p99",
-            rate(append) / rate(plain),
-            p99(append) / p99(plain),
-            rate(outbox) / rate(plain),
-            p99(outbox) / p99(plain),
+            "append vs plain insert: {}x the rate, {}x the p99; append+publish vs plain \
+             insert: {}x the rate, {}x the p99",
+            ratio(rate(append), rate(plain)),
+            ratio(p99(append), p99(plain)),
+            ratio(rate(outbox), rate(plain)),
+            ratio(p99(outbox), p99(plain)),
         );
+    }
+}
+
+/// `a / b` with two decimals, or four when it is below 0.1 (a reaction chain's rate is a small
+/// fraction of a plain insert's, and "0.00x" would say nothing).
+fn ratio(a: f64, b: f64) -> String {
+    let x = a / b;
+    if x.abs() < 0.1 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.2}")
     }
 }
 
