@@ -9,6 +9,10 @@
 //! 5. consumer throughput: the consumer runner (checkpoint read + write per event, no-op
 //!    handler) draining what phase 3 published.
 //!
+//! With a running activation service, the gRPC phases follow (see `bench_activation`); with
+//! membership and referral running as well, the referral reaction chain last (see
+//! `bench_referral`).
+//!
 //! Closed loop at `--concurrency` by default; `--rate` switches to an open loop at a fixed
 //! schedule, with latency measured from each operation's scheduled start (no coordinated
 //! omission). CPU time per operation is read from /proc for this process and, when found, for
@@ -35,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 pub struct Args {
     /// Measured seconds per phase.
     #[arg(long, default_value_t = 10)]
-    duration_secs: u64,
+    pub(crate) duration_secs: u64,
     /// Unmeasured warm-up seconds before each phase.
     #[arg(long, default_value_t = 2)]
-    warmup_secs: u64,
+    pub(crate) warmup_secs: u64,
     /// Operations in flight at once.
     #[arg(long, default_value_t = 32)]
     pub(crate) concurrency: usize,
@@ -60,6 +64,35 @@ pub struct Args {
     /// Codes issued for the ActivateWarranty phase (each activation uses a fresh one).
     #[arg(long, default_value_t = 200_000)]
     pub(crate) activation_codes: u32,
+    /// A running membership service; with --referral-addr adds the referral phase.
+    #[arg(long)]
+    membership_addr: Option<String>,
+    /// The membership service's pid, for CPU accounting.
+    #[arg(long)]
+    membership_pid: Option<u32>,
+    /// A running referral service (reacting to the activation service's events).
+    #[arg(long)]
+    referral_addr: Option<String>,
+    /// The referral service's pid, for CPU accounting.
+    #[arg(long)]
+    referral_pid: Option<u32>,
+    /// The topic the referral service publishes to.
+    #[arg(
+        long,
+        env = "SCANLOOP_REFERRAL_TOPIC",
+        default_value_t = scanloop_bus::topics::event_topic("referral")
+    )]
+    referral_topic: String,
+    /// Codes issued for the referral phase (referrers and buyers each use a fresh one).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) referral_codes: u32,
+    /// Referrers whose links the referral phase's buyers use, round robin.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) referrers: u32,
+    /// How long the referral phase waits for membership and referral: to know each referrer,
+    /// and after its load for the last attribution.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) referral_wait_secs: u64,
 }
 
 pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
@@ -100,7 +133,14 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let producer = EventProducer::new(&infra.kafka_brokers, Duration::from_secs(30))?;
     let outbox = Outbox::new(store.clone(), &keyspace, producer.clone(), topic.clone()).await?;
     let payload = Arc::new(vec![b'x'; args.payload_bytes]);
-    let servers = ServerPids::find(args.devstack_dir.as_deref(), args.activation_pid);
+    let servers = ServerPids::find(
+        args.devstack_dir.as_deref(),
+        &[
+            ("activation", args.activation_pid),
+            ("membership", args.membership_pid),
+            ("referral", args.referral_pid),
+        ],
+    );
 
     print_header(&args, &keyspace);
     let mut results = Vec::new();
@@ -233,18 +273,30 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let consumer = consume_all(infra, &session, &keyspace, &topic, &servers, &published).await?;
     if let Some(addr) = &args.activation_addr {
         results.extend(crate::bench_activation::phases(addr, &args, &servers).await?);
+        if let (Some(membership), Some(referral)) = (&args.membership_addr, &args.referral_addr) {
+            let chain = crate::bench_referral::Chain {
+                activation_addr: addr,
+                membership_addr: membership,
+                referral_addr: referral,
+                referral_topic: &args.referral_topic,
+                kafka_brokers: &infra.kafka_brokers,
+            };
+            results.push(crate::bench_referral::phase(&chain, &args, &servers).await?);
+        }
     }
     print_results(&results, &consumer, &servers);
     Ok(())
 }
 
 pub(crate) struct PhaseResult {
-    name: &'static str,
-    ops: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency_us: Histogram<u64>,
-    cpu: CpuUse,
+    pub(crate) name: &'static str,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) cpu: CpuUse,
+    /// What the row's figures mean when the table cannot say it, printed under the table.
+    pub(crate) note: Option<String>,
 }
 
 /// Runs `op(i)` for a warm-up and then for the measured duration.
@@ -281,16 +333,17 @@ where
         elapsed,
         latency_us,
         cpu,
+        note: None,
     }
 }
 
 /// 1 µs to 60 s at 3 significant figures.
 #[allow(clippy::expect_used)] // constant bounds that new_with_bounds accepts
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     args: &Args,
     duration: Duration,
     op: Arc<F>,
@@ -502,33 +555,58 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
         by_name(crate::bench_activation::ACTIVATE),
     ) {
         println!(
-            "ActivateWarranty end to end vs plain insert: {:.2}x the rate, {:.2}x the p99",
-            rate(activate) / rate(plain),
-            p99(activate) / p99(plain),
+            "ActivateWarranty end to end vs plain insert: {}x the rate, {}x the p99",
+            ratio(rate(activate), rate(plain)),
+            ratio(p99(activate), p99(plain)),
         );
+    }
+    if let (Some(plain), Some(attribute)) = (
+        by_name("plain CQL insert"),
+        by_name(crate::bench_referral::ATTRIBUTE),
+    ) {
+        println!(
+            "referral attribution (activation recorded → ReferralAttributed recorded) vs plain \
+             insert: {}x the rate, {}x the p99",
+            ratio(rate(attribute), rate(plain)),
+            ratio(p99(attribute), p99(plain)),
+        );
+    }
+    for note in results.iter().filter_map(|r| r.note.as_deref()) {
+        println!("{note}");
     }
     if let [plain, append, outbox, ..] = results {
         println!();
         println!(
-            "append vs plain insert: {:.2}x the rate, {:.2}x the p99; append+publish vs plain \
-             insert: {:.2}x the rate, {:.2}x the p99",
-            rate(append) / rate(plain),
-            p99(append) / p99(plain),
-            rate(outbox) / rate(plain),
-            p99(outbox) / p99(plain),
+            "append vs plain insert: {}x the rate, {}x the p99; append+publish vs plain \
+             insert: {}x the rate, {}x the p99",
+            ratio(rate(append), rate(plain)),
+            ratio(p99(append), p99(plain)),
+            ratio(rate(outbox), rate(plain)),
+            ratio(p99(outbox), p99(plain)),
         );
+    }
+}
+
+/// `a / b` with two decimals, or four when it is below 0.1 (a reaction chain's rate is a small
+/// fraction of a plain insert's, and "0.00x" would say nothing).
+fn ratio(a: f64, b: f64) -> String {
+    let x = a / b;
+    if x.abs() < 0.1 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.2}")
     }
 }
 
 /// CPU seconds (user + system) of this process and of each server process found.
 #[derive(Clone, Default)]
-struct CpuUse {
+pub(crate) struct CpuUse {
     bench: f64,
     servers: Vec<Option<f64>>,
 }
 
 impl CpuUse {
-    fn since(&self, before: &CpuUse) -> CpuUse {
+    pub(crate) fn since(&self, before: &CpuUse) -> CpuUse {
         CpuUse {
             bench: self.bench - before.bench,
             servers: self
@@ -558,7 +636,12 @@ pub(crate) struct ServerPids {
 }
 
 impl ServerPids {
-    fn find(devstack_dir: Option<&std::path::Path>, activation: Option<u32>) -> Self {
+    /// Cassandra and Kafka from the devstack's pid files, then each of `services` that has a
+    /// pid.
+    fn find(
+        devstack_dir: Option<&std::path::Path>,
+        services: &[(&'static str, Option<u32>)],
+    ) -> Self {
         let dir = devstack_dir
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".devstack"));
@@ -568,9 +651,7 @@ impl ServerPids {
                 .and_then(|s| s.trim().parse().ok())
         };
         let mut pids = vec![("cassandra", pid("cassandra")), ("kafka", pid("kafka"))];
-        if activation.is_some() {
-            pids.push(("activation", activation));
-        }
+        pids.extend(services.iter().filter(|(_, pid)| pid.is_some()));
         Self { pids }
     }
 
@@ -582,7 +663,7 @@ impl ServerPids {
             .join(" + ")
     }
 
-    fn sample(&self) -> CpuUse {
+    pub(crate) fn sample(&self) -> CpuUse {
         CpuUse {
             bench: cpu_seconds("self").unwrap_or(0.0),
             servers: self

@@ -9,6 +9,7 @@ use scanloop_proto::activation::v1::activation_service_client::ActivationService
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::time::to_timestamp;
+use tonic::transport::Channel;
 
 use crate::bench::{Args, PhaseResult, ServerPids, phase};
 
@@ -33,23 +34,7 @@ pub async fn phases(
         "  issuing {} codes for the activation phase",
         args.activation_codes
     );
-    let mut stream = clients[0]
-        .clone()
-        .issue_batch(pb::IssueBatchRequest {
-            brand_id: BRAND.into(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            sku: "BENCH-1".into(),
-            product_model: "bench".into(),
-            warranty_months: 24,
-            quantity: args.activation_codes,
-            key_id: "k1".into(),
-        })
-        .await?
-        .into_inner();
-    let mut codes = Vec::with_capacity(args.activation_codes as usize);
-    while let Some(message) = stream.message().await? {
-        codes.extend(message.codes);
-    }
+    let codes = issue_codes(&clients[0], BRAND, "BENCH-1", args.activation_codes).await?;
     let codes = Arc::new(codes);
 
     let verify = phase(VERIFY, args, servers, {
@@ -109,4 +94,31 @@ pub async fn phases(
     })
     .await;
     Ok(vec![verify, activate])
+}
+
+/// Issues a batch of `quantity` codes of `sku` and answers them.
+pub(crate) async fn issue_codes(
+    client: &ActivationServiceClient<Channel>,
+    brand_id: &str,
+    sku: &str,
+    quantity: u32,
+) -> anyhow::Result<Vec<String>> {
+    let mut stream = client
+        .clone()
+        .issue_batch(pb::IssueBatchRequest {
+            brand_id: brand_id.into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            sku: sku.into(),
+            product_model: "bench".into(),
+            warranty_months: 24,
+            quantity,
+            key_id: "k1".into(),
+        })
+        .await?
+        .into_inner();
+    let mut codes = Vec::with_capacity(quantity as usize);
+    while let Some(message) = stream.message().await? {
+        codes.extend(message.codes);
+    }
+    Ok(codes)
 }

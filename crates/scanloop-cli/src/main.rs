@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_activation;
+mod bench_referral;
 mod demo_activation;
 mod demo_eventstore;
 mod migrate;
