@@ -69,13 +69,17 @@ pub struct Args {
     membership_addr: Option<String>,
     /// The membership service's pid, for CPU accounting.
     #[arg(long)]
-    membership_pid: Option<u32>,
+    pub(crate) membership_pid: Option<u32>,
     /// A running referral service (reacting to the activation service's events).
     #[arg(long)]
     referral_addr: Option<String>,
     /// The referral service's pid, for CPU accounting.
     #[arg(long)]
-    referral_pid: Option<u32>,
+    pub(crate) referral_pid: Option<u32>,
+    /// Membership and referral were paused (SIGSTOP) by the caller so that they take no CPU
+    /// during the other phases: resume them (SIGCONT) when the referral phase starts.
+    #[arg(long)]
+    pub(crate) resume_chain: bool,
     /// The topic the referral service publishes to.
     #[arg(
         long,

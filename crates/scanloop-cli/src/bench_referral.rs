@@ -107,11 +107,26 @@ fn tally(outcomes: &Outcomes, activations: &[String]) -> Tally {
     tally
 }
 
+/// Sends SIGCONT to the paused services: they then catch up on the earlier phases' events
+/// during this phase's warm-up, which waits for its own attributions.
+fn resume(pids: &[Option<u32>]) -> anyhow::Result<()> {
+    for pid in pids.iter().flatten() {
+        let status = std::process::Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "cannot resume process {pid}");
+    }
+    Ok(())
+}
+
 pub async fn phase(
     chain: &Chain<'_>,
     args: &Args,
     servers: &ServerPids,
 ) -> anyhow::Result<PhaseResult> {
+    if args.resume_chain {
+        resume(&[args.membership_pid, args.referral_pid])?;
+    }
     let connections = (args.concurrency / 8).max(1);
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
