@@ -399,7 +399,7 @@ async fn referrer_links(
 /// One referrer: activates a code without a token (the buyer becomes a member), waits until
 /// membership has the member and referral has heard of them, and answers their link's token.
 async fn referrer_link(
-    mut activation: ActivationServiceClient<Channel>,
+    activation: ActivationServiceClient<Channel>,
     membership: MembershipServiceClient<Channel>,
     referral: ReferralServiceClient<Channel>,
     code: String,
@@ -407,26 +407,30 @@ async fn referrer_link(
     request_id: String,
     wait: Duration,
 ) -> anyhow::Result<String> {
-    activation
-        .activate_warranty(act::ActivateWarrantyRequest {
-            brand_id: BRAND.into(),
-            request_id,
-            code,
-            buyer: Some(phone(phone_number.clone())),
-            channel: Some(act::PurchaseChannel {
-                kind: act::PurchaseChannelKind::Online as i32,
-                id: "tmall".into(),
-            }),
-            purchase_amount: Some(Money {
-                amount_fen: 199_900,
-                currency: "CNY".into(),
-            }),
-            purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::days(1))),
-            referral_token: String::new(),
-            device_serial: String::new(),
-        })
-        .await?;
     let deadline = Instant::now() + wait;
+    let request = act::ActivateWarrantyRequest {
+        brand_id: BRAND.into(),
+        request_id,
+        code,
+        buyer: Some(phone(phone_number.clone())),
+        channel: Some(act::PurchaseChannel {
+            kind: act::PurchaseChannelKind::Online as i32,
+            id: "tmall".into(),
+        }),
+        purchase_amount: Some(Money {
+            amount_fen: 199_900,
+            currency: "CNY".into(),
+        }),
+        purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::days(1))),
+        referral_token: String::new(),
+        device_serial: String::new(),
+    };
+    // The same request id on every attempt: a retry is answered as the first activation.
+    until_found(deadline, "activation of a referrer's code", || {
+        let (mut activation, request) = (activation.clone(), request.clone());
+        async move { activation.activate_warranty(request).await }
+    })
+    .await?;
     let member = until_found(deadline, "membership to register a referrer", || {
         let mut membership = membership.clone();
         let request = mem::GetMemberRequest {
@@ -455,7 +459,9 @@ async fn referrer_link(
     Ok(link.token)
 }
 
-/// Repeats `call` while it answers NOT_FOUND, until `deadline`.
+/// Repeats `call` while it answers NOT_FOUND (not there yet) or UNAVAILABLE / ABORTED (the
+/// database is busy: membership and referral catch up on the earlier phases meanwhile), until
+/// `deadline`.
 async fn until_found<T, F, Fut>(deadline: Instant, what: &str, mut call: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -467,7 +473,12 @@ where
     loop {
         match call().await {
             Ok(reply) => return Ok(reply.into_inner()),
-            Err(status) if status.code() == tonic::Code::NotFound => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Aborted
+                ) =>
+            {
                 anyhow::ensure!(
                     Instant::now() < deadline,
                     "gave up waiting for {what}: {}",

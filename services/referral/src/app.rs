@@ -370,10 +370,16 @@ impl Referrals {
             None => {
                 let outcome = self.judge(brand, &sale).await?;
                 let outcome = self.claim_device(meta, &sale, outcome).await?;
-                self.attributions
+                let executed = self
+                    .attributions
                     .execute(&stream, meta, |state| attribution::record(state, &outcome))
                     .await?;
-                outcome
+                // What the stream recorded: a concurrent delivery may have decided first.
+                executed
+                    .state
+                    .sales
+                    .get(&sale.attribution_id)
+                    .map_or(outcome, recorded_outcome)
             }
         };
         if let Outcome::Attributed(a) = &outcome {
