@@ -93,9 +93,10 @@ pub struct Args {
     /// Referrers whose links the referral phase's buyers use, round robin.
     #[arg(long, default_value_t = 50)]
     pub(crate) referrers: u32,
-    /// How long the referral phase waits for membership and referral: to know each referrer,
-    /// and after its load for the last attribution.
-    #[arg(long, default_value_t = 120)]
+    /// How long the referral phase waits for membership and referral: to know each referrer
+    /// (they first catch up on the earlier phases' activations, tens of thousands on a fast
+    /// machine), and after its load for the last attribution.
+    #[arg(long, default_value_t = 600)]
     pub(crate) referral_wait_secs: u64,
 }
 
