@@ -623,6 +623,11 @@ impl CpuUse {
         }
     }
 
+    /// CPU seconds of every process measured.
+    pub(crate) fn total(&self) -> f64 {
+        self.bench + self.servers.iter().flatten().sum::<f64>()
+    }
+
     fn per_op(&self, ops: u64) -> String {
         if ops == 0 {
             return "-".into();
@@ -643,7 +648,7 @@ pub(crate) struct ServerPids {
 impl ServerPids {
     /// Cassandra and Kafka from the devstack's pid files, then each of `services` that has a
     /// pid.
-    fn find(
+    pub(crate) fn find(
         devstack_dir: Option<&std::path::Path>,
         services: &[(&'static str, Option<u32>)],
     ) -> Self {

@@ -2,10 +2,12 @@
 
 mod bench;
 mod bench_activation;
+mod bench_payouts;
 mod bench_referral;
 mod demo_activation;
 mod demo_eventstore;
 mod migrate;
+mod payouts_export;
 
 use clap::{Parser, Subcommand};
 
@@ -29,8 +31,14 @@ enum Command {
     Demo(Demo),
     /// Measure the storage and messaging baseline on a running cluster (e.g. the devstack).
     Bench(bench::Args),
+    /// Measure the payouts service: accruals per second and their latency, and a settlement of
+    /// many vested commissions (see `scripts/bench-payouts`).
+    BenchPayouts(bench_payouts::Args),
     /// List the environment variables every Scanloop process reads, with their defaults.
     Config,
+    /// Payouts operations for finance.
+    #[command(subcommand)]
+    Payouts(Payouts),
     /// Ask a service's standard gRPC health check; exits non-zero unless it is serving.
     Health {
         #[arg(long, default_value = "127.0.0.1:50051")]
@@ -61,6 +69,12 @@ async fn health(addr: &str, service: String) -> anyhow::Result<()> {
 }
 
 #[derive(Subcommand)]
+enum Payouts {
+    /// Write a settlement batch as CSV (beneficiary, masked identity, yuan, reference).
+    Export(payouts_export::ExportArgs),
+}
+
+#[derive(Subcommand)]
 enum Demo {
     /// The activation scenario against a running activation service.
     Activation {
@@ -87,11 +101,13 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&infra, args).await,
         Command::Bench(args) => bench::run(&infra, args).await,
+        Command::BenchPayouts(args) => bench_payouts::run(&infra, args).await,
         Command::Demo(Demo::Activation {
             addr,
             membership_addr,
         }) => demo_activation::run(&addr, membership_addr.as_deref()).await,
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
+        Command::Payouts(Payouts::Export(args)) => payouts_export::run(args).await,
         Command::Health { addr, service } => health(&addr, service).await,
         Command::Config => {
             for var in scanloop_config::INFRA_VARS {

@@ -35,6 +35,7 @@ pub fn migrations_for(service: &str) -> Vec<&'static Migration> {
         "activation" => scanloop_activation::migrations(),
         "membership" => scanloop_membership::migrations(),
         "referral" => scanloop_referral::migrations(),
+        "payouts" => scanloop_payouts::migrations(),
         _ => scanloop_eventstore::schema::MIGRATIONS
             .iter()
             .chain(scanloop_storage::checkpoints::MIGRATIONS)

@@ -7,6 +7,7 @@
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod reaction;
 pub mod server;
 pub mod trace;
 pub mod validate;

@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod paging;
 pub mod session;
 pub mod shard;
+pub mod statements;
 
 pub use checkpoints::Checkpoints;
 pub use migrate::{Migration, SchemaError, migrate, require_schema};

@@ -38,8 +38,9 @@ pub struct Cluster {
     /// The referral instances' clock: a test moves it forward to let time pass.
     pub clock: Arc<ShiftedClock>,
     pub rules: Rules,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Stops every service of the cluster (and of a harness that adds services to it).
+    pub shutdown: CancellationToken,
+    pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 async fn listener() -> (tokio::net::TcpListener, String) {

@@ -1,0 +1,97 @@
+//! The payouts service's settings, from the environment (defaults documented in README).
+
+use std::time::Duration;
+
+use scanloop_config::{ByBrand, ConfigError, Infra, Secret, secret, var};
+use scanloop_timers::SharedClock;
+
+use crate::domain::plan::DEFAULT_CEILING_BPS;
+
+/// Per-brand rules that are the brand's policy, not its plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// SCANLOOP_COMMISSION_CEILING_BPS (default 3000, 30%): levels 1 + 2 together stay within
+    /// this share of a sale; SCANLOOP_COMMISSION_CEILING_BPS_BY_BRAND overrides it per brand.
+    pub ceiling_bps: u32,
+    pub ceiling_by_brand: ByBrand<u32>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            ceiling_bps: DEFAULT_CEILING_BPS,
+            ceiling_by_brand: ByBrand::default(),
+        }
+    }
+}
+
+impl Rules {
+    pub fn ceiling_bps(&self, brand_id: &str) -> u32 {
+        self.ceiling_by_brand.get_or(brand_id, &self.ceiling_bps)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub infra: Infra,
+    /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50054.
+    pub grpc_addr: String,
+    /// SCANLOOP_PAYOUTS_KEYSPACE, default scanloop_payouts.
+    pub keyspace: String,
+    /// SCANLOOP_PAYOUTS_TOPIC, default scanloop.payouts.events.v1.
+    pub topic: String,
+    /// SCANLOOP_REFERRAL_TOPIC and SCANLOOP_ACTIVATION_TOPIC: what payouts reacts to.
+    pub referral_topic: String,
+    pub activation_topic: String,
+    /// SCANLOOP_IDENTITY_SECRET: keys request fingerprints. Required unless SCANLOOP_ENV=dev.
+    pub identity_secret: Secret<String>,
+    /// SCANLOOP_PROJECTION_GROUP, default payouts-projections.
+    pub projection_group: String,
+    /// SCANLOOP_REACTION_GROUP, default payouts-reactions.
+    pub reaction_group: String,
+    /// SCANLOOP_TIMER_GROUP, default payouts-timers: schedules vesting from accruals.
+    pub timer_group: String,
+    /// SCANLOOP_TIMER_INTERVAL_MS, default 1000: how often the vesting job looks for due items.
+    pub timer_interval: Duration,
+    pub rules: Rules,
+    /// The time commands decide with: the system clock (tests move theirs).
+    pub clock: SharedClock,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            infra: Infra::from_env()?,
+            grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50054".to_owned())?,
+            keyspace: var("SCANLOOP_PAYOUTS_KEYSPACE", "scanloop_payouts".to_owned())?,
+            topic: var(
+                "SCANLOOP_PAYOUTS_TOPIC",
+                scanloop_bus::topics::event_topic("payouts"),
+            )?,
+            referral_topic: var(
+                "SCANLOOP_REFERRAL_TOPIC",
+                scanloop_bus::topics::event_topic("referral"),
+            )?,
+            activation_topic: var(
+                "SCANLOOP_ACTIVATION_TOPIC",
+                scanloop_bus::topics::event_topic("activation"),
+            )?,
+            identity_secret: secret("SCANLOOP_IDENTITY_SECRET")?,
+            projection_group: var(
+                "SCANLOOP_PROJECTION_GROUP",
+                "payouts-projections".to_owned(),
+            )?,
+            reaction_group: var("SCANLOOP_REACTION_GROUP", "payouts-reactions".to_owned())?,
+            timer_group: var("SCANLOOP_TIMER_GROUP", "payouts-timers".to_owned())?,
+            timer_interval: Duration::from_millis(var("SCANLOOP_TIMER_INTERVAL_MS", 1_000)?),
+            rules: Rules {
+                ceiling_bps: var("SCANLOOP_COMMISSION_CEILING_BPS", DEFAULT_CEILING_BPS)?,
+                ceiling_by_brand: var(
+                    "SCANLOOP_COMMISSION_CEILING_BPS_BY_BRAND",
+                    Default::default(),
+                )?,
+            },
+            clock: scanloop_timers::clock::system(),
+        })
+    }
+}

@@ -1,0 +1,474 @@
+//! The payouts gRPC API: validation, mapping, status codes (through `ServiceError`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use scanloop_pii::IdentityHasher;
+use scanloop_proto::common::v1::PageResponse;
+use scanloop_proto::payouts::v1 as pb;
+use scanloop_proto::payouts::v1::payouts_service_server::PayoutsService;
+use scanloop_proto::time::{from_timestamp, to_timestamp};
+use scanloop_service::trace::server_span;
+use scanloop_service::validate::{
+    brand_id as validate_brand, page_size, request_id as validate_request_id,
+};
+use scanloop_service::{RequestContext, ServiceError};
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use crate::app::{Payouts, db_unavailable};
+use crate::domain::ledger::{self, BENEFICIARY_ACCOUNTS, Beneficiary};
+use crate::domain::money::fen_to_money;
+use crate::projections::Entry;
+
+const SERVICE: &str = "scanloop.payouts.v1.PayoutsService";
+
+pub struct Api {
+    app: Arc<Payouts>,
+    hasher: IdentityHasher,
+}
+
+impl Api {
+    pub fn new(app: Arc<Payouts>, hasher: IdentityHasher) -> Self {
+        Self { app, hasher }
+    }
+
+    fn context<M: prost::Message>(
+        &self,
+        request: &Request<M>,
+        method: &str,
+        brand_id: &str,
+        request_id: &str,
+    ) -> RequestContext {
+        RequestContext::of_command(
+            request,
+            &self.hasher,
+            (SERVICE, method),
+            brand_id,
+            request_id,
+        )
+    }
+}
+
+/// Free text the service stores: trimmed, at most `max` characters, no control characters.
+fn text(field: &str, raw: &str, max: usize) -> Result<String, ServiceError> {
+    let value = raw.trim();
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(format!(
+            "{field} must be at most {max} characters without control characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// SKUs name plan streams: 1-64 printable characters without spaces.
+fn sku(raw: &str) -> Result<String, ServiceError> {
+    let value = raw.trim();
+    if value.chars().count() > 64 || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ServiceError::invalid(
+            "sku must be at most 64 characters without spaces or control characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn beneficiary(raw: Option<&pb::Beneficiary>) -> Result<Beneficiary, ServiceError> {
+    let b = Beneficiary::from_pb(raw).ok_or_else(|| {
+        ServiceError::invalid("beneficiary is required: kind MEMBER or STORE and its id")
+    })?;
+    if b.id.chars().count() > 128 || b.id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ServiceError::invalid(
+            "beneficiary.id must be at most 128 characters without '/' or control characters",
+        ));
+    }
+    Ok(b)
+}
+
+fn batch_id(raw: &str) -> Result<String, ServiceError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| ServiceError::invalid("batch_id must be a settlement batch's UUID"))
+}
+
+fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
+    match error {
+        scanloop_storage::paging::PageError::BadToken => ServiceError::invalid(error.to_string()),
+        scanloop_storage::paging::PageError::Db(e) => db_unavailable(e),
+    }
+}
+
+fn next_page(token: String) -> Option<PageResponse> {
+    Some(PageResponse {
+        next_page_token: token,
+    })
+}
+
+fn time(field: &str, raw: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, ServiceError> {
+    from_timestamp(raw).ok_or_else(|| ServiceError::invalid(format!("{field} is required")))
+}
+
+/// What a ledger line means, for people.
+fn describe(entry: &Entry) -> String {
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    let account = entry.account.rsplit('/').next().unwrap_or_default();
+    match entry.event_type.as_str() {
+        "CommissionAccrued" => format!("commission {} accrued ({account})", short(&entry.commission_id)),
+        "CommissionVested" => format!("commission {} vested ({account})", short(&entry.commission_id)),
+        "CommissionReversed" => format!("commission {} reversed ({account})", short(&entry.commission_id)),
+        "CommissionAdjusted" => {
+            format!("commission {} reduced by a refund ({account})", short(&entry.commission_id))
+        }
+        "CommissionClawedBack" => format!("commission {} clawed back ({account})", short(&entry.commission_id)),
+        "CommissionSettled" => format!("settled in batch {} ({account})", short(&entry.batch_id)),
+        "ClawbackNetted" => format!("claw-back netted in batch {} ({account})", short(&entry.batch_id)),
+        "PayoutMarkedPaid" => format!("paid out, batch {} ({account})", short(&entry.batch_id)),
+        other => format!("{other} ({account})"),
+    }
+}
+
+macro_rules! rpc {
+    ($method:literal, $request:ident, $body:expr) => {{
+        let span = server_span(SERVICE, $method, $request.metadata());
+        async { $body }.instrument(span).await.map_err(Status::from)
+    }};
+}
+
+#[tonic::async_trait]
+impl PayoutsService for Api {
+    async fn upsert_plan(
+        &self,
+        request: Request<pb::UpsertPlanRequest>,
+    ) -> Result<Response<pb::CommissionPlan>, Status> {
+        rpc!("UpsertPlan", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let mut plan = r.clone();
+            plan.sku = sku(&r.sku)?;
+            if let Some(ack) = plan.level2_acknowledgement.as_mut() {
+                ack.acknowledged_by = text("acknowledged_by", &ack.acknowledged_by, 128)?;
+                ack.statement = text("statement", &ack.statement, 1_000)?;
+            }
+            let ctx = self.context(&request, "UpsertPlan", &r.brand_id, &r.request_id);
+            let stored = self.app.upsert_plan(&ctx, plan).await?;
+            Ok::<_, ServiceError>(Response::new(stored))
+        })
+    }
+
+    async fn get_plan(
+        &self,
+        request: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::CommissionPlan>, Status> {
+        rpc!("GetPlan", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let sku = sku(&r.sku)?;
+            let plan = self.app.plan_for(&r.brand_id, &sku).await?.ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "brand {} has no commission plan{}: UpsertPlan first",
+                    r.brand_id,
+                    if sku.is_empty() { String::new() } else { format!(" for sku {sku}") }
+                ))
+            })?;
+            Ok::<_, ServiceError>(Response::new(plan))
+        })
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        rpc!("GetAccount", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let who = beneficiary(r.beneficiary.as_ref())?;
+            let models = self.app.read_models();
+            let name = |t| ledger::account_name(&ledger::beneficiary_account(&who, t));
+            use pb::LedgerAccountType as T;
+            let balance = |t| {
+                let account = name(t);
+                async move { models.balance(&r.brand_id, &account).await }
+            };
+            let (pending, payable, clearing, receivable) = futures::try_join!(
+                balance(T::Pending),
+                balance(T::Payable),
+                balance(T::Clearing),
+                balance(T::Receivable)
+            )
+            .map_err(db_unavailable)?;
+            let clearing_entries = models
+                .entries(&r.brand_id, &name(T::Clearing))
+                .await
+                .map_err(db_unavailable)?;
+            let receivable_entries = models
+                .entries(&r.brand_id, &name(T::Receivable))
+                .await
+                .map_err(db_unavailable)?;
+            let paid: i64 = clearing_entries
+                .iter()
+                .filter(|e| e.counterpart == "brand/bank")
+                .map(|e| e.amount_fen)
+                .sum();
+            let clawed_back: i64 = receivable_entries
+                .iter()
+                .filter(|e| e.counterpart == "brand/commission_expense")
+                .map(|e| e.amount_fen)
+                .sum();
+            let (pending, payable, settled_unpaid) = (-pending, -payable, -clearing);
+            Ok::<_, ServiceError>(Response::new(pb::Account {
+                brand_id: r.brand_id.clone(),
+                beneficiary: Some(who.to_pb()),
+                pending: Some(fen_to_money(pending)),
+                payable: Some(fen_to_money(payable)),
+                settled_unpaid: Some(fen_to_money(settled_unpaid)),
+                paid: Some(fen_to_money(paid)),
+                clawed_back: Some(fen_to_money(clawed_back)),
+                receivable: Some(fen_to_money(receivable)),
+                balance: Some(fen_to_money(pending + payable + settled_unpaid - receivable)),
+            }))
+        })
+    }
+
+    async fn list_commissions(
+        &self,
+        request: Request<pb::ListCommissionsRequest>,
+    ) -> Result<Response<pb::ListCommissionsResponse>, Status> {
+        rpc!("ListCommissions", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let models = self.app.read_models();
+            let (commissions, next) = match &r.of {
+                Some(pb::list_commissions_request::Of::Beneficiary(b)) => {
+                    let who = beneficiary(Some(b))?;
+                    let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
+                    models
+                        .beneficiary_commissions(&r.brand_id, &who, page_size(r.page.as_ref()), token)
+                        .await
+                        .map_err(page_error)?
+                }
+                Some(pb::list_commissions_request::Of::AttributionId(id)) => {
+                    let id = text("attribution_id", id, 64)?;
+                    if id.is_empty() {
+                        return Err(ServiceError::invalid("attribution_id is required"));
+                    }
+                    let commissions = match self.app.sale_of_attribution(&r.brand_id, &id).await? {
+                        Some(sale) => models
+                            .sale_commissions(&r.brand_id, &sale)
+                            .await
+                            .map_err(db_unavailable)?,
+                        None => Vec::new(),
+                    };
+                    (commissions, String::new())
+                }
+                None => {
+                    return Err(ServiceError::invalid(
+                        "name a beneficiary or an attribution_id",
+                    ));
+                }
+            };
+            Ok::<_, ServiceError>(Response::new(pb::ListCommissionsResponse {
+                commissions,
+                page: next_page(next),
+            }))
+        })
+    }
+
+    async fn run_settlement(
+        &self,
+        request: Request<pb::RunSettlementRequest>,
+    ) -> Result<Response<pb::SettlementBatch>, Status> {
+        rpc!("RunSettlement", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let cutoff = time("cutoff", r.cutoff.as_ref())?;
+            if cutoff > self.app.now() {
+                return Err(ServiceError::invalid(
+                    "cutoff is in the future: settle up to now at the latest",
+                ));
+            }
+            let ctx = self.context(&request, "RunSettlement", &r.brand_id, &r.request_id);
+            let batch = self.app.run_settlement(&ctx, cutoff).await?;
+            Ok::<_, ServiceError>(Response::new(batch))
+        })
+    }
+
+    async fn mark_paid(
+        &self,
+        request: Request<pb::MarkPaidRequest>,
+    ) -> Result<Response<pb::PayoutLine>, Status> {
+        rpc!("MarkPaid", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let batch = batch_id(&r.batch_id)?;
+            let who = beneficiary(r.beneficiary.as_ref())?;
+            let reference = text("reference", &r.reference, 128)?;
+            if reference.is_empty() {
+                return Err(ServiceError::invalid(
+                    "reference is required: finance's transfer reference",
+                ));
+            }
+            let ctx = self.context(&request, "MarkPaid", &r.brand_id, &r.request_id);
+            let line = self.app.mark_paid(&ctx, &batch, &who, &reference).await?;
+            Ok::<_, ServiceError>(Response::new(line))
+        })
+    }
+
+    async fn get_settlement(
+        &self,
+        request: Request<pb::GetSettlementRequest>,
+    ) -> Result<Response<pb::SettlementBatch>, Status> {
+        rpc!("GetSettlement", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let batch = batch_id(&r.batch_id)?;
+            let models = self.app.read_models();
+            let mut found = models
+                .settlement(&r.brand_id, &batch)
+                .await
+                .map_err(db_unavailable)?
+                .ok_or_else(|| ServiceError::NotFound(format!("no settlement batch {batch}")))?;
+            let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
+            let (lines, next) = models
+                .lines(&r.brand_id, &batch, page_size(r.page.as_ref()), token)
+                .await
+                .map_err(page_error)?;
+            found.lines = lines;
+            found.page = next_page(next);
+            Ok::<_, ServiceError>(Response::new(found))
+        })
+    }
+
+    async fn list_settlements(
+        &self,
+        request: Request<pb::ListSettlementsRequest>,
+    ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
+        rpc!("ListSettlements", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let all = self
+                .app
+                .read_models()
+                .settlements(&r.brand_id)
+                .await
+                .map_err(db_unavailable)?;
+            // A brand's batches are few (monthly): paged by position.
+            let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
+            let start: usize = if token.is_empty() {
+                0
+            } else {
+                token
+                    .parse()
+                    .map_err(|_| ServiceError::invalid("page_token is not one this service issued"))?
+            };
+            let size = page_size(r.page.as_ref()) as usize;
+            let end = (start + size).min(all.len());
+            let batches = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
+            let next = if end < all.len() { end.to_string() } else { String::new() };
+            Ok::<_, ServiceError>(Response::new(pb::ListSettlementsResponse {
+                batches,
+                page: next_page(next),
+            }))
+        })
+    }
+
+    async fn get_statement(
+        &self,
+        request: Request<pb::GetStatementRequest>,
+    ) -> Result<Response<pb::Statement>, Status> {
+        rpc!("GetStatement", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let who = beneficiary(r.beneficiary.as_ref())?;
+            let from = time("from", r.from.as_ref())?;
+            let to = time("to", r.to.as_ref())?;
+            if from >= to {
+                return Err(ServiceError::invalid("from must be before to"));
+            }
+            let models = self.app.read_models();
+            let mut opening = 0;
+            let mut entries = Vec::new();
+            for t in BENEFICIARY_ACCOUNTS {
+                let account = ledger::account_name(&ledger::beneficiary_account(&who, t));
+                opening -= models
+                    .balance_before(&r.brand_id, &account, from)
+                    .await
+                    .map_err(db_unavailable)?;
+                entries.extend(
+                    models
+                        .entries_between(&r.brand_id, &account, from, to)
+                        .await
+                        .map_err(db_unavailable)?,
+                );
+            }
+            entries.sort_by(|a, b| (a.at, &a.event_id, a.seq).cmp(&(b.at, &b.event_id, b.seq)));
+            let paid: i64 = entries
+                .iter()
+                .filter(|e| e.counterpart == "brand/bank")
+                .map(|e| e.amount_fen)
+                .sum();
+            let lines: Vec<pb::StatementLine> = entries
+                .iter()
+                .map(|e| pb::StatementLine {
+                    at: Some(to_timestamp(e.at)),
+                    description: describe(e),
+                    // Owed to the beneficiary goes up when their account is credited.
+                    amount: Some(fen_to_money(-e.amount_fen)),
+                    commission_id: e.commission_id.clone(),
+                    batch_id: e.batch_id.clone(),
+                    account: e.account.rsplit('/').next().unwrap_or_default().to_owned(),
+                })
+                .collect();
+            let closing = opening - entries.iter().map(|e| e.amount_fen).sum::<i64>();
+            Ok::<_, ServiceError>(Response::new(pb::Statement {
+                beneficiary: Some(who.to_pb()),
+                lines,
+                opening_balance: Some(fen_to_money(opening)),
+                closing_balance: Some(fen_to_money(closing)),
+                paid: Some(fen_to_money(paid)),
+            }))
+        })
+    }
+
+    async fn check_ledger(
+        &self,
+        request: Request<pb::CheckLedgerRequest>,
+    ) -> Result<Response<pb::LedgerCheck>, Status> {
+        rpc!("CheckLedger", request, {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let models = self.app.read_models();
+            let accounts = models.accounts(&r.brand_id).await.map_err(db_unavailable)?;
+            let mut sum = 0i64;
+            let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
+            for account in &accounts {
+                let balance = models
+                    .balance(&r.brand_id, account)
+                    .await
+                    .map_err(db_unavailable)?;
+                sum += balance;
+                // Brand accounts by name; beneficiaries' summed by type ("member/*/payable").
+                let key = match account.split('/').collect::<Vec<_>>().as_slice() {
+                    [kind, _, t] => format!("{kind}/*/{t}"),
+                    _ => account.clone(),
+                };
+                *totals.entry(key).or_default() += balance;
+            }
+            let postings = models.postings(&r.brand_id).await.map_err(db_unavailable)?;
+            Ok::<_, ServiceError>(Response::new(pb::LedgerCheck {
+                brand_id: r.brand_id.clone(),
+                postings,
+                sum_fen: sum,
+                balanced: sum == 0,
+                accounts: totals
+                    .into_iter()
+                    .map(|(account, balance_fen)| pb::AccountBalance {
+                        account,
+                        balance_fen,
+                    })
+                    .collect(),
+            }))
+        })
+    }
+}

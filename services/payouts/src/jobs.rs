@@ -1,0 +1,168 @@
+//! Vesting on time: a commission vests when its sale's return window has passed, whether or not
+//! anything else happens to the sale. On the shared durable timers (`scanloop-timers`):
+//! - [`VestingScheduler`], a consumer of this service's own events (group `payouts-timers`),
+//!   schedules a vesting run of the sale at each accrued commission's `vests_at`;
+//! - [`Vesting`], the timer job's handler, vests what is due on the sale as of the clock's now.
+//!
+//! Scheduling from the stored event rather than in the command path means a crash between the
+//! append and the timer write loses nothing (the outbox publishes every stored event, and the
+//! consumer commits only after the timer is written). Two job instances, a crash after vesting
+//! and before the item's delete, or a redelivered accrual all end in the same state: the sale
+//! stream's conditional append lets one vesting decision be written, and a second finds nothing
+//! due.
+
+use std::sync::Arc;
+
+use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventEnvelope, EventHandler, HandlerError};
+use scanloop_eventstore::{AppendMeta, DomainEvent as _};
+use scanloop_proto::time::from_timestamp;
+use scanloop_service::ServiceError;
+use scanloop_storage::Checkpoints;
+use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerRunner, TimerStore};
+use scylla::client::session::Session;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::app::Payouts;
+use crate::config::Config;
+use crate::domain::PayoutsEvent;
+
+/// The one kind of timer payouts schedules: vest what is due on a sale.
+pub const VEST: &str = "payouts.vest";
+
+/// Schedules vesting from accruals.
+pub struct VestingScheduler {
+    timers: TimerStore,
+}
+
+impl VestingScheduler {
+    pub fn new(timers: TimerStore) -> Self {
+        Self { timers }
+    }
+
+    /// The vesting run an event calls for: one per accrued commission, keyed by it, so a
+    /// redelivered accrual schedules the same item.
+    pub fn vesting_for(envelope: &EventEnvelope, event: &PayoutsEvent) -> Option<Timer> {
+        let PayoutsEvent::CommissionAccrued(e) = event else {
+            return None;
+        };
+        Some(Timer {
+            due_at: from_timestamp(e.vests_at.as_ref())?,
+            brand_id: envelope.brand_id.clone(),
+            stream_id: envelope.stream_id.clone(),
+            kind: VEST.to_owned(),
+            key: e.commission_id.clone(),
+        })
+    }
+}
+
+impl EventHandler for VestingScheduler {
+    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
+        let event = PayoutsEvent::decode(
+            &envelope.event_type,
+            envelope.schema_version,
+            &envelope.payload,
+        )
+        .map_err(HandlerError::Poison)?;
+        let Some(timer) = Self::vesting_for(envelope, &event) else {
+            return Ok(());
+        };
+        self.timers
+            .schedule(&timer)
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))?;
+        Ok(())
+    }
+}
+
+/// The timer job's handler: vests what is due on the sale a timer names.
+pub struct Vesting {
+    app: Arc<Payouts>,
+}
+
+impl Vesting {
+    pub fn new(app: Arc<Payouts>) -> Self {
+        Self { app }
+    }
+}
+
+impl TimerHandler for Vesting {
+    async fn handle(&self, timer: &DueTimer) -> Result<(), TimerError> {
+        if timer.kind != VEST || !timer.stream_id.starts_with("sale-") {
+            return Err(TimerError::Discard(format!(
+                "not a payouts vesting: kind {:?} on {:?}",
+                timer.kind, timer.stream_id
+            )));
+        }
+        let span = tracing::info_span!("payouts.vest", stream_id = %timer.stream_id);
+        async {
+            let meta = AppendMeta {
+                brand_id: timer.brand_id.clone(),
+                correlation_id: uuid::Uuid::new_v4().to_string(),
+                causation_id: format!("timer:{}", timer.key),
+                traceparent: scanloop_telemetry::current_traceparent(),
+                request: None,
+            };
+            match self.app.vest(&meta, &timer.stream_id).await {
+                Ok(()) => Ok(()),
+                Err(e @ (ServiceError::Aborted(_) | ServiceError::Unavailable(_))) => {
+                    Err(TimerError::Retry(anyhow::anyhow!(e)))
+                }
+                Err(e) => Err(TimerError::Discard(e.to_string())),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The running scheduler and vesting job.
+pub struct Jobs {
+    scheduling: JoinHandle<anyhow::Result<()>>,
+    running: JoinHandle<()>,
+}
+
+impl Jobs {
+    /// Starts both parts; they stop when `shutdown` is cancelled.
+    pub async fn start(
+        config: &Config,
+        session: Arc<Session>,
+        app: Arc<Payouts>,
+        producer: scanloop_bus::EventProducer,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let timers =
+            TimerStore::new(session.clone(), &config.keyspace, config.clock.clone()).await?;
+        let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
+        let scheduling = tokio::spawn(
+            ConsumerRunner::new(
+                ConsumerOptions::new(
+                    config.infra.kafka_brokers.clone(),
+                    config.timer_group.clone(),
+                    vec![config.topic.clone()],
+                ),
+                VestingScheduler::new(timers.clone()),
+                checkpoints,
+                producer,
+                shutdown.clone(),
+            )?
+            .run(),
+        );
+        let running = tokio::spawn(
+            TimerRunner::new(timers, Vesting::new(app), config.clock.clone())
+                .with_interval(config.timer_interval)
+                .run(shutdown),
+        );
+        Ok(Self {
+            scheduling,
+            running,
+        })
+    }
+
+    /// Waits for both parts to stop.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.running.await?;
+        self.scheduling.await?
+    }
+}
