@@ -11,7 +11,7 @@ use scanloop_eventstore::requests::RequestCheck;
 use scanloop_eventstore::{AppendError, AppendMeta, Outbox, Repository};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1 as pb;
-use scanloop_proto::common::v1::{BuyerIdentity, StoredIdentity};
+use scanloop_proto::common::v1::{BuyerIdentity, Money, StoredIdentity};
 pub use scanloop_service::RequestContext;
 use scanloop_service::ServiceError;
 use uuid::Uuid;
@@ -409,6 +409,26 @@ impl Activation {
         };
         self.run(&ctx.meta(), id, batch, |state| {
             warranty::void(state, &cmd, &self.rules)
+        })
+        .await
+    }
+
+    /// Refunds `amount` of the code's current sale (see `warranty::refund`).
+    pub async fn refund(
+        &self,
+        ctx: &RequestContext,
+        code: &str,
+        amount: Money,
+        reason: &str,
+    ) -> Result<WarrantyState, ServiceError> {
+        let (id, batch) = self.issued_code(&ctx.brand_id, code).await?;
+        let cmd = warranty::Refund {
+            amount,
+            reason: reason.to_owned(),
+            now: Utc::now(),
+        };
+        self.run(&ctx.meta(), id, batch, |state| {
+            warranty::refund(state, &cmd)
         })
         .await
     }

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::app::{Activation, RequestContext, WarrantyState};
+use crate::domain::warranty::{CURRENCY, MAX_REFUND_REASON};
 use crate::projections::{WarrantyRow, buyer_key};
 use scanloop_service::validate::{
     brand_id as validate_brand, page_size, request_id as validate_request_id,
@@ -267,6 +268,38 @@ impl ActivationService for Api {
         .map_err(Status::from)
     }
 
+    async fn refund_purchase(
+        &self,
+        request: Request<pb::RefundPurchaseRequest>,
+    ) -> Result<Response<pb::Warranty>, Status> {
+        let span = server_span(SERVICE, "RefundPurchase", request.metadata());
+        async {
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let code = required_code(&r.code)?;
+            let amount = validate_refund_amount(r.amount.as_ref())?;
+            let reason = r.reason.trim();
+            if reason.len() > MAX_REFUND_REASON {
+                return Err(ServiceError::invalid(format!(
+                    "reason is at most {MAX_REFUND_REASON} characters"
+                )));
+            }
+            let ctx = RequestContext::of_command(
+                &request,
+                self.app.hasher(),
+                (SERVICE, "RefundPurchase"),
+                &r.brand_id,
+                &r.request_id,
+            );
+            let state = self.app.refund(&ctx, code, amount, reason).await?;
+            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
+        }
+        .instrument(span)
+        .await
+        .map_err(Status::from)
+    }
+
     async fn get_warranty(
         &self,
         request: Request<pb::GetWarrantyRequest>,
@@ -449,6 +482,29 @@ fn validate_money(money: Option<&Money>, field: &str) -> Result<i64, ServiceErro
     Ok(money.amount_fen)
 }
 
+/// A refund's amount: present, CNY (or no currency), more than 0 fen.
+fn validate_refund_amount(money: Option<&Money>) -> Result<Money, ServiceError> {
+    let money = money.ok_or_else(|| {
+        ServiceError::invalid("amount is required: the refund in fen, e.g. 12000 for ¥120")
+    })?;
+    if !(money.currency.is_empty() || money.currency == CURRENCY) {
+        return Err(ServiceError::invalid(format!(
+            "amount must be in CNY (fen), like the purchase; got currency {:?}",
+            money.currency
+        )));
+    }
+    if money.amount_fen <= 0 {
+        return Err(ServiceError::invalid(format!(
+            "amount must be more than 0 fen (got {}): give the refund in fen, e.g. 12000 for ¥120",
+            money.amount_fen
+        )));
+    }
+    Ok(Money {
+        amount_fen: money.amount_fen,
+        currency: CURRENCY.to_owned(),
+    })
+}
+
 /// The answer to a command, from the write side (never lags).
 fn from_state(brand_id: &str, code: &str, state: &WarrantyState) -> pb::Warranty {
     let w = &state.warranty;
@@ -482,6 +538,7 @@ fn from_state(brand_id: &str, code: &str, state: &WarrantyState) -> pb::Warranty
             .as_ref()
             .map(|v| v.reason.clone())
             .unwrap_or_default(),
+        refunded_amount: w.activation.as_ref().map(|_| cny(w.refunded_fen)),
     }
 }
 
@@ -497,10 +554,7 @@ fn from_row(brand_id: &str, code: String, row: &WarrantyRow) -> pb::Warranty {
         status: row.status as i32,
         buyer: row.buyer.clone().map(Into::into),
         channel: Some(row.channel.clone()),
-        purchase_amount: Some(Money {
-            amount_fen: row.amount_fen,
-            currency: "CNY".into(),
-        }),
+        purchase_amount: Some(cny(row.amount_fen)),
         purchased_at: row.purchased_at.map(to_timestamp),
         activated_at: row.activated_at.map(to_timestamp),
         warranty_ends_at: row.ends_at.map(to_timestamp),
@@ -510,5 +564,13 @@ fn from_row(brand_id: &str, code: String, row: &WarrantyRow) -> pb::Warranty {
         device_serial: row.device_serial.clone(),
         voided_at: row.voided_at.map(to_timestamp),
         void_reason: row.void_reason.clone(),
+        refunded_amount: Some(cny(row.refunded_fen)),
+    }
+}
+
+fn cny(amount_fen: i64) -> Money {
+    Money {
+        amount_fen,
+        currency: CURRENCY.to_owned(),
     }
 }

@@ -41,6 +41,8 @@ pub struct WarrantyRow {
     pub device_serial: String,
     pub voided_at: Option<DateTime<Utc>>,
     pub void_reason: String,
+    /// All refunds of the current sale so far (PurchaseRefunded's refunded_total).
+    pub refunded_fen: i64,
     pub version: u64,
 }
 
@@ -75,6 +77,7 @@ struct Statements {
     insert_by_device: PreparedStatement,
     update_extended: PreparedStatement,
     update_voided: PreparedStatement,
+    update_refunded: PreparedStatement,
     select_warranty: PreparedStatement,
     select_by_device: PreparedStatement,
     select_by_buyer: PreparedStatement,
@@ -82,7 +85,7 @@ struct Statements {
 
 const WARRANTY_COLUMNS: &str = "batch_id, serial, sku, product_model, status, buyer_kind, \
      buyer_value, channel_kind, channel_id, amount_fen, purchased_at, activated_at, ends_at, \
-     extended_months, referral_token, device_serial, voided_at, void_reason, version";
+     extended_months, referral_token, device_serial, voided_at, void_reason, refunded_fen, version";
 
 /// A `warranties` row as read (columns matched by name).
 #[derive(scylla::DeserializeRow)]
@@ -105,6 +108,7 @@ struct WarrantyRecord {
     device_serial: Option<String>,
     voided_at: Option<DateTime<Utc>>,
     void_reason: Option<String>,
+    refunded_fen: Option<i64>,
     version: Option<i64>,
 }
 
@@ -145,14 +149,14 @@ impl ReadModels {
         };
         Ok(Self {
             inner: Arc::new(Statements {
-                // An activation after a void (a resale) starts a new warranty: the void and the
-                // extensions of the returned sale are cleared.
+                // An activation after a void (a resale) starts a new warranty: the void, the
+                // extensions and the refunds of the returned sale are cleared.
                 upsert_activated: prepare(format!(
                     "UPDATE {keyspace}.warranties SET sku = ?, product_model = ?, status = ?, \
                      buyer_kind = ?, buyer_value = ?, channel_kind = ?, channel_id = ?, \
                      amount_fen = ?, purchased_at = ?, activated_at = ?, ends_at = ?, \
                      referral_token = ?, device_serial = ?, version = ?, extended_months = 0, \
-                     voided_at = null, void_reason = null \
+                     refunded_fen = 0, voided_at = null, void_reason = null \
                      WHERE brand_id = ? AND batch_id = ? AND serial = ?"
                 ))
                 .await?,
@@ -175,6 +179,11 @@ impl ReadModels {
                 update_voided: prepare(format!(
                     "UPDATE {keyspace}.warranties SET status = ?, voided_at = ?, void_reason = ?, \
                      version = ? WHERE brand_id = ? AND batch_id = ? AND serial = ?"
+                ))
+                .await?,
+                update_refunded: prepare(format!(
+                    "UPDATE {keyspace}.warranties SET refunded_fen = ?, version = ? \
+                     WHERE brand_id = ? AND batch_id = ? AND serial = ?"
                 ))
                 .await?,
                 select_warranty: prepare(format!(
@@ -305,6 +314,7 @@ impl From<WarrantyRecord> for WarrantyRow {
             device_serial: r.device_serial.unwrap_or_default(),
             voided_at: r.voided_at,
             void_reason: r.void_reason.unwrap_or_default(),
+            refunded_fen: r.refunded_fen.unwrap_or_default(),
             version: r.version.unwrap_or_default().max(0) as u64,
         }
     }
@@ -404,6 +414,20 @@ impl scanloop_eventstore::Projection for ReadModels {
                             pb::WarrantyStatus::Voided as i32,
                             from_timestamp(v.voided_at.as_ref()),
                             v.reason.as_str(),
+                            version,
+                            brand,
+                            batch_id,
+                            i64::from(serial),
+                        ),
+                    )
+                    .await?;
+            }
+            ActivationEvent::PurchaseRefunded(r) => {
+                session
+                    .execute_unpaged(
+                        &self.inner.update_refunded,
+                        (
+                            r.refunded_total.as_ref().map_or(0, |m| m.amount_fen),
                             version,
                             brand,
                             batch_id,

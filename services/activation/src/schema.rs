@@ -3,7 +3,7 @@
 use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "activation";
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -44,5 +44,12 @@ pub const MIGRATIONS: &[Migration] = &[
              activated_at timestamp, \
              PRIMARY KEY ((brand_id, device_serial), batch_id, serial))",
         ],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 3,
+        // Rows projected before it read as 0 refunded (no refund existed before this version).
+        description: "warranties.refunded_fen: all refunds of the current sale (RefundPurchase)",
+        statements: &["ALTER TABLE {ks}.warranties ADD refunded_fen bigint"],
     },
 ];

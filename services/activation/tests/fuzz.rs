@@ -52,6 +52,7 @@ enum Call {
     ActivateWarranty(pb::ActivateWarrantyRequest),
     ExtendWarranty(pb::ExtendWarrantyRequest),
     VoidWarranty(pb::VoidWarrantyRequest),
+    RefundPurchase(pb::RefundPurchaseRequest),
     GetWarranty(pb::GetWarrantyRequest),
     ListWarranties(pb::ListWarrantiesRequest),
 }
@@ -65,6 +66,7 @@ impl Call {
             Call::ActivateWarranty(_) => "ActivateWarranty",
             Call::ExtendWarranty(_) => "ExtendWarranty",
             Call::VoidWarranty(_) => "VoidWarranty",
+            Call::RefundPurchase(_) => "RefundPurchase",
             Call::GetWarranty(_) => "GetWarranty",
             Call::ListWarranties(_) => "ListWarranties",
         }
@@ -83,6 +85,7 @@ impl Call {
             Call::ActivateWarranty(r) => Some(&mut r.request_id),
             Call::ExtendWarranty(r) => Some(&mut r.request_id),
             Call::VoidWarranty(r) => Some(&mut r.request_id),
+            Call::RefundPurchase(r) => Some(&mut r.request_id),
             Call::VerifyCode(_) | Call::GetWarranty(_) | Call::ListWarranties(_) => None,
         }
     }
@@ -95,6 +98,7 @@ impl Call {
             Call::ActivateWarranty(r) => &mut r.brand_id,
             Call::ExtendWarranty(r) => &mut r.brand_id,
             Call::VoidWarranty(r) => &mut r.brand_id,
+            Call::RefundPurchase(r) => &mut r.brand_id,
             Call::GetWarranty(r) => &mut r.brand_id,
             Call::ListWarranties(r) => &mut r.brand_id,
         }
@@ -127,6 +131,7 @@ impl Call {
             Call::ActivateWarranty(r) => client.activate_warranty(r).await.map(drop),
             Call::ExtendWarranty(r) => client.extend_warranty(r).await.map(drop),
             Call::VoidWarranty(r) => client.void_warranty(r).await.map(drop),
+            Call::RefundPurchase(r) => client.refund_purchase(r).await.map(drop),
             Call::GetWarranty(r) => client.get_warranty(r).await.map(drop),
             Call::ListWarranties(r) => client.list_warranties(r).await.map(drop),
         }
@@ -352,10 +357,25 @@ fn valid(f: &mut Fuzz, fx: &Fixtures, rpc: usize) -> Call {
                 pb::get_warranty_request::By::SerialNumber(f.pick(&fx.device_serials).clone())
             }),
         }),
-        _ => Call::ListWarranties(pb::ListWarrantiesRequest {
+        7 => Call::ListWarranties(pb::ListWarrantiesRequest {
             brand_id: BRAND.into(),
             buyer: buyer(f),
             page: page(f),
+        }),
+        _ => Call::RefundPurchase(pb::RefundPurchaseRequest {
+            brand_id: BRAND.into(),
+            request_id: f.request_id(),
+            code: if f.chance(0.7) {
+                fx.activated_code(f)
+            } else {
+                fx.code(f)
+            },
+            // Fixture purchases are 0 ..= ¥100,000: some refunds fit what is left, some do not.
+            amount: Some(Money {
+                amount_fen: f.between(1, 2_000_000),
+                currency: (*f.pick(&["CNY", ""])).into(),
+            }),
+            reason: (*f.pick(&["", "price adjustment", "差价补偿"])).into(),
         }),
     }
 }
@@ -517,6 +537,34 @@ fn break_one_field(f: &mut Fuzz, fx: &Fixtures, call: &mut Call) -> &'static str
                 "reason"
             }
         },
+        Call::RefundPurchase(r) => match f.below(3) {
+            0 => {
+                r.code = broken_code(f, fx);
+                "code"
+            }
+            1 => {
+                r.amount = match f.below(3) {
+                    0 => None,
+                    1 => Some(Money {
+                        amount_fen: f.i64_edge(),
+                        currency: "CNY".into(),
+                    }),
+                    _ => Some(Money {
+                        amount_fen: 100,
+                        currency: if f.chance(0.5) {
+                            "USD".into()
+                        } else {
+                            f.nasty_string()
+                        },
+                    }),
+                };
+                "amount"
+            }
+            _ => {
+                r.reason = f.nasty_string();
+                "reason"
+            }
+        },
         Call::GetWarranty(r) => {
             r.by = match f.below(3) {
                 0 => None,
@@ -561,6 +609,7 @@ fn oversize(call: &mut Call, big: String) {
         Call::ActivateWarranty(r) => r.referral_token = big,
         Call::ExtendWarranty(r) => r.code = big,
         Call::VoidWarranty(r) => r.reason = big,
+        Call::RefundPurchase(r) => r.reason = big,
         Call::GetWarranty(r) => r.by = Some(pb::get_warranty_request::By::SerialNumber(big)),
         Call::ListWarranties(r) => {
             r.page = Some(PageRequest {
@@ -630,13 +679,23 @@ fn garbage(f: &mut Fuzz, rpc: usize) -> Call {
             brand_id: a,
             by: Some(pb::get_warranty_request::By::Code(b)),
         }),
-        _ => Call::ListWarranties(pb::ListWarrantiesRequest {
+        7 => Call::ListWarranties(pb::ListWarrantiesRequest {
             brand_id: a,
             buyer: broken_buyer(f),
             page: Some(PageRequest {
                 page_size: f.u32_edge(),
                 page_token: b,
             }),
+        }),
+        _ => Call::RefundPurchase(pb::RefundPurchaseRequest {
+            brand_id: a,
+            request_id: b,
+            code: c,
+            amount: Some(Money {
+                amount_fen: f.i64_edge(),
+                currency: f.nasty_string(),
+            }),
+            reason: d,
         }),
     }
 }
@@ -656,6 +715,7 @@ fn other_brand(f: &mut Fuzz, fx: &Fixtures, rpc: usize) -> Call {
         Call::ActivateWarranty(r) => r.code = foreign,
         Call::ExtendWarranty(r) => r.code = foreign,
         Call::VoidWarranty(r) => r.code = foreign,
+        Call::RefundPurchase(r) => r.code = foreign,
         Call::GetWarranty(r) => r.by = Some(pb::get_warranty_request::By::Code(foreign)),
         Call::IssueBatch(r) => r.brand_id = OTHER_BRAND.into(),
         Call::ListWarranties(r) => r.brand_id = OTHER_BRAND.into(),
@@ -672,7 +732,7 @@ struct Case {
 }
 
 fn generate(f: &mut Fuzz, fx: &Fixtures) -> Case {
-    let rpc = f.below(8);
+    let rpc = f.below(9);
     let roll = f.below(100);
     let plain = |call, how: &str| Case {
         call,

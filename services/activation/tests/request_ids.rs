@@ -13,6 +13,7 @@ use scanloop_testkit::assert_request_id_reused as assert_reused;
 use common::{BRAND, Service, activation, fresh_env, issue, phone, request_id};
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
+use scanloop_proto::common::v1::Money;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -33,6 +34,19 @@ fn extend(code: &str, id: &str, months: u32) -> pb::ExtendWarrantyRequest {
         code: code.into(),
         months,
         reason: pb::ExtensionReason::Goodwill as i32,
+    }
+}
+
+fn refund(code: &str, id: &str, amount_fen: i64) -> pb::RefundPurchaseRequest {
+    pb::RefundPurchaseRequest {
+        brand_id: BRAND.into(),
+        request_id: id.into(),
+        code: code.into(),
+        amount: Some(Money {
+            amount_fen,
+            currency: "CNY".into(),
+        }),
+        reason: "price adjustment".into(),
     }
 }
 
@@ -168,6 +182,36 @@ async fn every_mutating_rpc_answers_a_repeat_once_and_refuses_a_reused_id() {
         "nothing refused or repeated was written"
     );
 
+    // RefundPurchase: a repeat refunds nothing more; another amount under the same id, or the
+    // extension's id, is refused.
+    let refund_id = request_id();
+    let refunded = client
+        .refund_purchase(refund(&code, &refund_id, 100_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refunded.version, 5);
+    assert_eq!(
+        refunded.refunded_amount.as_ref().unwrap().amount_fen,
+        100_000
+    );
+    let repeated = client
+        .refund_purchase(refund(&code, &refund_id, 100_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(repeated, refunded);
+    assert_reused(
+        client
+            .refund_purchase(refund(&code, &refund_id, 50_000))
+            .await,
+    );
+    assert_reused(
+        client
+            .refund_purchase(refund(&code, &extend_id, 100_000))
+            .await,
+    );
+
     // VoidWarranty: a repeat is answered with the voided warranty; another reason under the same
     // id is refused.
     let void_id = request_id();
@@ -176,7 +220,7 @@ async fn every_mutating_rpc_answers_a_repeat_once_and_refuses_a_reused_id() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(voided.version, 5);
+    assert_eq!(voided.version, 6, "nothing refused or repeated was written");
     assert_eq!(voided.status, pb::WarrantyStatus::Voided as i32);
     let repeated = client
         .void_warranty(void(&code, &void_id, "changed mind"))

@@ -11,6 +11,7 @@ pub const WARRANTY_ACTIVATED: &str = "scanloop.activation.v1.WarrantyActivated";
 pub const WARRANTY_EXTENDED: &str = "scanloop.activation.v1.WarrantyExtended";
 pub const WARRANTY_VOIDED: &str = "scanloop.activation.v1.WarrantyVoided";
 pub const DEVICE_CLAIMED: &str = "scanloop.activation.v1.DeviceClaimed";
+pub const PURCHASE_REFUNDED: &str = "scanloop.activation.v1.PurchaseRefunded";
 
 scanloop_eventstore::domain_events!(ActivationEvent {
     BatchIssued => "scanloop.activation.v1.BatchIssued",
@@ -20,6 +21,7 @@ scanloop_eventstore::domain_events!(ActivationEvent {
     WarrantyExtended => "scanloop.activation.v1.WarrantyExtended",
     WarrantyVoided => "scanloop.activation.v1.WarrantyVoided",
     DeviceClaimed => "scanloop.activation.v1.DeviceClaimed",
+    PurchaseRefunded => "scanloop.activation.v1.PurchaseRefunded",
 });
 
 #[cfg(test)]
@@ -37,6 +39,7 @@ mod tests {
             WARRANTY_EXTENDED,
             WARRANTY_VOIDED,
             DEVICE_CLAIMED,
+            PURCHASE_REFUNDED,
         ];
         for name in names {
             assert!(ActivationEvent::decode(name, 1, &[]).is_ok(), "{name}");
@@ -48,6 +51,7 @@ mod tests {
         let event = ActivationEvent::WarrantyVoided(pb::WarrantyVoided {
             reason: "returned".into(),
             voided_at: None,
+            activated_at: None,
         });
         let decoded = ActivationEvent::decode(event.event_type(), 1, &event.encode()).unwrap();
         assert_eq!(decoded, event);

@@ -1,4 +1,5 @@
-//! One printed code's warranty: scans, activation (at most once), extensions, return.
+//! One printed code's warranty: scans, activation (at most once), extensions, partial refunds,
+//! return.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -84,6 +85,8 @@ pub struct Warranty {
     pub ends_at: Option<DateTime<Utc>>,
     pub extended_months: u32,
     pub voided: Option<pb::WarrantyVoided>,
+    /// All refunds of the current sale so far, in fen (a resale starts again from 0).
+    pub refunded_fen: i64,
     pub last_scan: Option<(String, DateTime<Utc>)>,
     /// The assist campaigns that extended this code's warranty. Kept across a resale: an assist
     /// rewards the warranty it was bound to once, ever, so a late replay of its completion must
@@ -105,8 +108,9 @@ impl Aggregate for Warranty {
                 self.ends_at = from_timestamp(activated.warranty_ends_at.as_ref());
                 self.activation = Some(activated.clone());
                 // An activation after a void is the resale of the returned unit: a new
-                // warranty, with nothing of the voided one's extensions or void.
+                // warranty, with nothing of the voided one's extensions, refunds or void.
                 self.extended_months = 0;
+                self.refunded_fen = 0;
                 self.voided = None;
             }
             ActivationEvent::WarrantyExtended(extended) => {
@@ -117,6 +121,9 @@ impl Aggregate for Warranty {
                 }
             }
             ActivationEvent::WarrantyVoided(voided) => self.voided = Some(voided.clone()),
+            ActivationEvent::PurchaseRefunded(refunded) => {
+                self.refunded_fen = refunded.refunded_total.as_ref().map_or(0, |m| m.amount_fen);
+            }
             ActivationEvent::SuspiciousScan(_)
             | ActivationEvent::BatchIssued(_)
             | ActivationEvent::DeviceClaimed(_) => {}
@@ -406,7 +413,95 @@ pub fn void(
     Ok(vec![ActivationEvent::WarrantyVoided(pb::WarrantyVoided {
         reason: cmd.reason.clone(),
         voided_at: Some(to_timestamp(cmd.now)),
+        // Names the sale being returned: a resale after this void is another sale of the stream.
+        activated_at: activation.activated_at,
     })])
+}
+
+/// The currency of purchases and refunds; an empty currency means it (see `Money`).
+pub const CURRENCY: &str = "CNY";
+
+/// The longest refund reason kept.
+pub const MAX_REFUND_REASON: usize = 256;
+
+pub struct Refund {
+    /// This refund, as the caller gave it (fen of `CURRENCY`).
+    pub amount: Money,
+    /// Optional; at most `MAX_REFUND_REASON` bytes.
+    pub reason: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Refunds part of the current sale's purchase while the buyer keeps the unit (a return is
+/// `void`). The refunds of a sale never add up to more than its purchase amount; each one names
+/// the sale (its `activated_at`) so that payouts can reduce that sale's commissions.
+pub fn refund(state: &Warranty, cmd: &Refund) -> Result<Vec<ActivationEvent>, Rejection> {
+    if cmd.amount.amount_fen <= 0 {
+        return Err(Rejection::Invalid(format!(
+            "amount must be more than 0 fen (got {}): give the refund in fen, e.g. 12000 for \
+             ¥120",
+            cmd.amount.amount_fen
+        )));
+    }
+    if cmd.reason.len() > MAX_REFUND_REASON {
+        return Err(Rejection::Invalid(format!(
+            "reason is at most {MAX_REFUND_REASON} characters"
+        )));
+    }
+    let Some(activation) = state.activation.as_ref() else {
+        return Err(Rejection::FailedPrecondition(
+            "this code's warranty is not activated: there is no purchase to refund".into(),
+        ));
+    };
+    if state.voided.is_some() {
+        return Err(Rejection::FailedPrecondition(
+            "this warranty was voided (the unit was returned): the sale is already reversed, \
+             there is nothing left to refund"
+                .into(),
+        ));
+    }
+    let purchase = activation.purchase_amount.clone().unwrap_or_default();
+    let purchase_currency = currency_of(&purchase);
+    if currency_of(&cmd.amount) != purchase_currency {
+        return Err(Rejection::Invalid(format!(
+            "amount must be in {purchase_currency} (fen), the currency of the purchase; got {:?}",
+            cmd.amount.currency
+        )));
+    }
+    let left = purchase.amount_fen - state.refunded_fen;
+    if cmd.amount.amount_fen > left {
+        return Err(Rejection::FailedPrecondition(format!(
+            "a refund of {} fen is more than the {} fen left to refund of this sale (purchase \
+             {} fen, refunded {} fen so far)",
+            cmd.amount.amount_fen,
+            left.max(0),
+            purchase.amount_fen,
+            state.refunded_fen
+        )));
+    }
+    let money = |amount_fen| Money {
+        amount_fen,
+        currency: purchase_currency.to_owned(),
+    };
+    Ok(vec![ActivationEvent::PurchaseRefunded(
+        pb::PurchaseRefunded {
+            amount: Some(money(cmd.amount.amount_fen)),
+            refunded_total: Some(money(state.refunded_fen + cmd.amount.amount_fen)),
+            purchase_amount: Some(money(purchase.amount_fen)),
+            reason: cmd.reason.clone(),
+            refunded_at: Some(to_timestamp(cmd.now)),
+            activated_at: activation.activated_at,
+        },
+    )])
+}
+
+/// `money`'s currency, an empty one read as `CURRENCY`.
+fn currency_of(money: &Money) -> &str {
+    if money.currency.is_empty() {
+        CURRENCY
+    } else {
+        &money.currency
+    }
 }
 
 /// The end of an activated, not voided warranty.
@@ -784,6 +879,181 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn refund_of(amount_fen: i64, now: &str) -> Refund {
+        Refund {
+            amount: Money {
+                amount_fen,
+                currency: "CNY".into(),
+            },
+            reason: "price adjustment".into(),
+            now: at(now),
+        }
+    }
+
+    /// Decides `cmd` against `state` and applies what it decided.
+    fn refunded(state: &mut Warranty, cmd: &Refund) -> pb::PurchaseRefunded {
+        let events = refund(state, cmd).unwrap();
+        for event in &events {
+            state.apply(event);
+        }
+        match events.as_slice() {
+            [ActivationEvent::PurchaseRefunded(refunded)] => refunded.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn cny(amount_fen: i64) -> Option<Money> {
+        Some(Money {
+            amount_fen,
+            currency: "CNY".into(),
+        })
+    }
+
+    #[test]
+    fn a_refund_names_its_sale_and_the_total_refunded_so_far() {
+        let mut state = activated();
+        // 30% of the ¥3,999 purchase.
+        let first = refunded(&mut state, &refund_of(119_970, "2026-02-05T00:00:00Z"));
+        assert_eq!(
+            first,
+            pb::PurchaseRefunded {
+                amount: cny(119_970),
+                refunded_total: cny(119_970),
+                purchase_amount: cny(399_900),
+                reason: "price adjustment".into(),
+                refunded_at: Some(to_timestamp(at("2026-02-05T00:00:00Z"))),
+                activated_at: Some(to_timestamp(at("2026-02-01T00:00:00Z"))),
+            }
+        );
+        assert_eq!(state.refunded_fen, 119_970);
+        // A currency left empty is CNY; the event spells it out.
+        let mut no_currency = refund_of(10_000, "2026-02-06T00:00:00Z");
+        no_currency.amount.currency = String::new();
+        let second = refunded(&mut state, &no_currency);
+        assert_eq!(second.amount, cny(10_000));
+        assert_eq!(second.refunded_total, cny(129_970));
+        assert_eq!(state.refunded_fen, 129_970);
+    }
+
+    #[test]
+    fn refunds_never_add_up_to_more_than_the_purchase() {
+        let mut state = activated();
+        refunded(&mut state, &refund_of(119_970, "2026-02-05T00:00:00Z"));
+        // 279,930 fen are left: one fen more is refused naming what is left.
+        match refund(&state, &refund_of(279_931, "2026-02-06T00:00:00Z")) {
+            Err(Rejection::FailedPrecondition(m)) => assert_eq!(
+                m,
+                "a refund of 279931 fen is more than the 279930 fen left to refund of this sale \
+                 (purchase 399900 fen, refunded 119970 fen so far)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Exactly what is left is accepted; then nothing is left.
+        let last = refunded(&mut state, &refund_of(279_930, "2026-02-06T00:00:00Z"));
+        assert_eq!(last.refunded_total, cny(399_900));
+        match refund(&state, &refund_of(1, "2026-02-07T00:00:00Z")) {
+            Err(Rejection::FailedPrecondition(m)) => {
+                assert!(m.contains("more than the 0 fen left"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refund_must_be_positive_cny_with_a_short_reason() {
+        let state = activated();
+        for amount_fen in [0, -1, i64::MIN] {
+            match refund(&state, &refund_of(amount_fen, "2026-02-05T00:00:00Z")) {
+                Err(Rejection::Invalid(m)) => assert!(
+                    m.starts_with(&format!(
+                        "amount must be more than 0 fen (got {amount_fen})"
+                    )),
+                    "{m}"
+                ),
+                other => panic!("{amount_fen}: {other:?}"),
+            }
+        }
+        let mut dollars = refund_of(100, "2026-02-05T00:00:00Z");
+        dollars.amount.currency = "USD".into();
+        match refund(&state, &dollars) {
+            Err(Rejection::Invalid(m)) => assert_eq!(
+                m,
+                "amount must be in CNY (fen), the currency of the purchase; got \"USD\""
+            ),
+            other => panic!("{other:?}"),
+        }
+        let mut long = refund_of(100, "2026-02-05T00:00:00Z");
+        long.reason = "x".repeat(MAX_REFUND_REASON + 1);
+        assert!(matches!(refund(&state, &long), Err(Rejection::Invalid(_))));
+        long.reason = "x".repeat(MAX_REFUND_REASON);
+        assert!(refund(&state, &long).is_ok());
+    }
+
+    #[test]
+    fn only_an_active_sale_is_refunded() {
+        match refund(
+            &Warranty::default(),
+            &refund_of(100, "2026-02-05T00:00:00Z"),
+        ) {
+            Err(Rejection::FailedPrecondition(m)) => {
+                assert!(
+                    m.starts_with("this code's warranty is not activated"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let voided = voided_at("2026-02-10T00:00:00Z");
+        match refund(&voided, &refund_of(100, "2026-02-11T00:00:00Z")) {
+            Err(Rejection::FailedPrecondition(m)) => {
+                assert!(m.starts_with("this warranty was voided"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_void_names_the_sale_it_returns_and_a_resale_starts_its_refunds_from_nothing() {
+        let rules = Rules::default();
+        let mut state = activated();
+        refunded(&mut state, &refund_of(100_000, "2026-02-05T00:00:00Z"));
+        let void_events = void(
+            &state,
+            &Void {
+                reason: "returned".into(),
+                now: at("2026-02-10T00:00:00Z"),
+            },
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(
+            void_events,
+            vec![ActivationEvent::WarrantyVoided(pb::WarrantyVoided {
+                reason: "returned".into(),
+                voided_at: Some(to_timestamp(at("2026-02-10T00:00:00Z"))),
+                activated_at: Some(to_timestamp(at("2026-02-01T00:00:00Z"))),
+            })]
+        );
+        state.apply(&void_events[0]);
+        // The voided sale keeps what was refunded of it (GetWarranty shows it).
+        assert_eq!(state.refunded_fen, 100_000);
+
+        let mut resale = activation("r2", "2026-03-01T00:00:00Z");
+        resale.purchased_at = at("2026-02-20T09:00:00Z");
+        resale.purchase_amount_fen = 299_900;
+        let events = activate(&state, &resale, &rules).unwrap();
+        state.apply(&events[0]);
+        assert_eq!(state.refunded_fen, 0);
+        // The whole resale can be refunded, and the refund names the resale.
+        let refund_of_resale = refunded(&mut state, &refund_of(299_900, "2026-03-02T00:00:00Z"));
+        assert_eq!(refund_of_resale.refunded_total, cny(299_900));
+        assert_eq!(refund_of_resale.purchase_amount, cny(299_900));
+        assert_eq!(
+            refund_of_resale.activated_at,
+            Some(to_timestamp(at("2026-03-01T00:00:00Z")))
+        );
     }
 
     #[test]
