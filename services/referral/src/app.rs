@@ -332,8 +332,9 @@ impl Referrals {
             .parent)
     }
 
-    /// A reviewer's decision on a held attribution; an approval then binds and progresses as an
-    /// attribution does.
+    /// A reviewer's decision on a held attribution, or the revocation of one that counts; an
+    /// approval then binds and progresses as an attribution does, a revocation takes the assist
+    /// progress back.
     pub async fn review(
         &self,
         ctx: &RequestContext,
@@ -348,12 +349,13 @@ impl Referrals {
                 |state| attribution::review(state, &cmd),
             )
             .await?;
-        let approved = match executed.state.sales.get(&cmd.attribution_id) {
-            Some(Recorded::Attributed(a)) => Some(a.clone()),
-            _ => None,
-        };
-        if let Some(a) = approved {
-            self.after_attributed(&ctx.meta(), &a).await?;
+        // Run again on a retry, like the decision's answer: each step is idempotent.
+        match executed.state.sales.get(&cmd.attribution_id) {
+            Some(Recorded::Attributed(a)) => self.after_attributed(&ctx.meta(), a).await?,
+            Some(Recorded::Revoked { attributed, .. }) => {
+                self.after_revoked(&ctx.meta(), attributed).await?;
+            }
+            _ => {}
         }
         Ok(recorded_events(&executed))
     }
@@ -585,6 +587,27 @@ impl Referrals {
         Ok(())
     }
 
+    /// What a revoked attribution takes back: the referrer's assist progress, as a friend's
+    /// return does (an assist that already completed stands). The buyer's parent stays: a parent
+    /// is never rebound, and the tree pays only through counted attributions.
+    async fn after_revoked(
+        &self,
+        meta: &AppendMeta,
+        a: &pb::ReferralAttributed,
+    ) -> Result<(), ServiceError> {
+        if a.campaign_id.is_empty() || a.level1_member_id.is_empty() {
+            return Ok(());
+        }
+        let brand = meta.brand_id.as_str();
+        let assist_id = assist::assist_id(brand, &a.level1_member_id, &a.campaign_id);
+        self.assists
+            .execute(&assist::stream_id(brand, &assist_id), meta, |s| {
+                assist::take_back(s, &a.attribution_id)
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Whether an attribution at `activated_at` may bind the buyer's parent under the brand's
     /// mode. A buyer membership has not announced yet is taken to have become a member with
     /// this activation (activation is how most buyers join).
@@ -655,7 +678,9 @@ fn recorded_outcome(recorded: &Recorded) -> Outcome {
     match recorded {
         Recorded::Attributed(a) => Outcome::Attributed(a.clone()),
         Recorded::Held(h) => Outcome::Held(h.clone()),
-        Recorded::Rejected(r) => Outcome::Rejected(r.clone()),
+        Recorded::Rejected(r) | Recorded::Revoked { rejected: r, .. } => {
+            Outcome::Rejected(r.clone())
+        }
     }
 }
 

@@ -402,7 +402,9 @@ impl ReferralService for Api {
             let attribution_id = uuid::Uuid::parse_str(r.attribution_id.trim())
                 .map(|id| id.to_string())
                 .map_err(|_| {
-                    ServiceError::invalid("attribution_id must be a UUID from ListHeld")
+                    ServiceError::invalid(
+                        "attribution_id must be a UUID from ListHeld or ListReferrals",
+                    )
                 })?;
             let decision = match pb::ReviewDecision::try_from(r.decision) {
                 Ok(d @ (pb::ReviewDecision::Approve | pb::ReviewDecision::Reject)) => d,

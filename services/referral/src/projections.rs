@@ -2,6 +2,8 @@
 //! referrer and the review queue, the tree (two levels), funnel and store figures. Replaying the
 //! topic rebuilds them. Rows several events change are written `USING TIMESTAMP <version>`, so an
 //! older event never overwrites a newer one; counters count each event once (`counted_events`).
+//! A revoked attribution (ReferralRejected REVOKED_AFTER_ATTRIBUTION after its
+//! ReferralAttributed) is listed as rejected and taken out of the figures it was counted in.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use scanloop_proto::time::from_timestamp;
 use scanloop_storage::DbError;
 use scanloop_storage::paging::PageError;
 use scylla::client::session::Session;
-use scylla::value::Counter;
+use scylla::value::{Counter, MaybeUnset};
 
 use crate::db::Db;
 use crate::domain::ReferralEvent;
@@ -73,10 +75,15 @@ const STATEMENTS: &[(&str, &str)] = &[
         "upsert_referral",
         "INSERT INTO {ks}.referrals_by_referrer (brand_id, referrer, activated_at, \
          attribution_id, status, link_token, level2, buyer, sku, amount_fen, purchased_at, store_id, \
-         rejection_reason, hold_reasons, detail, decided_at) \
+         rejection_reason, hold_reasons, detail, decided_at, payee) \
          VALUES (:brand_id, :referrer, :activated_at, :attribution_id, :status, :link_token, \
          :level2, :buyer, :sku, :amount_fen, :purchased_at, :store_id, :rejection_reason, \
-         :hold_reasons, :detail, :decided_at) USING TIMESTAMP :version",
+         :hold_reasons, :detail, :decided_at, :payee) USING TIMESTAMP :version",
+    ),
+    (
+        "referral_payee",
+        "SELECT payee FROM {ks}.referrals_by_referrer \
+         WHERE brand_id = ? AND referrer = ? AND activated_at = ? AND attribution_id = ?",
     ),
     (
         "referral",
@@ -142,7 +149,7 @@ const STATEMENTS: &[(&str, &str)] = &[
     ),
     (
         "bump_store",
-        "UPDATE {ks}.store_figures SET sales = sales + 1, amount_fen = amount_fen + ?, \
+        "UPDATE {ks}.store_figures SET sales = sales + ?, amount_fen = amount_fen + ?, \
          credited = credited + ? WHERE brand_id = ? AND store_id = ?",
     ),
     (
@@ -161,6 +168,19 @@ pub struct FunnelDelta {
     pub attributed: i64,
     pub held: i64,
     pub rejected: i64,
+}
+
+/// Changes to one store's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoreSale {
+    sales: i64,
+    amount_fen: i64,
+    credited: i64,
+}
+
+/// Whether a sale with this payee credits its store.
+fn credits_store(payee: pb::Payee) -> bool {
+    matches!(payee, pb::Payee::Store | pb::Payee::Both)
 }
 
 /// The values of `upsert_referral`, bound by marker name.
@@ -182,6 +202,8 @@ struct ReferralValues<'a> {
     hold_reasons: Vec<i32>,
     detail: &'a str,
     decided_at: Option<DateTime<Utc>>,
+    /// Set by the attribution; unset (left as it is) by every other event.
+    payee: MaybeUnset<i32>,
     version: i64,
 }
 
@@ -546,11 +568,13 @@ impl ReadModels {
             .and_then(|(s,)| s))
     }
 
+    /// Writes the listed referral; `payee` only from the attribution (None leaves it as it is).
     async fn upsert_referral(
         &self,
         envelope: &EventEnvelope,
         referral: &pb::Referral,
         activated_at: DateTime<Utc>,
+        payee: Option<pb::Payee>,
     ) -> Result<(), DbError> {
         let brand = envelope.brand_id.as_str();
         let version = envelope.version as i64;
@@ -584,6 +608,7 @@ impl ReadModels {
             hold_reasons: referral.hold_reasons.clone(),
             detail: referral.detail.as_str(),
             decided_at: from_timestamp(referral.decided_at.as_ref()),
+            payee: payee.map_or(MaybeUnset::Unset, |p| MaybeUnset::Set(p as i32)),
             // USING TIMESTAMP: the stream version orders the writes.
             version,
         };
@@ -613,7 +638,7 @@ impl ReadModels {
             level2_member_id: a.level2_member_id.clone(),
             ..pb::Referral::default()
         };
-        self.upsert_referral(envelope, &referral, activated_at)
+        self.upsert_referral(envelope, &referral, activated_at, Some(a.payee()))
             .await?;
         if a.reviewed {
             self.db
@@ -637,22 +662,159 @@ impl ReadModels {
             self.bump_funnel(brand, &a.level1_member_id, &a.sku, delta)
                 .await?;
             if !a.store_id.is_empty() {
-                let credited = i64::from(matches!(a.payee(), pb::Payee::Store | pb::Payee::Both));
-                let amount = a.purchase_amount.as_ref().map_or(0, |m| m.amount_fen);
-                self.db
-                    .exec(
-                        "bump_store",
-                        (
-                            Counter(amount),
-                            Counter(credited),
-                            brand,
-                            a.store_id.as_str(),
-                        ),
-                    )
-                    .await?;
+                let sale = StoreSale {
+                    sales: 1,
+                    amount_fen: a.purchase_amount.as_ref().map_or(0, |m| m.amount_fen),
+                    credited: i64::from(credits_store(a.payee())),
+                };
+                self.bump_store(brand, &a.store_id, sale).await?;
             }
         }
         Ok(())
+    }
+
+    async fn bump_store(&self, brand: &str, store: &str, d: StoreSale) -> Result<(), DbError> {
+        self.db
+            .exec(
+                "bump_store",
+                (
+                    Counter(d.sales),
+                    Counter(d.amount_fen),
+                    Counter(d.credited),
+                    brand,
+                    store,
+                ),
+            )
+            .await
+    }
+
+    /// A rejection: the sale's only outcome, the end of a review (the held row goes), or the
+    /// revocation of an attribution that counted (it comes out of the attributed and store
+    /// figures; the buyer's parent stays, see ParentSet).
+    async fn apply_rejected(
+        &self,
+        envelope: &EventEnvelope,
+        r: &pb::ReferralRejected,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        let brand = envelope.brand_id.as_str();
+        let version = envelope.version as i64;
+        // Told by the event itself, not by the row, so a redelivery after a crash between the
+        // row and the counters still takes the right figures back.
+        let revoked = r.reason() == pb::RejectionReason::RevokedAfterAttribution;
+        // A rejection after review replaces the held row, a revocation the attributed row;
+        // otherwise the referral is listed under the link owner with the activation time from
+        // the key table.
+        let existing = self.referral(brand, &r.attribution_id).await?;
+        let was_held = !revoked
+            && existing
+                .as_ref()
+                .is_some_and(|e| e.status == pb::ReferralStatus::Held as i32);
+        let activated_at = match self
+            .db
+            .first::<(Option<String>, Option<DateTime<Utc>>)>(
+                "referral_key",
+                (brand, r.attribution_id.as_str()),
+            )
+            .await?
+        {
+            Some((_, Some(activated_at))) => activated_at,
+            _ => at,
+        };
+        let base = existing.unwrap_or_default();
+        let referral = pb::Referral {
+            attribution_id: r.attribution_id.clone(),
+            status: pb::ReferralStatus::Rejected as i32,
+            token: r.token.clone(),
+            referrer_member_id: if r.level1_member_id.is_empty() {
+                base.referrer_member_id.clone()
+            } else {
+                r.level1_member_id.clone()
+            },
+            buyer_member_id: r.buyer_member_id.clone(),
+            sku: r.sku.clone(),
+            rejection_reason: r.reason,
+            detail: r.detail.clone(),
+            decided_at: Some(scanloop_proto::time::to_timestamp(at)),
+            hold_reasons: Vec::new(),
+            ..base
+        };
+        if referral.referrer_member_id.is_empty() {
+            // An unknown token has no owner to list it under: counted brand-wide only.
+            if self.first_count(envelope).await? {
+                let delta = FunnelDelta {
+                    rejected: 1,
+                    ..FunnelDelta::default()
+                };
+                self.bump_funnel(brand, "", &r.sku, delta).await?;
+            }
+            return Ok(());
+        }
+        self.upsert_referral(envelope, &referral, activated_at, None)
+            .await?;
+        if was_held {
+            self.db
+                .exec(
+                    "delete_held",
+                    (version, brand, activated_at, r.attribution_id.as_str()),
+                )
+                .await?;
+        }
+        // The store sale the attribution added, to take back (the row keeps store and amount).
+        let store_sale = if revoked && !referral.store_id.is_empty() {
+            let credited = self.credited_store(brand, &referral, activated_at).await?;
+            Some(StoreSale {
+                sales: -1,
+                amount_fen: -referral
+                    .purchase_amount
+                    .as_ref()
+                    .map_or(0, |m| m.amount_fen),
+                credited: -i64::from(credited),
+            })
+        } else {
+            None
+        };
+        if self.first_count(envelope).await? {
+            let delta = FunnelDelta {
+                rejected: 1,
+                held: if was_held { -1 } else { 0 },
+                attributed: if revoked { -1 } else { 0 },
+                ..FunnelDelta::default()
+            };
+            self.bump_funnel(brand, &r.level1_member_id, &r.sku, delta)
+                .await?;
+            if let Some(sale) = store_sale {
+                self.bump_store(brand, &referral.store_id, sale).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the store earned from this listed sale, by the payee its attribution recorded. A
+    /// row from before schema 2 has none: then only a sale listed under the store credits it.
+    async fn credited_store(
+        &self,
+        brand: &str,
+        referral: &pb::Referral,
+        activated_at: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let payee = self
+            .db
+            .first::<(Option<i32>,)>(
+                "referral_payee",
+                (
+                    brand,
+                    referral.referrer_member_id.as_str(),
+                    activated_at,
+                    referral.attribution_id.as_str(),
+                ),
+            )
+            .await?
+            .and_then(|(p,)| p);
+        Ok(match payee.and_then(|p| pb::Payee::try_from(p).ok()) {
+            Some(payee) => credits_store(payee),
+            None => referral.referrer_member_id.starts_with("store:"),
+        })
     }
 }
 
@@ -737,7 +899,7 @@ impl scanloop_eventstore::Projection for ReadModels {
                     level2_member_id: a.level2_member_id.clone(),
                     ..pb::Referral::default()
                 };
-                self.upsert_referral(envelope, &referral, activated_at)
+                self.upsert_referral(envelope, &referral, activated_at, None)
                     .await?;
                 self.db
                     .exec(
@@ -761,74 +923,9 @@ impl scanloop_eventstore::Projection for ReadModels {
                 }
                 Ok(())
             }
-            ReferralEvent::ReferralRejected(r) => {
-                // A rejection after review replaces the held row; otherwise the referral is
-                // listed under the link owner with the activation time from the key table.
-                let existing = self.referral(brand, &r.attribution_id).await?;
-                let was_held = existing
-                    .as_ref()
-                    .is_some_and(|e| e.status == pb::ReferralStatus::Held as i32);
-                let activated_at = match self
-                    .db
-                    .first::<(Option<String>, Option<DateTime<Utc>>)>(
-                        "referral_key",
-                        (brand, r.attribution_id.as_str()),
-                    )
-                    .await?
-                {
-                    Some((_, Some(activated_at))) => activated_at,
-                    _ => at,
-                };
-                let base = existing.unwrap_or_default();
-                let referral = pb::Referral {
-                    attribution_id: r.attribution_id.clone(),
-                    status: pb::ReferralStatus::Rejected as i32,
-                    token: r.token.clone(),
-                    referrer_member_id: if r.level1_member_id.is_empty() {
-                        base.referrer_member_id.clone()
-                    } else {
-                        r.level1_member_id.clone()
-                    },
-                    buyer_member_id: r.buyer_member_id.clone(),
-                    sku: r.sku.clone(),
-                    rejection_reason: r.reason,
-                    detail: r.detail.clone(),
-                    decided_at: Some(scanloop_proto::time::to_timestamp(at)),
-                    hold_reasons: Vec::new(),
-                    ..base
-                };
-                if referral.referrer_member_id.is_empty() {
-                    // An unknown token has no owner to list it under: counted brand-wide only.
-                    if self.first_count(envelope).await? {
-                        let delta = FunnelDelta {
-                            rejected: 1,
-                            ..FunnelDelta::default()
-                        };
-                        self.bump_funnel(brand, "", &r.sku, delta).await?;
-                    }
-                    return Ok(());
-                }
-                self.upsert_referral(envelope, &referral, activated_at)
-                    .await?;
-                if was_held {
-                    self.db
-                        .exec(
-                            "delete_held",
-                            (version, brand, activated_at, r.attribution_id.as_str()),
-                        )
-                        .await?;
-                }
-                if self.first_count(envelope).await? {
-                    let delta = FunnelDelta {
-                        rejected: 1,
-                        held: if was_held { -1 } else { 0 },
-                        ..FunnelDelta::default()
-                    };
-                    self.bump_funnel(brand, &r.level1_member_id, &r.sku, delta)
-                        .await?;
-                }
-                Ok(())
-            }
+            ReferralEvent::ReferralRejected(r) => self.apply_rejected(envelope, r, at).await,
+            // A revocation leaves the tree alone: the parent bound by a revoked attribution stays
+            // (parents are never rebound), so nothing here undoes a ParentSet.
             ReferralEvent::ParentSet(p) => {
                 let (member, parent) = (p.member_id.as_str(), p.parent_member_id.as_str());
                 self.db.exec("set_parent", (brand, member, parent)).await?;

@@ -3,7 +3,8 @@
 //! each hard case is rejected with its reason (self-referral, same device, cycle, another
 //! brand's token, an unknown token, a revoked token, an expired window) and never becomes a
 //! commission-bearing event on the referral topic; velocity holds for review and the review
-//! decides; a buyer's parent is never rebound; the brand's binding mode and store precedence.
+//! decides; an attribution that counts is revoked when fraud is found later; a buyer's parent is
+//! never rebound; the brand's binding mode and store precedence.
 
 mod common;
 
@@ -25,6 +26,7 @@ use tonic::Code;
 const ATTRIBUTED: &str = "scanloop.referral.v1.ReferralAttributed";
 const HELD: &str = "scanloop.referral.v1.ReferralHeld";
 const REJECTED: &str = "scanloop.referral.v1.ReferralRejected";
+const REVIEWED: &str = "scanloop.referral.v1.ReferralReviewed";
 
 fn warranty_stream(brand: &str, warranty: &act::Warranty) -> String {
     format!("warranty-{brand}-{}-{}", warranty.batch_id, warranty.serial)
@@ -637,10 +639,12 @@ async fn velocity_holds_for_review_and_the_reviewer_decides() {
     );
     held(&cluster, VELOCITY, <[pb::Referral]>::is_empty).await;
 
-    // A decided attribution is not reviewed again, either way.
+    // Approving what counts, or anything about what was rejected, is refused (rejecting the
+    // approved one would revoke it: see the revocation test).
     for (id, decision) in [
-        (&third_held.attribution_id, pb::ReviewDecision::Reject),
+        (&third_held.attribution_id, pb::ReviewDecision::Approve),
         (&fourth_held.attribution_id, pb::ReviewDecision::Approve),
+        (&fourth_held.attribution_id, pb::ReviewDecision::Reject),
     ] {
         let again = referral.review_referral(review(id, decision)).await;
         assert_eq!(
@@ -687,6 +691,240 @@ async fn velocity_holds_for_review_and_the_reviewer_decides() {
             .all(|a| a.warranty_stream_id != streams[3]),
         "the rejected sale was attributed"
     );
+    cluster.stop().await;
+}
+
+const LATE: &str = "acme-late";
+
+fn late_review(attribution_id: &str, decision: pb::ReviewDecision) -> pb::ReviewReferralRequest {
+    pb::ReviewReferralRequest {
+        brand_id: LATE.into(),
+        note: "buyer and referrer share a bank card".into(),
+        ..review(attribution_id, decision)
+    }
+}
+
+async fn assist_progress(cluster: &Cluster, member: &str, check: impl Fn(u32) -> bool) -> u32 {
+    let referral = cluster.referral.clone();
+    eventually(
+        || {
+            let mut referral = referral.clone();
+            async move {
+                referral
+                    .get_assist(pb::GetAssistRequest {
+                        brand_id: LATE.into(),
+                        member_id: member.into(),
+                        campaign_id: "two-friends".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .progress
+            }
+        },
+        |p| check(*p),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_attribution_that_counts_is_revoked_when_fraud_is_found_later() {
+    let rules = Rules {
+        store_precedence: ByBrand::default().with(LATE, StorePrecedence::Both),
+        ..Rules::default()
+    };
+    let mut cluster = Cluster::start_with("revoke", rules).await;
+    let codes = cluster.issue(LATE, 2).await;
+    let r_warranty = cluster
+        .activate(activation(LATE, &codes[0], "13900000401", "SN-L0", ""))
+        .await;
+    let r = cluster.member_of(LATE, "13900000401").await.member_id;
+    let mut referral = cluster.referral.clone();
+    referral
+        .define_campaign(pb::DefineCampaignRequest {
+            brand_id: LATE.into(),
+            request_id: request_id(),
+            campaign_id: "two-friends".into(),
+            name: "two friends, +1 year".into(),
+            goal_friends: 2,
+            window_days: 30,
+            extension_months: 12,
+        })
+        .await
+        .unwrap();
+    // Referral learns of R's warranty from the activation topic: the start succeeding says so.
+    let start = pb::StartAssistRequest {
+        brand_id: LATE.into(),
+        request_id: request_id(),
+        member_id: r.clone(),
+        campaign_id: "two-friends".into(),
+        warranty: Some(pb::WarrantyRef {
+            batch_id: r_warranty.batch_id.clone(),
+            serial: r_warranty.serial,
+        }),
+    };
+    eventually(
+        || {
+            let mut referral = referral.clone();
+            let start = start.clone();
+            async move { referral.start_assist(start).await }
+        },
+        Result::is_ok,
+    )
+    .await
+    .unwrap();
+    let link = cluster.link_for(LATE, &r, "two-friends").await;
+
+    // B buys in store sz-009 through R's link: nothing is flagged, so it counts at once (the
+    // brand credits both R and the store).
+    let sold = cluster
+        .activate(in_store(
+            activation(LATE, &codes[1], "13900000402", "SN-L1", &link.token),
+            "sz-009",
+        ))
+        .await;
+    let stream = warranty_stream(LATE, &sold);
+    let b = cluster.member_of(LATE, "13900000402").await.member_id;
+    let counted = referral_of(&cluster, LATE, &r, &b, pb::ReferralStatus::Attributed).await;
+    cluster.tree(LATE, &b, |t| t.parent_member_id == r).await;
+    member_figures(&cluster, LATE, &r, |f| f.attributed == 1).await;
+    let stats = store_stats(&cluster, LATE, "sz-009", |s| s.attributed_sales == 1).await;
+    assert_eq!(
+        (
+            stats.store_credited_sales,
+            stats.attributed_amount.unwrap().amount_fen
+        ),
+        (1, 599_900)
+    );
+    assert_eq!(assist_progress(&cluster, &r, |p| p == 1).await, 1);
+
+    // Approving what already counts means nothing.
+    assert_refused(
+        referral
+            .review_referral(late_review(
+                &counted.attribution_id,
+                pb::ReviewDecision::Approve,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "already counts",
+    );
+
+    // Fraud found later: the reviewer rejects it. A retry of the same request answers the same.
+    let revoke = late_review(&counted.attribution_id, pb::ReviewDecision::Reject);
+    let detail = "revoked after attribution by risk-desk-li: buyer and referrer share a bank card";
+    for _ in 0..2 {
+        let revoked = referral
+            .review_referral(revoke.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_rejected(
+            &revoked,
+            pb::RejectionReason::RevokedAfterAttribution,
+            detail,
+        );
+        assert_eq!(revoked.attribution_id, counted.attribution_id);
+    }
+    // Final: no second rejection, no approval.
+    for decision in [pb::ReviewDecision::Reject, pb::ReviewDecision::Approve] {
+        assert_refused(
+            referral
+                .review_referral(late_review(&counted.attribution_id, decision))
+                .await,
+            Code::FailedPrecondition,
+            "a rejection is final",
+        );
+    }
+
+    // On the topic, for this sale: attributed, reviewed (REJECT), rejected; each once.
+    let events = referral_events(&cluster.referral_topic, |events| {
+        rejections(events).contains_key(&stream)
+    })
+    .await;
+    let attributed: Vec<pb::ReferralAttributed> =
+        payloads::<pb::ReferralAttributed>(&events, ATTRIBUTED)
+            .into_iter()
+            .filter(|a| a.warranty_stream_id == stream)
+            .collect();
+    assert_eq!(attributed.len(), 1, "{attributed:?}");
+    let attributed = &attributed[0];
+    let id = &counted.attribution_id;
+    let sequence: Vec<&str> = events
+        .iter()
+        .filter(|e| e.stream_id == format!("attribution-{stream}"))
+        .map(|e| e.event_type.rsplit('.').next().unwrap())
+        .collect();
+    assert_eq!(
+        sequence,
+        vec!["ReferralAttributed", "ReferralReviewed", "ReferralRejected"]
+    );
+    let reviewed: Vec<pb::ReferralReviewed> = payloads::<pb::ReferralReviewed>(&events, REVIEWED)
+        .into_iter()
+        .filter(|x| &x.attribution_id == id)
+        .collect();
+    assert_eq!(reviewed.len(), 1, "{reviewed:?}");
+    assert_eq!(
+        (
+            reviewed[0].decision(),
+            reviewed[0].reviewer.as_str(),
+            reviewed[0].note.as_str()
+        ),
+        (
+            pb::ReviewDecision::Reject,
+            "risk-desk-li",
+            "buyer and referrer share a bank card"
+        )
+    );
+    assert!(reviewed[0].reviewed_at.is_some());
+    assert_eq!(
+        rejections(&events)[&stream],
+        pb::ReferralRejected {
+            attribution_id: id.clone(),
+            token: link.token.clone(),
+            warranty_stream_id: stream.clone(),
+            activation_event_id: attributed.activation_event_id.clone(),
+            reason: pb::RejectionReason::RevokedAfterAttribution as i32,
+            detail: detail.into(),
+            level1_member_id: r.clone(),
+            buyer_member_id: b.clone(),
+            sku: "PH-9".into(),
+        }
+    );
+    assert!(!attributed.activation_event_id.is_empty());
+
+    // Listed as rejected, still showing the sale; out of the funnel and the store's figures.
+    let listed = referral_of(&cluster, LATE, &r, &b, pb::ReferralStatus::Rejected).await;
+    assert_rejected(
+        &listed,
+        pb::RejectionReason::RevokedAfterAttribution,
+        detail,
+    );
+    assert_eq!(
+        (
+            listed.store_id.as_str(),
+            listed.purchase_amount.unwrap().amount_fen
+        ),
+        ("sz-009", 599_900)
+    );
+    for member in [r.as_str(), ""] {
+        let figures = member_figures(&cluster, LATE, member, |f| {
+            f.attributed == 0 && f.rejected == 1
+        })
+        .await;
+        assert_eq!(figures.held, 0);
+    }
+    let stats = store_stats(&cluster, LATE, "sz-009", |s| s.attributed_sales == 0).await;
+    assert_eq!(
+        (
+            stats.store_credited_sales,
+            stats.attributed_amount.map_or(0, |m| m.amount_fen)
+        ),
+        (0, 0)
+    );
+    // The friend no longer counts toward R's assist; B's parent stays R (never rebound).
+    assert_eq!(assist_progress(&cluster, &r, |_| true).await, 0);
+    assert_eq!(cluster.tree(LATE, &b, |_| true).await.parent_member_id, r);
     cluster.stop().await;
 }
 

@@ -134,11 +134,11 @@ async fn campaign_assist_and_review_requests_are_one_command_each() {
             })
             .await,
     );
-    // A new id asking to decide it again: it is no longer held.
+    // A new id asking to approve it again: it is no longer held (it counts already; only a
+    // rejection, a revocation, would still apply).
     let status = referral
         .review_referral(pb::ReviewReferralRequest {
             request_id: "r-2".into(),
-            decision: pb::ReviewDecision::Reject as i32,
             ..review
         })
         .await

@@ -83,6 +83,9 @@ pub struct Assist {
     pub started: Option<pb::AssistStarted>,
     /// Attributions counted toward the goal.
     pub friends: Vec<String>,
+    /// Attributions taken back (returned, or revoked after review): they never count again,
+    /// even when an old approval's retry runs its follow-up once more.
+    pub taken_back: Vec<String>,
     pub completed: bool,
     pub revoked: bool,
 }
@@ -112,7 +115,8 @@ impl Aggregate for Assist {
         match event {
             ReferralEvent::AssistStarted(e) => self.started = Some(e.clone()),
             ReferralEvent::AssistProgressed(e) if e.taken_back => {
-                self.friends.retain(|f| f != &e.attribution_id)
+                self.friends.retain(|f| f != &e.attribution_id);
+                self.taken_back.push(e.attribution_id.clone());
             }
             ReferralEvent::AssistProgressed(e) => self.friends.push(e.attribution_id.clone()),
             ReferralEvent::AssistCompleted(_) => self.completed = true,
@@ -166,6 +170,7 @@ pub fn progress(
         || state.revoked
         || !in_window
         || state.friends.iter().any(|f| f == attribution_id)
+        || state.taken_back.iter().any(|f| f == attribution_id)
     {
         return Ok(vec![]);
     }
@@ -191,8 +196,8 @@ pub fn progress(
     Ok(events)
 }
 
-/// A counted friend returned their purchase: the progress goes back, unless the assist already
-/// completed (the extension stands).
+/// A counted friend returned their purchase, or a reviewer revoked its attribution: the
+/// progress goes back, unless the assist already completed (the extension stands).
 pub fn take_back(state: &Assist, attribution_id: &str) -> Result<Vec<ReferralEvent>, Rejection> {
     let Some(started) = &state.started else {
         return Ok(vec![]);
@@ -306,6 +311,8 @@ mod tests {
         };
         assert_eq!((p.progress, p.taken_back), (1, true));
         assert_eq!(assist.friends, vec!["f2".to_owned()]);
+        // Taken back for good: the same attribution never counts again.
+        assert!(progress(&assist, "f1", now).unwrap().is_empty());
         assert!(
             progress(&assist, "late", now + Duration::days(31))
                 .unwrap()

@@ -1,6 +1,8 @@
 //! Attribution of a sale: an activation through a member's link (or a store) becomes a referral
 //! that earns (ReferralAttributed), waits for review (ReferralHeld) or earns nothing
-//! (ReferralRejected, with the reason).
+//! (ReferralRejected, with the reason). A reviewer decides a held one, and can revoke one that
+//! already earns when fraud is found later (ReferralRejected REVOKED_AFTER_ATTRIBUTION: payouts
+//! reverses its commission). A rejection is final.
 //!
 //! [`judge`] decides from facts the application gathered (the link, the referrer's identities,
 //! devices and ancestors, clicks, recent counts); the stream `attribution-<warranty stream>`
@@ -269,6 +271,12 @@ pub enum Recorded {
     Attributed(pb::ReferralAttributed),
     Held(pb::ReferralHeld),
     Rejected(pb::ReferralRejected),
+    /// Attributed, then revoked by a reviewer: rejected now, final. What it had attributed is
+    /// kept so the application can take back what the attribution set off.
+    Revoked {
+        attributed: pb::ReferralAttributed,
+        rejected: pb::ReferralRejected,
+    },
 }
 
 /// The outcomes of every sale of one warranty code, by attribution id.
@@ -288,7 +296,14 @@ impl Aggregate for Attributions {
             }
             ReferralEvent::ReferralHeld(e) => (e.attribution_id.clone(), Recorded::Held(e.clone())),
             ReferralEvent::ReferralRejected(e) => {
-                (e.attribution_id.clone(), Recorded::Rejected(e.clone()))
+                let recorded = match self.sales.get(&e.attribution_id) {
+                    Some(Recorded::Attributed(attributed)) => Recorded::Revoked {
+                        attributed: attributed.clone(),
+                        rejected: e.clone(),
+                    },
+                    _ => Recorded::Rejected(e.clone()),
+                };
+                (e.attribution_id.clone(), recorded)
             }
             _ => return,
         };
@@ -326,62 +341,97 @@ pub struct Review {
     pub now: DateTime<Utc>,
 }
 
-/// A reviewer's decision on a held attribution: approval makes it count (ReferralAttributed,
-/// `reviewed`), rejection ends it (ReferralRejected, REVIEW_REJECTED).
+/// A reviewer's decision. On a held attribution, approval makes it count (ReferralAttributed,
+/// `reviewed`) and rejection ends it (ReferralRejected, REVIEW_REJECTED). On one that already
+/// counts, only rejection applies: a revocation (ReferralRejected, REVOKED_AFTER_ATTRIBUTION),
+/// which payouts answers by reversing or clawing back the commission. A rejected attribution is
+/// never decided again.
 pub fn review(state: &Attributions, cmd: &Review) -> Result<Vec<ReferralEvent>, Rejection> {
-    let held = match state.sales.get(&cmd.attribution_id) {
-        None => {
-            return Err(Rejection::NotFound(format!(
-                "no attribution {}",
-                cmd.attribution_id
-            )));
-        }
-        Some(Recorded::Held(held)) => held,
-        Some(_) => {
+    if cmd.decision == pb::ReviewDecision::Unspecified {
+        return Err(Rejection::Invalid(
+            "decision must be APPROVE or REJECT".into(),
+        ));
+    }
+    let id = &cmd.attribution_id;
+    let outcome = match state.sales.get(id) {
+        None => return Err(Rejection::NotFound(format!("no attribution {id}"))),
+        Some(Recorded::Held(held)) => decide_held(held, cmd)?,
+        Some(Recorded::Attributed(attributed)) => revoke(attributed, cmd)?,
+        Some(Recorded::Rejected(_) | Recorded::Revoked { .. }) => {
             return Err(Rejection::FailedPrecondition(format!(
-                "attribution {} is not held for review (already decided)",
-                cmd.attribution_id
+                "attribution {id} was rejected, and a rejection is final"
             )));
         }
     };
-    let attribution = held
-        .attribution
-        .clone()
-        .ok_or_else(|| Rejection::FailedPrecondition("held without an attribution".into()))?;
     let reviewed = ReferralEvent::ReferralReviewed(pb::ReferralReviewed {
-        attribution_id: cmd.attribution_id.clone(),
+        attribution_id: id.clone(),
         decision: cmd.decision as i32,
         reviewer: cmd.reviewer.clone(),
         note: cmd.note.clone(),
         reviewed_at: Some(to_timestamp(cmd.now)),
     });
-    let outcome = match cmd.decision {
+    Ok(vec![reviewed, outcome])
+}
+
+fn decide_held(held: &pb::ReferralHeld, cmd: &Review) -> Result<ReferralEvent, Rejection> {
+    let attribution = held
+        .attribution
+        .clone()
+        .ok_or_else(|| Rejection::FailedPrecondition("held without an attribution".into()))?;
+    Ok(match cmd.decision {
         pb::ReviewDecision::Approve => ReferralEvent::ReferralAttributed(pb::ReferralAttributed {
             reviewed: true,
             ..attribution
         }),
-        pb::ReviewDecision::Reject => ReferralEvent::ReferralRejected(pb::ReferralRejected {
-            attribution_id: attribution.attribution_id,
-            token: attribution.token,
-            warranty_stream_id: attribution.warranty_stream_id,
-            activation_event_id: attribution.activation_event_id,
-            reason: pb::RejectionReason::ReviewRejected as i32,
-            detail: if cmd.note.is_empty() {
-                format!("rejected by {}", cmd.reviewer)
-            } else {
-                format!("rejected by {}: {}", cmd.reviewer, cmd.note)
-            },
-            level1_member_id: attribution.level1_member_id,
-            buyer_member_id: attribution.buyer_member_id,
-            sku: attribution.sku,
-        }),
-        pb::ReviewDecision::Unspecified => {
-            return Err(Rejection::Invalid(
-                "decision must be APPROVE or REJECT".into(),
-            ));
-        }
-    };
-    Ok(vec![reviewed, outcome])
+        _ => ReferralEvent::ReferralRejected(rejection_of(
+            &attribution,
+            pb::RejectionReason::ReviewRejected,
+            decided_by("rejected by", cmd),
+        )),
+    })
+}
+
+/// Fraud found after the sale counted: only a rejection applies (approving it again would mean
+/// nothing), and it carries the attribution's facts so consumers can find what it paid.
+fn revoke(attributed: &pb::ReferralAttributed, cmd: &Review) -> Result<ReferralEvent, Rejection> {
+    if cmd.decision != pb::ReviewDecision::Reject {
+        return Err(Rejection::FailedPrecondition(format!(
+            "attribution {} already counts: APPROVE is for held attributions (REJECT revokes it)",
+            cmd.attribution_id
+        )));
+    }
+    Ok(ReferralEvent::ReferralRejected(rejection_of(
+        attributed,
+        pb::RejectionReason::RevokedAfterAttribution,
+        decided_by("revoked after attribution by", cmd),
+    )))
+}
+
+/// "<what> <reviewer>", then ": <note>" when the reviewer gave one.
+fn decided_by(what: &str, cmd: &Review) -> String {
+    if cmd.note.is_empty() {
+        format!("{what} {}", cmd.reviewer)
+    } else {
+        format!("{what} {}: {}", cmd.reviewer, cmd.note)
+    }
+}
+
+fn rejection_of(
+    a: &pb::ReferralAttributed,
+    reason: pb::RejectionReason,
+    detail: String,
+) -> pb::ReferralRejected {
+    pb::ReferralRejected {
+        attribution_id: a.attribution_id.clone(),
+        token: a.token.clone(),
+        warranty_stream_id: a.warranty_stream_id.clone(),
+        activation_event_id: a.activation_event_id.clone(),
+        reason: reason as i32,
+        detail,
+        level1_member_id: a.level1_member_id.clone(),
+        buyer_member_id: a.buyer_member_id.clone(),
+        sku: a.sku.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -312,8 +312,9 @@ fn a_sale_is_recorded_once_and_a_held_one_is_reviewed_once() {
     assert_eq!(r.reason(), pb::RejectionReason::ReviewRejected);
     assert_eq!(r.detail, "rejected by li.na: known customer");
     approved.iter().for_each(|e| state.apply(e));
+    // Approved, it counts: approving again means nothing (rejecting it is a revocation, below).
     assert!(matches!(
-        review(&state, &review_cmd(pb::ReviewDecision::Reject)),
+        review(&state, &review_cmd(pb::ReviewDecision::Approve)),
         Err(Rejection::FailedPrecondition(_))
     ));
     let unknown = Review {
@@ -323,5 +324,151 @@ fn a_sale_is_recorded_once_and_a_held_one_is_reviewed_once() {
     assert!(matches!(
         review(&state, &unknown),
         Err(Rejection::NotFound(_))
+    ));
+}
+
+/// A sale that counted, recorded (never held).
+fn attributed_state() -> Attributions {
+    let outcome = decide(&sale(), Token::Found(link()), &referrer(), &quiet());
+    assert!(matches!(outcome, Outcome::Attributed(_)));
+    let mut state = Attributions::default();
+    record(&state, &outcome)
+        .unwrap()
+        .iter()
+        .for_each(|e| state.apply(e));
+    state
+}
+
+fn revocation(decision: pb::ReviewDecision) -> Review {
+    Review {
+        attribution_id: sale().attribution_id,
+        decision,
+        reviewer: "risk-desk-li".into(),
+        note: "buyer and referrer share a bank card".into(),
+        now: now(),
+    }
+}
+
+#[test]
+fn an_attribution_that_counts_is_revoked_by_a_rejection_and_the_rejection_is_final() {
+    let mut state = attributed_state();
+    let events = review(&state, &revocation(pb::ReviewDecision::Reject)).unwrap();
+    assert_eq!(
+        events,
+        vec![
+            ReferralEvent::ReferralReviewed(pb::ReferralReviewed {
+                attribution_id: "c1e178ea-3e23-5758-8968-98809a66d97b".into(),
+                decision: pb::ReviewDecision::Reject as i32,
+                reviewer: "risk-desk-li".into(),
+                note: "buyer and referrer share a bank card".into(),
+                reviewed_at: Some(to_timestamp(now())),
+            }),
+            ReferralEvent::ReferralRejected(pb::ReferralRejected {
+                attribution_id: "c1e178ea-3e23-5758-8968-98809a66d97b".into(),
+                token: "AAAAAAAAAAAAAAAA".into(),
+                warranty_stream_id: "warranty-acme-b-1".into(),
+                activation_event_id: "ev-1".into(),
+                reason: pb::RejectionReason::RevokedAfterAttribution as i32,
+                detail: "revoked after attribution by risk-desk-li: buyer and referrer share a \
+                         bank card"
+                    .into(),
+                level1_member_id: "ref".into(),
+                buyer_member_id: "buyer".into(),
+                sku: "phone-x".into(),
+            }),
+        ]
+    );
+    events.iter().for_each(|e| state.apply(e));
+    // The state keeps what was attributed next to the rejection.
+    let Some(Recorded::Revoked {
+        attributed,
+        rejected,
+    }) = state.sales.get(&sale().attribution_id)
+    else {
+        panic!("expected a revoked attribution, got {:?}", state.sales);
+    };
+    assert_eq!(
+        (attributed.campaign_id.as_str(), rejected.reason()),
+        ("three", pb::RejectionReason::RevokedAfterAttribution)
+    );
+    // Final: neither a second rejection nor an approval.
+    for decision in [pb::ReviewDecision::Reject, pb::ReviewDecision::Approve] {
+        assert_eq!(
+            review(&state, &revocation(decision)),
+            Err(Rejection::FailedPrecondition(
+                "attribution c1e178ea-3e23-5758-8968-98809a66d97b was rejected, and a rejection \
+                 is final"
+                    .into()
+            ))
+        );
+    }
+    // A redelivered activation records nothing over it.
+    let again = decide(&sale(), Token::Found(link()), &referrer(), &quiet());
+    assert!(record(&state, &again).unwrap().is_empty());
+}
+
+#[test]
+fn approving_an_attribution_that_counts_is_refused_and_a_revocation_without_a_note_names_the_reviewer()
+ {
+    let state = attributed_state();
+    assert_eq!(
+        review(&state, &revocation(pb::ReviewDecision::Approve)),
+        Err(Rejection::FailedPrecondition(
+            "attribution c1e178ea-3e23-5758-8968-98809a66d97b already counts: APPROVE is for held \
+             attributions (REJECT revokes it)"
+                .into()
+        ))
+    );
+    assert!(matches!(
+        review(&state, &revocation(pb::ReviewDecision::Unspecified)),
+        Err(Rejection::Invalid(_))
+    ));
+    let silent = Review {
+        note: String::new(),
+        ..revocation(pb::ReviewDecision::Reject)
+    };
+    let events = review(&state, &silent).unwrap();
+    let ReferralEvent::ReferralRejected(r) = &events[1] else {
+        panic!("expected a rejection, got {events:?}");
+    };
+    assert_eq!(r.detail, "revoked after attribution by risk-desk-li");
+}
+
+#[test]
+fn a_held_attribution_approved_after_review_can_be_revoked_and_one_rejected_at_review_cannot() {
+    let busy = Signals {
+        referrer_last_hour: 99,
+        ..quiet()
+    };
+    let held = decide(&sale(), Token::Found(link()), &referrer(), &busy);
+    let mut state = Attributions::default();
+    record(&state, &held)
+        .unwrap()
+        .iter()
+        .for_each(|e| state.apply(e));
+    let mut rejected_at_review = state.clone();
+    review(&state, &revocation(pb::ReviewDecision::Approve))
+        .unwrap()
+        .iter()
+        .for_each(|e| state.apply(e));
+    let revoked = review(&state, &revocation(pb::ReviewDecision::Reject)).unwrap();
+    let ReferralEvent::ReferralRejected(r) = &revoked[1] else {
+        panic!("expected a rejection, got {revoked:?}");
+    };
+    assert_eq!(
+        (r.reason(), r.level1_member_id.as_str()),
+        (pb::RejectionReason::RevokedAfterAttribution, "ref")
+    );
+    review(&rejected_at_review, &revocation(pb::ReviewDecision::Reject))
+        .unwrap()
+        .iter()
+        .for_each(|e| rejected_at_review.apply(e));
+    assert!(matches!(
+        rejected_at_review.sales.get(&sale().attribution_id),
+        Some(Recorded::Rejected(_))
+    ));
+    assert!(matches!(
+        review(&rejected_at_review, &revocation(pb::ReviewDecision::Reject)),
+        Err(Rejection::FailedPrecondition(_))
     ));
 }
