@@ -19,7 +19,7 @@ use crate::domain::money::fen_to_money;
 use crate::domain::plan::{self, Plan, Terms};
 use crate::domain::sale::{self, Accrue, Attributed, Return, Sale};
 use crate::domain::settlement::{self, Batch, Candidate, Settlements};
-use crate::domain::{PayoutsEvent, Rejection};
+use crate::domain::Rejection;
 use crate::projections::ReadModels;
 
 /// Sale streams settled at once by a settlement run.

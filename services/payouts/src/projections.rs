@@ -118,15 +118,15 @@ const STATEMENTS: &[(&str, &str)] = &[
     ),
     (
         "put_settlement",
-        "INSERT INTO {ks}.settlements (brand_id, batch_id, batch) VALUES (?, ?, ?)",
+        "INSERT INTO {ks}.settlements (brand_id, batch_id, summary) VALUES (?, ?, ?)",
     ),
     (
         "settlement",
-        "SELECT batch FROM {ks}.settlements WHERE brand_id = ? AND batch_id = ?",
+        "SELECT summary FROM {ks}.settlements WHERE brand_id = ? AND batch_id = ?",
     ),
     (
         "settlements",
-        "SELECT batch FROM {ks}.settlements WHERE brand_id = ?",
+        "SELECT summary FROM {ks}.settlements WHERE brand_id = ?",
     ),
     (
         "put_paid",

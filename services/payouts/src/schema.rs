@@ -53,7 +53,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
              brand_id text, event_id text, postings int, \
              PRIMARY KEY ((brand_id), event_id))",
         "CREATE TABLE IF NOT EXISTS {ks}.settlements (\
-             brand_id text, batch_id text, batch blob, \
+             brand_id text, batch_id text, summary blob, \
              PRIMARY KEY ((brand_id), batch_id))",
         "CREATE TABLE IF NOT EXISTS {ks}.paid_lines (\
              brand_id text, batch_id text, beneficiary text, \

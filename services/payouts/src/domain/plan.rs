@@ -299,7 +299,7 @@ mod tests {
         let plan = run(&Plan::default(), request(vec![bps(1, 500)])).unwrap();
         assert_eq!(plan.version, 1);
         assert_eq!(plan.return_window_days, 30);
-        assert_eq!(plan.minimum_payout.unwrap().amount_fen, 100);
+        assert_eq!(plan.minimum_payout.as_ref().unwrap().amount_fen, 100);
         assert_eq!(plan.level1, Some(Rate::BasisPoints(500).to_pb()));
         assert_eq!(plan.level2, None);
         let mut state = Plan::default();

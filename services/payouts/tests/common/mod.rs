@@ -16,6 +16,8 @@ use tonic::transport::Channel;
 #[path = "../../../referral/tests/common/mod.rs"]
 pub mod referral;
 
+// Not every test file uses each.
+#[allow(unused_imports)]
 pub use referral::{BRAND, activation, envelopes_on, eventually, request_id, wait_consumed};
 
 pub struct Loop {

@@ -46,7 +46,9 @@ fn accrue_cmd(sale: Attributed, terms: Terms) -> Accrue {
     }
 }
 
-fn run(state: &mut Sale, events: Vec<PayoutsEvent>) -> Vec<PayoutsEvent> {
+/// Decides against the state and applies what was decided.
+fn run(state: &mut Sale, decide: impl FnOnce(&Sale) -> Vec<PayoutsEvent>) -> Vec<PayoutsEvent> {
+    let events = decide(state);
     events.iter().for_each(|e| state.apply(e));
     events
 }
@@ -78,7 +80,7 @@ fn a_two_level_sale_accrues_both_levels_once_at_the_plans_rates() {
         sale("att-1", 100_000),
         terms(Rate::BasisPoints(500), Some(Rate::BasisPoints(200)), None),
     );
-    let events = run(&mut state, accrue(&state, &cmd).unwrap());
+    let events = run(&mut state, |s| accrue(s, &cmd).unwrap());
     assert_eq!(events.len(), 2);
     assert_eq!(
         amounts(&state),
@@ -108,14 +110,19 @@ fn a_two_level_sale_accrues_both_levels_once_at_the_plans_rates() {
 
 #[test]
 fn commission_ids_are_pinned() {
-    // Pinned: consumers and replays rely on these ids never changing.
+    // Pinned (computed independently, with Python's uuid5): consumers and replays rely on these
+    // ids never changing.
     assert_eq!(
         commission_id("att-1", pb::CommissionRole::Level1),
-        "c6a0f5c0-0000-0000-0000-000000000000".replace("c6a0f5c0-0000-0000-0000-000000000000", &commission_id("att-1", pb::CommissionRole::Level1))
+        "28484a86-17f7-5d17-819a-1972cc2483d1"
     );
-    assert_ne!(
-        commission_id("att-1", pb::CommissionRole::Level1),
-        commission_id("att-1", pb::CommissionRole::Level2)
+    assert_eq!(
+        commission_id("att-1", pb::CommissionRole::Level2),
+        "46d472bc-e943-5a1c-a1ea-3915cf7a2960"
+    );
+    assert_eq!(
+        crate::domain::settlement::batch_id("acme", "r-1"),
+        "f45d9055-d086-5f2d-8da4-2664b9e111fd"
     );
 }
 
@@ -129,7 +136,7 @@ fn stores_earn_by_the_attributions_precedence() {
     let mut store_only = both;
     store_only.payee = Payee::Store;
     let mut state = Sale::default();
-    run(&mut state, accrue(&state, &accrue_cmd(store_only, plan)).unwrap());
+    run(&mut state, |s| accrue(s, &accrue_cmd(store_only, plan)).unwrap());
     assert_eq!(
         amounts(&state),
         vec![("store/shop-1".to_owned(), 1_000, pb::CommissionStatus::Pending)]
@@ -144,7 +151,7 @@ fn fixed_amounts_are_held_to_the_ceiling_level_one_first() {
         sale("att-3", 10_000),
         terms(Rate::Fixed(2_500), Some(Rate::Fixed(2_000)), None),
     );
-    run(&mut state, accrue(&state, &cmd).unwrap());
+    run(&mut state, |s| accrue(s, &cmd).unwrap());
     let mut got: Vec<i64> = state.commissions.values().map(|c| c.amount).collect();
     got.sort();
     assert_eq!(got, vec![500, 2_500]);
@@ -154,10 +161,10 @@ fn fixed_amounts_are_held_to_the_ceiling_level_one_first() {
 fn vesting_waits_for_the_window() {
     let mut state = Sale::default();
     let cmd = accrue_cmd(sale("att-4", 100_000), terms(Rate::BasisPoints(500), None, None));
-    run(&mut state, accrue(&state, &cmd).unwrap());
+    run(&mut state, |s| accrue(s, &cmd).unwrap());
     assert!(vest(&state, at(29)).is_empty());
     assert_eq!(next_vesting(&state), Some(at(30)));
-    assert_eq!(run(&mut state, vest(&state, at(30))).len(), 1);
+    assert_eq!(run(&mut state, |s| vest(s, at(30))).len(), 1);
     assert!(vest(&state, at(31)).is_empty());
     assert_eq!(next_vesting(&state), None);
 }
@@ -166,17 +173,17 @@ fn vesting_waits_for_the_window() {
 fn a_return_before_vesting_reverses_and_after_settlement_claws_back() {
     let mut state = Sale::default();
     let cmd = accrue_cmd(sale("att-5", 100_000), terms(Rate::BasisPoints(500), None, None));
-    run(&mut state, accrue(&state, &cmd).unwrap());
+    run(&mut state, |s| accrue(s, &cmd).unwrap());
     let mut returned = state.clone();
-    let events = run(&mut returned, record_return(&returned, &return_cmd(Cause::Returned, 0, 3)).unwrap());
+    let events = run(&mut returned, |s| record_return(s, &return_cmd(Cause::Returned, 0, 3)).unwrap());
     assert!(matches!(events[1], PayoutsEvent::CommissionReversed(ref e) if e.amount.as_ref().unwrap().amount_fen == 5_000));
     assert_eq!(amounts(&returned)[0].2, pb::CommissionStatus::Reversed);
     assert!(record_return(&returned, &return_cmd(Cause::Returned, 0, 4)).unwrap().is_empty());
 
-    run(&mut state, vest(&state, at(30)));
+    run(&mut state, |s| vest(s, at(30)));
     let id = state.commissions.keys().next().unwrap().clone();
-    run(&mut state, settle(&state, "batch-1", std::slice::from_ref(&id)));
-    let events = run(&mut state, record_return(&state, &return_cmd(Cause::Returned, 0, 40)).unwrap());
+    run(&mut state, |s| settle(s, "batch-1", std::slice::from_ref(&id)));
+    let events = run(&mut state, |s| record_return(s, &return_cmd(Cause::Returned, 0, 40)).unwrap());
     let PayoutsEvent::CommissionClawedBack(clawed) = &events[1] else { panic!("{events:?}") };
     assert_eq!(clawed.amount.as_ref().unwrap().amount_fen, 5_000);
     assert_eq!(amounts(&state)[0].2, pb::CommissionStatus::ClawedBack);
@@ -189,8 +196,8 @@ fn a_return_before_vesting_reverses_and_after_settlement_claws_back() {
 fn a_30_percent_refund_reduces_before_and_claws_back_after_settlement() {
     let plan = terms(Rate::BasisPoints(500), Some(Rate::BasisPoints(200)), None);
     let mut before = Sale::default();
-    run(&mut before, accrue(&before, &accrue_cmd(sale("att-6", 100_000), plan.clone())).unwrap());
-    run(&mut before, record_return(&before, &return_cmd(Cause::Refunded, 30_000, 5)).unwrap());
+    run(&mut before, |s| accrue(s, &accrue_cmd(sale("att-6", 100_000), plan.clone())).unwrap());
+    run(&mut before, |s| record_return(s, &return_cmd(Cause::Refunded, 30_000, 5)).unwrap());
     let mut got: Vec<i64> = before.commissions.values().map(|c| c.amount).collect();
     got.sort();
     assert_eq!(got, vec![1_400, 3_500]);
@@ -198,11 +205,11 @@ fn a_30_percent_refund_reduces_before_and_claws_back_after_settlement() {
     assert!(record_return(&before, &return_cmd(Cause::Refunded, 30_000, 6)).unwrap().is_empty());
 
     let mut after = Sale::default();
-    run(&mut after, accrue(&after, &accrue_cmd(sale("att-7", 100_000), plan)).unwrap());
-    run(&mut after, vest(&after, at(30)));
+    run(&mut after, |s| accrue(s, &accrue_cmd(sale("att-7", 100_000), plan)).unwrap());
+    run(&mut after, |s| vest(s, at(30)));
     let ids: Vec<String> = after.commissions.keys().cloned().collect();
-    run(&mut after, settle(&after, "batch-1", &ids));
-    let events = run(&mut after, record_return(&after, &return_cmd(Cause::Refunded, 30_000, 45)).unwrap());
+    run(&mut after, |s| settle(s, "batch-1", &ids));
+    let events = run(&mut after, |s| record_return(s, &return_cmd(Cause::Refunded, 30_000, 45)).unwrap());
     let mut clawed: Vec<i64> = events
         .iter()
         .filter_map(|e| match e {
@@ -217,16 +224,16 @@ fn a_30_percent_refund_reduces_before_and_claws_back_after_settlement() {
 #[test]
 fn a_return_recorded_before_the_attribution_applies_when_it_arrives() {
     let mut state = Sale::default();
-    run(&mut state, record_return(&state, &return_cmd(Cause::Returned, 0, 1)).unwrap());
+    run(&mut state, |s| record_return(s, &return_cmd(Cause::Returned, 0, 1)).unwrap());
     let cmd = accrue_cmd(sale("att-8", 100_000), terms(Rate::BasisPoints(500), None, None));
-    let events = run(&mut state, accrue(&state, &cmd).unwrap());
+    let events = run(&mut state, |s| accrue(s, &cmd).unwrap());
     assert_eq!(events.len(), 2);
     assert_eq!(amounts(&state)[0].1, 0);
     assert_eq!(amounts(&state)[0].2, pb::CommissionStatus::Reversed);
 
     let mut refunded = Sale::default();
-    run(&mut refunded, record_return(&refunded, &return_cmd(Cause::Refunded, 30_000, 1)).unwrap());
-    run(&mut refunded, accrue(&refunded, &accrue_cmd(sale("att-9", 100_000), terms(Rate::BasisPoints(500), None, None))).unwrap());
+    run(&mut refunded, |s| record_return(s, &return_cmd(Cause::Refunded, 30_000, 1)).unwrap());
+    run(&mut refunded, |s| accrue(s, &accrue_cmd(sale("att-9", 100_000), terms(Rate::BasisPoints(500), None, None))).unwrap());
     assert_eq!(amounts(&refunded)[0].1, 3_500);
 }
 
@@ -246,15 +253,17 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    // Weighted so that the interesting paths (a claw-back netted in a later batch) come up
+    // in most cases, not once in a thousand.
     prop_oneof![
-        (0..4usize, 1i64..2_000_000, any::<bool>())
+        4 => (0..6usize, 1i64..2_000_000, any::<bool>())
             .prop_map(|(sale, amount, level2)| Op::Accrue { sale, amount, level2 }),
-        (0..4usize, 0i64..60).prop_map(|(sale, day)| Op::Vest { sale, day }),
-        (0..4usize).prop_map(|sale| Op::Return { sale }),
-        (0..4usize, 1i64..=100).prop_map(|(sale, percent)| Op::Refund { sale, percent }),
-        (0..4usize).prop_map(|sale| Op::Reject { sale }),
-        (0..3usize).prop_map(|batch| Op::Settle { batch }),
-        (0..3usize).prop_map(|batch| Op::Pay { batch }),
+        4 => (0..6usize, 20i64..60).prop_map(|(sale, day)| Op::Vest { sale, day }),
+        1 => (0..6usize).prop_map(|sale| Op::Return { sale }),
+        1 => (0..6usize, 1i64..=100).prop_map(|(sale, percent)| Op::Refund { sale, percent }),
+        1 => (0..6usize).prop_map(|sale| Op::Reject { sale }),
+        2 => (0..5usize).prop_map(|batch| Op::Settle { batch }),
+        2 => (0..5usize).prop_map(|batch| Op::Pay { batch }),
     ]
 }
 
@@ -453,10 +462,31 @@ impl World {
     }
 }
 
+#[test]
+fn a_claw_back_is_netted_in_the_next_batch_that_pays_the_beneficiary() {
+    let mut world = World::default();
+    for op in [
+        Op::Accrue { sale: 0, amount: 100_000, level2: false },
+        Op::Vest { sale: 0, day: 31 },
+        Op::Settle { batch: 0 },
+        Op::Pay { batch: 0 },
+        Op::Return { sale: 0 },
+        Op::Accrue { sale: 1, amount: 300_000, level2: false },
+        Op::Vest { sale: 1, day: 31 },
+        Op::Settle { batch: 1 },
+    ] {
+        world.step(&op);
+        world.check();
+    }
+    // 7% of 1,000.00 clawed back out of 7% of 3,000.00.
+    assert_eq!(world.lines[&1][&Beneficiary::member("m-a")], 21_000 - 7_000);
+    assert_eq!(world.ledger.of("member/m-a/receivable"), 0);
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
-    fn the_ledger_balances_and_loses_no_fen(ops in proptest::collection::vec(op(), 1..60)) {
+    fn the_ledger_balances_and_loses_no_fen(ops in proptest::collection::vec(op(), 1..100)) {
         let mut world = World::default();
         for op in &ops {
             world.step(op);
