@@ -231,13 +231,23 @@ impl Loop {
         .await
     }
 
+    /// Settles everything vested up to now.
     pub async fn settle(&self, request_id: &str) -> Result<pb::SettlementBatch, tonic::Status> {
+        self.settle_at(request_id, Some(scanloop_proto::time::to_timestamp(self.now())))
+            .await
+    }
+
+    pub async fn settle_at(
+        &self,
+        request_id: &str,
+        cutoff: Option<prost_types::Timestamp>,
+    ) -> Result<pb::SettlementBatch, tonic::Status> {
         self.payouts
             .clone()
             .run_settlement(pb::RunSettlementRequest {
                 brand_id: BRAND.into(),
                 request_id: request_id.into(),
-                cutoff: Some(scanloop_proto::time::to_timestamp(self.now())),
+                cutoff,
             })
             .await
             .map(tonic::Response::into_inner)
