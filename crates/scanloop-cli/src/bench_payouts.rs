@@ -75,10 +75,18 @@ fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
 }
 
 /// Reads `CommissionAccrued` from the payouts topic's end on.
-async fn watch(brokers: &str, topic: &str, seen: Seen, stop: CancellationToken) -> anyhow::Result<()> {
+async fn watch(
+    brokers: &str,
+    topic: &str,
+    seen: Seen,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-payouts-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("bench-payouts-{}", uuid::Uuid::new_v4()),
+        )
         .set("enable.auto.commit", "false")
         .create()?;
     let topic = topic.to_owned();
@@ -117,7 +125,12 @@ async fn watch(brokers: &str, topic: &str, seen: Seen, stop: CancellationToken) 
 }
 
 /// A synthetic attribution of a purchase bought `bought_days_ago`, earning `member`.
-fn attribution(brand: &str, i: usize, member: &str, bought_days_ago: i64) -> (String, EventEnvelope) {
+fn attribution(
+    brand: &str,
+    i: usize,
+    member: &str,
+    bought_days_ago: i64,
+) -> (String, EventEnvelope) {
     let now = chrono::Utc::now();
     let attribution_id = uuid::Uuid::new_v4().to_string();
     let event = referral::ReferralAttributed {
@@ -173,8 +186,12 @@ async fn produce(
         let envelopes: Vec<EventEnvelope> = chunk
             .iter()
             .map(|&i| {
-                let (id, envelope) =
-                    attribution(brand, offset + i, &members[i % members.len()], bought_days_ago);
+                let (id, envelope) = attribution(
+                    brand,
+                    offset + i,
+                    &members[i % members.len()],
+                    bought_days_ago,
+                );
                 sent.insert(id, millis(envelope.recorded_at.as_ref()));
                 envelope
             })
@@ -184,7 +201,11 @@ async fn produce(
     Ok(sent)
 }
 
-async fn wait_until(deadline: Instant, what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+async fn wait_until(
+    deadline: Instant,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     while !done() {
         anyhow::ensure!(Instant::now() < deadline, "gave up waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -205,7 +226,10 @@ async fn plain_insert(
     cpu: &crate::bench::ServerPids,
 ) -> anyhow::Result<Baseline> {
     let session = scanloop_storage::connect(&infra.cql_nodes, Duration::from_secs(60)).await?;
-    let keyspace = format!("bench_payouts_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let keyspace = format!(
+        "bench_payouts_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     session
         .query_unpaged(
             format!(
@@ -247,7 +271,10 @@ async fn plain_insert(
                     i += 1;
                     let stream = format!("plain-{w}-{i}");
                     if session
-                        .execute_unpaged(&insert, (stream, 1i64, payload.as_slice(), chrono::Utc::now()))
+                        .execute_unpaged(
+                            &insert,
+                            (stream, 1i64, payload.as_slice(), chrono::Utc::now()),
+                        )
                         .await
                         .is_ok()
                     {
@@ -316,7 +343,10 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         args.devstack_dir.as_deref(),
         &[("payouts", args.payouts_pid)],
     );
-    println!("payouts bench: brand {brand}, payouts pid {:?}", args.payouts_pid);
+    println!(
+        "payouts bench: brand {brand}, payouts pid {:?}",
+        args.payouts_pid
+    );
 
     // 1. The baseline.
     let baseline = plain_insert(infra, Duration::from_secs(args.baseline_secs), &cpu).await?;
@@ -328,15 +358,34 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     // 2. Accrual.
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
-    watch(&infra.kafka_brokers, &args.payouts_topic, seen.clone(), stop.clone()).await?;
+    watch(
+        &infra.kafka_brokers,
+        &args.payouts_topic,
+        seen.clone(),
+        stop.clone(),
+    )
+    .await?;
     let producer = EventProducer::new(&infra.kafka_brokers, Duration::from_secs(30))?;
-    let members: Vec<String> = (0..args.members).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let members: Vec<String> = (0..args.members)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let before = cpu.sample();
     let started = Instant::now();
-    let sent = produce(&producer, &args.referral_topic, &brand, 0, args.accruals, &members, 1).await?;
+    let sent = produce(
+        &producer,
+        &args.referral_topic,
+        &brand,
+        0,
+        args.accruals,
+        &members,
+        1,
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     wait_until(deadline, "the accruals", || {
-        seen.lock().map(|s| sent.keys().all(|k| s.contains_key(k))).unwrap_or(false)
+        seen.lock()
+            .map(|s| sent.keys().all(|k| s.contains_key(k)))
+            .unwrap_or(false)
     })
     .await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -391,7 +440,10 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         if payable >= expected_payable {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "gave up waiting for vesting ({payable} of {expected_payable} fen payable)");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "gave up waiting for vesting ({payable} of {expected_payable} fen payable)"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     println!(

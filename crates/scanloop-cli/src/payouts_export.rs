@@ -42,7 +42,9 @@ pub fn row(line: &pb::PayoutLine) -> String {
         Some(b) => ("member", b.id.as_str()),
         None => ("", ""),
     };
-    let fen = |m: &Option<scanloop_proto::common::v1::Money>| yuan(m.as_ref().map_or(0, |m| m.amount_fen));
+    let fen = |m: &Option<scanloop_proto::common::v1::Money>| {
+        yuan(m.as_ref().map_or(0, |m| m.amount_fen))
+    };
     let status = if line.status == pb::LineStatus::Paid as i32 {
         "paid"
     } else {
@@ -113,9 +115,18 @@ mod tests {
             }),
             masked_identity: "0192****bbbb".into(),
             commissions: 3,
-            gross: Some(scanloop_proto::common::v1::Money { amount_fen: 12_345, currency: "CNY".into() }),
-            netted: Some(scanloop_proto::common::v1::Money { amount_fen: 45, currency: "CNY".into() }),
-            amount: Some(scanloop_proto::common::v1::Money { amount_fen: 12_300, currency: "CNY".into() }),
+            gross: Some(scanloop_proto::common::v1::Money {
+                amount_fen: 12_345,
+                currency: "CNY".into(),
+            }),
+            netted: Some(scanloop_proto::common::v1::Money {
+                amount_fen: 45,
+                currency: "CNY".into(),
+            }),
+            amount: Some(scanloop_proto::common::v1::Money {
+                amount_fen: 12_300,
+                currency: "CNY".into(),
+            }),
             status: pb::LineStatus::Paid as i32,
             reference: "TX,\"1\"".into(),
             ..Default::default()

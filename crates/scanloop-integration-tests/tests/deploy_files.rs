@@ -134,6 +134,7 @@ fn compose_file_is_consistent() {
         ),
         ("membership", &["SCANLOOP_IDENTITY_SECRET"][..]),
         ("referral", &["SCANLOOP_IDENTITY_SECRET"][..]),
+        ("payouts", &["SCANLOOP_IDENTITY_SECRET"][..]),
     ] {
         for secret in secrets {
             let value = services[service]["environment"][*secret]

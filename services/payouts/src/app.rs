@@ -14,12 +14,12 @@ use scanloop_storage::statements::Db;
 use scanloop_timers::SharedClock;
 
 use crate::config::Rules;
+use crate::domain::Rejection;
 use crate::domain::ledger::Beneficiary;
 use crate::domain::money::fen_to_money;
 use crate::domain::plan::{self, Plan, Terms};
 use crate::domain::sale::{self, Accrue, Attributed, Return, Sale};
 use crate::domain::settlement::{self, Batch, Candidate, Settlements};
-use crate::domain::Rejection;
 use crate::projections::ReadModels;
 
 /// Sale streams settled at once by a settlement run.
@@ -125,7 +125,11 @@ impl Payouts {
             .ok_or_else(|| ServiceError::Internal("plan upsert left no plan".into()))
     }
 
-    async fn stored_plan(&self, brand: &str, sku: &str) -> Result<Option<pb::CommissionPlan>, ServiceError> {
+    async fn stored_plan(
+        &self,
+        brand: &str,
+        sku: &str,
+    ) -> Result<Option<pb::CommissionPlan>, ServiceError> {
         Ok(self
             .plans
             .load::<Rejection>(&plan::stream_id(brand, sku))
@@ -135,7 +139,11 @@ impl Payouts {
     }
 
     /// The plan in force for a SKU: its own, else the brand default.
-    pub async fn plan_for(&self, brand: &str, sku: &str) -> Result<Option<pb::CommissionPlan>, ServiceError> {
+    pub async fn plan_for(
+        &self,
+        brand: &str,
+        sku: &str,
+    ) -> Result<Option<pb::CommissionPlan>, ServiceError> {
         if !sku.is_empty()
             && let Some(plan) = self.stored_plan(brand, sku).await?
         {
@@ -191,7 +199,10 @@ impl Payouts {
         attribution_id: &str,
         reason: String,
     ) -> Result<(), ServiceError> {
-        let Some(stream) = self.sale_of_attribution(&meta.brand_id, attribution_id).await? else {
+        let Some(stream) = self
+            .sale_of_attribution(&meta.brand_id, attribution_id)
+            .await?
+        else {
             return Ok(());
         };
         let at = self.now();
@@ -233,7 +244,9 @@ impl Payouts {
     pub async fn vest(&self, meta: &AppendMeta, sale_stream: &str) -> Result<(), ServiceError> {
         let as_of = self.now();
         self.sales
-            .execute(sale_stream, meta, |s| Ok::<_, Rejection>(sale::vest(s, as_of)))
+            .execute(sale_stream, meta, |s| {
+                Ok::<_, Rejection>(sale::vest(s, as_of))
+            })
             .await?;
         Ok(())
     }
@@ -257,13 +270,16 @@ impl Payouts {
                 // A crashed run's batch (or a concurrent one): finished first, so no commission
                 // can be planned by two batches.
                 tracing::info!(brand, batch_id = %open.batch_id, "finishing an open settlement batch first");
-                self.finish(brand, &open.batch_id, open.cutoff, &internal_meta(ctx)).await?;
+                self.finish(brand, &open.batch_id, open.cutoff, &internal_meta(ctx))
+                    .await?;
                 continue;
             }
             let now = self.now();
             match self
                 .settlements
-                .execute(&control, &ctx.meta(), |s| settlement::start(s, &batch_id, cutoff, now))
+                .execute(&control, &ctx.meta(), |s| {
+                    settlement::start(s, &batch_id, cutoff, now)
+                })
                 .await
             {
                 Ok(executed) => {
@@ -274,15 +290,22 @@ impl Payouts {
                         .find_map(|e| {
                             (e.event_type == "scanloop.payouts.v1.SettlementStarted")
                                 .then(|| {
-                                    <pb::SettlementStarted as prost::Message>::decode(e.payload.as_slice()).ok()
+                                    <pb::SettlementStarted as prost::Message>::decode(
+                                        e.payload.as_slice(),
+                                    )
+                                    .ok()
                                 })
                                 .flatten()
                         })
                         .and_then(|s| from_timestamp(s.cutoff.as_ref()))
                         .unwrap_or(cutoff);
-                    return self.finish(brand, &batch_id, cutoff, &internal_meta(ctx)).await;
+                    return self
+                        .finish(brand, &batch_id, cutoff, &internal_meta(ctx))
+                        .await;
                 }
-                Err(scanloop_eventstore::ExecuteError::Rejected(Rejection::FailedPrecondition(_))) => continue,
+                Err(scanloop_eventstore::ExecuteError::Rejected(
+                    Rejection::FailedPrecondition(_),
+                )) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -307,7 +330,12 @@ impl Payouts {
             self.settle_batch(brand, batch_id, cutoff, meta).await?;
         }
         let lines = self.batches.load::<Rejection>(&batch_stream).await?.state;
-        let started = self.read_models.settlement(brand, batch_id).await.ok().flatten();
+        let started = self
+            .read_models
+            .settlement(brand, batch_id)
+            .await
+            .ok()
+            .flatten();
         let mut batch = summary(brand, batch_id, cutoff, &lines, self.now());
         if let Some(projected) = started {
             batch.started_at = projected.started_at;
@@ -336,7 +364,8 @@ impl Payouts {
             .settleable(brand, cutoff)
             .await
             .map_err(db_unavailable)?;
-        let in_batch: BTreeSet<Beneficiary> = already.iter().map(|c| c.beneficiary.clone()).collect();
+        let in_batch: BTreeSet<Beneficiary> =
+            already.iter().map(|c| c.beneficiary.clone()).collect();
         candidates.extend(already);
         let minimum = plan::minimum_payout(self.stored_plan(brand, "").await?.as_ref());
         let mut planned = settlement::plan(candidates, minimum);
@@ -359,7 +388,10 @@ impl Payouts {
                         .entry(item.sale_stream_id.clone())
                         .or_default()
                         .push(item.commission_id.clone()),
-                    Some(_) => clawbacks.entry(beneficiary.clone()).or_default().push(item.clone()),
+                    Some(_) => clawbacks
+                        .entry(beneficiary.clone())
+                        .or_default()
+                        .push(item.clone()),
                 }
             }
         }
@@ -367,7 +399,9 @@ impl Payouts {
             .map(|(stream, ids)| async move {
                 let executed = self
                     .sales
-                    .execute(&stream, meta, |s| Ok::<_, Rejection>(sale::settle(s, batch_id, &ids)))
+                    .execute(&stream, meta, |s| {
+                        Ok::<_, Rejection>(sale::settle(s, batch_id, &ids))
+                    })
                     .await?;
                 Ok::<_, ServiceError>(sale::in_batch(&executed.state, batch_id).0)
             })
@@ -390,14 +424,19 @@ impl Payouts {
                 to_net
                     .entry(item.sale_stream_id.clone())
                     .or_default()
-                    .push((item.commission_id.clone(), item.clawback_id.clone().unwrap_or_default()));
+                    .push((
+                        item.commission_id.clone(),
+                        item.clawback_id.clone().unwrap_or_default(),
+                    ));
             }
         }
         let netted: Vec<(Beneficiary, i64)> = futures::stream::iter(to_net)
             .map(|(stream, ids)| async move {
                 let executed = self
                     .sales
-                    .execute(&stream, meta, |s| Ok::<_, Rejection>(sale::net(s, batch_id, &ids)))
+                    .execute(&stream, meta, |s| {
+                        Ok::<_, Rejection>(sale::net(s, batch_id, &ids))
+                    })
                     .await?;
                 Ok::<_, ServiceError>(sale::in_batch(&executed.state, batch_id).1)
             })
@@ -420,13 +459,20 @@ impl Payouts {
                     crate::domain::ledger::Kind::Member => masked(&b.id),
                     crate::domain::ledger::Kind::Store => b.id.clone(),
                 };
-                settlement::line(batch_id, b, masked_identity, amounts, netted_by.get(b).copied().unwrap_or(0))
+                settlement::line(
+                    batch_id,
+                    b,
+                    masked_identity,
+                    amounts,
+                    netted_by.get(b).copied().unwrap_or(0),
+                )
             })
             .collect();
         let batch_stream = settlement::batch_stream_id(brand, batch_id);
         let chunks = lines.len().div_ceil(LINES_PER_EVENT).max(1);
         for i in 0..chunks {
-            let chunk = &lines[(i * LINES_PER_EVENT).min(lines.len())..((i + 1) * LINES_PER_EVENT).min(lines.len())];
+            let chunk = &lines[(i * LINES_PER_EVENT).min(lines.len())
+                ..((i + 1) * LINES_PER_EVENT).min(lines.len())];
             let carried_chunk: &[pb::CarriedBalance] = if i == 0 { &carried } else { &[] };
             self.batches
                 .execute(&batch_stream, meta, |b| {
@@ -521,7 +567,13 @@ pub fn summary(
         lines: Vec::new(),
         page: None,
         carried: batch.carried.values().cloned().collect(),
-        paid_lines: u32::try_from(batch.lines.values().filter(|l| l.paid_reference.is_some()).count())
-            .unwrap_or(u32::MAX),
+        paid_lines: u32::try_from(
+            batch
+                .lines
+                .values()
+                .filter(|l| l.paid_reference.is_some())
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
     }
 }

@@ -112,15 +112,33 @@ fn describe(entry: &Entry) -> String {
     let short = |id: &str| id.chars().take(8).collect::<String>();
     let account = entry.account.rsplit('/').next().unwrap_or_default();
     match entry.event_type.as_str() {
-        "CommissionAccrued" => format!("commission {} accrued ({account})", short(&entry.commission_id)),
-        "CommissionVested" => format!("commission {} vested ({account})", short(&entry.commission_id)),
-        "CommissionReversed" => format!("commission {} reversed ({account})", short(&entry.commission_id)),
+        "CommissionAccrued" => format!(
+            "commission {} accrued ({account})",
+            short(&entry.commission_id)
+        ),
+        "CommissionVested" => format!(
+            "commission {} vested ({account})",
+            short(&entry.commission_id)
+        ),
+        "CommissionReversed" => format!(
+            "commission {} reversed ({account})",
+            short(&entry.commission_id)
+        ),
         "CommissionAdjusted" => {
-            format!("commission {} reduced by a refund ({account})", short(&entry.commission_id))
+            format!(
+                "commission {} reduced by a refund ({account})",
+                short(&entry.commission_id)
+            )
         }
-        "CommissionClawedBack" => format!("commission {} clawed back ({account})", short(&entry.commission_id)),
+        "CommissionClawedBack" => format!(
+            "commission {} clawed back ({account})",
+            short(&entry.commission_id)
+        ),
         "CommissionSettled" => format!("settled in batch {} ({account})", short(&entry.batch_id)),
-        "ClawbackNetted" => format!("claw-back netted in batch {} ({account})", short(&entry.batch_id)),
+        "ClawbackNetted" => format!(
+            "claw-back netted in batch {} ({account})",
+            short(&entry.batch_id)
+        ),
         "PayoutMarkedPaid" => format!("paid out, batch {} ({account})", short(&entry.batch_id)),
         other => format!("{other} ({account})"),
     }
@@ -167,7 +185,11 @@ impl PayoutsService for Api {
                 ServiceError::NotFound(format!(
                     "brand {} has no commission plan{}: UpsertPlan first",
                     r.brand_id,
-                    if sku.is_empty() { String::new() } else { format!(" for sku {sku}") }
+                    if sku.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" for sku {sku}")
+                    }
                 ))
             })?;
             Ok::<_, ServiceError>(Response::new(plan))
@@ -224,7 +246,9 @@ impl PayoutsService for Api {
                 paid: Some(fen_to_money(paid)),
                 clawed_back: Some(fen_to_money(clawed_back)),
                 receivable: Some(fen_to_money(receivable)),
-                balance: Some(fen_to_money(pending + payable + settled_unpaid - receivable)),
+                balance: Some(fen_to_money(
+                    pending + payable + settled_unpaid - receivable,
+                )),
             }))
         })
     }
@@ -242,7 +266,12 @@ impl PayoutsService for Api {
                     let who = beneficiary(Some(b))?;
                     let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
                     models
-                        .beneficiary_commissions(&r.brand_id, &who, page_size(r.page.as_ref()), token)
+                        .beneficiary_commissions(
+                            &r.brand_id,
+                            &who,
+                            page_size(r.page.as_ref()),
+                            token,
+                        )
                         .await
                         .map_err(page_error)?
                 }
@@ -358,14 +387,18 @@ impl PayoutsService for Api {
             let start: usize = if token.is_empty() {
                 0
             } else {
-                token
-                    .parse()
-                    .map_err(|_| ServiceError::invalid("page_token is not one this service issued"))?
+                token.parse().map_err(|_| {
+                    ServiceError::invalid("page_token is not one this service issued")
+                })?
             };
             let size = page_size(r.page.as_ref()) as usize;
             let end = (start + size).min(all.len());
             let batches = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
-            let next = if end < all.len() { end.to_string() } else { String::new() };
+            let next = if end < all.len() {
+                end.to_string()
+            } else {
+                String::new()
+            };
             Ok::<_, ServiceError>(Response::new(pb::ListSettlementsResponse {
                 batches,
                 page: next_page(next),

@@ -262,7 +262,11 @@ impl ReadModels {
         change: impl FnOnce(&mut pb::Commission),
     ) -> Result<Option<pb::Commission>, DbError> {
         let Some(mut commission) = self.commission(brand, sale, commission_id).await? else {
-            tracing::warn!(sale, commission_id, "commission event before its accrual; skipped");
+            tracing::warn!(
+                sale,
+                commission_id,
+                "commission event before its accrual; skipped"
+            );
             return Ok(None);
         };
         change(&mut commission);
@@ -543,7 +547,16 @@ impl ReadModels {
     fn entries_of(account: &str, rows: Vec<EntryRow>) -> Vec<Entry> {
         rows.into_iter()
             .map(
-                |(at, event_id, seq, amount_fen, counterpart, event_type, commission_id, batch_id)| {
+                |(
+                    at,
+                    event_id,
+                    seq,
+                    amount_fen,
+                    counterpart,
+                    event_type,
+                    commission_id,
+                    batch_id,
+                )| {
                     Entry {
                         account: account.to_owned(),
                         at,
@@ -575,7 +588,10 @@ impl ReadModels {
     }
 
     pub async fn entries(&self, brand: &str, account: &str) -> Result<Vec<Entry>, DbError> {
-        let rows = self.db.rows::<EntryRow>("entries", (brand, account)).await?;
+        let rows = self
+            .db
+            .rows::<EntryRow>("entries", (brand, account))
+            .await?;
         Ok(Self::entries_of(account, rows))
     }
 
@@ -799,8 +815,17 @@ impl Projection for ReadModels {
                 .await?;
                 let who = beneficiary_key(e.beneficiary.as_ref());
                 let due = from_timestamp(e.vested_at.as_ref()).unwrap_or(now);
-                self.put_settleable(brand, &who, &e.commission_id, sale, &e.commission_id, "", amount, due)
-                    .await?;
+                self.put_settleable(
+                    brand,
+                    &who,
+                    &e.commission_id,
+                    sale,
+                    &e.commission_id,
+                    "",
+                    amount,
+                    due,
+                )
+                .await?;
             }
             PayoutsEvent::CommissionReversed(e) => {
                 self.update_commission(brand, sale, &e.commission_id, |c| {
@@ -809,7 +834,8 @@ impl Projection for ReadModels {
                 })
                 .await?;
                 let who = beneficiary_key(e.beneficiary.as_ref());
-                self.delete_settleable(brand, &who, &e.commission_id).await?;
+                self.delete_settleable(brand, &who, &e.commission_id)
+                    .await?;
             }
             PayoutsEvent::CommissionAdjusted(e) => {
                 let new_amount = money_fen(e.new_amount.as_ref());
@@ -823,13 +849,23 @@ impl Projection for ReadModels {
                     .await?;
                 let who = beneficiary_key(e.beneficiary.as_ref());
                 if new_amount == 0 {
-                    self.delete_settleable(brand, &who, &e.commission_id).await?;
+                    self.delete_settleable(brand, &who, &e.commission_id)
+                        .await?;
                 } else if let Some(c) = updated
                     && c.status == pb::CommissionStatus::Vested as i32
                 {
                     let due = from_timestamp(c.vests_at.as_ref()).unwrap_or(now);
-                    self.put_settleable(brand, &who, &e.commission_id, sale, &e.commission_id, "", new_amount, due)
-                        .await?;
+                    self.put_settleable(
+                        brand,
+                        &who,
+                        &e.commission_id,
+                        sale,
+                        &e.commission_id,
+                        "",
+                        new_amount,
+                        due,
+                    )
+                    .await?;
                 }
             }
             PayoutsEvent::CommissionClawedBack(e) => {
@@ -843,8 +879,17 @@ impl Projection for ReadModels {
                 })
                 .await?;
                 let who = beneficiary_key(e.beneficiary.as_ref());
-                self.put_settleable(brand, &who, &e.clawback_id, sale, &e.commission_id, &e.clawback_id, amount, now)
-                    .await?;
+                self.put_settleable(
+                    brand,
+                    &who,
+                    &e.clawback_id,
+                    sale,
+                    &e.commission_id,
+                    &e.clawback_id,
+                    amount,
+                    now,
+                )
+                .await?;
             }
             PayoutsEvent::CommissionSettled(e) => {
                 self.update_commission(brand, sale, &e.commission_id, |c| {
@@ -854,15 +899,34 @@ impl Projection for ReadModels {
                 .await?;
                 let who = beneficiary_key(e.beneficiary.as_ref());
                 let amount = money_fen(e.amount.as_ref());
-                self.put_batch_item(brand, &e.batch_id, &who, &e.commission_id, sale, &e.commission_id, "", amount)
+                self.put_batch_item(
+                    brand,
+                    &e.batch_id,
+                    &who,
+                    &e.commission_id,
+                    sale,
+                    &e.commission_id,
+                    "",
+                    amount,
+                )
+                .await?;
+                self.delete_settleable(brand, &who, &e.commission_id)
                     .await?;
-                self.delete_settleable(brand, &who, &e.commission_id).await?;
             }
             PayoutsEvent::ClawbackNetted(e) => {
                 let who = beneficiary_key(e.beneficiary.as_ref());
                 let amount = money_fen(e.amount.as_ref());
-                self.put_batch_item(brand, &e.batch_id, &who, &e.clawback_id, sale, &e.commission_id, &e.clawback_id, amount)
-                    .await?;
+                self.put_batch_item(
+                    brand,
+                    &e.batch_id,
+                    &who,
+                    &e.clawback_id,
+                    sale,
+                    &e.commission_id,
+                    &e.clawback_id,
+                    amount,
+                )
+                .await?;
                 self.delete_settleable(brand, &who, &e.clawback_id).await?;
             }
             PayoutsEvent::SettlementStarted(e) => {
@@ -915,9 +979,7 @@ impl Projection for ReadModels {
                 })
                 .await?;
                 // Counted by key, not incremented: a replay marks the same line again.
-                self.db
-                    .exec("put_paid", (brand, &e.batch_id, &who))
-                    .await?;
+                self.db.exec("put_paid", (brand, &e.batch_id, &who)).await?;
             }
             PayoutsEvent::PlanUpserted(_) | PayoutsEvent::SaleReturned(_) => {}
         }

@@ -88,9 +88,10 @@ impl EventHandler for Reactions {
             }
             WARRANTY_VOIDED => {
                 let e: activation::WarrantyVoided = decode_v1(envelope, "payouts")?;
-                let sale_activated_at = from_timestamp(e.activated_at.as_ref()).ok_or_else(|| {
-                    poison(WARRANTY_VOIDED, "no activated_at: the sale cannot be named")
-                })?;
+                let sale_activated_at =
+                    from_timestamp(e.activated_at.as_ref()).ok_or_else(|| {
+                        poison(WARRANTY_VOIDED, "no activated_at: the sale cannot be named")
+                    })?;
                 let cmd = Return {
                     warranty_stream_id: envelope.stream_id.clone(),
                     sale_activated_at,
@@ -107,9 +108,13 @@ impl EventHandler for Reactions {
             }
             PURCHASE_REFUNDED => {
                 let e: activation::PurchaseRefunded = decode_v1(envelope, "payouts")?;
-                let sale_activated_at = from_timestamp(e.activated_at.as_ref()).ok_or_else(|| {
-                    poison(PURCHASE_REFUNDED, "no activated_at: the sale cannot be named")
-                })?;
+                let sale_activated_at =
+                    from_timestamp(e.activated_at.as_ref()).ok_or_else(|| {
+                        poison(
+                            PURCHASE_REFUNDED,
+                            "no activated_at: the sale cannot be named",
+                        )
+                    })?;
                 let cmd = Return {
                     warranty_stream_id: envelope.stream_id.clone(),
                     sale_activated_at,

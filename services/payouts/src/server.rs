@@ -69,7 +69,10 @@ pub async fn run(
         ConsumerRunner::new(
             consumer(
                 &config.reaction_group,
-                vec![config.referral_topic.clone(), config.activation_topic.clone()],
+                vec![
+                    config.referral_topic.clone(),
+                    config.activation_topic.clone(),
+                ],
             ),
             Reactions::new(app.clone()),
             checkpoints.clone(),

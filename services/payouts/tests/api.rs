@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Bad input on every RPC: the right status, a message a caller can act on, nothing written.
 //! Plans: the rules a plan must keep, by name; versions; request ids.
 
@@ -30,32 +31,296 @@ async fn bad_input_on_every_rpc_is_refused_and_writes_nothing() {
     let mut plan = two_level_plan(BRAND, 100);
     plan.levels.push(bps(3, 100));
     let refusals: Vec<(&str, (Code, String), Code, &str)> = vec![
-        ("UpsertPlan level 3", code_of(p.upsert_plan(plan).await), Code::InvalidArgument, "rule two-levels-only"),
-        ("UpsertPlan over 100%", code_of(p.upsert_plan(pb::UpsertPlanRequest { levels: vec![bps(1, 10_001)], ..two_level_plan(BRAND, 100) }).await), Code::InvalidArgument, "rule rate-at-most-100-percent"),
-        ("UpsertPlan over the ceiling", code_of(p.upsert_plan(pb::UpsertPlanRequest { levels: vec![bps(1, 2_500), bps(2, 600)], ..two_level_plan(BRAND, 100) }).await), Code::InvalidArgument, "rule levels-within-ceiling"),
-        ("UpsertPlan level 2 unacknowledged", code_of(p.upsert_plan(pb::UpsertPlanRequest { level2_acknowledgement: None, ..two_level_plan(BRAND, 100) }).await), Code::InvalidArgument, "rule level2-needs-acknowledgement"),
-        ("UpsertPlan no brand", code_of(p.upsert_plan(pb::UpsertPlanRequest { brand_id: String::new(), ..two_level_plan(BRAND, 100) }).await), Code::InvalidArgument, "brand_id"),
-        ("UpsertPlan no request id", code_of(p.upsert_plan(pb::UpsertPlanRequest { request_id: String::new(), ..two_level_plan(BRAND, 100) }).await), Code::InvalidArgument, "request_id"),
-        ("GetPlan none yet", code_of(p.get_plan(pb::GetPlanRequest { brand_id: BRAND.into(), sku: String::new() }).await), Code::NotFound, "UpsertPlan first"),
-        ("GetAccount no beneficiary", code_of(p.get_account(pb::GetAccountRequest { brand_id: BRAND.into(), beneficiary: None }).await), Code::InvalidArgument, "beneficiary"),
-        ("GetAccount no kind", code_of(p.get_account(pb::GetAccountRequest { brand_id: BRAND.into(), beneficiary: no_kind.clone() }).await), Code::InvalidArgument, "MEMBER or STORE"),
-        ("ListCommissions neither", code_of(p.list_commissions(pb::ListCommissionsRequest { brand_id: BRAND.into(), of: None, page: None }).await), Code::InvalidArgument, "beneficiary or an attribution_id"),
-        ("ListCommissions bad page token", code_of(p.list_commissions(pb::ListCommissionsRequest { brand_id: BRAND.into(), of: Some(pb::list_commissions_request::Of::Beneficiary(member("m").unwrap())), page: Some(scanloop_proto::common::v1::PageRequest { page_size: 5, page_token: "bm90LWEtdG9rZW4".into() }) }).await), Code::InvalidArgument, "page_token"),
-        ("RunSettlement no cutoff", code_of(p.run_settlement(pb::RunSettlementRequest { brand_id: BRAND.into(), request_id: request_id(), cutoff: None }).await), Code::InvalidArgument, "cutoff is required"),
-        ("RunSettlement future cutoff", code_of(p.run_settlement(pb::RunSettlementRequest { brand_id: BRAND.into(), request_id: request_id(), cutoff: future }).await), Code::InvalidArgument, "in the future"),
-        ("RunSettlement no request id", code_of(p.run_settlement(pb::RunSettlementRequest { brand_id: BRAND.into(), request_id: String::new(), cutoff: now }).await), Code::InvalidArgument, "request_id"),
-        ("MarkPaid bad batch", code_of(p.mark_paid(pb::MarkPaidRequest { brand_id: BRAND.into(), request_id: request_id(), batch_id: "nope".into(), beneficiary: member("m"), reference: "TX".into() }).await), Code::InvalidArgument, "batch_id"),
-        ("MarkPaid no reference", code_of(p.mark_paid(pb::MarkPaidRequest { brand_id: BRAND.into(), request_id: request_id(), batch_id: uuid::Uuid::new_v4().to_string(), beneficiary: member("m"), reference: String::new() }).await), Code::InvalidArgument, "reference"),
-        ("MarkPaid unknown line", code_of(p.mark_paid(pb::MarkPaidRequest { brand_id: BRAND.into(), request_id: request_id(), batch_id: uuid::Uuid::new_v4().to_string(), beneficiary: member("m"), reference: "TX".into() }).await), Code::NotFound, "no line"),
-        ("GetSettlement unknown", code_of(p.get_settlement(pb::GetSettlementRequest { brand_id: BRAND.into(), batch_id: uuid::Uuid::new_v4().to_string(), page: None }).await), Code::NotFound, "no settlement batch"),
-        ("GetSettlement bad id", code_of(p.get_settlement(pb::GetSettlementRequest { brand_id: BRAND.into(), batch_id: "x".into(), page: None }).await), Code::InvalidArgument, "batch_id"),
-        ("ListSettlements bad token", code_of(p.list_settlements(pb::ListSettlementsRequest { brand_id: BRAND.into(), page: Some(scanloop_proto::common::v1::PageRequest { page_size: 5, page_token: "x".into() }) }).await), Code::InvalidArgument, "page_token"),
-        ("GetStatement reversed period", code_of(p.get_statement(pb::GetStatementRequest { brand_id: BRAND.into(), beneficiary: member("m"), from: future, to: now }).await), Code::InvalidArgument, "from must be before to"),
-        ("CheckLedger no brand", code_of(p.check_ledger(pb::CheckLedgerRequest { brand_id: "Bad Brand".into() }).await), Code::InvalidArgument, "brand_id"),
+        (
+            "UpsertPlan level 3",
+            code_of(p.upsert_plan(plan).await),
+            Code::InvalidArgument,
+            "rule two-levels-only",
+        ),
+        (
+            "UpsertPlan over 100%",
+            code_of(
+                p.upsert_plan(pb::UpsertPlanRequest {
+                    levels: vec![bps(1, 10_001)],
+                    ..two_level_plan(BRAND, 100)
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "rule rate-at-most-100-percent",
+        ),
+        (
+            "UpsertPlan over the ceiling",
+            code_of(
+                p.upsert_plan(pb::UpsertPlanRequest {
+                    levels: vec![bps(1, 2_500), bps(2, 600)],
+                    ..two_level_plan(BRAND, 100)
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "rule levels-within-ceiling",
+        ),
+        (
+            "UpsertPlan level 2 unacknowledged",
+            code_of(
+                p.upsert_plan(pb::UpsertPlanRequest {
+                    level2_acknowledgement: None,
+                    ..two_level_plan(BRAND, 100)
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "rule level2-needs-acknowledgement",
+        ),
+        (
+            "UpsertPlan no brand",
+            code_of(
+                p.upsert_plan(pb::UpsertPlanRequest {
+                    brand_id: String::new(),
+                    ..two_level_plan(BRAND, 100)
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "brand_id",
+        ),
+        (
+            "UpsertPlan no request id",
+            code_of(
+                p.upsert_plan(pb::UpsertPlanRequest {
+                    request_id: String::new(),
+                    ..two_level_plan(BRAND, 100)
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "request_id",
+        ),
+        (
+            "GetPlan none yet",
+            code_of(
+                p.get_plan(pb::GetPlanRequest {
+                    brand_id: BRAND.into(),
+                    sku: String::new(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "UpsertPlan first",
+        ),
+        (
+            "GetAccount no beneficiary",
+            code_of(
+                p.get_account(pb::GetAccountRequest {
+                    brand_id: BRAND.into(),
+                    beneficiary: None,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "beneficiary",
+        ),
+        (
+            "GetAccount no kind",
+            code_of(
+                p.get_account(pb::GetAccountRequest {
+                    brand_id: BRAND.into(),
+                    beneficiary: no_kind.clone(),
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "MEMBER or STORE",
+        ),
+        (
+            "ListCommissions neither",
+            code_of(
+                p.list_commissions(pb::ListCommissionsRequest {
+                    brand_id: BRAND.into(),
+                    of: None,
+                    page: None,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "beneficiary or an attribution_id",
+        ),
+        (
+            "ListCommissions bad page token",
+            code_of(
+                p.list_commissions(pb::ListCommissionsRequest {
+                    brand_id: BRAND.into(),
+                    of: Some(pb::list_commissions_request::Of::Beneficiary(
+                        member("m").unwrap(),
+                    )),
+                    page: Some(scanloop_proto::common::v1::PageRequest {
+                        page_size: 5,
+                        page_token: "bm90LWEtdG9rZW4".into(),
+                    }),
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "page_token",
+        ),
+        (
+            "RunSettlement no cutoff",
+            code_of(
+                p.run_settlement(pb::RunSettlementRequest {
+                    brand_id: BRAND.into(),
+                    request_id: request_id(),
+                    cutoff: None,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "cutoff is required",
+        ),
+        (
+            "RunSettlement future cutoff",
+            code_of(
+                p.run_settlement(pb::RunSettlementRequest {
+                    brand_id: BRAND.into(),
+                    request_id: request_id(),
+                    cutoff: future,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "in the future",
+        ),
+        (
+            "RunSettlement no request id",
+            code_of(
+                p.run_settlement(pb::RunSettlementRequest {
+                    brand_id: BRAND.into(),
+                    request_id: String::new(),
+                    cutoff: now,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "request_id",
+        ),
+        (
+            "MarkPaid bad batch",
+            code_of(
+                p.mark_paid(pb::MarkPaidRequest {
+                    brand_id: BRAND.into(),
+                    request_id: request_id(),
+                    batch_id: "nope".into(),
+                    beneficiary: member("m"),
+                    reference: "TX".into(),
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "batch_id",
+        ),
+        (
+            "MarkPaid no reference",
+            code_of(
+                p.mark_paid(pb::MarkPaidRequest {
+                    brand_id: BRAND.into(),
+                    request_id: request_id(),
+                    batch_id: uuid::Uuid::new_v4().to_string(),
+                    beneficiary: member("m"),
+                    reference: String::new(),
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "reference",
+        ),
+        (
+            "MarkPaid unknown line",
+            code_of(
+                p.mark_paid(pb::MarkPaidRequest {
+                    brand_id: BRAND.into(),
+                    request_id: request_id(),
+                    batch_id: uuid::Uuid::new_v4().to_string(),
+                    beneficiary: member("m"),
+                    reference: "TX".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "no line",
+        ),
+        (
+            "GetSettlement unknown",
+            code_of(
+                p.get_settlement(pb::GetSettlementRequest {
+                    brand_id: BRAND.into(),
+                    batch_id: uuid::Uuid::new_v4().to_string(),
+                    page: None,
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "no settlement batch",
+        ),
+        (
+            "GetSettlement bad id",
+            code_of(
+                p.get_settlement(pb::GetSettlementRequest {
+                    brand_id: BRAND.into(),
+                    batch_id: "x".into(),
+                    page: None,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "batch_id",
+        ),
+        (
+            "ListSettlements bad token",
+            code_of(
+                p.list_settlements(pb::ListSettlementsRequest {
+                    brand_id: BRAND.into(),
+                    page: Some(scanloop_proto::common::v1::PageRequest {
+                        page_size: 5,
+                        page_token: "x".into(),
+                    }),
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "page_token",
+        ),
+        (
+            "GetStatement reversed period",
+            code_of(
+                p.get_statement(pb::GetStatementRequest {
+                    brand_id: BRAND.into(),
+                    beneficiary: member("m"),
+                    from: future,
+                    to: now,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "from must be before to",
+        ),
+        (
+            "CheckLedger no brand",
+            code_of(
+                p.check_ledger(pb::CheckLedgerRequest {
+                    brand_id: "Bad Brand".into(),
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "brand_id",
+        ),
     ];
     for (what, (code, message), expected, says) in &refusals {
         assert_eq!(code, expected, "{what}: {message}");
-        assert!(message.contains(says), "{what}: {message:?} should say {says:?}");
+        assert!(
+            message.contains(says),
+            "{what}: {message:?} should say {says:?}"
+        );
     }
 
     // Nothing was written: no event on the payouts topic, no posting.
@@ -71,16 +336,33 @@ async fn plans_are_versioned_and_request_ids_bound_to_their_command() {
     let first = two_level_plan(BRAND, 100);
     let stored = p.upsert_plan(first.clone()).await.unwrap().into_inner();
     assert_eq!(stored.version, 1);
-    assert_eq!(stored.level2_acknowledgement.as_ref().unwrap().acknowledged_by, "legal@acme");
+    assert_eq!(
+        stored
+            .level2_acknowledgement
+            .as_ref()
+            .unwrap()
+            .acknowledged_by,
+        "legal@acme"
+    );
     // The same request again: the first answer, no second version.
-    assert_eq!(p.upsert_plan(first.clone()).await.unwrap().into_inner().version, 1);
+    assert_eq!(
+        p.upsert_plan(first.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        1
+    );
     // The same request id for another plan: refused.
     let reused = pb::UpsertPlanRequest {
         levels: vec![bps(1, 800)],
         level2_acknowledgement: None,
         ..first.clone()
     };
-    assert_eq!(p.upsert_plan(reused).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        p.upsert_plan(reused).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let second = p
         .upsert_plan(pb::UpsertPlanRequest {
             request_id: request_id(),
@@ -126,6 +408,10 @@ async fn plans_are_versioned_and_request_ids_bound_to_their_command() {
     assert_eq!((default.sku.as_str(), default.version), ("", 2));
     let envelopes = envelopes_on(&world.payouts_topic).await;
     assert_eq!(envelopes.len(), 3);
-    assert!(envelopes.iter().all(|e| e.event_type == "scanloop.payouts.v1.PlanUpserted"));
+    assert!(
+        envelopes
+            .iter()
+            .all(|e| e.event_type == "scanloop.payouts.v1.PlanUpserted")
+    );
     world.stop().await;
 }

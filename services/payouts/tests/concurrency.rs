@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Two settlement runs at once never settle a commission twice; partial refunds before and after
 //! settlement reduce and claw back at the frozen rate; replaying every topic through fresh
 //! consumer groups changes no account, ledger or batch.
@@ -20,7 +21,13 @@ async fn friends_of(world: &mut Loop, referrer_phone: &str, n: usize) -> (String
     let link = world.link_for(BRAND, &referrer, "").await;
     for (i, code) in codes[1..].iter().enumerate() {
         world
-            .activate(activation(BRAND, code, &format!("1370000{i:04}"), &format!("SN-F{i}"), &link.token))
+            .activate(activation(
+                BRAND,
+                code,
+                &format!("1370000{i:04}"),
+                &format!("SN-F{i}"),
+                &link.token,
+            ))
             .await;
     }
     (referrer, codes[1..].to_vec())
@@ -29,11 +36,17 @@ async fn friends_of(world: &mut Loop, referrer_phone: &str, n: usize) -> (String
 #[tokio::test]
 async fn two_concurrent_settlements_never_settle_one_commission_twice() {
     let mut world = Loop::start("payconcurrent").await;
-    world.payouts.upsert_plan(two_level_plan(BRAND, 100)).await.unwrap();
+    world
+        .payouts
+        .upsert_plan(two_level_plan(BRAND, 100))
+        .await
+        .unwrap();
     let (referrer, _) = friends_of(&mut world, "13600000001", 4).await;
     world.commissions_of(&referrer, |c| c.len() == 4).await;
     world.advance(chrono::Duration::days(31));
-    world.account(&referrer, |a| amount(&a.payable) == 4 * LEVEL1).await;
+    world
+        .account(&referrer, |a| amount(&a.payable) == 4 * LEVEL1)
+        .await;
 
     let (one, two) = tokio::join!(world.settle("concurrent-1"), world.settle("concurrent-2"));
     let (one, two) = (one.unwrap(), two.unwrap());
@@ -51,7 +64,11 @@ async fn two_concurrent_settlements_never_settle_one_commission_twice() {
     world.stop().await;
 }
 
-async fn refund(world: &mut Loop, code: &str, fen_amount: i64) -> Result<act::Warranty, tonic::Status> {
+async fn refund(
+    world: &mut Loop,
+    code: &str,
+    fen_amount: i64,
+) -> Result<act::Warranty, tonic::Status> {
     world
         .activation
         .refund_purchase(act::RefundPurchaseRequest {
@@ -68,7 +85,11 @@ async fn refund(world: &mut Loop, code: &str, fen_amount: i64) -> Result<act::Wa
 #[tokio::test]
 async fn a_30_percent_refund_before_and_after_settlement() {
     let mut world = Loop::start("payrefund").await;
-    world.payouts.upsert_plan(two_level_plan(BRAND, 100)).await.unwrap();
+    world
+        .payouts
+        .upsert_plan(two_level_plan(BRAND, 100))
+        .await
+        .unwrap();
     let (referrer, codes) = friends_of(&mut world, "13500000001", 2).await;
     world.commissions_of(&referrer, |c| c.len() == 2).await;
 
@@ -77,7 +98,11 @@ async fn a_30_percent_refund_before_and_after_settlement() {
     let reduced = world
         .commissions_of(&referrer, |c| c.iter().any(|c| amount(&c.amount) == 20_996))
         .await;
-    assert!(reduced.iter().any(|c| amount(&c.accrued) == LEVEL1 && amount(&c.amount) == 20_996));
+    assert!(
+        reduced
+            .iter()
+            .any(|c| amount(&c.accrued) == LEVEL1 && amount(&c.amount) == 20_996)
+    );
 
     world.advance(chrono::Duration::days(31));
     world
@@ -103,7 +128,11 @@ async fn a_30_percent_refund_before_and_after_settlement() {
 #[tokio::test]
 async fn replaying_every_topic_through_fresh_groups_changes_nothing() {
     let mut world = Loop::start("payreplay").await;
-    world.payouts.upsert_plan(two_level_plan(BRAND, 100)).await.unwrap();
+    world
+        .payouts
+        .upsert_plan(two_level_plan(BRAND, 100))
+        .await
+        .unwrap();
     let (referrer, codes) = friends_of(&mut world, "13400000001", 3).await;
     world.commissions_of(&referrer, |c| c.len() == 3).await;
     world
@@ -117,10 +146,16 @@ async fn replaying_every_topic_through_fresh_groups_changes_nothing() {
         .await
         .unwrap();
     world.advance(chrono::Duration::days(31));
-    world.account(&referrer, |a| amount(&a.payable) == 2 * LEVEL1).await;
+    world
+        .account(&referrer, |a| amount(&a.payable) == 2 * LEVEL1)
+        .await;
     let batch = world.settle("replay-1").await.unwrap();
     assert_eq!(amount(&batch.total), 2 * LEVEL1);
-    world.settlement(&batch.batch_id, |b| b.status == pb::BatchStatus::Completed as i32).await;
+    world
+        .settlement(&batch.batch_id, |b| {
+            b.status == pb::BatchStatus::Completed as i32
+        })
+        .await;
     wait_consumed(&world.payouts_group("projections"), &world.payouts_topic).await;
 
     let before_events = envelopes_on(&world.payouts_topic).await.len();
@@ -130,14 +165,34 @@ async fn replaying_every_topic_through_fresh_groups_changes_nothing() {
 
     // A second instance reads every topic from the start: its reactions decide nothing new,
     // its projections rewrite the same rows.
-    world.start_payouts("replay-reactions", "replay-projections").await;
-    wait_consumed(&world.payouts_group("replay-reactions"), &world.referral_topic).await;
-    wait_consumed(&world.payouts_group("replay-reactions"), &world.activation_topic).await;
-    wait_consumed(&world.payouts_group("replay-projections"), &world.payouts_topic).await;
+    world
+        .start_payouts("replay-reactions", "replay-projections")
+        .await;
+    wait_consumed(
+        &world.payouts_group("replay-reactions"),
+        &world.referral_topic,
+    )
+    .await;
+    wait_consumed(
+        &world.payouts_group("replay-reactions"),
+        &world.activation_topic,
+    )
+    .await;
+    wait_consumed(
+        &world.payouts_group("replay-projections"),
+        &world.payouts_topic,
+    )
+    .await;
 
-    assert_eq!(envelopes_on(&world.payouts_topic).await.len(), before_events);
+    assert_eq!(
+        envelopes_on(&world.payouts_topic).await.len(),
+        before_events
+    );
     assert_eq!(world.account(&referrer, |_| true).await, before_account);
     assert_eq!(world.ledger().await, before_ledger);
-    assert_eq!(world.settlement(&batch.batch_id, |_| true).await, before_batch);
+    assert_eq!(
+        world.settlement(&batch.batch_id, |_| true).await,
+        before_batch
+    );
     world.stop().await;
 }

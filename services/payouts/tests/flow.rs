@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The loop's money half end to end, all four services on the devstack: a two-level chain
 //! accrues the plan's amounts, time passes the return window, vesting, settlement, payment,
 //! statements; returns before and after settlement; the minimum payout.
@@ -28,12 +29,24 @@ async fn chain(world: &mut Loop) -> Chain {
     let a = world.member_of(BRAND, "13800000001").await.member_id;
     let link_a = world.link_for(BRAND, &a, "").await;
     world
-        .activate(activation(BRAND, &codes[1], "13800000002", "SN-B", &link_a.token))
+        .activate(activation(
+            BRAND,
+            &codes[1],
+            "13800000002",
+            "SN-B",
+            &link_a.token,
+        ))
         .await;
     let b = world.member_of(BRAND, "13800000002").await.member_id;
     let link_b = world.link_for(BRAND, &b, "").await;
     world
-        .activate(activation(BRAND, &codes[2], "13800000003", "SN-C", &link_b.token))
+        .activate(activation(
+            BRAND,
+            &codes[2],
+            "13800000003",
+            "SN-C",
+            &link_b.token,
+        ))
         .await;
     let c = world.member_of(BRAND, "13800000003").await.member_id;
     Chain { a, b, c, codes }
@@ -65,7 +78,10 @@ async fn a_two_level_chain_accrues_vests_settles_and_pays() {
 
     // A earns level 1 on B's purchase and level 2 on C's; B earns level 1 on C's.
     let of_a = world.commissions_of(&chain.a, |c| c.len() == 2).await;
-    assert_eq!(amounts(&of_a), vec![(L1, LEVEL1, PENDING), (L2, LEVEL2, PENDING)]);
+    assert_eq!(
+        amounts(&of_a),
+        vec![(L1, LEVEL1, PENDING), (L2, LEVEL2, PENDING)]
+    );
     assert!(of_a.iter().all(|c| c.plan_version == 1));
     let of_b = world.commissions_of(&chain.b, |c| c.len() == 1).await;
     assert_eq!(amounts(&of_b), vec![(L1, LEVEL1, PENDING)]);
@@ -82,7 +98,9 @@ async fn a_two_level_chain_accrues_vests_settles_and_pays() {
     // Past the 30-day window the vesting job vests everything.
     world.advance(chrono::Duration::days(31));
     world
-        .account(&chain.a, |a| amount(&a.payable) == LEVEL1 + LEVEL2 && amount(&a.pending) == 0)
+        .account(&chain.a, |a| {
+            amount(&a.payable) == LEVEL1 + LEVEL2 && amount(&a.pending) == 0
+        })
         .await;
     world
         .account(&chain.b, |a| amount(&a.payable) == LEVEL1)
@@ -98,7 +116,9 @@ async fn a_two_level_chain_accrues_vests_settles_and_pays() {
     assert_eq!(amount(&again.total), amount(&batch.total));
 
     let shown = world
-        .settlement(&batch.batch_id, |b| b.lines.len() == 2 && b.status == pb::BatchStatus::Completed as i32)
+        .settlement(&batch.batch_id, |b| {
+            b.lines.len() == 2 && b.status == pb::BatchStatus::Completed as i32
+        })
         .await;
     let line_a = shown
         .lines
@@ -140,8 +160,12 @@ async fn a_two_level_chain_accrues_vests_settles_and_pays() {
         .get_statement(pb::GetStatementRequest {
             brand_id: BRAND.into(),
             beneficiary: member(&chain.a),
-            from: Some(scanloop_proto::time::to_timestamp(chrono::Utc::now() - chrono::Duration::days(1))),
-            to: Some(scanloop_proto::time::to_timestamp(chrono::Utc::now() + chrono::Duration::days(1))),
+            from: Some(scanloop_proto::time::to_timestamp(
+                chrono::Utc::now() - chrono::Duration::days(1),
+            )),
+            to: Some(scanloop_proto::time::to_timestamp(
+                chrono::Utc::now() + chrono::Duration::days(1),
+            )),
         })
         .await
         .unwrap()
@@ -183,13 +207,18 @@ async fn a_return_inside_the_window_reverses_and_after_settlement_claws_back() {
     // C returns the phone inside the window: B's level 1 and A's level 2 on it reverse.
     void(&mut world, &chain.codes[2]).await;
     let of_b = world
-        .commissions_of(&chain.b, |c| c.iter().all(|c| c.status == pb::CommissionStatus::Reversed as i32))
+        .commissions_of(&chain.b, |c| {
+            c.iter()
+                .all(|c| c.status == pb::CommissionStatus::Reversed as i32)
+        })
         .await;
     assert_eq!(amount(&of_b[0].amount), 0);
     assert_eq!(amount(&of_b[0].accrued), LEVEL1);
 
     world.advance(chrono::Duration::days(31));
-    world.account(&chain.a, |a| amount(&a.payable) == LEVEL1).await;
+    world
+        .account(&chain.a, |a| amount(&a.payable) == LEVEL1)
+        .await;
     let first = world.settle("settle-r1").await.unwrap();
     // Only A's level 1 on B's purchase is left to pay; nothing of the returned sale.
     assert_eq!(first.lines_count, 1);
@@ -202,7 +231,10 @@ async fn a_return_inside_the_window_reverses_and_after_settlement_claws_back() {
         .await;
     assert_eq!(amount(&account.clawed_back), LEVEL1);
     let clawed = world
-        .commissions_of(&chain.a, |c| c.iter().any(|c| c.status == pb::CommissionStatus::ClawedBack as i32))
+        .commissions_of(&chain.a, |c| {
+            c.iter()
+                .any(|c| c.status == pb::CommissionStatus::ClawedBack as i32)
+        })
         .await;
     let statuses: Vec<i32> = {
         let mut s: Vec<i32> = clawed.iter().map(|c| c.status).collect();
@@ -229,7 +261,13 @@ async fn a_return_inside_the_window_reverses_and_after_settlement_claws_back() {
     let link_a = world.link_for(BRAND, &chain.a, "").await;
     for (i, code) in codes.iter().enumerate() {
         world
-            .activate(activation(BRAND, code, &format!("1390000000{i}"), &format!("SN-N{i}"), &link_a.token))
+            .activate(activation(
+                BRAND,
+                code,
+                &format!("1390000000{i}"),
+                &format!("SN-N{i}"),
+                &link_a.token,
+            ))
             .await;
     }
     // Bought a month "ago" by the moved clock: they vest as soon as they accrue.
@@ -241,14 +279,20 @@ async fn a_return_inside_the_window_reverses_and_after_settlement_claws_back() {
                 == 3
         })
         .await;
-    world.account(&chain.a, |a| amount(&a.payable) == 3 * LEVEL1).await;
+    world
+        .account(&chain.a, |a| amount(&a.payable) == 3 * LEVEL1)
+        .await;
     let third = world.settle("settle-r3").await.unwrap();
     assert_eq!(third.lines_count, 1);
     // Three new level-1 commissions less the claw-back.
     assert_eq!(amount(&third.total), 3 * LEVEL1 - LEVEL1);
-    let shown = world.settlement(&third.batch_id, |b| b.lines.len() == 1).await;
+    let shown = world
+        .settlement(&third.batch_id, |b| b.lines.len() == 1)
+        .await;
     assert_eq!(amount(&shown.lines[0].netted), LEVEL1);
-    world.account(&chain.a, |a| amount(&a.receivable) == 0).await;
+    world
+        .account(&chain.a, |a| amount(&a.receivable) == 0)
+        .await;
     assert!(world.ledger().await.balanced);
     world.stop().await;
 }
@@ -266,17 +310,27 @@ async fn a_member_under_the_minimum_is_carried_over() {
     world.commissions_of(&chain.a, |c| c.len() == 2).await;
     world.commissions_of(&chain.b, |c| c.len() == 1).await;
     world.advance(chrono::Duration::days(31));
-    world.account(&chain.b, |a| amount(&a.payable) == LEVEL1).await;
-    world.account(&chain.a, |a| amount(&a.payable) == LEVEL1 + LEVEL2).await;
+    world
+        .account(&chain.b, |a| amount(&a.payable) == LEVEL1)
+        .await;
+    world
+        .account(&chain.a, |a| amount(&a.payable) == LEVEL1 + LEVEL2)
+        .await;
     let batch = world.settle("settle-m1").await.unwrap();
     assert_eq!(batch.lines_count, 1);
     assert_eq!(amount(&batch.total), LEVEL1 + LEVEL2);
     assert_eq!(batch.carried.len(), 1);
     assert_eq!(batch.carried[0].beneficiary.as_ref().unwrap().id, chain.b);
     assert_eq!(amount(&batch.carried[0].net), LEVEL1);
-    assert!(batch.carried[0].reason.contains("minimum payout of 400.00 yuan"));
+    assert!(
+        batch.carried[0]
+            .reason
+            .contains("minimum payout of 400.00 yuan")
+    );
     // B's commission is still payable, for a later batch.
-    let account_b = world.account(&chain.b, |a| amount(&a.payable) == LEVEL1).await;
+    let account_b = world
+        .account(&chain.b, |a| amount(&a.payable) == LEVEL1)
+        .await;
     assert_eq!(amount(&account_b.settled_unpaid), 0);
     world.stop().await;
 }
@@ -293,4 +347,66 @@ async fn void(world: &mut Loop, code: &str) {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_referral_rejected_after_attribution_is_taken_back() {
+    use scanloop_proto::referral::v1 as referral;
+    let mut world = Loop::start("payrevoke").await;
+    world
+        .payouts
+        .upsert_plan(two_level_plan(BRAND, 100))
+        .await
+        .unwrap();
+    let chain = chain(&mut world).await;
+    let of_b = world.commissions_of(&chain.b, |c| c.len() == 1).await;
+    // Fraud found later in C's purchase (B's link): a reviewer rejects the attribution.
+    world
+        .referral
+        .review_referral(referral::ReviewReferralRequest {
+            brand_id: BRAND.into(),
+            request_id: request_id(),
+            attribution_id: of_b[0].attribution_id.clone(),
+            decision: referral::ReviewDecision::Reject as i32,
+            reviewer: "risk@acme".into(),
+            note: "same household as the referrer".into(),
+        })
+        .await
+        .unwrap();
+    // Both levels on that sale are reversed (nothing was settled yet); A's level 1 on B's
+    // purchase stands.
+    let of_b = world
+        .commissions_of(&chain.b, |c| {
+            c[0].status == pb::CommissionStatus::Reversed as i32
+        })
+        .await;
+    assert_eq!(amount(&of_b[0].amount), 0);
+    let of_a = world
+        .commissions_of(&chain.a, |c| {
+            c.iter()
+                .any(|c| c.status == pb::CommissionStatus::Reversed as i32)
+        })
+        .await;
+    assert_eq!(
+        amounts(&of_a),
+        vec![
+            (L1, LEVEL1, PENDING),
+            (L2, 0, pb::CommissionStatus::Reversed as i32)
+        ]
+    );
+    let sale = world
+        .payouts
+        .list_commissions(pb::ListCommissionsRequest {
+            brand_id: BRAND.into(),
+            of: Some(pb::list_commissions_request::Of::AttributionId(
+                of_b[0].attribution_id.clone(),
+            )),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sale.commissions.len(), 2);
+    assert!(world.ledger().await.balanced);
+    world.stop().await;
 }

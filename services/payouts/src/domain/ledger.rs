@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use scanloop_proto::payouts::v1 as pb;
 use pb::LedgerAccountType as Type;
+use scanloop_proto::payouts::v1 as pb;
 
 /// A beneficiary as the domain keys it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,8 +97,12 @@ impl fmt::Display for Beneficiary {
 }
 
 /// The beneficiary accounts, in the order statements show them.
-pub const BENEFICIARY_ACCOUNTS: [Type; 4] =
-    [Type::Pending, Type::Payable, Type::Clearing, Type::Receivable];
+pub const BENEFICIARY_ACCOUNTS: [Type; 4] = [
+    Type::Pending,
+    Type::Payable,
+    Type::Clearing,
+    Type::Receivable,
+];
 
 pub fn type_name(t: Type) -> &'static str {
     match t {
@@ -154,7 +158,11 @@ fn own(b: &Beneficiary, t: Type) -> pb::LedgerAccount {
 
 /// A pending transfer: expense → the beneficiary's pending.
 pub fn accrued(b: &Beneficiary, amount: i64) -> Vec<pb::Posting> {
-    transfer(brand_account(Type::CommissionExpense), own(b, Type::Pending), amount)
+    transfer(
+        brand_account(Type::CommissionExpense),
+        own(b, Type::Pending),
+        amount,
+    )
 }
 
 /// Posted: pending → payable.
@@ -174,7 +182,11 @@ pub fn settled(b: &Beneficiary, amount: i64) -> Vec<pb::Posting> {
 
 /// Clawed back after settlement: the beneficiary owes it (receivable), expense is recovered.
 pub fn clawed_back(b: &Beneficiary, amount: i64) -> Vec<pb::Posting> {
-    transfer(own(b, Type::Receivable), brand_account(Type::CommissionExpense), amount)
+    transfer(
+        own(b, Type::Receivable),
+        brand_account(Type::CommissionExpense),
+        amount,
+    )
 }
 
 /// Netted in a batch: withheld from clearing, settling the receivable.
@@ -257,7 +269,10 @@ mod tests {
         assert_eq!(Beneficiary::from_pb(Some(&s.to_pb())), Some(s));
         assert_eq!(Beneficiary::parse_key("bank/x"), None);
         assert_eq!(
-            account_name(&beneficiary_account(&Beneficiary::member("m"), Type::Receivable)),
+            account_name(&beneficiary_account(
+                &Beneficiary::member("m"),
+                Type::Receivable
+            )),
             "member/m/receivable"
         );
     }

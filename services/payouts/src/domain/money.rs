@@ -92,19 +92,34 @@ mod tests {
     #[test]
     fn rates_round_down_to_the_fen_and_caps_apply() {
         // 2,999.00 yuan at 5% = 149.95 yuan.
-        assert_eq!(commission(Rate::BasisPoints(500), 299_900, 299_900, None), 14_995);
+        assert_eq!(
+            commission(Rate::BasisPoints(500), 299_900, 299_900, None),
+            14_995
+        );
         // 0.99 yuan at 3.33% = 3.2967 fen → 3 fen.
         assert_eq!(commission(Rate::BasisPoints(333), 99, 99, None), 3);
-        assert_eq!(commission(Rate::BasisPoints(500), 299_900, 299_900, Some(10_000)), 10_000);
-        assert_eq!(commission(Rate::Fixed(5_000), 299_900, 299_900, None), 5_000);
-        assert_eq!(commission(Rate::Fixed(5_000), 299_900, 299_900, Some(3_000)), 3_000);
+        assert_eq!(
+            commission(Rate::BasisPoints(500), 299_900, 299_900, Some(10_000)),
+            10_000
+        );
+        assert_eq!(
+            commission(Rate::Fixed(5_000), 299_900, 299_900, None),
+            5_000
+        );
+        assert_eq!(
+            commission(Rate::Fixed(5_000), 299_900, 299_900, Some(3_000)),
+            3_000
+        );
         assert_eq!(commission(Rate::BasisPoints(500), 0, 0, None), 0);
     }
 
     #[test]
     fn a_refund_reduces_at_the_frozen_rate() {
         // 30% of 1,000.00 yuan refunded: 5% of 700.00 = 35.00 yuan.
-        assert_eq!(commission(Rate::BasisPoints(500), 100_000, 70_000, None), 3_500);
+        assert_eq!(
+            commission(Rate::BasisPoints(500), 100_000, 70_000, None),
+            3_500
+        );
         // A fixed 50.00 yuan on 70% left: 35.00 yuan.
         assert_eq!(commission(Rate::Fixed(5_000), 100_000, 70_000, None), 3_500);
         // 1/3 left of a fixed 1.00 yuan: 33.33 fen → 33 fen.

@@ -233,7 +233,10 @@ pub fn upsert(state: &Plan, cmd: &Upsert) -> Result<Vec<PayoutsEvent>, Rejection
         level1,
         level2,
         store: store.flatten(),
-        cap_per_sale: req.cap_per_sale.as_ref().map(|m| fen_to_money(m.amount_fen)),
+        cap_per_sale: req
+            .cap_per_sale
+            .as_ref()
+            .map(|m| fen_to_money(m.amount_fen)),
         return_window_days,
         minimum_payout: Some(fen_to_money(
             req.minimum_payout
@@ -287,9 +290,12 @@ mod tests {
 
     fn rule_of(result: Result<pb::CommissionPlan, Rejection>) -> String {
         match result {
-            Err(Rejection::Invalid(message)) => {
-                message.split(':').next().unwrap().trim_start_matches("rule ").into()
-            }
+            Err(Rejection::Invalid(message)) => message
+                .split(':')
+                .next()
+                .unwrap()
+                .trim_start_matches("rule ")
+                .into(),
             other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
         }
     }
@@ -313,22 +319,40 @@ mod tests {
     fn a_third_level_and_other_broken_rules_are_refused_by_name() {
         let none = Plan::default();
         assert_eq!(
-            rule_of(run(&none, request(vec![bps(1, 500), bps(2, 200), bps(3, 100)]))),
+            rule_of(run(
+                &none,
+                request(vec![bps(1, 500), bps(2, 200), bps(3, 100)])
+            )),
             "two-levels-only"
         );
-        assert_eq!(rule_of(run(&none, request(vec![bps(1, 10_001)]))), "rate-at-most-100-percent");
+        assert_eq!(
+            rule_of(run(&none, request(vec![bps(1, 10_001)]))),
+            "rate-at-most-100-percent"
+        );
         assert_eq!(
             rule_of(run(&none, request(vec![bps(1, 2_500), bps(2, 600)]))),
             "levels-within-ceiling"
         );
-        assert_eq!(rule_of(run(&none, request(vec![bps(1, 500), bps(2, 200)]))), "level2-needs-acknowledgement");
-        assert_eq!(rule_of(run(&none, request(vec![bps(2, 200)]))), "level2-needs-level1");
-        assert_eq!(rule_of(run(&none, request(vec![bps(1, 100), bps(1, 200)]))), "one-rate-per-level");
+        assert_eq!(
+            rule_of(run(&none, request(vec![bps(1, 500), bps(2, 200)]))),
+            "level2-needs-acknowledgement"
+        );
+        assert_eq!(
+            rule_of(run(&none, request(vec![bps(2, 200)]))),
+            "level2-needs-level1"
+        );
+        assert_eq!(
+            rule_of(run(&none, request(vec![bps(1, 100), bps(1, 200)]))),
+            "one-rate-per-level"
+        );
         let negative = pb::LevelRate {
             level: 1,
             rate: Some(Rate::Fixed(-1).to_pb()),
         };
-        assert_eq!(rule_of(run(&none, request(vec![negative]))), "no-negative-rates");
+        assert_eq!(
+            rule_of(run(&none, request(vec![negative]))),
+            "no-negative-rates"
+        );
         assert_eq!(rule_of(run(&none, request(vec![]))), "pays-something");
     }
 

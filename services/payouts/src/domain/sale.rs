@@ -56,7 +56,11 @@ pub fn commission_id(attribution_id: &str, role: pb::CommissionRole) -> String {
 }
 
 fn clawback_id(commission_id: &str, nth: usize) -> String {
-    Uuid::new_v5(&NAMESPACE, format!("{commission_id}/clawback/{nth}").as_bytes()).to_string()
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("{commission_id}/clawback/{nth}").as_bytes(),
+    )
+    .to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,9 +252,7 @@ pub fn accrue(state: &Sale, cmd: &Accrue) -> Result<Vec<PayoutsEvent>, Rejection
     let members_earn = matches!(sale.payee, Payee::Member | Payee::Both);
     let stores_earn = matches!(sale.payee, Payee::Store | Payee::Both) && !sale.store.is_empty();
     let purchase = sale.purchase_amount;
-    let earn = |rate: Option<Rate>| {
-        rate.map(|r| (r, commission(r, purchase, purchase, terms.cap)))
-    };
+    let earn = |rate: Option<Rate>| rate.map(|r| (r, commission(r, purchase, purchase, terms.cap)));
     let mut level1 = (members_earn && !sale.level1.is_empty())
         .then(|| earn(terms.level1))
         .flatten();
@@ -294,7 +296,9 @@ pub fn accrue(state: &Sale, cmd: &Accrue) -> Result<Vec<PayoutsEvent>, Rejection
             store,
         ),
     ] {
-        let Some((rate, amount)) = earned else { continue };
+        let Some((rate, amount)) = earned else {
+            continue;
+        };
         if amount <= 0 {
             continue;
         }
@@ -322,7 +326,11 @@ pub fn accrue(state: &Sale, cmd: &Accrue) -> Result<Vec<PayoutsEvent>, Rejection
     let mut after = state.clone();
     events.iter().for_each(|e| after.apply(e));
     if let Some(cause) = state.returned {
-        events.extend(reverse_all(&after, cause, "returned before the attribution arrived"));
+        events.extend(reverse_all(
+            &after,
+            cause,
+            "returned before the attribution arrived",
+        ));
     } else if state.refunded_total > 0 {
         events.extend(reduce_all(
             &after,
@@ -523,14 +531,20 @@ pub fn net(state: &Sale, batch_id: &str, clawbacks: &[(String, String)]) -> Vec<
         .collect()
 }
 
+/// Amounts by beneficiary.
+pub type Shares = Vec<(Beneficiary, i64)>;
+
 /// What this sale contributed to `batch_id`: settled commissions and netted claw-backs, each
 /// with its beneficiary and amount (positive for commissions, the claw-back's amount for
 /// claw-backs).
-pub fn in_batch(state: &Sale, batch_id: &str) -> (Vec<(Beneficiary, i64)>, Vec<(Beneficiary, i64)>) {
+pub fn in_batch(state: &Sale, batch_id: &str) -> (Shares, Shares) {
     let mut settled = Vec::new();
     let mut netted = Vec::new();
     for c in state.commissions.values() {
-        if let Status::Settled { batch_id: b, amount } = &c.status
+        if let Status::Settled {
+            batch_id: b,
+            amount,
+        } = &c.status
             && b == batch_id
         {
             settled.push((c.beneficiary.clone(), *amount));

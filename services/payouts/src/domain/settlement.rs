@@ -86,11 +86,13 @@ pub fn start(
             "settlement batch {} is still open; it is finished before a new one starts",
             open.batch_id
         ))),
-        None => Ok(vec![PayoutsEvent::SettlementStarted(pb::SettlementStarted {
-            batch_id: batch_id.to_owned(),
-            cutoff: Some(to_timestamp(cutoff)),
-            started_at: Some(to_timestamp(now)),
-        })]),
+        None => Ok(vec![PayoutsEvent::SettlementStarted(
+            pb::SettlementStarted {
+                batch_id: batch_id.to_owned(),
+                cutoff: Some(to_timestamp(cutoff)),
+                started_at: Some(to_timestamp(now)),
+            },
+        )]),
     }
 }
 
@@ -389,10 +391,19 @@ mod tests {
         let carried: Vec<(String, i64)> = plan
             .carried
             .iter()
-            .map(|c| (c.beneficiary.as_ref().unwrap().id.clone(), c.net.as_ref().unwrap().amount_fen))
+            .map(|c| {
+                (
+                    c.beneficiary.as_ref().unwrap().id.clone(),
+                    c.net.as_ref().unwrap().amount_fen,
+                )
+            })
             .collect();
         assert_eq!(carried, vec![("b".into(), 99), ("c".into(), -500)]);
-        assert!(plan.carried[0].reason.contains("minimum payout of 1.00 yuan"));
+        assert!(
+            plan.carried[0]
+                .reason
+                .contains("minimum payout of 1.00 yuan")
+        );
         assert!(plan.carried[1].reason.contains("never paid out"));
     }
 
@@ -404,9 +415,18 @@ mod tests {
             item("a", "c3", Some("k3"), 200),
         ];
         let chosen = choose_netting(1_000, &owed);
-        let ids: Vec<_> = chosen.iter().map(|c| c.clawback_id.clone().unwrap()).collect();
+        let ids: Vec<_> = chosen
+            .iter()
+            .map(|c| c.clawback_id.clone().unwrap())
+            .collect();
         assert_eq!(ids, vec!["k1", "k3"]);
-        let l = line("b1", &Beneficiary::member("a"), "a****".into(), &[600, 400], 900);
+        let l = line(
+            "b1",
+            &Beneficiary::member("a"),
+            "a****".into(),
+            &[600, 400],
+            900,
+        );
         assert_eq!(l.amount.unwrap().amount_fen, 100);
         assert_eq!(l.commissions, 2);
     }
@@ -416,14 +436,18 @@ mod tests {
         let a = Beneficiary::member("a");
         let mut batch = Batch::default();
         let l = line("b1", &a, String::new(), &[1_000], 0);
-        record(&batch, "b1", &[l.clone()], &[])
+        record(&batch, "b1", std::slice::from_ref(&l), &[])
             .iter()
             .for_each(|e| batch.apply(e));
         assert!(record(&batch, "b1", &[l], &[]).is_empty());
         let paid = mark_paid(&batch, "b1", &a, "TX-1", at(5)).unwrap();
         assert_eq!(paid[0].postings()[0].amount_fen, 1_000);
         paid.iter().for_each(|e| batch.apply(e));
-        assert!(mark_paid(&batch, "b1", &a, "TX-1", at(6)).unwrap().is_empty());
+        assert!(
+            mark_paid(&batch, "b1", &a, "TX-1", at(6))
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
             mark_paid(&batch, "b1", &a, "TX-2", at(6)),
             Err(Rejection::FailedPrecondition(_))

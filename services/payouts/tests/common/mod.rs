@@ -110,11 +110,13 @@ async fn spawn_payouts(
         rules: scanloop_payouts::config::Rules::default(),
         clock: cluster.clock.clone(),
     };
-    cluster.tasks.push(tokio::spawn(scanloop_payouts::server::run(
-        config,
-        listener,
-        cluster.shutdown.clone(),
-    )));
+    cluster
+        .tasks
+        .push(tokio::spawn(scanloop_payouts::server::run(
+            config,
+            listener,
+            cluster.shutdown.clone(),
+        )));
     scanloop_testkit::serving::connect(&addr, PayoutsServiceClient::new)
         .await
         .unwrap()
@@ -132,9 +134,14 @@ impl Loop {
             .await
             .unwrap();
         let mut cluster = cluster;
-        let payouts =
-            spawn_payouts(&mut cluster, &keyspace, &payouts_topic, "reactions", "projections")
-                .await;
+        let payouts = spawn_payouts(
+            &mut cluster,
+            &keyspace,
+            &payouts_topic,
+            "reactions",
+            "projections",
+        )
+        .await;
         Loop {
             cluster,
             payouts,
@@ -210,7 +217,11 @@ impl Loop {
     }
 
     /// A beneficiary's account, once `check` holds for it.
-    pub async fn account(&self, member_id: &str, check: impl Fn(&pb::Account) -> bool) -> pb::Account {
+    pub async fn account(
+        &self,
+        member_id: &str,
+        check: impl Fn(&pb::Account) -> bool,
+    ) -> pb::Account {
         let client = self.payouts.clone();
         eventually(
             || {
@@ -233,8 +244,11 @@ impl Loop {
 
     /// Settles everything vested up to now.
     pub async fn settle(&self, request_id: &str) -> Result<pb::SettlementBatch, tonic::Status> {
-        self.settle_at(request_id, Some(scanloop_proto::time::to_timestamp(self.now())))
-            .await
+        self.settle_at(
+            request_id,
+            Some(scanloop_proto::time::to_timestamp(self.now())),
+        )
+        .await
     }
 
     pub async fn settle_at(

@@ -82,26 +82,33 @@ fn a_two_level_sale_accrues_both_levels_once_at_the_plans_rates() {
     );
     let events = run(&mut state, |s| accrue(s, &cmd).unwrap());
     assert_eq!(events.len(), 2);
-    assert_eq!(
-        amounts(&state),
-        {
-            let mut expected = vec![
-                ("member/m-a".to_owned(), 5_000, pb::CommissionStatus::Pending),
-                ("member/m-p".to_owned(), 2_000, pb::CommissionStatus::Pending),
-            ];
-            // Ordered by commission id, as the state keeps them.
-            expected.sort_by_key(|(k, _, _)| {
-                let role = if k == "member/m-a" {
-                    pb::CommissionRole::Level1
-                } else {
-                    pb::CommissionRole::Level2
-                };
-                commission_id("att-1", role)
-            });
-            expected
-        }
-    );
-    let PayoutsEvent::CommissionAccrued(first) = &events[0] else { panic!() };
+    assert_eq!(amounts(&state), {
+        let mut expected = vec![
+            (
+                "member/m-a".to_owned(),
+                5_000,
+                pb::CommissionStatus::Pending,
+            ),
+            (
+                "member/m-p".to_owned(),
+                2_000,
+                pb::CommissionStatus::Pending,
+            ),
+        ];
+        // Ordered by commission id, as the state keeps them.
+        expected.sort_by_key(|(k, _, _)| {
+            let role = if k == "member/m-a" {
+                pb::CommissionRole::Level1
+            } else {
+                pb::CommissionRole::Level2
+            };
+            commission_id("att-1", role)
+        });
+        expected
+    });
+    let PayoutsEvent::CommissionAccrued(first) = &events[0] else {
+        panic!()
+    };
     assert_eq!(first.plan_version, 3);
     assert_eq!(first.vests_at.unwrap().seconds, at(30).timestamp());
     // A redelivery accrues nothing.
@@ -136,10 +143,16 @@ fn stores_earn_by_the_attributions_precedence() {
     let mut store_only = both;
     store_only.payee = Payee::Store;
     let mut state = Sale::default();
-    run(&mut state, |s| accrue(s, &accrue_cmd(store_only, plan)).unwrap());
+    run(&mut state, |s| {
+        accrue(s, &accrue_cmd(store_only, plan)).unwrap()
+    });
     assert_eq!(
         amounts(&state),
-        vec![("store/shop-1".to_owned(), 1_000, pb::CommissionStatus::Pending)]
+        vec![(
+            "store/shop-1".to_owned(),
+            1_000,
+            pb::CommissionStatus::Pending
+        )]
     );
 }
 
@@ -160,7 +173,10 @@ fn fixed_amounts_are_held_to_the_ceiling_level_one_first() {
 #[test]
 fn vesting_waits_for_the_window() {
     let mut state = Sale::default();
-    let cmd = accrue_cmd(sale("att-4", 100_000), terms(Rate::BasisPoints(500), None, None));
+    let cmd = accrue_cmd(
+        sale("att-4", 100_000),
+        terms(Rate::BasisPoints(500), None, None),
+    );
     run(&mut state, |s| accrue(s, &cmd).unwrap());
     assert!(vest(&state, at(29)).is_empty());
     assert_eq!(next_vesting(&state), Some(at(30)));
@@ -172,19 +188,36 @@ fn vesting_waits_for_the_window() {
 #[test]
 fn a_return_before_vesting_reverses_and_after_settlement_claws_back() {
     let mut state = Sale::default();
-    let cmd = accrue_cmd(sale("att-5", 100_000), terms(Rate::BasisPoints(500), None, None));
+    let cmd = accrue_cmd(
+        sale("att-5", 100_000),
+        terms(Rate::BasisPoints(500), None, None),
+    );
     run(&mut state, |s| accrue(s, &cmd).unwrap());
     let mut returned = state.clone();
-    let events = run(&mut returned, |s| record_return(s, &return_cmd(Cause::Returned, 0, 3)).unwrap());
-    assert!(matches!(events[1], PayoutsEvent::CommissionReversed(ref e) if e.amount.as_ref().unwrap().amount_fen == 5_000));
+    let events = run(&mut returned, |s| {
+        record_return(s, &return_cmd(Cause::Returned, 0, 3)).unwrap()
+    });
+    assert!(
+        matches!(events[1], PayoutsEvent::CommissionReversed(ref e) if e.amount.as_ref().unwrap().amount_fen == 5_000)
+    );
     assert_eq!(amounts(&returned)[0].2, pb::CommissionStatus::Reversed);
-    assert!(record_return(&returned, &return_cmd(Cause::Returned, 0, 4)).unwrap().is_empty());
+    assert!(
+        record_return(&returned, &return_cmd(Cause::Returned, 0, 4))
+            .unwrap()
+            .is_empty()
+    );
 
     run(&mut state, |s| vest(s, at(30)));
     let id = state.commissions.keys().next().unwrap().clone();
-    run(&mut state, |s| settle(s, "batch-1", std::slice::from_ref(&id)));
-    let events = run(&mut state, |s| record_return(s, &return_cmd(Cause::Returned, 0, 40)).unwrap());
-    let PayoutsEvent::CommissionClawedBack(clawed) = &events[1] else { panic!("{events:?}") };
+    run(&mut state, |s| {
+        settle(s, "batch-1", std::slice::from_ref(&id))
+    });
+    let events = run(&mut state, |s| {
+        record_return(s, &return_cmd(Cause::Returned, 0, 40)).unwrap()
+    });
+    let PayoutsEvent::CommissionClawedBack(clawed) = &events[1] else {
+        panic!("{events:?}")
+    };
     assert_eq!(clawed.amount.as_ref().unwrap().amount_fen, 5_000);
     assert_eq!(amounts(&state)[0].2, pb::CommissionStatus::ClawedBack);
     let (settled, netted) = in_batch(&state, "batch-1");
@@ -196,20 +229,32 @@ fn a_return_before_vesting_reverses_and_after_settlement_claws_back() {
 fn a_30_percent_refund_reduces_before_and_claws_back_after_settlement() {
     let plan = terms(Rate::BasisPoints(500), Some(Rate::BasisPoints(200)), None);
     let mut before = Sale::default();
-    run(&mut before, |s| accrue(s, &accrue_cmd(sale("att-6", 100_000), plan.clone())).unwrap());
-    run(&mut before, |s| record_return(s, &return_cmd(Cause::Refunded, 30_000, 5)).unwrap());
+    run(&mut before, |s| {
+        accrue(s, &accrue_cmd(sale("att-6", 100_000), plan.clone())).unwrap()
+    });
+    run(&mut before, |s| {
+        record_return(s, &return_cmd(Cause::Refunded, 30_000, 5)).unwrap()
+    });
     let mut got: Vec<i64> = before.commissions.values().map(|c| c.amount).collect();
     got.sort();
     assert_eq!(got, vec![1_400, 3_500]);
     // The same refund total again changes nothing.
-    assert!(record_return(&before, &return_cmd(Cause::Refunded, 30_000, 6)).unwrap().is_empty());
+    assert!(
+        record_return(&before, &return_cmd(Cause::Refunded, 30_000, 6))
+            .unwrap()
+            .is_empty()
+    );
 
     let mut after = Sale::default();
-    run(&mut after, |s| accrue(s, &accrue_cmd(sale("att-7", 100_000), plan)).unwrap());
+    run(&mut after, |s| {
+        accrue(s, &accrue_cmd(sale("att-7", 100_000), plan)).unwrap()
+    });
     run(&mut after, |s| vest(s, at(30)));
     let ids: Vec<String> = after.commissions.keys().cloned().collect();
     run(&mut after, |s| settle(s, "batch-1", &ids));
-    let events = run(&mut after, |s| record_return(s, &return_cmd(Cause::Refunded, 30_000, 45)).unwrap());
+    let events = run(&mut after, |s| {
+        record_return(s, &return_cmd(Cause::Refunded, 30_000, 45)).unwrap()
+    });
     let mut clawed: Vec<i64> = events
         .iter()
         .filter_map(|e| match e {
@@ -224,16 +269,32 @@ fn a_30_percent_refund_reduces_before_and_claws_back_after_settlement() {
 #[test]
 fn a_return_recorded_before_the_attribution_applies_when_it_arrives() {
     let mut state = Sale::default();
-    run(&mut state, |s| record_return(s, &return_cmd(Cause::Returned, 0, 1)).unwrap());
-    let cmd = accrue_cmd(sale("att-8", 100_000), terms(Rate::BasisPoints(500), None, None));
+    run(&mut state, |s| {
+        record_return(s, &return_cmd(Cause::Returned, 0, 1)).unwrap()
+    });
+    let cmd = accrue_cmd(
+        sale("att-8", 100_000),
+        terms(Rate::BasisPoints(500), None, None),
+    );
     let events = run(&mut state, |s| accrue(s, &cmd).unwrap());
     assert_eq!(events.len(), 2);
     assert_eq!(amounts(&state)[0].1, 0);
     assert_eq!(amounts(&state)[0].2, pb::CommissionStatus::Reversed);
 
     let mut refunded = Sale::default();
-    run(&mut refunded, |s| record_return(s, &return_cmd(Cause::Refunded, 30_000, 1)).unwrap());
-    run(&mut refunded, |s| accrue(s, &accrue_cmd(sale("att-9", 100_000), terms(Rate::BasisPoints(500), None, None))).unwrap());
+    run(&mut refunded, |s| {
+        record_return(s, &return_cmd(Cause::Refunded, 30_000, 1)).unwrap()
+    });
+    run(&mut refunded, |s| {
+        accrue(
+            s,
+            &accrue_cmd(
+                sale("att-9", 100_000),
+                terms(Rate::BasisPoints(500), None, None),
+            ),
+        )
+        .unwrap()
+    });
     assert_eq!(amounts(&refunded)[0].1, 3_500);
 }
 
@@ -243,13 +304,31 @@ fn a_return_recorded_before_the_attribution_applies_when_it_arrives() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Accrue { sale: usize, amount: i64, level2: bool },
-    Vest { sale: usize, day: i64 },
-    Return { sale: usize },
-    Refund { sale: usize, percent: i64 },
-    Reject { sale: usize },
-    Settle { batch: usize },
-    Pay { batch: usize },
+    Accrue {
+        sale: usize,
+        amount: i64,
+        level2: bool,
+    },
+    Vest {
+        sale: usize,
+        day: i64,
+    },
+    Return {
+        sale: usize,
+    },
+    Refund {
+        sale: usize,
+        percent: i64,
+    },
+    Reject {
+        sale: usize,
+    },
+    Settle {
+        batch: usize,
+    },
+    Pay {
+        batch: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -293,7 +372,11 @@ impl World {
 
     fn step(&mut self, op: &Op) {
         match *op {
-            Op::Accrue { sale: n, amount, level2 } => {
+            Op::Accrue {
+                sale: n,
+                amount,
+                level2,
+            } => {
                 let plan = terms(
                     Rate::BasisPoints(700),
                     level2.then_some(Rate::Fixed(1_234)),
@@ -309,10 +392,15 @@ impl World {
                 self.commit(n, events);
                 // Duplicate delivery.
                 let (after, _) = &self.sales[&n];
-                assert!(accrue(after, &cmd).unwrap().is_empty() || state.commissions.is_empty() && after.commissions.is_empty());
+                assert!(
+                    accrue(after, &cmd).unwrap().is_empty()
+                        || state.commissions.is_empty() && after.commissions.is_empty()
+                );
             }
             Op::Vest { sale: n, day } => {
-                let Some((state, _)) = self.sales.get(&n) else { return };
+                let Some((state, _)) = self.sales.get(&n) else {
+                    return;
+                };
                 let events = vest(state, at(day));
                 self.commit(n, events);
                 assert!(vest(&self.sales[&n].0, at(day)).is_empty());
@@ -380,7 +468,10 @@ impl World {
                     for item in owed {
                         let room = gross.get(&item.beneficiary).copied().unwrap_or(0)
                             - netted.get(&item.beneficiary).copied().unwrap_or(0);
-                        let picked = crate::domain::settlement::choose_netting(room, std::slice::from_ref(&item));
+                        let picked = crate::domain::settlement::choose_netting(
+                            room,
+                            std::slice::from_ref(&item),
+                        );
                         for p in picked {
                             *netted.entry(p.beneficiary.clone()).or_default() += p.amount;
                             chosen.push((p.commission_id, p.clawback_id.unwrap_or_default()));
@@ -403,7 +494,9 @@ impl World {
                 if self.paid.get(&batch).copied().unwrap_or(false) {
                     return;
                 }
-                let Some(lines) = self.lines.get(&batch) else { return };
+                let Some(lines) = self.lines.get(&batch) else {
+                    return;
+                };
                 for (b, amount) in lines.clone() {
                     for posting in ledger::paid(&b, amount) {
                         self.ledger.post(&posting);
@@ -456,7 +549,12 @@ impl World {
         }
         for (name, fen) in &self.ledger.0 {
             if !name.starts_with("brand/") && *fen != 0 {
-                assert!(name.ends_with("pending") || name.ends_with("payable") || name.ends_with("clearing") || name.ends_with("receivable"));
+                assert!(
+                    name.ends_with("pending")
+                        || name.ends_with("payable")
+                        || name.ends_with("clearing")
+                        || name.ends_with("receivable")
+                );
             }
         }
     }
@@ -466,12 +564,20 @@ impl World {
 fn a_claw_back_is_netted_in_the_next_batch_that_pays_the_beneficiary() {
     let mut world = World::default();
     for op in [
-        Op::Accrue { sale: 0, amount: 100_000, level2: false },
+        Op::Accrue {
+            sale: 0,
+            amount: 100_000,
+            level2: false,
+        },
         Op::Vest { sale: 0, day: 31 },
         Op::Settle { batch: 0 },
         Op::Pay { batch: 0 },
         Op::Return { sale: 0 },
-        Op::Accrue { sale: 1, amount: 300_000, level2: false },
+        Op::Accrue {
+            sale: 1,
+            amount: 300_000,
+            level2: false,
+        },
         Op::Vest { sale: 1, day: 31 },
         Op::Settle { batch: 1 },
     ] {
