@@ -67,8 +67,15 @@ pub struct Args {
     wait_secs: u64,
 }
 
-/// Accrual times seen on the payouts topic: attribution id → recorded_at (ms).
-type Seen = Arc<Mutex<HashMap<String, i64>>>;
+/// What the bench sees on the payouts topic.
+#[derive(Default)]
+struct Watched {
+    /// Attribution id → the CommissionAccrued's recorded_at (ms).
+    accrued: HashMap<String, i64>,
+    vested: usize,
+}
+
+type Seen = Arc<Mutex<Watched>>;
 
 fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
     t.map_or(0, |t| t.seconds * 1_000 + i64::from(t.nanos) / 1_000_000)
@@ -111,13 +118,16 @@ async fn watch(
             let Ok(envelope) = EventEnvelope::decode(message.payload().unwrap_or_default()) else {
                 continue;
             };
-            if envelope.event_type != "scanloop.payouts.v1.CommissionAccrued" {
-                continue;
-            }
-            if let Ok(e) = pb::CommissionAccrued::decode(envelope.payload.as_slice())
-                && let Ok(mut seen) = seen.lock()
-            {
-                seen.insert(e.attribution_id, millis(envelope.recorded_at.as_ref()));
+            let Ok(mut seen) = seen.lock() else { return };
+            match envelope.event_type.as_str() {
+                "scanloop.payouts.v1.CommissionAccrued" => {
+                    if let Ok(e) = pb::CommissionAccrued::decode(envelope.payload.as_slice()) {
+                        seen.accrued
+                            .insert(e.attribution_id, millis(envelope.recorded_at.as_ref()));
+                    }
+                }
+                "scanloop.payouts.v1.CommissionVested" => seen.vested += 1,
+                _ => {}
             }
         }
     });
@@ -393,7 +403,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let mut latency = Histogram::<u64>::new(3)?;
     if let Ok(seen) = seen.lock() {
         for (id, sent_ms) in &sent {
-            if let Some(accrued_ms) = seen.get(id) {
+            if let Some(accrued_ms) = seen.accrued.get(id) {
                 latency.record(u64::try_from((accrued_ms - sent_ms).max(0)).unwrap_or(0))?;
             }
         }
@@ -425,6 +435,15 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     .await?;
     let expected_payable = (args.commissions as i64) * 29_995;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    // The accrual phase's commissions vest in 29 days; only these vest now.
+    wait_until(deadline, "the vesting", || {
+        seen.lock()
+            .map(|s| s.vested >= args.commissions)
+            .unwrap_or(false)
+    })
+    .await?;
+    // Then until the read model settlement gathers from shows them all (a ledger check sums
+    // every account of the brand: seconds each, so not often).
     loop {
         let check = client
             .check_ledger(pb::CheckLedgerRequest {
@@ -444,7 +463,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             Instant::now() < deadline,
             "gave up waiting for vesting ({payable} of {expected_payable} fen payable)"
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
     println!(
         "  {} commissions accrued and vested for {} members in {:.0} s",
