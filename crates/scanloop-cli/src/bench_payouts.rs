@@ -394,7 +394,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     wait_until(deadline, "the accruals", || {
         seen.lock()
-            .map(|s| sent.keys().all(|k| s.contains_key(k)))
+            .map(|s| sent.keys().all(|k| s.accrued.contains_key(k)))
             .unwrap_or(false)
     })
     .await?;
