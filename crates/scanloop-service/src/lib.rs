@@ -7,6 +7,7 @@
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod reaction;
 pub mod server;
 pub mod trace;

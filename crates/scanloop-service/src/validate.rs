@@ -28,6 +28,18 @@ pub fn request_id(request_id: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Free text a service stores (notes, reasons, references): trimmed, at most `max` characters,
+/// no control characters.
+pub fn text(field: &str, raw: &str, max: usize) -> Result<String, ServiceError> {
+    let value = raw.trim();
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(format!(
+            "{field} must be at most {max} characters without control characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
 /// Page size asked for, defaulted and capped.
 pub fn page_size(page: Option<&scanloop_proto::common::v1::PageRequest>) -> u32 {
     match page.map_or(0, |p| p.page_size) {
@@ -49,5 +61,8 @@ mod tests {
         assert!(request_id("r-1").is_ok());
         assert!(request_id("").is_err());
         assert!(request_id("a\nb").is_err());
+        assert_eq!(text("note", "  ok  ", 5).unwrap(), "ok");
+        assert!(text("note", "toolong", 5).is_err());
+        assert!(text("note", "a\u{7}b", 5).is_err());
     }
 }

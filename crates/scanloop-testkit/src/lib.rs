@@ -177,3 +177,61 @@ pub async fn records_in(topic: &str) -> Option<i64> {
     };
     tokio::task::spawn_blocking(probe).await.ok()?.ok()
 }
+
+/// Every envelope on `topic` from the beginning up to its end when called, partition by
+/// partition (a reader of its own: it joins no group and commits nothing). Fails if the end is
+/// not reached within 30 seconds.
+pub async fn envelopes_on(topic: &str) -> anyhow::Result<Vec<scanloop_bus::EventEnvelope>> {
+    use prost::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique_name("test-reader"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut assignment = TopicPartitionList::new();
+        // Partition → the offset after its last record now.
+        let mut ends = std::collections::HashMap::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
+            if high > low {
+                assignment.add_partition_offset(&topic, partition.id(), Offset::Offset(low))?;
+                ends.insert(partition.id(), high);
+            }
+        }
+        let mut envelopes = Vec::new();
+        if ends.is_empty() {
+            return Ok(envelopes);
+        }
+        consumer.assign(&assignment)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{topic}: never read to the end"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message?;
+            let Some(&end) = ends.get(&message.partition()) else {
+                continue;
+            };
+            if message.offset() < end {
+                envelopes.push(scanloop_bus::EventEnvelope::decode(
+                    message.payload().unwrap_or_default(),
+                )?);
+            }
+            if message.offset() + 1 >= end {
+                ends.remove(&message.partition());
+            }
+        }
+        Ok(envelopes)
+    })
+    .await?
+}

@@ -10,10 +10,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{BRAND, Env, Service, activation, fresh_env, issue, request_id};
-use prost::Message as _;
 use scanloop_activation::domain::warranty::stream_id;
 use scanloop_bus::EventEnvelope;
 use scanloop_proto::activation::v1 as pb;
@@ -88,65 +86,9 @@ async fn stream_event_types(env: &Env, warranty: &pb::Warranty) -> Vec<String> {
         .collect()
 }
 
-/// Every envelope on `topic` from the beginning up to its end when called, partition by
-/// partition (a reader of its own: it joins no group and commits nothing).
+/// Every envelope on `topic` from the beginning up to its end now.
 async fn envelopes_on(topic: &str) -> Vec<EventEnvelope> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let timeout = Duration::from_secs(10);
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", scanloop_testkit::brokers())
-            .set("group.id", scanloop_testkit::unique_name("test-reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout).unwrap();
-        let mut assignment = TopicPartitionList::new();
-        // Partition → the offset after its last record now.
-        let mut ends = std::collections::HashMap::new();
-        for partition in metadata.topics()[0].partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition.id(), timeout)
-                .unwrap();
-            if high > low {
-                assignment
-                    .add_partition_offset(&topic, partition.id(), Offset::Offset(low))
-                    .unwrap();
-                ends.insert(partition.id(), high);
-            }
-        }
-        let mut envelopes = Vec::new();
-        if ends.is_empty() {
-            return envelopes;
-        }
-        consumer.assign(&assignment).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !ends.is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{topic}: never read to the end"
-            );
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let message = message.unwrap();
-            let Some(&end) = ends.get(&message.partition()) else {
-                continue;
-            };
-            if message.offset() < end {
-                envelopes
-                    .push(EventEnvelope::decode(message.payload().unwrap_or_default()).unwrap());
-            }
-            if message.offset() + 1 >= end {
-                ends.remove(&message.partition());
-            }
-        }
-        envelopes
-    })
-    .await
-    .unwrap()
+    scanloop_testkit::envelopes_on(topic).await.unwrap()
 }
 
 /// The payloads of `event_type` on the warranty's stream, once each (the outbox may publish an

@@ -54,7 +54,7 @@ pub async fn run(
         config.rules.clone(),
         config.clock.clone(),
     ));
-    let jobs = crate::jobs::Jobs::start(
+    let jobs = crate::jobs::start(
         &config,
         session.clone(),
         app.clone(),

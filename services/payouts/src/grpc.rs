@@ -10,7 +10,7 @@ use scanloop_proto::payouts::v1::payouts_service_server::PayoutsService;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::trace::server_span;
 use scanloop_service::validate::{
-    brand_id as validate_brand, page_size, request_id as validate_request_id,
+    brand_id as validate_brand, page_size, request_id as validate_request_id, text,
 };
 use scanloop_service::{RequestContext, ServiceError};
 use tonic::{Request, Response, Status};
@@ -48,17 +48,6 @@ impl Api {
             request_id,
         )
     }
-}
-
-/// Free text the service stores: trimmed, at most `max` characters, no control characters.
-fn text(field: &str, raw: &str, max: usize) -> Result<String, ServiceError> {
-    let value = raw.trim();
-    if value.chars().count() > max || value.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(format!(
-            "{field} must be at most {max} characters without control characters"
-        )));
-    }
-    Ok(value.to_owned())
 }
 
 /// SKUs name plan streams: 1-64 printable characters without spaces.

@@ -13,14 +13,13 @@
 
 use std::sync::Arc;
 
-use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventEnvelope, EventHandler, HandlerError};
+use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
 use scanloop_eventstore::{AppendMeta, DomainEvent as _};
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
-use scanloop_storage::Checkpoints;
-use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerRunner, TimerStore};
+use scanloop_service::jobs::{TimerJobs, TimerJobsSettings};
+use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerStore};
 use scylla::client::session::Session;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -117,52 +116,30 @@ impl TimerHandler for Vesting {
     }
 }
 
-/// The running scheduler and vesting job.
-pub struct Jobs {
-    scheduling: JoinHandle<anyhow::Result<()>>,
-    running: JoinHandle<()>,
-}
-
-impl Jobs {
-    /// Starts both parts; they stop when `shutdown` is cancelled.
-    pub async fn start(
-        config: &Config,
-        session: Arc<Session>,
-        app: Arc<Payouts>,
-        producer: scanloop_bus::EventProducer,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        let timers =
-            TimerStore::new(session.clone(), &config.keyspace, config.clock.clone()).await?;
-        let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
-        let scheduling = tokio::spawn(
-            ConsumerRunner::new(
-                ConsumerOptions::new(
-                    config.infra.kafka_brokers.clone(),
-                    config.timer_group.clone(),
-                    vec![config.topic.clone()],
-                ),
-                VestingScheduler::new(timers.clone()),
-                checkpoints,
-                producer,
-                shutdown.clone(),
-            )?
-            .run(),
-        );
-        let running = tokio::spawn(
-            TimerRunner::new(timers, Vesting::new(app), config.clock.clone())
-                .with_interval(config.timer_interval)
-                .run(shutdown),
-        );
-        Ok(Self {
-            scheduling,
-            running,
-        })
-    }
-
-    /// Waits for both parts to stop.
-    pub async fn finish(self) -> anyhow::Result<()> {
-        self.running.await?;
-        self.scheduling.await?
-    }
+/// Starts the scheduler and the timer job; they stop when `shutdown` is cancelled. Refuses to
+/// start (saying to run `scanloop migrate`) if the timers' schema is missing.
+pub async fn start(
+    config: &Config,
+    session: Arc<Session>,
+    app: Arc<Payouts>,
+    producer: scanloop_bus::EventProducer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<TimerJobs> {
+    let settings = TimerJobsSettings {
+        keyspace: config.keyspace.clone(),
+        kafka_brokers: config.infra.kafka_brokers.clone(),
+        group: config.timer_group.clone(),
+        topic: config.topic.clone(),
+        clock: config.clock.clone(),
+        interval: config.timer_interval,
+    };
+    TimerJobs::start(
+        settings,
+        session,
+        VestingScheduler::new,
+        Vesting::new(app),
+        producer,
+        shutdown,
+    )
+    .await
 }

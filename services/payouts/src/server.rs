@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Payouts;
 use crate::config::Config;
 use crate::grpc::Api;
-use crate::jobs::Jobs;
 use crate::projections::ReadModels;
 use crate::reaction::Reactions;
 
@@ -91,7 +90,8 @@ pub async fn run(
         )?
         .run(),
     );
-    let jobs = Jobs::start(&config, session, app.clone(), producer, shutdown.clone()).await?;
+    let jobs =
+        crate::jobs::start(&config, session, app.clone(), producer, shutdown.clone()).await?;
 
     let hasher = IdentityHasher::new(config.identity_secret.clone());
     let routes = tonic::service::Routes::new(PayoutsServiceServer::new(Api::new(app, hasher)));

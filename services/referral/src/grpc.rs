@@ -8,7 +8,7 @@ use scanloop_proto::referral::v1::referral_service_server::ReferralService;
 use scanloop_proto::time::to_timestamp;
 use scanloop_service::trace::server_span;
 use scanloop_service::validate::{
-    brand_id as validate_brand, page_size, request_id as validate_request_id,
+    brand_id as validate_brand, page_size, request_id as validate_request_id, text,
 };
 use scanloop_service::{RequestContext, ServiceError};
 use tonic::{Request, Response, Status};
@@ -116,17 +116,6 @@ fn campaign_id(raw: &str) -> Result<String, ServiceError> {
             "campaign_id must be 1-64 of a-z, 0-9, '-', '_'",
         ))
     }
-}
-
-/// Free text the service stores: trimmed, at most `max` characters, no control characters.
-fn text(field: &str, raw: &str, max: usize) -> Result<String, ServiceError> {
-    let value = raw.trim();
-    if value.chars().count() > max || value.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(format!(
-            "{field} must be at most {max} characters without control characters"
-        )));
-    }
-    Ok(value.to_owned())
 }
 
 fn channel(raw: i32) -> Result<pb::ShareChannel, ServiceError> {

@@ -1,0 +1,74 @@
+//! A service's jobs on durable timers, started and stopped together: a consumer of the service's
+//! own events that schedules timers from them (the scheduler), and the timer runner that hands
+//! each item to its handler when due. Scheduling from stored events rather than in the command
+//! path means a crash between an append and a timer write loses nothing: the outbox publishes
+//! every stored event, and the consumer commits only after the timer is written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventHandler, EventProducer};
+use scanloop_storage::Checkpoints;
+use scanloop_timers::{SharedClock, TimerHandler, TimerRunner, TimerStore};
+use scylla::client::session::Session;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Where the jobs run and how often the runner looks for due items.
+pub struct TimerJobsSettings {
+    pub keyspace: String,
+    pub kafka_brokers: String,
+    /// The scheduler's consumer group and the topic it reads (the service's own).
+    pub group: String,
+    pub topic: String,
+    pub clock: SharedClock,
+    pub interval: Duration,
+}
+
+/// The running scheduler and timer runner.
+pub struct TimerJobs {
+    scheduling: JoinHandle<anyhow::Result<()>>,
+    running: JoinHandle<()>,
+}
+
+impl TimerJobs {
+    /// Starts both; they stop when `shutdown` is cancelled. Refuses to start (saying to run
+    /// `scanloop migrate`) if the timers' schema is missing.
+    pub async fn start<S: EventHandler, H: TimerHandler>(
+        settings: TimerJobsSettings,
+        session: Arc<Session>,
+        scheduler: impl FnOnce(TimerStore) -> S,
+        handler: H,
+        producer: EventProducer,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let timers =
+            TimerStore::new(session.clone(), &settings.keyspace, settings.clock.clone()).await?;
+        let checkpoints = Checkpoints::new(session, &settings.keyspace).await?;
+        let scheduling = tokio::spawn(
+            ConsumerRunner::new(
+                ConsumerOptions::new(settings.kafka_brokers, settings.group, vec![settings.topic]),
+                scheduler(timers.clone()),
+                checkpoints,
+                producer,
+                shutdown.clone(),
+            )?
+            .run(),
+        );
+        let running = tokio::spawn(
+            TimerRunner::new(timers, handler, settings.clock)
+                .with_interval(settings.interval)
+                .run(shutdown),
+        );
+        Ok(Self {
+            scheduling,
+            running,
+        })
+    }
+
+    /// Waits for both to stop.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.running.await?;
+        self.scheduling.await?
+    }
+}
