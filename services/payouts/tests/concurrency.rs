@@ -196,3 +196,30 @@ async fn replaying_every_topic_through_fresh_groups_changes_nothing() {
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn two_instances_vest_each_commission_once() {
+    let mut world = Loop::start("paytwice").await;
+    world
+        .payouts
+        .upsert_plan(two_level_plan(BRAND, 100))
+        .await
+        .unwrap();
+    // A second replica: the same consumer groups, its own vesting job on the same timers.
+    world.start_payouts("reactions", "projections").await;
+    let (referrer, _) = friends_of(&mut world, "13300000001", 3).await;
+    world.commissions_of(&referrer, |c| c.len() == 3).await;
+    world.advance(chrono::Duration::days(31));
+    world
+        .account(&referrer, |a| amount(&a.payable) == 3 * LEVEL1)
+        .await;
+    wait_consumed(&world.payouts_group("projections"), &world.payouts_topic).await;
+    let vested = envelopes_on(&world.payouts_topic)
+        .await
+        .iter()
+        .filter(|e| e.event_type == "scanloop.payouts.v1.CommissionVested")
+        .count();
+    assert_eq!(vested, 3);
+    assert!(world.ledger().await.balanced);
+    world.stop().await;
+}
