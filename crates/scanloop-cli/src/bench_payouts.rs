@@ -54,6 +54,10 @@ pub struct Args {
     /// Attributions in the accrual phase.
     #[arg(long, default_value_t = 20_000)]
     accruals: usize,
+    /// Attributions per second in the accrual phase, open loop (0: all at once, which measures
+    /// the highest rate; latency then includes waiting behind the backlog).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Commissions settled in the settlement phase, and the members they belong to.
     #[arg(long, default_value_t = 100_000)]
     commissions: usize,
@@ -182,22 +186,39 @@ fn attribution(
 }
 
 /// Produces `count` attributions spread over `members`; returns their ids and send times.
+/// Where synthetic attributions go.
+struct Target<'a> {
+    producer: &'a EventProducer,
+    topic: &'a str,
+    brand: &'a str,
+}
+
 async fn produce(
-    producer: &EventProducer,
-    topic: &str,
-    brand: &str,
+    target: &Target<'_>,
     offset: usize,
     count: usize,
     members: &[String],
     bought_days_ago: i64,
+    rate: f64,
 ) -> anyhow::Result<HashMap<String, i64>> {
     let mut sent = HashMap::with_capacity(count);
-    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+    // Open loop: one event every 1/rate seconds, on schedule whatever the service does.
+    let chunk_size = if rate > 0.0 { 1 } else { 500 };
+    let started = Instant::now();
+    for (n, chunk) in (0..count)
+        .collect::<Vec<_>>()
+        .chunks(chunk_size)
+        .enumerate()
+    {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let envelopes: Vec<EventEnvelope> = chunk
             .iter()
             .map(|&i| {
                 let (id, envelope) = attribution(
-                    brand,
+                    target.brand,
                     offset + i,
                     &members[i % members.len()],
                     bought_days_ago,
@@ -206,7 +227,10 @@ async fn produce(
                 envelope
             })
             .collect();
-        producer.publish_in_order(topic, &envelopes).await?;
+        target
+            .producer
+            .publish_in_order(target.topic, &envelopes)
+            .await?;
     }
     Ok(sent)
 }
@@ -381,16 +405,12 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         .collect();
     let before = cpu.sample();
     let started = Instant::now();
-    let sent = produce(
-        &producer,
-        &args.referral_topic,
-        &brand,
-        0,
-        args.accruals,
-        &members,
-        1,
-    )
-    .await?;
+    let target = Target {
+        producer: &producer,
+        topic: &args.referral_topic,
+        brand: &brand,
+    };
+    let sent = produce(&target, 0, args.accruals, &members, 1, args.rate).await?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     wait_until(deadline, "the accruals", || {
         seen.lock()
@@ -420,17 +440,20 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         cpu_per / baseline.cpu_micros_per_op
     );
 
+    if args.commissions == 0 {
+        stop.cancel();
+        return Ok(());
+    }
     // 3. Settlement: commissions that vest as soon as they accrue.
     let settle_brand_members = &members;
     let started = Instant::now();
     let vested_sent = produce(
-        &producer,
-        &args.referral_topic,
-        &brand,
+        &target,
         args.accruals,
         args.commissions,
         settle_brand_members,
         60,
+        0.0,
     )
     .await?;
     let expected_payable = (args.commissions as i64) * 29_995;
@@ -473,18 +496,38 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     );
     let rss_before = args.payouts_pid.and_then(peak_rss_kib);
     let started = Instant::now();
-    let batch = client
-        .run_settlement(pb::RunSettlementRequest {
-            brand_id: brand.clone(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            cutoff: Some(to_timestamp(chrono::Utc::now())),
-        })
-        .await?
-        .into_inner();
+    // A run that meets an overloaded database answers UNAVAILABLE (or ABORTED) part-way; the same
+    // request again resumes the same batch, which is how a caller is meant to use it.
+    let request = pb::RunSettlementRequest {
+        brand_id: brand.clone(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        cutoff: Some(to_timestamp(chrono::Utc::now())),
+    };
+    let mut attempts = 0;
+    let batch = loop {
+        attempts += 1;
+        match client.run_settlement(request.clone()).await {
+            Ok(batch) => break batch.into_inner(),
+            Err(status)
+                if attempts < 30
+                    && matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Aborted
+                    ) =>
+            {
+                eprintln!(
+                    "  settlement attempt {attempts}: {}; retrying the same request",
+                    status.message()
+                );
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     let rss_after = args.payouts_pid.and_then(peak_rss_kib);
     println!(
-        "  settlement: {} commissions, {} lines, {} yuan in {:.1} s ({:.0} commissions/s); payouts peak RSS {} MiB (before the run {} MiB)",
+        "  settlement: {} commissions, {} lines, {} yuan in {:.1} s ({:.0} commissions/s, {attempts} attempt(s)); payouts peak RSS {} MiB (before the run {} MiB)",
         batch.commissions,
         batch.lines_count,
         scanloop_payouts::domain::money::yuan(batch.total.map_or(0, |m| m.amount_fen)),
