@@ -164,7 +164,8 @@ pub fn upsert(state: &Plan, cmd: &Upsert) -> Result<Vec<PayoutsEvent>, Rejection
             "a plan that pays level 2 must pay level 1",
         ));
     }
-    let store = checked_rate("the store rate", req.store.as_ref())?.map(|_| req.store.clone());
+    checked_rate("the store rate", req.store.as_ref())?;
+    let store = req.store.clone();
     let bps = |r: &Option<pb::Rate>| match r.as_ref().and_then(Rate::from_pb) {
         Some(Rate::BasisPoints(bps)) => bps,
         _ => 0,
@@ -232,7 +233,7 @@ pub fn upsert(state: &Plan, cmd: &Upsert) -> Result<Vec<PayoutsEvent>, Rejection
         sku: req.sku.clone(),
         level1,
         level2,
-        store: store.flatten(),
+        store,
         cap_per_sale: req
             .cap_per_sale
             .as_ref()
