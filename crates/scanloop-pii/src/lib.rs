@@ -28,6 +28,18 @@ pub enum PhoneError {
     Invalid,
 }
 
+/// An id shown to strangers or in exports (a member id on a landing page, in a finance CSV): the
+/// first and last four characters; "****" for anything of eight characters or fewer.
+pub fn masked_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 8 {
+        return "****".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
 /// Normalises a mainland China mobile number: strips spaces, dashes and a +86/0086 prefix, and
 /// checks it is 11 digits starting with 1.
 pub fn normalize_phone(raw: &str) -> Result<String, PhoneError> {
@@ -156,6 +168,15 @@ mod tests {
 
     fn hasher() -> IdentityHasher {
         IdentityHasher::new(Secret::new("test-secret".into()))
+    }
+
+    #[test]
+    fn ids_are_masked_to_their_ends() {
+        assert_eq!(
+            masked_id("0192f3a4-aaaa-7bbb-8ccc-1234abcd5678"),
+            "0192****5678"
+        );
+        assert_eq!(masked_id("shop-007"), "****");
     }
 
     #[test]

@@ -43,17 +43,6 @@ pub fn db_unavailable(error: DbError) -> ServiceError {
     ServiceError::Unavailable("payouts tables unavailable; retry later".into())
 }
 
-/// A member id as a finance export shows it: the first and last four characters.
-pub fn masked(id: &str) -> String {
-    let chars: Vec<char> = id.chars().collect();
-    if chars.len() <= 8 {
-        return "****".into();
-    }
-    let head: String = chars[..4].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}****{tail}")
-}
-
 const DIRECTORY: &[(&str, &str)] = &[
     (
         "put_sale_of_attribution",
@@ -66,12 +55,6 @@ const DIRECTORY: &[(&str, &str)] = &[
          WHERE brand_id = ? AND attribution_id = ?",
     ),
 ];
-
-/// What a settlement run produced.
-#[derive(Debug, Clone)]
-pub struct SettlementOutcome {
-    pub batch: pb::SettlementBatch,
-}
 
 impl Payouts {
     pub async fn new(
@@ -456,7 +439,7 @@ impl Payouts {
             .iter()
             .map(|(b, amounts)| {
                 let masked_identity = match b.kind {
-                    crate::domain::ledger::Kind::Member => masked(&b.id),
+                    crate::domain::ledger::Kind::Member => scanloop_pii::masked_id(&b.id),
                     crate::domain::ledger::Kind::Store => b.id.clone(),
                 };
                 settlement::line(

@@ -200,21 +200,21 @@ impl PayoutsService for Api {
                 let account = name(t);
                 async move { models.balance(&r.brand_id, &account).await }
             };
-            let (pending, payable, clearing, receivable) = futures::try_join!(
+            let entries = |t| {
+                let account = name(t);
+                async move { models.entries(&r.brand_id, &account).await }
+            };
+            // Clearing and receivable are read whole (paid and clawed back are sums of some of
+            // their entries); their balances come from the same rows.
+            let (pending, payable, clearing_entries, receivable_entries) = futures::try_join!(
                 balance(T::Pending),
                 balance(T::Payable),
-                balance(T::Clearing),
-                balance(T::Receivable)
+                entries(T::Clearing),
+                entries(T::Receivable)
             )
             .map_err(db_unavailable)?;
-            let clearing_entries = models
-                .entries(&r.brand_id, &name(T::Clearing))
-                .await
-                .map_err(db_unavailable)?;
-            let receivable_entries = models
-                .entries(&r.brand_id, &name(T::Receivable))
-                .await
-                .map_err(db_unavailable)?;
+            let clearing: i64 = clearing_entries.iter().map(|e| e.amount_fen).sum();
+            let receivable: i64 = receivable_entries.iter().map(|e| e.amount_fen).sum();
             let paid: i64 = clearing_entries
                 .iter()
                 .filter(|e| e.counterpart == "brand/bank")

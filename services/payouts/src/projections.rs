@@ -177,6 +177,59 @@ type EntryRow = (
     String,
 );
 
+/// A row of settlement's work lists (`settleable`, `batch_items`): a vested commission, or a
+/// claw-back the beneficiary owes.
+struct WorkItem<'a> {
+    beneficiary: &'a str,
+    sale: &'a str,
+    commission_id: &'a str,
+    /// Empty for a commission.
+    clawback_id: &'a str,
+    amount: i64,
+}
+
+impl<'a> WorkItem<'a> {
+    fn commission(
+        beneficiary: &'a str,
+        sale: &'a str,
+        commission_id: &'a str,
+        amount: i64,
+    ) -> Self {
+        Self {
+            beneficiary,
+            sale,
+            commission_id,
+            clawback_id: "",
+            amount,
+        }
+    }
+
+    fn clawback(
+        beneficiary: &'a str,
+        sale: &'a str,
+        commission_id: &'a str,
+        clawback_id: &'a str,
+        amount: i64,
+    ) -> Self {
+        Self {
+            beneficiary,
+            sale,
+            commission_id,
+            clawback_id,
+            amount,
+        }
+    }
+
+    /// The row's key within the beneficiary: the claw-back's id, else the commission's.
+    fn item_id(&self) -> &'a str {
+        if self.clawback_id.is_empty() {
+            self.commission_id
+        } else {
+            self.clawback_id
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ReadModels {
     db: Db,
@@ -312,16 +365,10 @@ impl ReadModels {
 
     // ---- settlement work lists ----
 
-    #[allow(clippy::too_many_arguments)]
     async fn put_settleable(
         &self,
         brand: &str,
-        beneficiary: &str,
-        item_id: &str,
-        sale: &str,
-        commission_id: &str,
-        clawback_id: &str,
-        amount: i64,
+        item: &WorkItem<'_>,
         due_at: DateTime<Utc>,
     ) -> Result<(), DbError> {
         self.db
@@ -329,13 +376,13 @@ impl ReadModels {
                 "put_settleable",
                 (
                     brand,
-                    settleable_shard(beneficiary),
-                    beneficiary,
-                    item_id,
-                    sale,
-                    commission_id,
-                    clawback_id,
-                    amount,
+                    settleable_shard(item.beneficiary),
+                    item.beneficiary,
+                    item.item_id(),
+                    item.sale,
+                    item.commission_id,
+                    item.clawback_id,
+                    item.amount,
                     due_at,
                 ),
             )
@@ -422,17 +469,11 @@ impl ReadModels {
             .collect())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn put_batch_item(
         &self,
         brand: &str,
         batch_id: &str,
-        beneficiary: &str,
-        item_id: &str,
-        sale: &str,
-        commission_id: &str,
-        clawback_id: &str,
-        amount: i64,
+        item: &WorkItem<'_>,
     ) -> Result<(), DbError> {
         self.db
             .exec(
@@ -440,12 +481,12 @@ impl ReadModels {
                 (
                     brand,
                     batch_id,
-                    beneficiary,
-                    item_id,
-                    sale,
-                    commission_id,
-                    clawback_id,
-                    amount,
+                    item.beneficiary,
+                    item.item_id(),
+                    item.sale,
+                    item.commission_id,
+                    item.clawback_id,
+                    item.amount,
                 ),
             )
             .await
@@ -817,12 +858,7 @@ impl Projection for ReadModels {
                 let due = from_timestamp(e.vested_at.as_ref()).unwrap_or(now);
                 self.put_settleable(
                     brand,
-                    &who,
-                    &e.commission_id,
-                    sale,
-                    &e.commission_id,
-                    "",
-                    amount,
+                    &WorkItem::commission(&who, sale, &e.commission_id, amount),
                     due,
                 )
                 .await?;
@@ -857,12 +893,7 @@ impl Projection for ReadModels {
                     let due = from_timestamp(c.vests_at.as_ref()).unwrap_or(now);
                     self.put_settleable(
                         brand,
-                        &who,
-                        &e.commission_id,
-                        sale,
-                        &e.commission_id,
-                        "",
-                        new_amount,
+                        &WorkItem::commission(&who, sale, &e.commission_id, new_amount),
                         due,
                     )
                     .await?;
@@ -881,12 +912,7 @@ impl Projection for ReadModels {
                 let who = beneficiary_key(e.beneficiary.as_ref());
                 self.put_settleable(
                     brand,
-                    &who,
-                    &e.clawback_id,
-                    sale,
-                    &e.commission_id,
-                    &e.clawback_id,
-                    amount,
+                    &WorkItem::clawback(&who, sale, &e.commission_id, &e.clawback_id, amount),
                     now,
                 )
                 .await?;
@@ -902,12 +928,7 @@ impl Projection for ReadModels {
                 self.put_batch_item(
                     brand,
                     &e.batch_id,
-                    &who,
-                    &e.commission_id,
-                    sale,
-                    &e.commission_id,
-                    "",
-                    amount,
+                    &WorkItem::commission(&who, sale, &e.commission_id, amount),
                 )
                 .await?;
                 self.delete_settleable(brand, &who, &e.commission_id)
@@ -919,12 +940,7 @@ impl Projection for ReadModels {
                 self.put_batch_item(
                     brand,
                     &e.batch_id,
-                    &who,
-                    &e.clawback_id,
-                    sale,
-                    &e.commission_id,
-                    &e.clawback_id,
-                    amount,
+                    &WorkItem::clawback(&who, sale, &e.commission_id, &e.clawback_id, amount),
                 )
                 .await?;
                 self.delete_settleable(brand, &who, &e.clawback_id).await?;

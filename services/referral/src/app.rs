@@ -44,17 +44,6 @@ pub fn db_unavailable(error: DbError) -> ServiceError {
     ServiceError::Unavailable("referral tables unavailable; retry later".into())
 }
 
-/// A member id shown to strangers: the first and last four characters.
-pub fn masked(member_id: &str) -> String {
-    let chars: Vec<char> = member_id.chars().collect();
-    if chars.len() <= 8 {
-        return "****".into();
-    }
-    let head: String = chars[..4].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}****{tail}")
-}
-
 impl Referrals {
     pub fn new(
         outbox: Outbox,
@@ -119,7 +108,7 @@ impl Referrals {
     pub async fn display_name(&self, brand_id: &str, member_id: &str) -> String {
         match self.directory.member(brand_id, member_id).await {
             Ok(Some(facts)) if !facts.display_name.is_empty() => facts.display_name,
-            _ => masked(member_id),
+            _ => scanloop_pii::masked_id(member_id),
         }
     }
 

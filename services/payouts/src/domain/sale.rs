@@ -97,10 +97,6 @@ impl Commission {
         from_timestamp(self.accrued.vests_at.as_ref())
     }
 
-    pub fn clawed_back(&self) -> i64 {
-        self.clawbacks.values().map(|c| c.amount).sum()
-    }
-
     /// The status a reader sees: a settled commission taken back entirely is clawed back.
     pub fn public_status(&self) -> pb::CommissionStatus {
         match &self.status {

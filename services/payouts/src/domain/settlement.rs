@@ -130,7 +130,6 @@ pub struct Batch {
 
 impl Aggregate for Batch {
     type Event = PayoutsEvent;
-    const SNAPSHOT_EVERY: u64 = 0;
     fn apply(&mut self, event: &PayoutsEvent) {
         match event {
             PayoutsEvent::PayoutLinesRecorded(e) => {
