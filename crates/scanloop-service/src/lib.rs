@@ -2,8 +2,11 @@
 //! - [`ServiceError`], a small closed set of errors, each mapped once to a gRPC status code;
 //! - [`shutdown_signal`] and [`serve`]: a tonic server with the standard health service and
 //!   server reflection that drains in-flight calls on SIGTERM or Ctrl-C;
-//! - [`HealthChecks`]: the probes of Cassandra and Kafka behind that health service.
+//! - [`HealthChecks`]: the probes of Cassandra and Kafka behind that health service;
+//! - [`access`]: who may call what (tokens, roles, brands, abuse limits), enforced once in front
+//!   of every service.
 
+pub mod access;
 pub mod context;
 pub mod error;
 pub mod health;
