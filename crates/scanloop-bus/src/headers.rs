@@ -12,6 +12,7 @@ pub const STREAM_ID: &str = "scanloop.stream_id";
 pub const VERSION: &str = "scanloop.version";
 pub const CORRELATION_ID: &str = "scanloop.correlation_id";
 pub const CAUSATION_ID: &str = "scanloop.causation_id";
+pub const ACTOR: &str = "scanloop.actor";
 pub const TRACEPARENT: &str = "traceparent";
 pub const DLQ_ERROR: &str = "scanloop.dlq.error";
 
@@ -19,7 +20,7 @@ pub const DLQ_ERROR: &str = "scanloop.dlq.error";
 pub fn envelope_headers(envelope: &EventEnvelope) -> OwnedHeaders {
     let schema_version = envelope.schema_version.to_string();
     let version = envelope.version.to_string();
-    let pairs: [(&str, &str); 9] = [
+    let pairs: [(&str, &str); 10] = [
         (EVENT_ID, &envelope.event_id),
         (EVENT_TYPE, &envelope.event_type),
         (SCHEMA_VERSION, &schema_version),
@@ -29,12 +30,13 @@ pub fn envelope_headers(envelope: &EventEnvelope) -> OwnedHeaders {
         (CORRELATION_ID, &envelope.correlation_id),
         (CAUSATION_ID, &envelope.causation_id),
         (TRACEPARENT, &envelope.traceparent),
+        (ACTOR, &envelope.actor),
     ];
     pairs
         .into_iter()
         .filter(|(_, value)| !value.is_empty())
         .fold(
-            OwnedHeaders::new_with_capacity(9),
+            OwnedHeaders::new_with_capacity(10),
             |headers, (key, value)| {
                 headers.insert(Header {
                     key,

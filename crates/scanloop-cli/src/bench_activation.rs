@@ -9,7 +9,7 @@ use scanloop_proto::activation::v1::activation_service_client::ActivationService
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::time::to_timestamp;
-use tonic::transport::Channel;
+use scanloop_service::access::AuthChannel;
 
 use crate::bench::{Args, PhaseResult, ServerPids, phase};
 
@@ -25,8 +25,10 @@ pub async fn phases(
     // One HTTP/2 connection per few in-flight calls, as a fleet of callers would have.
     let connections = (args.concurrency / 8).max(1);
     let mut clients = Vec::with_capacity(connections);
+    let bearer = crate::credentials::bearer("bench")?;
     for _ in 0..connections {
-        clients.push(ActivationServiceClient::connect(format!("http://{addr}")).await?);
+        clients
+            .push(crate::credentials::connect(addr, &bearer, ActivationServiceClient::new).await?);
     }
     let clients = Arc::new(clients);
 
@@ -98,7 +100,7 @@ pub async fn phases(
 
 /// Issues a batch of `quantity` codes of `sku` and answers them.
 pub(crate) async fn issue_codes(
-    client: &ActivationServiceClient<Channel>,
+    client: &ActivationServiceClient<AuthChannel>,
     brand_id: &str,
     sku: &str,
     quantity: u32,

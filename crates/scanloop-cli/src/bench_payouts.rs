@@ -181,6 +181,7 @@ fn attribution(
         causation_id: attribution_id.clone(),
         traceparent: String::new(),
         payload: event.encode_to_vec(),
+        actor: "scanloop-cli/bench-payouts".into(),
     };
     (attribution_id, envelope)
 }
@@ -358,7 +359,9 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let brand = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut client = PayoutsServiceClient::connect(format!("http://{}", args.payouts_addr)).await?;
+    let bearer = crate::credentials::bearer("bench-payouts")?;
+    let mut client =
+        crate::credentials::connect(&args.payouts_addr, &bearer, PayoutsServiceClient::new).await?;
     client
         .upsert_plan(pb::UpsertPlanRequest {
             request_id: uuid::Uuid::new_v4().to_string(),

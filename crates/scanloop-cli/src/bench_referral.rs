@@ -32,8 +32,8 @@ use scanloop_proto::membership::v1::membership_service_client::MembershipService
 use scanloop_proto::referral::v1 as pb;
 use scanloop_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
+use scanloop_service::access::AuthChannel;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::bench::{Args, PhaseResult, ServerPids, drive, latency_histogram};
 
@@ -129,16 +129,14 @@ pub async fn phase(
     }
     let connections = (args.concurrency / 8).max(1);
     let mut clients = Vec::with_capacity(connections);
+    let bearer = crate::credentials::bearer("bench")?;
+    use crate::credentials::connect;
     for _ in 0..connections {
-        clients.push(
-            ActivationServiceClient::connect(format!("http://{}", chain.activation_addr)).await?,
-        );
+        clients.push(connect(chain.activation_addr, &bearer, ActivationServiceClient::new).await?);
     }
     let clients = Arc::new(clients);
-    let membership =
-        MembershipServiceClient::connect(format!("http://{}", chain.membership_addr)).await?;
-    let referral =
-        ReferralServiceClient::connect(format!("http://{}", chain.referral_addr)).await?;
+    let membership = connect(chain.membership_addr, &bearer, MembershipServiceClient::new).await?;
+    let referral = connect(chain.referral_addr, &bearer, ReferralServiceClient::new).await?;
 
     let referrers = args.referrers.max(1) as usize;
     eprintln!(
@@ -338,7 +336,7 @@ fn velocity_note() -> String {
 }
 
 async fn issue(
-    client: &ActivationServiceClient<Channel>,
+    client: &ActivationServiceClient<AuthChannel>,
     quantity: u32,
 ) -> anyhow::Result<Vec<String>> {
     crate::bench_activation::issue_codes(client, BRAND, "BENCH-REF", quantity).await
@@ -370,9 +368,9 @@ fn phone(number: String) -> BuyerIdentity {
 
 /// Sets up one referrer per code in `codes` and answers their links' tokens.
 async fn referrer_links(
-    clients: &[ActivationServiceClient<Channel>],
-    membership: &MembershipServiceClient<Channel>,
-    referral: &ReferralServiceClient<Channel>,
+    clients: &[ActivationServiceClient<AuthChannel>],
+    membership: &MembershipServiceClient<AuthChannel>,
+    referral: &ReferralServiceClient<AuthChannel>,
     codes: &[String],
     phones: Phones,
     run: &str,
@@ -399,9 +397,9 @@ async fn referrer_links(
 /// One referrer: activates a code without a token (the buyer becomes a member), waits until
 /// membership has the member and referral has heard of them, and answers their link's token.
 async fn referrer_link(
-    activation: ActivationServiceClient<Channel>,
-    membership: MembershipServiceClient<Channel>,
-    referral: ReferralServiceClient<Channel>,
+    activation: ActivationServiceClient<AuthChannel>,
+    membership: MembershipServiceClient<AuthChannel>,
+    referral: ReferralServiceClient<AuthChannel>,
     code: String,
     phone_number: String,
     request_id: String,

@@ -9,6 +9,7 @@ use scanloop_proto::activation::v1::activation_service_client::ActivationService
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
+use scanloop_service::access::{AuthChannel, authorized};
 use tonic::transport::Channel;
 
 const BRAND: &str = "demo-appliances";
@@ -223,12 +224,16 @@ async fn channel(addr: &str) -> anyhow::Result<Channel> {
     }
 }
 
-async fn connect(addr: &str) -> anyhow::Result<ActivationServiceClient<Channel>> {
-    Ok(ActivationServiceClient::new(channel(addr).await?))
+async fn connect(addr: &str) -> anyhow::Result<ActivationServiceClient<AuthChannel>> {
+    let bearer = crate::credentials::bearer("demo")?;
+    Ok(ActivationServiceClient::new(authorized(
+        channel(addr).await?,
+        bearer,
+    )))
 }
 
 async fn verify(
-    client: &mut ActivationServiceClient<Channel>,
+    client: &mut ActivationServiceClient<AuthChannel>,
     code: &str,
 ) -> anyhow::Result<pb::VerifyCodeResponse> {
     Ok(client

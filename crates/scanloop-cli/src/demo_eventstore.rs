@@ -40,6 +40,7 @@ pub async fn run(infra: &Infra) -> anyhow::Result<()> {
         correlation_id: uuid::Uuid::now_v7().to_string(),
         causation_id: uuid::Uuid::now_v7().to_string(),
         traceparent: scanloop_telemetry::current_traceparent(),
+        actor: "scanloop-cli/demo".into(),
         request: None,
     };
 

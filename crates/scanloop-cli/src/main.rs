@@ -4,10 +4,12 @@ mod bench;
 mod bench_activation;
 mod bench_payouts;
 mod bench_referral;
+mod credentials;
 mod demo_activation;
 mod demo_eventstore;
 mod migrate;
 mod payouts_export;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +41,9 @@ enum Command {
     /// Payouts operations for finance.
     #[command(subcommand)]
     Payouts(Payouts),
+    /// Signing keys and bearer tokens for the services (development, tests, the demo).
+    #[command(subcommand)]
+    Token(Token),
     /// Ask a service's standard gRPC health check; exits non-zero unless it is serving.
     Health {
         #[arg(long, default_value = "127.0.0.1:50051")]
@@ -66,6 +71,14 @@ async fn health(addr: &str, service: String) -> anyhow::Result<()> {
     anyhow::ensure!(status == ServingStatus::Serving, "{addr} is {status:?}");
     println!("{addr}: serving");
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum Token {
+    /// A new Ed25519 signing key: `<kid>.pem` (private) and its public key added to `jwks.json`.
+    Keygen(token::KeygenArgs),
+    /// Prints a signed token for a subject, its brands and roles.
+    Issue(token::IssueArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Payouts(Payouts::Export(args)) => payouts_export::run(args).await,
         Command::Health { addr, service } => health(&addr, service).await,
+        Command::Token(Token::Keygen(args)) => token::keygen(args),
+        Command::Token(Token::Issue(args)) => token::issue(args),
         Command::Config => {
             for var in scanloop_config::INFRA_VARS {
                 println!("{:<30} {:<22} {}", var.name, var.default, var.meaning);

@@ -65,7 +65,9 @@ pub fn row(line: &pb::PayoutLine) -> String {
 }
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let mut client = PayoutsServiceClient::connect(format!("http://{}", args.addr)).await?;
+    let bearer = crate::credentials::bearer("payouts-export")?;
+    let mut client =
+        crate::credentials::connect(&args.addr, &bearer, PayoutsServiceClient::new).await?;
     let mut out: Box<dyn Write> = if args.out == "-" {
         Box::new(std::io::stdout().lock())
     } else {

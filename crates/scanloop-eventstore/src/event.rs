@@ -33,6 +33,9 @@ pub struct AppendMeta {
     pub causation_id: String,
     /// W3C traceparent of the operation; empty outside a trace.
     pub traceparent: String,
+    /// Who caused the append: the verified subject of the caller's token for a command, the
+    /// causing event's actor for a reaction, `system:<job>` for a scheduled job.
+    pub actor: String,
     /// The command, when the append answers one: the repository refuses a request id reused
     /// for a different command and answers a repeated one without a second effect.
     pub request: Option<RequestKey>,
@@ -53,6 +56,8 @@ pub struct RecordedEvent {
     pub correlation_id: String,
     pub causation_id: String,
     pub traceparent: String,
+    /// Who caused it (see [`AppendMeta::actor`]); empty on events recorded before actors were.
+    pub actor: String,
     /// The command that appended this event (internal: not in the envelope).
     pub request: Option<RequestKey>,
 }
@@ -81,6 +86,7 @@ impl RecordedEvent {
             correlation_id: meta.correlation_id.clone(),
             causation_id: meta.causation_id.clone(),
             traceparent: meta.traceparent.clone(),
+            actor: meta.actor.clone(),
             request: meta.request.clone(),
         }
     }
@@ -100,6 +106,7 @@ impl RecordedEvent {
             causation_id: self.causation_id.clone(),
             traceparent: self.traceparent.clone(),
             payload: self.payload.clone(),
+            actor: self.actor.clone(),
         }
     }
 }
@@ -118,6 +125,7 @@ mod tests {
             correlation_id: "c".into(),
             causation_id: "k".into(),
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            actor: "finance-alice".into(),
             request: Some(RequestKey {
                 request_id: "req-1".into(),
                 fingerprint: vec![9; 32],
@@ -137,6 +145,7 @@ mod tests {
         assert_eq!(envelope.schema_version, 2);
         assert_eq!(envelope.occurred_at.unwrap().nanos, 123_000_000);
         assert_eq!(envelope.traceparent, meta.traceparent);
+        assert_eq!(envelope.actor, "finance-alice");
         // The request id stays in the stream: no envelope field carries it.
         assert!(!format!("{envelope:?}").contains("req-1"));
         assert_eq!(recorded.request, meta.request);

@@ -4,7 +4,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "eventstore";
 /// The schema version this build of the event store needs.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -70,5 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
              PRIMARY KEY ((brand_id, request_id))) \
              WITH default_time_to_live = 604800 AND gc_grace_seconds = 3600",
         ],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 4,
+        description: "who caused each event (the actor in its envelope)",
+        statements: &["ALTER TABLE {ks}.events ADD actor text"],
     },
 ];

@@ -78,11 +78,13 @@ type EventRow = (
     String,
     Option<String>,
     Option<Vec<u8>>,
+    // Null on events recorded before migration eventstore/4.
+    Option<String>,
 );
 
 const EVENT_COLUMNS: &str = "version, event_id, event_type, schema_version, brand_id, payload, \
      occurred_at, recorded_at, correlation_id, causation_id, traceparent, request_id, \
-     request_fingerprint";
+     request_fingerprint, actor";
 
 impl EventStore {
     /// Prepares the statements against `keyspace`. Checks first that `scanloop migrate` has
@@ -101,7 +103,7 @@ impl EventStore {
         };
         let mut insert_event = prepare(format!(
             "INSERT INTO {keyspace}.events (stream_id, {EVENT_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
         ))
         .await?;
         insert_event.set_consistency(Consistency::Quorum);
@@ -206,6 +208,7 @@ impl EventStore {
                 event.traceparent.as_str(),
                 event.request.as_ref().map(|r| r.request_id.as_str()),
                 event.request.as_ref().map(|r| r.fingerprint.as_slice()),
+                event.actor.as_str(),
             ));
         }
         let started = std::time::Instant::now();
@@ -447,6 +450,7 @@ fn from_row(stream_id: &str, row: EventRow) -> RecordedEvent {
         traceparent,
         request_id,
         request_fingerprint,
+        actor,
     ) = row;
     RecordedEvent {
         stream_id: stream_id.to_owned(),
@@ -461,6 +465,7 @@ fn from_row(stream_id: &str, row: EventRow) -> RecordedEvent {
         correlation_id,
         causation_id,
         traceparent,
+        actor: actor.unwrap_or_default(),
         request: request_id.map(|request_id| RequestKey {
             request_id,
             fingerprint: request_fingerprint.unwrap_or_default(),

@@ -5,6 +5,8 @@ use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_pii::IdentityHasher;
 use tonic::metadata::MetadataMap;
 
+use crate::access::Principal;
+
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     pub brand_id: String,
@@ -16,6 +18,8 @@ pub struct RequestContext {
     /// the streams the command appends to remember it with the request id, so the same id can
     /// never stand for a second, different command.
     pub fingerprint: Option<Vec<u8>>,
+    /// The verified caller (the gate's [`Principal`] subject); empty when no gate stood in front.
+    pub actor: String,
 }
 
 impl RequestContext {
@@ -28,6 +32,7 @@ impl RequestContext {
             correlation_id: crate::trace::correlation_id(metadata).unwrap_or_default(),
             traceparent: scanloop_telemetry::current_traceparent(),
             fingerprint: None,
+            actor: String::new(),
         }
     }
 
@@ -46,6 +51,9 @@ impl RequestContext {
         let kind = format!("{service}/{method}");
         let payload = request.get_ref().encode_to_vec();
         context.fingerprint = Some(hasher.request_fingerprint(brand_id, &kind, &payload));
+        if let Some(principal) = request.extensions().get::<Principal>() {
+            context.actor = principal.subject.clone();
+        }
         context
     }
 
@@ -60,6 +68,7 @@ impl RequestContext {
             },
             causation_id: self.request_id.clone(),
             traceparent: self.traceparent.clone(),
+            actor: self.actor.clone(),
             request: self.fingerprint.as_ref().map(|fingerprint| RequestKey {
                 request_id: self.request_id.clone(),
                 fingerprint: fingerprint.clone(),

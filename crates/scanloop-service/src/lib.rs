@@ -16,6 +16,7 @@ pub mod server;
 pub mod trace;
 pub mod validate;
 
+pub use access::ServerSettings;
 pub use context::RequestContext;
 pub use error::ServiceError;
 pub use health::HealthChecks;

@@ -33,14 +33,16 @@ pub fn handler_error(error: ServiceError) -> HandlerError {
     }
 }
 
-/// The envelope metadata of what a reaction appends: caused by the event, in its correlation.
-/// No request key: the reaction's command must be idempotent by its aggregate's state.
+/// The envelope metadata of what a reaction appends: caused by the event, in its correlation,
+/// by its actor. No request key: the reaction's command must be idempotent by its aggregate's
+/// state, or the caller adds one named by the event (`AppendMeta { request, ..caused_by(e) }`).
 pub fn caused_by(envelope: &EventEnvelope) -> AppendMeta {
     AppendMeta {
         brand_id: envelope.brand_id.clone(),
         correlation_id: envelope.correlation_id.clone(),
         causation_id: envelope.event_id.clone(),
         traceparent: scanloop_telemetry::current_traceparent(),
+        actor: envelope.actor.clone(),
         request: None,
     }
 }

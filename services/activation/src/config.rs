@@ -5,6 +5,9 @@ use scanloop_config::{ConfigError, Infra, Secret, secret, var};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub infra: Infra,
+    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
+    /// SCANLOOP_TLS_*): see scanloop_service::access.
+    pub server: scanloop_service::ServerSettings,
     /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50051.
     pub grpc_addr: String,
     /// SCANLOOP_ACTIVATION_KEYSPACE, default scanloop_activation.
@@ -76,6 +79,7 @@ impl Config {
                 scanloop_bus::topics::event_topic("referral"),
             )?,
             reaction_group: var("SCANLOOP_REACTION_GROUP", "activation-reactions".to_owned())?,
+            server: scanloop_service::ServerSettings::from_env()?,
         })
     }
 }

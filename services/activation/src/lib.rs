@@ -3,6 +3,7 @@
 //! models), `grpc` (API mapping), `reaction` (referral events), `server` (wiring the parts
 //! together), `main.rs` (process).
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod domain;

@@ -109,16 +109,13 @@ impl EventHandler for AssistReaction {
         }
         let completion = completion(envelope)?;
         let meta = AppendMeta {
-            brand_id: envelope.brand_id.clone(),
-            correlation_id: envelope.correlation_id.clone(),
-            causation_id: envelope.event_id.clone(),
-            traceparent: scanloop_telemetry::current_traceparent(),
             // Named by the assist, not the event: a second completion event of one assist (a
             // replay, a republish) is a repeat as well as a redelivery is.
             request: Some(RequestKey {
                 request_id: format!("assist:{}", completion.assist_id),
                 fingerprint: REACTION_FINGERPRINT.to_vec(),
             }),
+            ..scanloop_service::reaction::caused_by(envelope)
         };
         let outcome = self
             .app

@@ -99,6 +99,8 @@ pub async fn run(
         listener,
         routes,
         health,
+        crate::access::ACCESS,
+        &config.server,
         shutdown.clone(),
     )
     .await;

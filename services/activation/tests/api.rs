@@ -12,7 +12,9 @@ use scanloop_proto::time::to_timestamp;
 use tonic::Code;
 
 async fn get_by_code(
-    client: &mut pb::activation_service_client::ActivationServiceClient<tonic::transport::Channel>,
+    client: &mut pb::activation_service_client::ActivationServiceClient<
+        scanloop_testkit::serving::AuthChannel,
+    >,
     code: &str,
 ) -> pb::Warranty {
     client
@@ -27,7 +29,9 @@ async fn get_by_code(
 
 /// Polls GetWarranty until the read model shows `check`.
 async fn eventually_get(
-    client: &mut pb::activation_service_client::ActivationServiceClient<tonic::transport::Channel>,
+    client: &mut pb::activation_service_client::ActivationServiceClient<
+        scanloop_testkit::serving::AuthChannel,
+    >,
     code: &str,
     check: impl Fn(&pb::Warranty) -> bool,
 ) -> pb::Warranty {
@@ -652,7 +656,9 @@ async fn impossible_purchases_are_refused_naming_the_rule() {
 
 /// GetWarranty by device serial number.
 async fn get_by_device(
-    client: &mut pb::activation_service_client::ActivationServiceClient<tonic::transport::Channel>,
+    client: &mut pb::activation_service_client::ActivationServiceClient<
+        scanloop_testkit::serving::AuthChannel,
+    >,
     brand_id: &str,
     serial_number: &str,
 ) -> Result<pb::Warranty, tonic::Status> {
@@ -668,7 +674,9 @@ async fn get_by_device(
 }
 
 async fn eventually_by_device(
-    client: &mut pb::activation_service_client::ActivationServiceClient<tonic::transport::Channel>,
+    client: &mut pb::activation_service_client::ActivationServiceClient<
+        scanloop_testkit::serving::AuthChannel,
+    >,
     serial_number: &str,
     check: impl Fn(&pb::Warranty) -> bool,
 ) -> pb::Warranty {

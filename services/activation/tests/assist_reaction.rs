@@ -15,9 +15,9 @@ use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::referral::v1 as referral;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use tonic::transport::Channel;
+use scanloop_testkit::serving::AuthChannel;
 
-type Client = ActivationServiceClient<Channel>;
+type Client = ActivationServiceClient<AuthChannel>;
 
 /// Publishes referral events to the test's referral topic.
 struct Referral {
@@ -68,6 +68,7 @@ fn completion(assist_id: &str, activated: &pb::Warranty, version: u64) -> EventE
         correlation_id: event_id.clone(),
         causation_id: event_id,
         traceparent: String::new(),
+        actor: "member-app-test".into(),
         payload: payload.encode_to_vec(),
     }
 }

@@ -24,9 +24,10 @@ const SLACK: Duration = Duration::from_secs(2);
 async fn fault_a_frozen_database_answers_unavailable_within_the_request_timeout_and_logs_why() {
     let env = fresh_env("frozen_db").await;
     let service = LoggedService::start(&env, &[]).await;
-    let mut client = ActivationServiceClient::connect(service.url())
-        .await
-        .unwrap();
+    let mut client =
+        scanloop_testkit::serving::connect(&service.addr, ActivationServiceClient::new)
+            .await
+            .unwrap();
     let (_, codes) = issue(&mut client, 2).await;
     let request = activation(&codes[0], &request_id());
 
@@ -81,9 +82,10 @@ async fn fault_a_frozen_database_answers_unavailable_within_the_request_timeout_
 async fn fault_health_is_not_serving_while_cassandra_is_down_and_serving_once_it_is_back() {
     let env = fresh_env("health_db").await;
     let service = LoggedService::start(&env, &[("SCANLOOP_HEALTH_CHECK_INTERVAL_MS", "500")]).await;
-    let mut client = ActivationServiceClient::connect(service.url())
-        .await
-        .unwrap();
+    let mut client =
+        scanloop_testkit::serving::connect(&service.addr, ActivationServiceClient::new)
+            .await
+            .unwrap();
     let (_, codes) = issue(&mut client, 1).await;
 
     let down = CassandraDown::kill();

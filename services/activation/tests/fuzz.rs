@@ -26,7 +26,7 @@ use scanloop_proto::activation::v1::activation_service_client::ActivationService
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money, PageRequest};
 use scanloop_testkit::fuzz::{self, Answer, Fuzz, Tally, WriteSurface, describe};
-use tonic::transport::Channel;
+use scanloop_testkit::serving::AuthChannel;
 use tonic::{Code, Status};
 
 const OTHER_BRAND: &str = "globex";
@@ -106,7 +106,7 @@ impl Call {
 
     /// Sends the call; a server stream is read (to the end for small batches, checking that
     /// every code arrived).
-    async fn send(self, client: &mut ActivationServiceClient<Channel>) -> Result<(), Status> {
+    async fn send(self, client: &mut ActivationServiceClient<AuthChannel>) -> Result<(), Status> {
         match self {
             Call::IssueBatch(r) => {
                 let quantity = r.quantity;
@@ -782,7 +782,7 @@ fn generate(f: &mut Fuzz, fx: &Fixtures) -> Case {
 // ---- setup -----------------------------------------------------------------------------------
 
 async fn issue(
-    client: &mut ActivationServiceClient<Channel>,
+    client: &mut ActivationServiceClient<AuthChannel>,
     f: &mut Fuzz,
     brand: &str,
     key_id: &str,
@@ -809,7 +809,7 @@ async fn issue(
     codes
 }
 
-async fn fixtures(client: &mut ActivationServiceClient<Channel>, f: &mut Fuzz) -> Fixtures {
+async fn fixtures(client: &mut ActivationServiceClient<AuthChannel>, f: &mut Fuzz) -> Fixtures {
     let codes = issue(client, f, BRAND, "k1", 60).await;
     let rotated_key_codes = issue(client, f, BRAND, "k2", 10).await;
     let other_brand_codes = issue(client, f, OTHER_BRAND, "k1", 10).await;

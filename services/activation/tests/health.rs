@@ -86,12 +86,12 @@ async fn reflection_lists_exactly_what_the_binary_serves() {
     assert!(!files.file_descriptor_proto.is_empty());
 
     // A service this binary does not serve: UNIMPLEMENTED, saying what is served here.
-    let mut membership =
-        scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient::connect(
-            format!("http://{}", service.addr),
-        )
-        .await
-        .unwrap();
+    let mut membership = scanloop_testkit::serving::connect(
+        &service.addr,
+        scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient::new,
+    )
+    .await
+    .unwrap();
     let status = membership
         .list_tiers(scanloop_proto::membership::v1::ListTiersRequest::default())
         .await

@@ -18,10 +18,10 @@ use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::common::v1::Money;
 use scanloop_testkit::assert_request_id_reused as assert_reused;
+use scanloop_testkit::serving::AuthChannel;
 use tonic::Code;
-use tonic::transport::Channel;
 
-type Client = ActivationServiceClient<Channel>;
+type Client = ActivationServiceClient<AuthChannel>;
 
 const PURCHASE_REFUNDED: &str = "scanloop.activation.v1.PurchaseRefunded";
 const WARRANTY_VOIDED: &str = "scanloop.activation.v1.WarrantyVoided";

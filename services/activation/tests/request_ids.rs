@@ -14,8 +14,8 @@ use common::{BRAND, Service, activation, fresh_env, issue, phone, request_id};
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::common::v1::Money;
+use scanloop_testkit::serving::AuthChannel;
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn scan(code: &str, id: &str, region: &str) -> pb::ScanCodeRequest {
     pb::ScanCodeRequest {
@@ -60,7 +60,7 @@ fn void(code: &str, id: &str, reason: &str) -> pb::VoidWarrantyRequest {
 }
 
 async fn issue_with(
-    client: &mut ActivationServiceClient<Channel>,
+    client: &mut ActivationServiceClient<AuthChannel>,
     id: &str,
     quantity: u32,
 ) -> Result<(String, Vec<String>), tonic::Status> {

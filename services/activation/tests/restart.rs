@@ -38,8 +38,15 @@ async fn activate_until_confirmed(addr: watch::Receiver<String>, code: String) -
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let current = addr.borrow().clone();
-        if let Ok(mut client) = ActivationServiceClient::connect(format!("http://{current}")).await
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{current}"))
+            .unwrap()
+            .connect()
+            .await
         {
+            let mut client = ActivationServiceClient::new(scanloop_service::access::authorized(
+                channel,
+                scanloop_testkit::serving::platform_bearer(),
+            ));
             match client.activate_warranty(request.clone()).await {
                 Ok(warranty) => return warranty.into_inner(),
                 Err(status) => assert!(

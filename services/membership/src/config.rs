@@ -10,6 +10,9 @@ use crate::domain::member::Rules;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub infra: Infra,
+    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
+    /// SCANLOOP_TLS_*): see scanloop_service::access.
+    pub server: scanloop_service::ServerSettings,
     /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50052.
     pub grpc_addr: String,
     /// SCANLOOP_MEMBERSHIP_KEYSPACE, default scanloop_membership.
@@ -84,6 +87,7 @@ impl Config {
                 ..defaults
             },
             clock: scanloop_timers::clock::system(),
+            server: scanloop_service::ServerSettings::from_env()?,
         })
     }
 }

@@ -128,6 +128,9 @@ impl TimerHandler for MemberReview {
                 correlation_id: uuid::Uuid::new_v4().to_string(),
                 causation_id: format!("timer:{}", timer.key),
                 traceparent: scanloop_telemetry::current_traceparent(),
+                // A scheduled job, not a person: named so (token subjects never start with
+                // "system:").
+                actor: "system:membership/review".into(),
                 request: None,
             };
             match self.app.review(&meta, &timer.stream_id).await {

@@ -3,6 +3,7 @@
 //! (command handling), `reaction` (activation events), `projections` (read models), `grpc`
 //! (API mapping), `jobs` (standing changes on time), `server` (wiring), `main.rs` (process).
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod domain;

@@ -61,15 +61,12 @@ impl Reactions {
             .or_else(|| from_timestamp(envelope.occurred_at.as_ref()))
             .ok_or_else(|| HandlerError::Poison("activation without a time".into()))?;
         let meta = AppendMeta {
-            brand_id: envelope.brand_id.clone(),
-            correlation_id: envelope.correlation_id.clone(),
-            causation_id: envelope.event_id.clone(),
-            traceparent: scanloop_telemetry::current_traceparent(),
             // The reaction's command is named by the event: a redelivery is a repeat.
             request: Some(RequestKey {
                 request_id: format!("activation:{}", envelope.event_id),
                 fingerprint: REACTION_FINGERPRINT.to_vec(),
             }),
+            ..scanloop_service::reaction::caused_by(envelope)
         };
         let outcome = self
             .app
@@ -88,15 +85,12 @@ impl Reactions {
     async fn on_share(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
         let share = shared(envelope)?;
         let meta = AppendMeta {
-            brand_id: envelope.brand_id.clone(),
-            correlation_id: envelope.correlation_id.clone(),
-            causation_id: envelope.event_id.clone(),
-            traceparent: scanloop_telemetry::current_traceparent(),
             // Each LinkShared is one share; a redelivery of it is a repeat.
             request: Some(RequestKey {
                 request_id: format!("share:{}", envelope.event_id),
                 fingerprint: SHARE_FINGERPRINT.to_vec(),
             }),
+            ..scanloop_service::reaction::caused_by(envelope)
         };
         match self
             .app

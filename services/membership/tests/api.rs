@@ -9,11 +9,11 @@ use common::{BRAND, Cluster, eventually, phone, request_id, unionid};
 use scanloop_proto::common::v1::PageRequest;
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
+use scanloop_testkit::serving::AuthChannel;
 use tonic::Code;
-use tonic::transport::Channel;
 
 async fn register(
-    client: &mut MembershipServiceClient<Channel>,
+    client: &mut MembershipServiceClient<AuthChannel>,
     number: &str,
     region: &str,
 ) -> pb::Member {

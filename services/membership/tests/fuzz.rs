@@ -29,7 +29,7 @@ use scanloop_proto::common::v1::{BuyerIdentity, PageRequest};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_testkit::fuzz::{self, Answer, Fuzz, Tally, WriteSurface, describe};
-use tonic::transport::Channel;
+use scanloop_testkit::serving::AuthChannel;
 use tonic::{Code, Status};
 
 const OTHER_BRAND: &str = "globex";
@@ -131,7 +131,7 @@ impl Call {
         }
     }
 
-    async fn send(self, client: &mut MembershipServiceClient<Channel>) -> Result<(), Status> {
+    async fn send(self, client: &mut MembershipServiceClient<AuthChannel>) -> Result<(), Status> {
         match self {
             Call::RegisterMember(r) => client.register_member(r).await.map(drop),
             Call::LinkIdentity(r) => client.link_identity(r).await.map(drop),
@@ -578,7 +578,7 @@ fn generate(f: &mut Fuzz, fx: &Fixtures) -> Case {
 // ---- setup -----------------------------------------------------------------------------------
 
 async fn register(
-    client: &mut MembershipServiceClient<Channel>,
+    client: &mut MembershipServiceClient<AuthChannel>,
     f: &mut Fuzz,
     brand: &str,
     identity: Option<BuyerIdentity>,

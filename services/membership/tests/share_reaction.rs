@@ -15,7 +15,7 @@ use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::referral::v1 as referral;
 use scanloop_proto::time::to_timestamp;
-use tonic::transport::Channel;
+use scanloop_testkit::serving::AuthChannel;
 
 /// A LinkShared of `member_id`'s link `token`, as event `version` of the link's stream, with a
 /// fresh event id.
@@ -40,11 +40,12 @@ fn link_shared(member_id: &str, token: &str, version: u64) -> EventEnvelope {
         correlation_id: event_id.clone(),
         causation_id: event_id,
         traceparent: String::new(),
+        actor: "member-app-test".into(),
         payload: payload.encode_to_vec(),
     }
 }
 
-async fn get(membership: &MembershipServiceClient<Channel>, member_id: &str) -> pb::Member {
+async fn get(membership: &MembershipServiceClient<AuthChannel>, member_id: &str) -> pb::Member {
     membership
         .clone()
         .get_member(pb::GetMemberRequest {

@@ -17,10 +17,10 @@ use scanloop_membership::domain::MembershipEvent;
 use scanloop_membership::domain::member::{self, lot_id};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
+use scanloop_testkit::serving::AuthChannel;
 use scanloop_timers::{DueTimer, TimerError, TimerHandler, TimerRunner, TimerStore};
-use tonic::transport::Channel;
 
-async fn register(client: &mut MembershipServiceClient<Channel>, number: &str) -> String {
+async fn register(client: &mut MembershipServiceClient<AuthChannel>, number: &str) -> String {
     client
         .register_member(pb::RegisterMemberRequest {
             brand_id: BRAND.into(),
@@ -37,7 +37,7 @@ async fn register(client: &mut MembershipServiceClient<Channel>, number: &str) -
 
 /// Awards `points`; returns the award's request id (which names the lot).
 async fn award(
-    client: &mut MembershipServiceClient<Channel>,
+    client: &mut MembershipServiceClient<AuthChannel>,
     member_id: &str,
     points: i64,
 ) -> String {
@@ -56,7 +56,7 @@ async fn award(
 }
 
 async fn engage(
-    client: &mut MembershipServiceClient<Channel>,
+    client: &mut MembershipServiceClient<AuthChannel>,
     member_id: &str,
     kind: pb::EngagementKind,
 ) -> pb::RecordEngagementResponse {
@@ -73,7 +73,7 @@ async fn engage(
         .into_inner()
 }
 
-async fn get(client: &mut MembershipServiceClient<Channel>, member_id: &str) -> pb::Member {
+async fn get(client: &mut MembershipServiceClient<AuthChannel>, member_id: &str) -> pb::Member {
     client
         .get_member(pb::GetMemberRequest {
             brand_id: BRAND.into(),
@@ -113,7 +113,7 @@ fn is_expiry(e: &MembershipEvent) -> bool {
 
 /// The member's row on the brand-wide leaderboard: (score, tier).
 async fn board(
-    client: &mut MembershipServiceClient<Channel>,
+    client: &mut MembershipServiceClient<AuthChannel>,
     member_id: &str,
 ) -> Option<(i64, String)> {
     let page = client

@@ -34,6 +34,9 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub infra: Infra,
+    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
+    /// SCANLOOP_TLS_*): see scanloop_service::access.
+    pub server: scanloop_service::ServerSettings,
     /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50054.
     pub grpc_addr: String,
     /// SCANLOOP_PAYOUTS_KEYSPACE, default scanloop_payouts.
@@ -92,6 +95,7 @@ impl Config {
                 )?,
             },
             clock: scanloop_timers::clock::system(),
+            server: scanloop_service::ServerSettings::from_env()?,
         })
     }
 }

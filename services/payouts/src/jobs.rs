@@ -101,6 +101,9 @@ impl TimerHandler for Vesting {
                 correlation_id: uuid::Uuid::new_v4().to_string(),
                 causation_id: format!("timer:{}", timer.key),
                 traceparent: scanloop_telemetry::current_traceparent(),
+                // A scheduled job, not a person: named so (token subjects never start with
+                // "system:").
+                actor: "system:payouts/vesting".into(),
                 request: None,
             };
             match self.app.vest(&meta, &timer.stream_id).await {

@@ -4,6 +4,7 @@
 //! handling), `reaction` (referral's and activation's events), `jobs` (vesting on time),
 //! `projections` (read models), `grpc` (API mapping), `server` (wiring), `main.rs` (process).
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod domain;

@@ -8,6 +8,9 @@ use crate::domain::rules::{BrandRules, Rules};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub infra: Infra,
+    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
+    /// SCANLOOP_TLS_*): see scanloop_service::access.
+    pub server: scanloop_service::ServerSettings,
     /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50053.
     pub grpc_addr: String,
     /// SCANLOOP_REFERRAL_KEYSPACE, default scanloop_referral.
@@ -102,6 +105,7 @@ impl Config {
                 store_precedence: var("SCANLOOP_STORE_PRECEDENCE_BY_BRAND", Default::default())?,
             },
             clock: scanloop_timers::clock::system(),
+            server: scanloop_service::ServerSettings::from_env()?,
         })
     }
 }

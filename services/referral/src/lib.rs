@@ -5,6 +5,7 @@
 //! `projections` (read models), `grpc` (API mapping), `card` (QR share cards), `server`
 //! (wiring), `main.rs` (process).
 
+pub mod access;
 pub mod app;
 pub mod card;
 pub mod config;

@@ -88,14 +88,11 @@ fn service(error: ServiceError) -> HandlerError {
 
 fn meta(envelope: &EventEnvelope, request_id: String, fingerprint: &[u8]) -> AppendMeta {
     AppendMeta {
-        brand_id: envelope.brand_id.clone(),
-        correlation_id: envelope.correlation_id.clone(),
-        causation_id: envelope.event_id.clone(),
-        traceparent: scanloop_telemetry::current_traceparent(),
         request: Some(RequestKey {
             request_id,
             fingerprint: fingerprint.to_vec(),
         }),
+        ..scanloop_service::reaction::caused_by(envelope)
     }
 }
 

@@ -97,6 +97,8 @@ pub async fn run(
         listener,
         routes,
         health,
+        crate::access::ACCESS,
+        &config.server,
         shutdown.clone(),
     )
     .await;

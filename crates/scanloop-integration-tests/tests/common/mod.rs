@@ -48,6 +48,7 @@ pub fn meta() -> AppendMeta {
         correlation_id: uuid::Uuid::new_v4().to_string(),
         causation_id: uuid::Uuid::new_v4().to_string(),
         traceparent: String::new(),
+        actor: "test-operator".into(),
         request: None,
     }
 }

@@ -31,7 +31,7 @@ pub enum KeySource {
     /// updates the mounted file; no restart needed).
     File(PathBuf),
     /// Keys given in code (tests).
-    Fixed(Verifier),
+    Fixed(Box<Verifier>),
 }
 
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ impl ServerSettings {
     /// Settings for a server under test: trusts exactly `verifier`, production rules otherwise.
     pub fn trusting(verifier: Verifier) -> Self {
         Self {
-            keys: Some(KeySource::Fixed(verifier)),
+            keys: Some(KeySource::Fixed(Box::new(verifier))),
             development: false,
             limits: LimitSettings::default(),
             tls: None,
@@ -139,7 +139,7 @@ impl KeyRing {
     pub fn load(settings: &ServerSettings) -> anyhow::Result<Self> {
         let (verifier, source) = match &settings.keys {
             Some(KeySource::File(path)) => (read_jwks(path)?, Some(path.clone())),
-            Some(KeySource::Fixed(verifier)) => (verifier.clone(), None),
+            Some(KeySource::Fixed(verifier)) => ((**verifier).clone(), None),
             None => (Verifier::new(&[])?, None),
         };
         let verifier = trusted(verifier, settings.development)?;

@@ -11,7 +11,7 @@ use scanloop_proto::activation::v1::activation_service_client::ActivationService
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::time::to_timestamp;
-use tonic::transport::Channel;
+use scanloop_testkit::serving::AuthChannel;
 
 pub const BRAND: &str = "acme";
 
@@ -81,6 +81,9 @@ impl Service {
             .env("SCANLOOP_KAFKA_BROKERS", scanloop_testkit::brokers())
             .env("SCANLOOP_CODE_SECRET", "test-code-secret")
             .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
+            .env("SCANLOOP_AUTH_JWKS", scanloop_testkit::serving::jwks_file())
+            .env("SCANLOOP_RATE_LIMIT_PER_CLIENT", "1000000")
+            .env("SCANLOOP_RATE_LIMIT_PER_BRAND", "1000000")
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -113,11 +116,19 @@ impl Service {
 
     async fn try_client(
         &self,
-    ) -> Result<ActivationServiceClient<Channel>, tonic::transport::Error> {
-        ActivationServiceClient::connect(format!("http://{}", self.addr)).await
+    ) -> Result<ActivationServiceClient<AuthChannel>, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?;
+        Ok(ActivationServiceClient::new(
+            scanloop_service::access::authorized(
+                channel,
+                scanloop_testkit::serving::platform_bearer(),
+            ),
+        ))
     }
 
-    pub async fn client(&self) -> ActivationServiceClient<Channel> {
+    pub async fn client(&self) -> ActivationServiceClient<AuthChannel> {
         self.try_client().await.expect("connect")
     }
 
@@ -148,7 +159,7 @@ pub fn request_id() -> String {
 
 /// Issues a batch and collects its codes.
 pub async fn issue(
-    client: &mut ActivationServiceClient<Channel>,
+    client: &mut ActivationServiceClient<AuthChannel>,
     quantity: u32,
 ) -> (String, Vec<String>) {
     issue_for(client, BRAND, quantity).await
@@ -156,7 +167,7 @@ pub async fn issue(
 
 /// Issues a batch of `brand_id` and collects its codes.
 pub async fn issue_for(
-    client: &mut ActivationServiceClient<Channel>,
+    client: &mut ActivationServiceClient<AuthChannel>,
     brand_id: &str,
     quantity: u32,
 ) -> (String, Vec<String>) {

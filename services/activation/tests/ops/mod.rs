@@ -45,6 +45,7 @@ impl LoggedService {
             .env("SCANLOOP_KAFKA_BROKERS", scanloop_testkit::brokers())
             .env("SCANLOOP_CODE_SECRET", "test-code-secret")
             .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
+            .env("SCANLOOP_AUTH_JWKS", scanloop_testkit::serving::jwks_file())
             .env("RUST_LOG", "warn,scanloop_service=info")
             .env("NO_COLOR", "1")
             .envs(extra.iter().copied())

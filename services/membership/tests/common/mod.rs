@@ -13,9 +13,9 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::time::to_timestamp;
+use scanloop_testkit::serving::AuthChannel;
 use scanloop_timers::ShiftedClock;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub const BRAND: &str = "acme";
 const IDENTITY_SECRET: &str = "test-identity-secret";
@@ -27,8 +27,8 @@ pub struct Cluster {
     pub membership_topic: String,
     /// Where the test publishes referral events (both services react to them).
     pub referral_topic: String,
-    pub activation: ActivationServiceClient<Channel>,
-    pub membership: MembershipServiceClient<Channel>,
+    pub activation: ActivationServiceClient<AuthChannel>,
+    pub membership: MembershipServiceClient<AuthChannel>,
     /// The membership instances' clock: a test moves it forward to let time pass.
     pub clock: Arc<ShiftedClock>,
     /// How often the membership instances' timer jobs run.
@@ -42,7 +42,7 @@ async fn listener() -> (tokio::net::TcpListener, String) {
     scanloop_testkit::serving::listener().await.unwrap()
 }
 
-async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
+async fn connect<T>(addr: &str, make: impl Fn(AuthChannel) -> T) -> T {
     scanloop_testkit::serving::connect(addr, make)
         .await
         .unwrap()
@@ -91,6 +91,7 @@ impl Cluster {
         let (act_listener, act_addr) = listener().await;
         let activation_config = scanloop_activation::config::Config {
             infra: scanloop_testkit::serving::infra(),
+            server: scanloop_testkit::serving::server_settings(),
             grpc_addr: act_addr.clone(),
             keyspace: activation_keyspace.clone(),
             code_secret: Secret::new("test-code-secret".into()),
@@ -137,6 +138,7 @@ impl Cluster {
         let (listener, addr) = listener().await;
         let config = scanloop_membership::config::Config {
             infra: scanloop_testkit::serving::infra(),
+            server: scanloop_testkit::serving::server_settings(),
             grpc_addr: addr.clone(),
             keyspace: self.membership_keyspace.clone(),
             topic: self.membership_topic.clone(),
@@ -189,7 +191,10 @@ pub fn unionid(id: &str) -> Option<BuyerIdentity> {
     })
 }
 
-pub async fn issue(client: &mut ActivationServiceClient<Channel>, quantity: u32) -> Vec<String> {
+pub async fn issue(
+    client: &mut ActivationServiceClient<AuthChannel>,
+    quantity: u32,
+) -> Vec<String> {
     let mut stream = client
         .issue_batch(act::IssueBatchRequest {
             brand_id: BRAND.into(),

@@ -11,7 +11,7 @@ use scanloop_config::Secret;
 use scanloop_proto::common::v1::{Money, PageRequest};
 use scanloop_proto::payouts::v1 as pb;
 use scanloop_proto::payouts::v1::payouts_service_client::PayoutsServiceClient;
-use tonic::transport::Channel;
+use scanloop_testkit::serving::AuthChannel;
 
 #[path = "../../../referral/tests/common/mod.rs"]
 pub mod referral;
@@ -22,7 +22,7 @@ pub use referral::{BRAND, activation, envelopes_on, eventually, request_id, wait
 
 pub struct Loop {
     pub cluster: referral::Cluster,
-    pub payouts: PayoutsServiceClient<Channel>,
+    pub payouts: PayoutsServiceClient<AuthChannel>,
     pub payouts_keyspace: String,
     pub payouts_topic: String,
 }
@@ -93,10 +93,11 @@ async fn spawn_payouts(
     topic: &str,
     reactions: &str,
     projections: &str,
-) -> PayoutsServiceClient<Channel> {
+) -> PayoutsServiceClient<AuthChannel> {
     let (listener, addr) = scanloop_testkit::serving::listener().await.unwrap();
     let config = scanloop_payouts::config::Config {
         infra: scanloop_testkit::serving::infra(),
+        server: scanloop_testkit::serving::server_settings(),
         grpc_addr: addr.clone(),
         keyspace: keyspace.to_owned(),
         topic: topic.to_owned(),

@@ -19,9 +19,9 @@ use scanloop_proto::referral::v1 as pb;
 use scanloop_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use scanloop_proto::time::to_timestamp;
 use scanloop_referral::domain::rules::Rules;
+use scanloop_testkit::serving::AuthChannel;
 use scanloop_timers::ShiftedClock;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub const BRAND: &str = "acme";
 const IDENTITY_SECRET: &str = "test-identity-secret";
@@ -31,9 +31,9 @@ pub struct Cluster {
     pub activation_topic: String,
     pub membership_topic: String,
     pub referral_topic: String,
-    pub activation: ActivationServiceClient<Channel>,
-    pub membership: MembershipServiceClient<Channel>,
-    pub referral: ReferralServiceClient<Channel>,
+    pub activation: ActivationServiceClient<AuthChannel>,
+    pub membership: MembershipServiceClient<AuthChannel>,
+    pub referral: ReferralServiceClient<AuthChannel>,
     /// The referral instances' clock: a test moves it forward to let time pass.
     pub clock: Arc<ShiftedClock>,
     pub rules: Rules,
@@ -46,7 +46,7 @@ async fn listener() -> (tokio::net::TcpListener, String) {
     scanloop_testkit::serving::listener().await.unwrap()
 }
 
-async fn connect<T>(addr: &str, make: impl Fn(Channel) -> T) -> T {
+async fn connect<T>(addr: &str, make: impl Fn(AuthChannel) -> T) -> T {
     scanloop_testkit::serving::connect(addr, make)
         .await
         .unwrap()
@@ -86,6 +86,7 @@ impl Cluster {
         let (act_listener, act_addr) = listener().await;
         let activation_config = scanloop_activation::config::Config {
             infra: scanloop_testkit::serving::infra(),
+            server: scanloop_testkit::serving::server_settings(),
             grpc_addr: act_addr.clone(),
             keyspace: act_ks.clone(),
             code_secret: Secret::new("test-code-secret".into()),
@@ -104,6 +105,7 @@ impl Cluster {
         let (mem_listener, mem_addr) = listener().await;
         let membership_config = scanloop_membership::config::Config {
             infra: scanloop_testkit::serving::infra(),
+            server: scanloop_testkit::serving::server_settings(),
             grpc_addr: mem_addr.clone(),
             keyspace: mem_ks.clone(),
             topic: membership_topic.clone(),
@@ -155,6 +157,7 @@ impl Cluster {
         let keyspace = self.keyspaces[2].clone();
         let config = scanloop_referral::config::Config {
             infra: scanloop_testkit::serving::infra(),
+            server: scanloop_testkit::serving::server_settings(),
             grpc_addr: addr.clone(),
             keyspace: keyspace.clone(),
             topic: self.referral_topic.clone(),
