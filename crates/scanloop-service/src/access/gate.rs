@@ -263,9 +263,9 @@ fn brand_of(body: &[u8], field: u32) -> Result<String, Status> {
     Ok(brand_id)
 }
 
-/// Method name → field number of `brand_id` in its request, for `service`, from the descriptor
-/// set compiled into scanloop-proto.
-fn brand_fields(service: &str) -> anyhow::Result<HashMap<String, u32>> {
+/// Method name → field number of `brand_id` in its request, for `service` (its full protobuf
+/// name), from the descriptor set compiled into scanloop-proto.
+pub fn brand_fields(service: &str) -> anyhow::Result<HashMap<String, u32>> {
     let set = prost_types::FileDescriptorSet::decode(scanloop_proto::FILE_DESCRIPTOR_SET)?;
     let mut messages = HashMap::new();
     for file in &set.file {

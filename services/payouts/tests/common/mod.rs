@@ -118,9 +118,13 @@ async fn spawn_payouts(
             listener,
             cluster.shutdown.clone(),
         )));
-    scanloop_testkit::serving::connect(&addr, PayoutsServiceClient::new)
+    let client = scanloop_testkit::serving::connect(&addr, PayoutsServiceClient::new)
         .await
-        .unwrap()
+        .unwrap();
+    cluster
+        .addrs
+        .insert("scanloop.payouts.v1.PayoutsService", addr);
+    client
 }
 
 impl Loop {

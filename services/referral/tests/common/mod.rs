@@ -40,6 +40,8 @@ pub struct Cluster {
     /// Stops every service of the cluster (and of a harness that adds services to it).
     pub shutdown: CancellationToken,
     pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Each service's address by its protobuf name (the latest instance's).
+    pub addrs: BTreeMap<&'static str, String>,
 }
 
 async fn listener() -> (tokio::net::TcpListener, String) {
@@ -145,6 +147,10 @@ impl Cluster {
             rules,
             shutdown,
             tasks,
+            addrs: BTreeMap::from([
+                ("scanloop.activation.v1.ActivationService", act_addr.clone()),
+                ("scanloop.membership.v1.MembershipService", mem_addr.clone()),
+            ]),
         };
         cluster.start_referral("reactions").await;
         cluster
@@ -176,6 +182,8 @@ impl Cluster {
             self.shutdown.clone(),
         )));
         self.referral = connect(&addr, ReferralServiceClient::new).await;
+        self.addrs
+            .insert("scanloop.referral.v1.ReferralService", addr);
     }
 
     pub fn reaction_group(&self, reaction_group: &str) -> String {
