@@ -70,7 +70,10 @@ fn grant(subject: &str, brands: &[&str], roles: &[Role], ttl: Duration) -> Grant
 fn cases(allowed: &[Role]) -> Vec<Case> {
     let right = allowed.first().copied().unwrap_or(Role::Platform);
     let hour = Duration::from_secs(3_600);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut cases = vec![
         Case {
             name: "no token".into(),
@@ -153,8 +156,7 @@ async fn a_refused_call_never_reaches_its_handler() {
             async { Ok::<_, Infallible>(http::Response::new(Body::empty())) }
         });
         let keys = KeyRing::load(&server_settings()).unwrap();
-        let policy =
-            Policy::new(service, table, keys, LimitSettings::default(), false).unwrap();
+        let policy = Policy::new(service, table, keys, LimitSettings::default(), false).unwrap();
         let mut gate = AccessLayer::new(Arc::new(policy)).layer(handler);
         let fields = brand_fields(service).unwrap();
         for rpc in table {
@@ -222,7 +224,10 @@ fn money_moves_only_for_finance_and_plans_only_for_operators() {
     assert_eq!(roles(activation, "ActivateWarranty"), vec![Role::Landing]);
     // Auditors read everything and write nothing: every RPC they may call is a read.
     for (_, table) in TABLES {
-        for rpc in table.iter().filter(|rpc| rpc.roles.contains(&Role::Auditor)) {
+        for rpc in table
+            .iter()
+            .filter(|rpc| rpc.roles.contains(&Role::Auditor))
+        {
             assert!(
                 ["Get", "List", "Check"]
                     .iter()
@@ -323,11 +328,10 @@ async fn every_rpc_of_every_service_answers_each_caller_as_its_table_says() {
     assert_eq!(calls, 43 * 13);
 
     // Health is open to anyone; reflection is not, outside development mode.
-    let channel = scanloop_testkit::serving::channel(
-        &world.addrs["scanloop.payouts.v1.PayoutsService"],
-    )
-    .await
-    .unwrap();
+    let channel =
+        scanloop_testkit::serving::channel(&world.addrs["scanloop.payouts.v1.PayoutsService"])
+            .await
+            .unwrap();
     let health = raw_call(&channel, "/grpc.health.v1.Health/Check", Vec::new(), None).await;
     assert!(health.is_ok(), "{health:?}");
     let reflection_request = {
@@ -387,7 +391,9 @@ async fn as_caller<T>(
     make: impl Fn(scanloop_testkit::serving::AuthChannel) -> T,
 ) -> T {
     let bearer = Bearer::new(&token(subject, &[BRAND], roles)).unwrap();
-    connect_as(&world.addrs[service], bearer, make).await.unwrap()
+    connect_as(&world.addrs[service], bearer, make)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -67,31 +67,7 @@ impl Service {
     pub async fn start_with(env: &Env, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_scanloop-activation"))
-            .env("SCANLOOP_GRPC_ADDR", &addr)
-            .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
-            .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
-            .env("SCANLOOP_PROJECTION_GROUP", &env.group)
-            .env("SCANLOOP_REFERRAL_TOPIC", &env.referral_topic)
-            .env("SCANLOOP_REACTION_GROUP", &env.reaction_group)
-            .env(
-                "SCANLOOP_CQL_NODES",
-                scanloop_testkit::cql_nodes().join(","),
-            )
-            .env("SCANLOOP_KAFKA_BROKERS", scanloop_testkit::brokers())
-            .env("SCANLOOP_CODE_SECRET", "test-code-secret")
-            .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
-            .env("SCANLOOP_AUTH_JWKS", scanloop_testkit::serving::jwks_file())
-            .env("SCANLOOP_RATE_LIMIT_PER_CLIENT", "1000000")
-            .env("SCANLOOP_RATE_LIMIT_PER_BRAND", "1000000")
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the activation binary starts");
+        let child = spawn(env, &addr, extra);
         let service = Service { child, addr };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -145,7 +121,36 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
+/// Runs the activation binary for `env` on `addr`, with `extra` environment on top.
+pub fn spawn(env: &Env, addr: &str, extra: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_scanloop-activation"))
+        .env("SCANLOOP_GRPC_ADDR", addr)
+        .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
+        .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
+        .env("SCANLOOP_PROJECTION_GROUP", &env.group)
+        .env("SCANLOOP_REFERRAL_TOPIC", &env.referral_topic)
+        .env("SCANLOOP_REACTION_GROUP", &env.reaction_group)
+        .env(
+            "SCANLOOP_CQL_NODES",
+            scanloop_testkit::cql_nodes().join(","),
+        )
+        .env("SCANLOOP_KAFKA_BROKERS", scanloop_testkit::brokers())
+        .env("SCANLOOP_CODE_SECRET", "test-code-secret")
+        .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
+        .env("SCANLOOP_AUTH_JWKS", scanloop_testkit::serving::jwks_file())
+        .env("SCANLOOP_RATE_LIMIT_PER_CLIENT", "1000000")
+        .env("SCANLOOP_RATE_LIMIT_PER_BRAND", "1000000")
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the activation binary starts")
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
