@@ -150,6 +150,49 @@ fn compose_file_is_consistent() {
             );
         }
     }
+    // Every service takes callers' keys and TLS from compose secrets whose default files exist,
+    // and is health-checked on its plaintext health port.
+    let secrets = compose["secrets"].as_mapping().expect("top-level secrets");
+    for (name, secret) in secrets {
+        let file = secret["file"].as_str().expect("secrets are files");
+        let default = file
+            .strip_prefix("${")
+            .and_then(|rest| rest.split_once(":-./"))
+            .map(|(_, path)| path.trim_end_matches('}'))
+            .unwrap_or_else(|| panic!("{name:?}: a file from .env with a default: {file}"));
+        assert!(repo().join(default).exists(), "{name:?}: missing {default}");
+    }
+    for service in ["activation", "membership", "referral", "payouts"] {
+        let declared: Vec<&str> = services[service]["secrets"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{service} uses secrets"))
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let env = &services[service]["environment"];
+        for (variable, secret) in [
+            ("SCANLOOP_AUTH_JWKS", "scanloop-jwks"),
+            ("SCANLOOP_TLS_CERT", "scanloop-tls-cert"),
+            ("SCANLOOP_TLS_KEY", "scanloop-tls-key"),
+        ] {
+            assert!(declared.contains(&secret), "{service} mounts {secret}");
+            assert!(secrets.contains_key(secret), "{secret} is declared");
+            assert_eq!(
+                env[variable].as_str(),
+                Some(format!("/run/secrets/{secret}").as_str()),
+                "{service}: {variable}"
+            );
+        }
+        let health_port = env["SCANLOOP_HEALTH_ADDR"]
+            .as_str()
+            .and_then(|addr| addr.rsplit(':').next())
+            .unwrap_or_else(|| panic!("{service} has a plaintext health port"));
+        let test = serde_yaml::to_string(&services[service]["healthcheck"]["test"]).unwrap();
+        assert!(
+            test.contains(&format!("127.0.0.1:{health_port}")),
+            "{service}: the health check uses the health port: {test}"
+        );
+    }
     // The collector configuration it mounts must itself parse and route traces somewhere.
     let collector = yaml(&repo().join("deploy/otel/collector.yaml"));
     assert!(collector["service"]["pipelines"]["traces"]["exporters"].is_sequence());
@@ -171,12 +214,23 @@ fn kubernetes_secrets_come_from_a_secret_and_only_the_devstack_overlay_is_develo
     let generated = overlay["secretGenerator"]
         .as_sequence()
         .expect("the devstack overlay generates its Secret");
-    assert!(
-        generated
-            .iter()
-            .any(|g| g["name"].as_str() == Some("scanloop-secrets")),
-        "the overlay generates scanloop-secrets"
-    );
+    for secret in ["scanloop-secrets", "scanloop-auth", "scanloop-tls"] {
+        assert!(
+            generated.iter().any(|g| g["name"].as_str() == Some(secret)),
+            "the overlay generates {secret}"
+        );
+    }
+    // The overlay's development credentials are deploy/dev's (kustomize cannot read outside
+    // the overlay, so they are copies).
+    for file in ["jwks.json", "tls/server.crt", "tls/server.key"] {
+        let copy = std::fs::read(repo().join("deploy/k8s/overlays/devstack/dev").join(file));
+        let original = std::fs::read(repo().join("deploy/dev").join(file));
+        assert_eq!(
+            copy.unwrap(),
+            original.unwrap(),
+            "deploy/k8s/overlays/devstack/dev/{file} differs from deploy/dev/{file}"
+        );
+    }
 }
 
 #[test]
@@ -240,6 +294,7 @@ fn check_workload(doc: &Value, path: &Path) {
                 "{}",
                 path.display()
             );
+            check_access_wiring(pod, container, path);
         }
         for env in container["env"].as_sequence().into_iter().flatten() {
             let name = env["name"].as_str().unwrap_or_default();
@@ -256,5 +311,62 @@ fn check_workload(doc: &Value, path: &Path) {
         assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
         assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
         assert!(container["resources"]["limits"]["memory"].is_string());
+    }
+}
+
+/// A service's Deployment: token keys and TLS files from mounted Secrets, and probes on the
+/// plaintext health port (the kubelet's gRPC probe cannot speak TLS).
+fn check_access_wiring(pod: &Value, container: &Value, path: &Path) {
+    let env = |name: &str| -> String {
+        container["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|env| env["name"].as_str() == Some(name))
+            .and_then(|env| env["value"].as_str())
+            .unwrap_or_else(|| panic!("{}: sets {name}", path.display()))
+            .to_owned()
+    };
+    for (variable, secret) in [
+        ("SCANLOOP_AUTH_JWKS", "scanloop-auth"),
+        ("SCANLOOP_TLS_CERT", "scanloop-tls"),
+        ("SCANLOOP_TLS_KEY", "scanloop-tls"),
+    ] {
+        let file = env(variable);
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|mount| {
+                mount["mountPath"]
+                    .as_str()
+                    .is_some_and(|dir| file.starts_with(&format!("{dir}/")))
+            })
+            .unwrap_or_else(|| panic!("{}: {variable}={file} is on no mount", path.display()));
+        let volume = pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|volume| volume["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{}: no volume {:?}", path.display(), mount["name"]));
+        assert_eq!(
+            volume["secret"]["secretName"].as_str(),
+            Some(secret),
+            "{}: {variable} comes from the Secret {secret}",
+            path.display()
+        );
+    }
+    let health_port: u64 = env("SCANLOOP_HEALTH_ADDR")
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("{}: SCANLOOP_HEALTH_ADDR has a port", path.display()));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["grpc"]["port"].as_u64(),
+            Some(health_port),
+            "{}: {probe} uses the plaintext health port",
+            path.display()
+        );
     }
 }

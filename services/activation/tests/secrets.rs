@@ -84,3 +84,26 @@ async fn in_development_mode_the_service_runs_without_secrets() {
         service.log()
     );
 }
+
+#[test]
+fn outside_development_mode_the_service_needs_the_keys_that_sign_its_callers() {
+    let secrets = [
+        ("SCANLOOP_CODE_SECRET", "a-real-code-secret-of-some-length"),
+        (
+            "SCANLOOP_IDENTITY_SECRET",
+            "a-real-identity-secret-of-length",
+        ),
+    ];
+    let (ok, stderr) = run_to_exit(&secrets);
+    assert!(!ok, "started without token keys: {stderr}");
+    assert!(stderr.contains("SCANLOOP_AUTH_JWKS"), "{stderr}");
+    assert!(stderr.contains("scanloop token keygen"), "{stderr}");
+
+    // The repository's development key set is empty: a production service refuses it too.
+    let development = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/dev/jwks.json");
+    let mut env = secrets.to_vec();
+    env.push(("SCANLOOP_AUTH_JWKS", development));
+    let (ok, stderr) = run_to_exit(&env);
+    assert!(!ok, "started with an empty key set: {stderr}");
+    assert!(stderr.contains("the token key set is empty"), "{stderr}");
+}

@@ -84,8 +84,8 @@ impl ServerSettings {
             }
         };
         let health_addr: String = var("SCANLOOP_HEALTH_ADDR", String::new())?;
-        Ok(Self {
-            keys: (!jwks.is_empty()).then(|| KeySource::File(jwks.into())),
+        let settings = Self {
+            keys: (!jwks.is_empty()).then(|| KeySource::File(jwks.clone().into())),
             development,
             limits: LimitSettings {
                 per_brand: positive("SCANLOOP_RATE_LIMIT_PER_BRAND", DEFAULT_PER_BRAND)?,
@@ -97,7 +97,36 @@ impl ServerSettings {
                 "SCANLOOP_AUTH_JWKS_RELOAD_MS",
                 Duration::from_secs(10),
             )?,
-        })
+        };
+        // Fail at start-up, before connecting to anything, on keys or certificates that cannot
+        // serve.
+        if let Err(error) = KeyRing::load(&settings) {
+            return Err(ConfigError::Invalid {
+                name: "SCANLOOP_AUTH_JWKS",
+                value: jwks,
+                reason: format!("{error:#}"),
+            });
+        }
+        if let Some(tls) = &settings.tls {
+            let files = [
+                ("SCANLOOP_TLS_CERT", &tls.cert),
+                ("SCANLOOP_TLS_KEY", &tls.key),
+            ];
+            let client_ca = tls
+                .client_ca
+                .iter()
+                .map(|ca| ("SCANLOOP_TLS_CLIENT_CA", ca));
+            for (name, path) in files.into_iter().chain(client_ca) {
+                if let Err(error) = std::fs::metadata(path) {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        value: path.display().to_string(),
+                        reason: format!("cannot read the file: {error}"),
+                    });
+                }
+            }
+        }
+        Ok(settings)
     }
 
     /// Settings for a server under test: trusts exactly `verifier`, production rules otherwise.
@@ -202,6 +231,11 @@ fn trusted(verifier: Verifier, development: bool) -> anyhow::Result<Verifier> {
         return verifier.with_development_key();
     }
     anyhow::ensure!(
+        !verifier.key_ids().is_empty(),
+        "the token key set is empty: no caller could ever be let in. Give SCANLOOP_AUTH_JWKS the \
+         public keys that sign callers' tokens (`scanloop token keygen`)"
+    );
+    anyhow::ensure!(
         !verifier.trusts(DEV_KEY_ID),
         "the token key set contains the development key ({DEV_KEY_ID}), which anyone can sign \
          with: production needs keys of its own (`scanloop token keygen`)"
@@ -213,4 +247,27 @@ fn trusted(verifier: Verifier, development: bool) -> anyhow::Result<Verifier> {
 /// a modification time would not tell apart.
 fn contents(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::credentials::Signer;
+
+    #[test]
+    fn production_refuses_an_empty_key_set_and_the_development_key() {
+        let empty = trusted(Verifier::new(&[]).unwrap(), false).unwrap_err();
+        assert!(empty.to_string().contains("empty"), "{empty}");
+        let development = Verifier::new(&[Signer::development().public_jwk()]).unwrap();
+        let refused = trusted(development, false).unwrap_err();
+        assert!(refused.to_string().contains("development key"), "{refused}");
+        let own = Verifier::new(&[Signer::generate("2026-12").public_jwk()]).unwrap();
+        assert_eq!(trusted(own, false).unwrap().key_ids(), vec!["2026-12"]);
+    }
+
+    #[test]
+    fn development_trusts_the_development_key_beside_any_given_one() {
+        let verifier = trusted(Verifier::new(&[]).unwrap(), true).unwrap();
+        assert_eq!(verifier.key_ids(), vec![DEV_KEY_ID]);
+    }
 }
