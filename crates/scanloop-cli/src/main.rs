@@ -1,5 +1,6 @@
 //! `scanloop`: the operator's command. Wiring only; the work is in the modules.
 
+mod access_table;
 mod bench;
 mod bench_activation;
 mod bench_payouts;
@@ -41,6 +42,8 @@ enum Command {
     /// Payouts operations for finance.
     #[command(subcommand)]
     Payouts(Payouts),
+    /// Prints who may call each RPC of each service (the README's role table).
+    Access,
     /// Signing keys and bearer tokens for the services (development, tests, the demo).
     #[command(subcommand)]
     Token(Token),
@@ -122,10 +125,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Payouts(Payouts::Export(args)) => payouts_export::run(args).await,
         Command::Health { addr, service } => health(&addr, service).await,
+        Command::Access => {
+            print!("{}", access_table::markdown());
+            Ok(())
+        }
         Command::Token(Token::Keygen(args)) => token::keygen(args),
         Command::Token(Token::Issue(args)) => token::issue(args),
         Command::Config => {
-            for var in scanloop_config::INFRA_VARS {
+            let server = scanloop_service::access::settings::SERVER_VARS;
+            for var in scanloop_config::INFRA_VARS.iter().chain(server) {
                 println!("{:<30} {:<22} {}", var.name, var.default, var.meaning);
             }
             Ok(())

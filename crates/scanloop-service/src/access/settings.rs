@@ -6,11 +6,60 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use scanloop_config::{ConfigError, Environment, var};
+use scanloop_config::{ConfigError, Environment, VarDoc, var};
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{DEV_KEY_ID, Verifier};
 use super::limits::{DEFAULT_PER_BRAND, DEFAULT_PER_CLIENT, LimitSettings};
+
+/// The variables every service reads for access and transport (`scanloop config` prints them).
+pub const SERVER_VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "SCANLOOP_AUTH_JWKS",
+        default: "(required; dev: optional)",
+        meaning: "services: JWKS file of the Ed25519 public keys that sign callers' tokens; re-read when it changes",
+    },
+    VarDoc {
+        name: "SCANLOOP_AUTH_JWKS_RELOAD_MS",
+        default: "10000",
+        meaning: "services: how often the JWKS file is checked for a change (key rotation)",
+    },
+    VarDoc {
+        name: "SCANLOOP_RATE_LIMIT_PER_CLIENT",
+        default: "20",
+        meaning: "services: public RPCs per second per client (x-scanloop-client, else the token's subject)",
+    },
+    VarDoc {
+        name: "SCANLOOP_RATE_LIMIT_PER_BRAND",
+        default: "2000",
+        meaning: "services: public RPCs per second per brand, all clients together",
+    },
+    VarDoc {
+        name: "SCANLOOP_TLS_CERT",
+        default: "(unset: plaintext)",
+        meaning: "services: PEM certificate chain for TLS on the gRPC port (with SCANLOOP_TLS_KEY)",
+    },
+    VarDoc {
+        name: "SCANLOOP_TLS_KEY",
+        default: "(unset)",
+        meaning: "services: PEM private key of that certificate",
+    },
+    VarDoc {
+        name: "SCANLOOP_TLS_CLIENT_CA",
+        default: "(unset: no client certificates)",
+        meaning: "services: PEM CA; when set, every caller must present a certificate it signed (mTLS)",
+    },
+    VarDoc {
+        name: "SCANLOOP_HEALTH_ADDR",
+        default: "(unset: none)",
+        meaning: "services: plaintext listener serving only gRPC health, for probes that cannot speak TLS",
+    },
+    VarDoc {
+        name: "SCANLOOP_TOKEN",
+        default: "(unset)",
+        meaning: "scanloop CLI: the bearer token its calls send (dev: a development token is made)",
+    },
+];
 
 /// Certificate files for TLS on the gRPC port (PEM).
 #[derive(Debug, Clone, PartialEq, Eq)]
