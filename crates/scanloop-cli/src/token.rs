@@ -84,10 +84,10 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 }
 
 pub fn issue(args: IssueArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.subject.is_empty() && !args.subject.starts_with("system:"),
-        "--subject: a name for the caller (\"system:\" is kept for the services' own jobs)"
-    );
+    anyhow::ensure!(!args.subject.is_empty(), "--subject: a name for the caller");
+    if let Err(why) = scanloop_service::access::credentials::check_subject(&args.subject) {
+        anyhow::bail!("--subject {:?}: {why}", args.subject);
+    }
     let signer = match &args.key {
         Some(path) => {
             let kid = match &args.kid {

@@ -103,6 +103,8 @@ pub enum TokenRejected {
     WrongAudience,
     #[error("the token names no subject")]
     NoSubject,
+    #[error("the token's subject {0:?} is not allowed: {1}")]
+    BadSubject(String, &'static str),
 }
 
 /// The public keys tokens may be signed with, by key id. Several at once: during a rotation the
@@ -212,6 +214,9 @@ impl Verifier {
             })?;
         if data.claims.sub.is_empty() {
             return Err(TokenRejected::NoSubject);
+        }
+        if let Err(why) = check_subject(&data.claims.sub) {
+            return Err(TokenRejected::BadSubject(data.claims.sub, why));
         }
         Ok(Principal::from_claims(data.claims))
     }
@@ -325,6 +330,27 @@ impl Signer {
     }
 }
 
+/// Whether `subject` may name a caller. It is published in every event the caller causes (the
+/// envelope's actor), so it names a system or a staff account, never a buyer: a phone number is
+/// refused. `system:` is kept for the services' own scheduled jobs.
+pub fn check_subject(subject: &str) -> Result<(), &'static str> {
+    if subject.starts_with("system:") {
+        return Err("\"system:\" names the services' own jobs");
+    }
+    let digits = subject.strip_prefix('+').unwrap_or(subject);
+    if digits.len() >= 7
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b' ')
+    {
+        return Err("it looks like a phone number, and events publish the subject");
+    }
+    if subject.len() > 128 || subject.chars().any(char::is_control) {
+        return Err("at most 128 printable characters");
+    }
+    Ok(())
+}
+
 /// A JWKS document with `keys`, as services read it.
 pub fn jwks_document(keys: &[PublicJwk]) -> String {
     serde_json::json!({ "keys": keys }).to_string()
@@ -418,6 +444,23 @@ mod tests {
         let verifier = Verifier::new(&[]).unwrap();
         assert!(!verifier.trusts(DEV_KEY_ID));
         assert!(verifier.with_development_key().unwrap().trusts(DEV_KEY_ID));
+    }
+
+    #[test]
+    fn subjects_that_would_publish_a_phone_number_or_pose_as_a_job_are_refused() {
+        let signer = Signer::generate("k1");
+        let verifier = Verifier::new(&[signer.public_jwk()]).unwrap();
+        for subject in ["13800000001", "+86 138 0000 0001", "system:payouts/vesting"] {
+            let mut grant = grant(&["acme"], &[Role::Landing]);
+            grant.subject = subject.into();
+            let token = signer.issue(&grant).unwrap();
+            assert!(
+                matches!(verifier.verify(&token), Err(TokenRejected::BadSubject(..))),
+                "{subject}"
+            );
+        }
+        assert_eq!(check_subject("landing-web"), Ok(()));
+        assert_eq!(check_subject("finance-alice@acme"), Ok(()));
     }
 
     #[test]
