@@ -52,6 +52,7 @@ impl RequestContext {
         let payload = request.get_ref().encode_to_vec();
         context.fingerprint = Some(hasher.request_fingerprint(brand_id, &kind, &payload));
         if let Some(principal) = request.extensions().get::<Principal>() {
+            tracing::Span::current().record("enduser.id", principal.subject.as_str());
             context.actor = principal.subject.clone();
         }
         context

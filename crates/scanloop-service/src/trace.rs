@@ -35,6 +35,8 @@ pub fn server_span(
         rpc.service = service,
         rpc.method = method,
         brand_id = tracing::field::Empty,
+        // OpenTelemetry's name for the authenticated caller: the token's subject.
+        enduser.id = tracing::field::Empty,
     );
     let _ = span.set_parent(scanloop_telemetry::extract(&MetadataExtractor(metadata)));
     span
