@@ -156,6 +156,19 @@ async fn a_rotated_key_set_is_taken_without_a_restart() {
     let _ = std::fs::remove_file(&jwks);
 }
 
+/// What a VerifyCode over `connected` answers; None when the connection itself failed.
+async fn answer(
+    connected: Result<tonic::transport::Channel, tonic::transport::Error>,
+    bearer: &Bearer,
+) -> Option<Result<tonic::Response<pb::VerifyCodeResponse>, tonic::Status>> {
+    let channel = connected.ok()?;
+    Some(
+        ActivationServiceClient::new(authorized(channel, bearer.clone()))
+            .verify_code(verify("tls"))
+            .await,
+    )
+}
+
 struct Pki {
     ca: String,
     server_cert: String,
@@ -253,30 +266,19 @@ async fn over_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
     assert!(connected.is_some(), "never served over TLS");
 
     // Without one the handshake fails; nor does plaintext reach the TLS port.
-    let anonymous = match endpoint(false).connect().await {
-        Err(_) => None,
-        Ok(channel) => Some(
-            ActivationServiceClient::new(authorized(channel, bearer.clone()))
-                .verify_code(verify("tls"))
-                .await,
-        ),
-    };
+    let anonymous = answer(endpoint(false).connect().await, &bearer).await;
     assert!(
         anonymous.as_ref().is_none_or(|answer| answer.is_err()),
         "served a client without a certificate: {anonymous:?}"
     );
-    let plaintext = match Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-    {
-        Err(_) => None,
-        Ok(channel) => Some(
-            ActivationServiceClient::new(authorized(channel, bearer.clone()))
-                .verify_code(verify("tls"))
-                .await,
-        ),
-    };
+    let plaintext = answer(
+        Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await,
+        &bearer,
+    )
+    .await;
     assert!(
         plaintext.as_ref().is_none_or(|answer| answer.is_err()),
         "served plaintext on the TLS port: {plaintext:?}"

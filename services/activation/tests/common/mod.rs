@@ -121,9 +121,11 @@ impl Drop for Service {
     }
 }
 
-/// Runs the activation binary for `env` on `addr`, with `extra` environment on top.
-pub fn spawn(env: &Env, addr: &str, extra: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_scanloop-activation"))
+/// The activation binary set up for `env` on `addr`: its keyspace, topics and groups, the
+/// devstack, test secrets and the test token key; abuse limits out of the way.
+pub fn command(env: &Env, addr: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scanloop-activation"));
+    command
         .env("SCANLOOP_GRPC_ADDR", addr)
         .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
         .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
@@ -139,7 +141,13 @@ pub fn spawn(env: &Env, addr: &str, extra: &[(&str, &str)]) -> Child {
         .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
         .env("SCANLOOP_AUTH_JWKS", scanloop_testkit::serving::jwks_file())
         .env("SCANLOOP_RATE_LIMIT_PER_CLIENT", "1000000")
-        .env("SCANLOOP_RATE_LIMIT_PER_BRAND", "1000000")
+        .env("SCANLOOP_RATE_LIMIT_PER_BRAND", "1000000");
+    command
+}
+
+/// Runs the activation binary for `env` on `addr`, with `extra` environment on top.
+pub fn spawn(env: &Env, addr: &str, extra: &[(&str, &str)]) -> Child {
+    command(env, addr)
         .env(
             "RUST_LOG",
             std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),

@@ -30,22 +30,8 @@ impl LoggedService {
     /// until its health check answers SERVING (it probes Cassandra and Kafka first).
     pub async fn start(env: &Env, extra: &[(&str, &str)]) -> LoggedService {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scanloop-activation"))
+        let mut child = crate::common::command(env, &addr)
             .env("SCANLOOP_ENV", "dev")
-            .env("SCANLOOP_GRPC_ADDR", &addr)
-            .env("SCANLOOP_ACTIVATION_KEYSPACE", &env.keyspace)
-            .env("SCANLOOP_ACTIVATION_TOPIC", &env.topic)
-            .env("SCANLOOP_PROJECTION_GROUP", &env.group)
-            .env("SCANLOOP_REFERRAL_TOPIC", &env.referral_topic)
-            .env("SCANLOOP_REACTION_GROUP", &env.reaction_group)
-            .env(
-                "SCANLOOP_CQL_NODES",
-                scanloop_testkit::cql_nodes().join(","),
-            )
-            .env("SCANLOOP_KAFKA_BROKERS", scanloop_testkit::brokers())
-            .env("SCANLOOP_CODE_SECRET", "test-code-secret")
-            .env("SCANLOOP_IDENTITY_SECRET", "test-identity-secret")
-            .env("SCANLOOP_AUTH_JWKS", scanloop_testkit::serving::jwks_file())
             .env("RUST_LOG", "warn,scanloop_service=info")
             .env("NO_COLOR", "1")
             .envs(extra.iter().copied())
