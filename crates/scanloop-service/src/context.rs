@@ -23,7 +23,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The context of a gRPC request, inside its server span (see [`crate::trace::server_span`]).
+    /// The context of a gRPC request, inside its server span (see [`crate::trace`]).
     pub fn of_request(metadata: &MetadataMap, brand_id: &str, request_id: &str) -> Self {
         tracing::Span::current().record("brand_id", brand_id);
         Self {

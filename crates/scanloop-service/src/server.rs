@@ -108,6 +108,8 @@ pub async fn serve<S: NamedService>(
         builder = builder.tls_config(tls)?;
     }
     let served = builder
+        // Outermost first: every call is observed, refusals included, then admitted or refused.
+        .layer(crate::trace::RpcLayer)
         .layer(AccessLayer::new(policy))
         .add_routes(with_unimplemented_fallback(routes, S::NAME))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

@@ -11,9 +11,7 @@ use scanloop_proto::activation::v1::activation_service_server::ActivationService
 use scanloop_proto::common::v1::{Money, PageResponse};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::ServiceError;
-use scanloop_service::trace::server_span;
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use crate::app::{Activation, RequestContext, WarrantyState};
 use crate::domain::warranty::{CURRENCY, MAX_REFUND_REASON};
@@ -67,7 +65,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::IssueBatchRequest>,
     ) -> Result<Response<CodeStream>, Status> {
-        let span = server_span(SERVICE, "IssueBatch", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -103,7 +100,6 @@ impl ActivationService for Api {
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
             Ok::<_, ServiceError>(Response::new(stream))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -137,7 +133,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::ScanCodeRequest>,
     ) -> Result<Response<pb::ScanCodeResponse>, Status> {
-        let span = server_span(SERVICE, "ScanCode", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -160,7 +155,6 @@ impl ActivationService for Api {
                 suspicious,
             }))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -169,7 +163,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::ActivateWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        let span = server_span(SERVICE, "ActivateWarranty", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -211,7 +204,6 @@ impl ActivationService for Api {
                 .await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -220,7 +212,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::ExtendWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        let span = server_span(SERVICE, "ExtendWarranty", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -238,7 +229,6 @@ impl ActivationService for Api {
             let state = self.app.extend(&ctx, code, r.months, reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -247,7 +237,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::VoidWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        let span = server_span(SERVICE, "VoidWarranty", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -263,7 +252,6 @@ impl ActivationService for Api {
             let state = self.app.void(&ctx, code, &r.reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -272,7 +260,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::RefundPurchaseRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        let span = server_span(SERVICE, "RefundPurchase", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -295,7 +282,6 @@ impl ActivationService for Api {
             let state = self.app.refund(&ctx, code, amount, reason).await?;
             Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -304,7 +290,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::GetWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        let span = server_span(SERVICE, "GetWarranty", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -358,7 +343,6 @@ impl ActivationService for Api {
             };
             Ok::<_, ServiceError>(Response::new(warranty))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }
@@ -367,7 +351,6 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::ListWarrantiesRequest>,
     ) -> Result<Response<pb::ListWarrantiesResponse>, Status> {
-        let span = server_span(SERVICE, "ListWarranties", request.metadata());
         async {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
@@ -405,7 +388,6 @@ impl ActivationService for Api {
                 }),
             }))
         }
-        .instrument(span)
         .await
         .map_err(Status::from)
     }

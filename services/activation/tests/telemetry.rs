@@ -113,6 +113,7 @@ async fn traces_follow_an_activation_through_kafka_and_metrics_are_exported() {
         "scanloop.outbox.publish.lag",
         "scanloop.consumer.events",
         "scanloop.consumer.lag",
+        "rpc.server.duration",
     ];
     loop {
         let names: Vec<String> = collector

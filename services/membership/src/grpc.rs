@@ -6,13 +6,11 @@ use scanloop_proto::common::v1::{BuyerIdentity, PageResponse};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_server::MembershipService;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::trace::server_span;
 use scanloop_service::validate::{
     brand_id as validate_brand, page_size, request_id as validate_request_id,
 };
 use scanloop_service::{RequestContext, ServiceError};
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use crate::app::{MemberState, Membership};
 use crate::domain::tiers::{Tier, tier_for};
@@ -112,11 +110,10 @@ fn identity_from_key(key: &str) -> Option<BuyerIdentity> {
     Some(BuyerIdentity { kind: Some(kind) })
 }
 
+/// A handler's body, its domain errors turned into statuses (span, metric and log come from the
+/// shared RPC layer).
 macro_rules! rpc {
-    ($method:literal, $request:ident, $body:expr) => {{
-        let span = server_span(SERVICE, $method, $request.metadata());
-        async { $body }.instrument(span).await.map_err(Status::from)
-    }};
+    ($body:expr) => {{ async { $body }.await.map_err(Status::from) }};
 }
 
 #[tonic::async_trait]
@@ -125,7 +122,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::RegisterMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        rpc!("RegisterMember", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -155,7 +152,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::LinkIdentityRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        rpc!("LinkIdentity", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -177,7 +174,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::GetMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        rpc!("GetMember", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let state = self.resolve(&r.brand_id, r.by.as_ref()).await?;
@@ -189,7 +186,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::AwardPointsRequest>,
     ) -> Result<Response<pb::PointsBalance>, Status> {
-        rpc!("AwardPoints", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -213,7 +210,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::RedeemPointsRequest>,
     ) -> Result<Response<pb::PointsBalance>, Status> {
-        rpc!("RedeemPoints", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -237,7 +234,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::RecordEngagementRequest>,
     ) -> Result<Response<pb::RecordEngagementResponse>, Status> {
-        rpc!("RecordEngagement", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -270,7 +267,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::ListLeaderboardRequest>,
     ) -> Result<Response<pb::ListLeaderboardResponse>, Status> {
-        rpc!("ListLeaderboard", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let region = r.region.trim();
@@ -309,7 +306,7 @@ impl MembershipService for Api {
         &self,
         request: Request<pb::ListPointsLedgerRequest>,
     ) -> Result<Response<pb::ListPointsLedgerResponse>, Status> {
-        rpc!("ListPointsLedger", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let member = member_id(&r.member_id)?;

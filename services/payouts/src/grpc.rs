@@ -8,13 +8,11 @@ use scanloop_proto::common::v1::PageResponse;
 use scanloop_proto::payouts::v1 as pb;
 use scanloop_proto::payouts::v1::payouts_service_server::PayoutsService;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::trace::server_span;
 use scanloop_service::validate::{
     brand_id as validate_brand, page_size, request_id as validate_request_id, text,
 };
 use scanloop_service::{RequestContext, ServiceError};
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use crate::app::{Payouts, db_unavailable};
 use crate::domain::ledger::{self, BENEFICIARY_ACCOUNTS, Beneficiary};
@@ -133,11 +131,10 @@ fn describe(entry: &Entry) -> String {
     }
 }
 
+/// A handler's body, its domain errors turned into statuses (span, metric and log come from the
+/// shared RPC layer).
 macro_rules! rpc {
-    ($method:literal, $request:ident, $body:expr) => {{
-        let span = server_span(SERVICE, $method, $request.metadata());
-        async { $body }.instrument(span).await.map_err(Status::from)
-    }};
+    ($body:expr) => {{ async { $body }.await.map_err(Status::from) }};
 }
 
 #[tonic::async_trait]
@@ -146,7 +143,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::UpsertPlanRequest>,
     ) -> Result<Response<pb::CommissionPlan>, Status> {
-        rpc!("UpsertPlan", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -166,7 +163,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::GetPlanRequest>,
     ) -> Result<Response<pb::CommissionPlan>, Status> {
-        rpc!("GetPlan", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let sku = sku(&r.sku)?;
@@ -189,7 +186,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        rpc!("GetAccount", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let who = beneficiary(r.beneficiary.as_ref())?;
@@ -246,7 +243,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::ListCommissionsRequest>,
     ) -> Result<Response<pb::ListCommissionsResponse>, Status> {
-        rpc!("ListCommissions", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let models = self.app.read_models();
@@ -295,7 +292,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::RunSettlementRequest>,
     ) -> Result<Response<pb::SettlementBatch>, Status> {
-        rpc!("RunSettlement", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -315,7 +312,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::MarkPaidRequest>,
     ) -> Result<Response<pb::PayoutLine>, Status> {
-        rpc!("MarkPaid", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -337,7 +334,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::GetSettlementRequest>,
     ) -> Result<Response<pb::SettlementBatch>, Status> {
-        rpc!("GetSettlement", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let batch = batch_id(&r.batch_id)?;
@@ -362,7 +359,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::ListSettlementsRequest>,
     ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
-        rpc!("ListSettlements", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let all = self
@@ -399,7 +396,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::GetStatementRequest>,
     ) -> Result<Response<pb::Statement>, Status> {
-        rpc!("GetStatement", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let who = beneficiary(r.beneficiary.as_ref())?;
@@ -457,7 +454,7 @@ impl PayoutsService for Api {
         &self,
         request: Request<pb::CheckLedgerRequest>,
     ) -> Result<Response<pb::LedgerCheck>, Status> {
-        rpc!("CheckLedger", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let models = self.app.read_models();

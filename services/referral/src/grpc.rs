@@ -6,13 +6,11 @@ use scanloop_proto::common::v1::{Money, PageResponse};
 use scanloop_proto::referral::v1 as pb;
 use scanloop_proto::referral::v1::referral_service_server::ReferralService;
 use scanloop_proto::time::to_timestamp;
-use scanloop_service::trace::server_span;
 use scanloop_service::validate::{
     brand_id as validate_brand, page_size, request_id as validate_request_id, text,
 };
 use scanloop_service::{RequestContext, ServiceError};
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 
 use crate::app::{Referrals, db_unavailable};
 use crate::card;
@@ -173,11 +171,10 @@ fn figures(d: FunnelDelta) -> pb::FunnelFigures {
     }
 }
 
+/// A handler's body, its domain errors turned into statuses (span, metric and log come from the
+/// shared RPC layer).
 macro_rules! rpc {
-    ($method:literal, $request:ident, $body:expr) => {{
-        let span = server_span(SERVICE, $method, $request.metadata());
-        async { $body }.instrument(span).await.map_err(Status::from)
-    }};
+    ($body:expr) => {{ async { $body }.await.map_err(Status::from) }};
 }
 
 #[tonic::async_trait]
@@ -186,7 +183,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::CreateLinkRequest>,
     ) -> Result<Response<pb::ReferralLink>, Status> {
-        rpc!("CreateLink", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -207,7 +204,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::RenderCardRequest>,
     ) -> Result<Response<pb::ShareCard>, Status> {
-        rpc!("RenderCard", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let token = token(&r.token)?;
@@ -233,7 +230,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::ResolveLinkRequest>,
     ) -> Result<Response<pb::LinkLanding>, Status> {
-        rpc!("ResolveLink", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let token = token(&r.token)?;
@@ -298,7 +295,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::RecordShareRequest>,
     ) -> Result<Response<pb::ReferralLink>, Status> {
-        rpc!("RecordShare", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -315,7 +312,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::RevokeLinkRequest>,
     ) -> Result<Response<pb::ReferralLink>, Status> {
-        rpc!("RevokeLink", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -331,7 +328,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::ListLinksRequest>,
     ) -> Result<Response<pb::ListLinksResponse>, Status> {
-        rpc!("ListLinks", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let member = member_id(&r.member_id)?;
@@ -360,7 +357,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::ListHeldRequest>,
     ) -> Result<Response<pb::ListReferralsResponse>, Status> {
-        rpc!("ListHeld", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let page = r.page.as_ref();
@@ -384,7 +381,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::ReviewReferralRequest>,
     ) -> Result<Response<pb::Referral>, Status> {
-        rpc!("ReviewReferral", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -452,7 +449,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::DefineCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        rpc!("DefineCampaign", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -473,7 +470,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::StartAssistRequest>,
     ) -> Result<Response<pb::Assist>, Status> {
-        rpc!("StartAssist", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             validate_request_id(&r.request_id)?;
@@ -503,7 +500,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::GetAssistRequest>,
     ) -> Result<Response<pb::Assist>, Status> {
-        rpc!("GetAssist", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let member = member_id(&r.member_id)?;
@@ -517,7 +514,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::GetTreeRequest>,
     ) -> Result<Response<pb::ReferralTree>, Status> {
-        rpc!("GetTree", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let member = member_id(&r.member_id)?;
@@ -565,7 +562,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::ListReferralsRequest>,
     ) -> Result<Response<pb::ListReferralsResponse>, Status> {
-        rpc!("ListReferrals", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let referrer = member_id(&r.referrer_member_id)?;
@@ -591,7 +588,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::ReferralStats>, Status> {
-        rpc!("GetStats", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let scope = if r.member_id.is_empty() {
@@ -631,7 +628,7 @@ impl ReferralService for Api {
         &self,
         request: Request<pb::GetStoreStatsRequest>,
     ) -> Result<Response<pb::StoreStats>, Status> {
-        rpc!("GetStoreStats", request, {
+        rpc!({
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let store = text("store_id", &r.store_id, 64)?;
