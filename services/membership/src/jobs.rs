@@ -27,14 +27,10 @@ use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
 use scanloop_eventstore::{AppendMeta, DomainEvent as _};
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
-use scanloop_service::jobs::{TimerJobs, TimerJobsSettings};
 use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerStore};
-use scylla::client::session::Session;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::app::Membership;
-use crate::config::Config;
 use crate::domain::MembershipEvent;
 use crate::domain::member::{self, Rules};
 
@@ -146,32 +142,4 @@ impl TimerHandler for MemberReview {
         .instrument(span)
         .await
     }
-}
-
-/// Starts the scheduler and the timer job; they stop when `shutdown` is cancelled. Refuses to
-/// start (saying to run `scanloop migrate`) if the timers' schema is missing.
-pub async fn start(
-    config: &Config,
-    session: Arc<Session>,
-    app: Arc<Membership>,
-    producer: scanloop_bus::EventProducer,
-    shutdown: CancellationToken,
-) -> anyhow::Result<TimerJobs> {
-    let settings = TimerJobsSettings {
-        keyspace: config.keyspace.clone(),
-        kafka_brokers: config.infra.kafka_brokers.clone(),
-        group: config.timer_group.clone(),
-        topic: config.topic.clone(),
-        clock: config.clock.clone(),
-        interval: config.timer_interval,
-    };
-    TimerJobs::start(
-        settings,
-        session,
-        |timers| ReviewScheduler::new(timers, config.rules.clone()),
-        MemberReview::new(app),
-        producer,
-        shutdown,
-    )
-    .await
 }

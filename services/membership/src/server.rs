@@ -1,20 +1,18 @@
-//! Wires the membership service: store, outbox, sweeper, the reactions to activations and
-//! referral shares, the read-model projector and the gRPC server.
+//! Wires the membership service on the shared platform: its application, the reactions to
+//! activations and referral shares, the read-model projector, the member-review timer jobs and
+//! the gRPC API.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventProducer};
-use scanloop_eventstore::{EventStore, Outbox, Projector, Sweeper};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::membership::v1::membership_service_server::MembershipServiceServer;
-use scanloop_service::HealthChecks;
-use scanloop_storage::Checkpoints;
+use scanloop_service::{Home, Platform};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Membership;
 use crate::config::Config;
 use crate::grpc::Api;
+use crate::jobs::{MemberReview, ReviewScheduler};
 use crate::projections::ReadModels;
 use crate::reaction::Reactions;
 
@@ -25,94 +23,36 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let session = scanloop_storage::session::connect_with_request_timeout(
-        &config.infra.cql_nodes,
-        Duration::from_secs(60),
-        config.infra.cql_request_timeout,
-    )
-    .await?;
-    let store = EventStore::new(session.clone(), &config.keyspace).await?;
-    let read_models = ReadModels::new(session.clone(), &config.keyspace).await?;
-    let producer = EventProducer::new(&config.infra.kafka_brokers, Duration::from_secs(10))?;
-    let health = HealthChecks::new(
-        session.clone(),
-        producer.clone(),
-        config.topic.clone(),
-        config.infra.health_check_interval,
-        config.infra.cql_request_timeout,
-    );
-    let outbox = Outbox::new(
-        store,
-        &config.keyspace,
-        producer.clone(),
-        config.topic.clone(),
-    )
-    .await?;
+    let home = Home {
+        infra: &config.infra,
+        keyspace: &config.keyspace,
+        topic: &config.topic,
+    };
+    let mut platform = Platform::connect(home, shutdown).await?;
+    let read_models = ReadModels::new(platform.session.clone(), &config.keyspace).await?;
     let app = Arc::new(Membership::new(
-        outbox.clone(),
+        platform.outbox.clone(),
         IdentityHasher::new(config.identity_secret.clone()),
         config.rules.clone(),
         config.clock.clone(),
     ));
-    let jobs = crate::jobs::start(
-        &config,
-        session.clone(),
-        app.clone(),
-        producer.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    let checkpoints = Checkpoints::new(session, &config.keyspace).await?;
-    let consumer = |group: &str, topics: &[&String]| {
-        ConsumerOptions::new(
-            config.infra.kafka_brokers.clone(),
-            group.to_owned(),
-            topics.iter().map(|topic| (*topic).clone()).collect(),
+    platform
+        .timer_jobs(
+            &config.timer_group,
+            config.clock.clone(),
+            config.timer_interval,
+            |timers| ReviewScheduler::new(timers, config.rules.clone()),
+            MemberReview::new(app.clone()),
         )
-    };
-
-    let sweeper = tokio::spawn(Sweeper::new(outbox).run(shutdown.clone()));
-    let reacting = tokio::spawn(
-        ConsumerRunner::new(
-            // One group over both topics: each stream has its own lane, so a slow or retrying
-            // stream of one topic holds back nothing of the other.
-            consumer(
-                &config.reaction_group,
-                &[&config.activation_topic, &config.referral_topic],
-            ),
-            Reactions::new(app.clone()),
-            checkpoints.clone(),
-            producer.clone(),
-            shutdown.clone(),
-        )?
-        .run(),
-    );
-    let projecting = tokio::spawn(
-        ConsumerRunner::new(
-            consumer(&config.projection_group, &[&config.topic]),
-            Projector(read_models.clone()),
-            checkpoints,
-            producer,
-            shutdown.clone(),
-        )?
-        .run(),
-    );
-
-    let routes =
-        tonic::service::Routes::new(MembershipServiceServer::new(Api::new(app, read_models)));
-    let served = scanloop_service::serve::<MembershipServiceServer<Api>>(
-        listener,
-        routes,
-        health,
-        crate::access::ACCESS,
-        &config.server,
-        shutdown.clone(),
-    )
-    .await;
-    shutdown.cancel();
-    let _ = sweeper.await;
-    reacting.await??;
-    projecting.await??;
-    jobs.finish().await?;
-    served
+        .await?;
+    platform.react(
+        &config.reaction_group,
+        &[&config.activation_topic, &config.referral_topic],
+        Reactions::new(app.clone()),
+    )?;
+    platform.project(&config.projection_group, read_models.clone())?;
+    let api = MembershipServiceServer::new(Api::new(app, read_models));
+    platform
+        .serve(listener, api, crate::access::ACCESS, &config.server)
+        .await
 }

@@ -17,14 +17,10 @@ use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
 use scanloop_eventstore::{AppendMeta, DomainEvent as _};
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
-use scanloop_service::jobs::{TimerJobs, TimerJobsSettings};
 use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerStore};
-use scylla::client::session::Session;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::app::Payouts;
-use crate::config::Config;
 use crate::domain::PayoutsEvent;
 
 /// The one kind of timer payouts schedules: vest what is due on a sale.
@@ -117,32 +113,4 @@ impl TimerHandler for Vesting {
         .instrument(span)
         .await
     }
-}
-
-/// Starts the scheduler and the timer job; they stop when `shutdown` is cancelled. Refuses to
-/// start (saying to run `scanloop migrate`) if the timers' schema is missing.
-pub async fn start(
-    config: &Config,
-    session: Arc<Session>,
-    app: Arc<Payouts>,
-    producer: scanloop_bus::EventProducer,
-    shutdown: CancellationToken,
-) -> anyhow::Result<TimerJobs> {
-    let settings = TimerJobsSettings {
-        keyspace: config.keyspace.clone(),
-        kafka_brokers: config.infra.kafka_brokers.clone(),
-        group: config.timer_group.clone(),
-        topic: config.topic.clone(),
-        clock: config.clock.clone(),
-        interval: config.timer_interval,
-    };
-    TimerJobs::start(
-        settings,
-        session,
-        VestingScheduler::new,
-        Vesting::new(app),
-        producer,
-        shutdown,
-    )
-    .await
 }
