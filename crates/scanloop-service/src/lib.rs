@@ -7,6 +7,7 @@
 //!   of every service.
 
 pub mod access;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod health;
@@ -18,8 +19,9 @@ pub mod trace;
 pub mod validate;
 
 pub use access::ServerSettings;
+pub use config::{ServiceConfig, ServiceNames};
 pub use context::RequestContext;
 pub use error::ServiceError;
 pub use health::HealthChecks;
-pub use platform::{Home, Platform, run_process};
+pub use platform::{HasServiceConfig, Platform, run_process};
 pub use server::{serve, shutdown_signal};

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventHandler, EventProducer};
-use scanloop_config::Infra;
 use scanloop_eventstore::{EventStore, Outbox, Projection, Projector, Sweeper};
 use scanloop_storage::Checkpoints;
 use scanloop_timers::{SharedClock, TimerHandler, TimerStore};
@@ -19,20 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
-use crate::access::{AccessTable, ServerSettings};
+use crate::access::AccessTable;
+use crate::config::ServiceConfig;
 use crate::health::HealthChecks;
 use crate::jobs::{TimerJobs, TimerJobsSettings};
 
 /// How long a service waits for Cassandra at start-up, and Kafka's producer for a broker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where a service keeps its streams and publishes its events.
-pub struct Home<'a> {
-    pub infra: &'a Infra,
-    pub keyspace: &'a str,
-    pub topic: &'a str,
-}
 
 /// The connected platform of one service, and the tasks it runs until shutdown.
 pub struct Platform {
@@ -41,9 +34,7 @@ pub struct Platform {
     /// Appends and publishes the service's events (its sweeper runs already).
     pub outbox: Outbox,
     checkpoints: Checkpoints,
-    infra: Infra,
-    keyspace: String,
-    topic: String,
+    config: ServiceConfig,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -51,31 +42,33 @@ pub struct Platform {
 impl Platform {
     /// Connects to Cassandra and Kafka, checks the event store's schema (refusing to start,
     /// saying to run `scanloop migrate`, when it is missing) and starts the outbox sweeper.
-    pub async fn connect(home: Home<'_>, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn connect(
+        config: &ServiceConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let infra = &config.infra;
         let session = scanloop_storage::session::connect_with_request_timeout(
-            &home.infra.cql_nodes,
+            &infra.cql_nodes,
             CONNECT_TIMEOUT,
-            home.infra.cql_request_timeout,
+            infra.cql_request_timeout,
         )
         .await?;
-        let store = EventStore::new(session.clone(), home.keyspace).await?;
-        let producer = EventProducer::new(&home.infra.kafka_brokers, PRODUCER_TIMEOUT)?;
+        let store = EventStore::new(session.clone(), &config.keyspace).await?;
+        let producer = EventProducer::new(&infra.kafka_brokers, PRODUCER_TIMEOUT)?;
         let outbox = Outbox::new(
             store,
-            home.keyspace,
+            &config.keyspace,
             producer.clone(),
-            home.topic.to_owned(),
+            config.topic.clone(),
         )
         .await?;
-        let checkpoints = Checkpoints::new(session.clone(), home.keyspace).await?;
+        let checkpoints = Checkpoints::new(session.clone(), &config.keyspace).await?;
         let mut platform = Self {
             session,
             producer,
             outbox: outbox.clone(),
             checkpoints,
-            infra: home.infra.clone(),
-            keyspace: home.keyspace.to_owned(),
-            topic: home.topic.to_owned(),
+            config: config.clone(),
             shutdown: shutdown.clone(),
             tasks: Vec::new(),
         };
@@ -86,9 +79,22 @@ impl Platform {
         Ok(platform)
     }
 
-    /// Runs `handler` on every event of `topics`, as consumer group `group` (one group over
-    /// several topics: each stream has its own lane, so one slow stream holds back no other).
-    pub fn react<H: EventHandler>(
+    /// Runs the service's reactions, `handler`, on every event of `topics`, as its reaction
+    /// group (one group over several topics: each stream has its own lane, so one slow stream
+    /// holds back no other).
+    pub fn react<H: EventHandler>(&mut self, topics: &[&str], handler: H) -> anyhow::Result<()> {
+        let group = self.config.reaction_group.clone();
+        self.consume(&group, topics, handler)
+    }
+
+    /// Projects the service's own events into `read_models`, as its projection group.
+    pub fn project<P: Projection>(&mut self, read_models: P) -> anyhow::Result<()> {
+        let group = self.config.projection_group.clone();
+        let topic = self.config.topic.clone();
+        self.consume(&group, &[&topic], Projector(read_models))
+    }
+
+    fn consume<H: EventHandler>(
         &mut self,
         group: &str,
         topics: &[&str],
@@ -96,7 +102,7 @@ impl Platform {
     ) -> anyhow::Result<()> {
         let runner = ConsumerRunner::new(
             ConsumerOptions::new(
-                self.infra.kafka_brokers.clone(),
+                self.config.infra.kafka_brokers.clone(),
                 group.to_owned(),
                 topics.iter().map(|topic| (*topic).to_owned()).collect(),
             ),
@@ -107,12 +113,6 @@ impl Platform {
         )?;
         self.spawn("consumer", runner.run());
         Ok(())
-    }
-
-    /// Projects the service's own events into `read_models`, as consumer group `group`.
-    pub fn project<P: Projection>(&mut self, group: &str, read_models: P) -> anyhow::Result<()> {
-        let topic = self.topic.clone();
-        self.react(group, &[&topic], Projector(read_models))
     }
 
     /// Starts jobs on durable timers: `scheduler` (given the timer store) reads the service's
@@ -126,10 +126,10 @@ impl Platform {
         handler: H,
     ) -> anyhow::Result<()> {
         let settings = TimerJobsSettings {
-            keyspace: self.keyspace.clone(),
-            kafka_brokers: self.infra.kafka_brokers.clone(),
+            keyspace: self.config.keyspace.clone(),
+            kafka_brokers: self.config.infra.kafka_brokers.clone(),
             group: group.to_owned(),
-            topic: self.topic.clone(),
+            topic: self.config.topic.clone(),
             clock,
             interval,
         };
@@ -154,15 +154,14 @@ impl Platform {
         self.tasks.push((name, tokio::spawn(task)));
     }
 
-    /// Serves `service` on `listener` behind the access gate (`access`, `settings`) with health
-    /// and reflection until shutdown, then stops every task the platform started and waits for
+    /// Serves `service` on `listener` behind the access gate (`access`, and the server settings
+    /// of the service's configuration) with health and reflection until shutdown, then stops every task the platform started and waits for
     /// them: in-flight calls finish, consumers commit what they finished.
     pub async fn serve<S>(
         self,
         listener: tokio::net::TcpListener,
         service: S,
         access: AccessTable,
-        settings: &ServerSettings,
     ) -> anyhow::Result<()>
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -176,9 +175,9 @@ impl Platform {
         let health = HealthChecks::new(
             self.session.clone(),
             self.producer.clone(),
-            self.topic.clone(),
-            self.infra.health_check_interval,
-            self.infra.cql_request_timeout,
+            self.config.topic.clone(),
+            self.config.infra.health_check_interval,
+            self.config.infra.cql_request_timeout,
         );
         let routes = tonic::service::Routes::new(service);
         let served = crate::serve::<S>(
@@ -186,7 +185,7 @@ impl Platform {
             routes,
             health,
             access,
-            settings,
+            &self.config.server,
             self.shutdown.clone(),
         )
         .await;
@@ -211,13 +210,17 @@ impl Platform {
     }
 }
 
+/// A service's configuration: the settings every service has, and its own.
+pub trait HasServiceConfig {
+    fn service(&self) -> &ServiceConfig;
+}
+
 /// A service process: telemetry named `name`, configuration from the environment (refusing to
-/// start on a bad one, in the log stream too), the listener at the address it names, shutdown on
-/// SIGTERM or Ctrl-C, then `run`. What each service's `main` is.
-pub async fn run_process<C, F>(
+/// start on a bad one, in the log stream too), the listener at its address, shutdown on SIGTERM
+/// or Ctrl-C, then `run`. What each service's `main` is.
+pub async fn run_process<C: HasServiceConfig, F>(
     name: &'static str,
     config: impl FnOnce() -> Result<C, scanloop_config::ConfigError>,
-    grpc_addr: impl FnOnce(&C) -> String,
     run: impl FnOnce(C, tokio::net::TcpListener, CancellationToken) -> F,
 ) -> anyhow::Result<()>
 where
@@ -227,7 +230,7 @@ where
     let config = config().inspect_err(|error| {
         tracing::error!(%error, "invalid configuration: refusing to start");
     })?;
-    let listener = tokio::net::TcpListener::bind(grpc_addr(&config)).await?;
+    let listener = tokio::net::TcpListener::bind(&config.service().grpc_addr).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown_signal(shutdown.clone()));
     run(config, listener, shutdown).await

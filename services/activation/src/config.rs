@@ -1,22 +1,14 @@
 //! The activation service's settings, from the environment (defaults documented in README).
 
-use scanloop_config::{ConfigError, Infra, Secret, secret, var};
+use scanloop_config::{ConfigError, Secret, secret, var};
+use scanloop_service::{ServiceConfig, ServiceNames};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub infra: Infra,
-    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
-    /// SCANLOOP_TLS_*): see scanloop_service::access.
-    pub server: scanloop_service::ServerSettings,
-    /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50051.
-    pub grpc_addr: String,
-    /// SCANLOOP_ACTIVATION_KEYSPACE, default scanloop_activation.
-    pub keyspace: String,
+    /// What every service has: listen address, keyspace, topic, groups, identity key, access.
+    pub service: ServiceConfig,
     /// SCANLOOP_CODE_SECRET: signs printed codes. Required unless SCANLOOP_ENV=dev.
     pub code_secret: Secret<String>,
-    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes (shared by all services). Required
-    /// unless SCANLOOP_ENV=dev.
-    pub identity_secret: Secret<String>,
     /// SCANLOOP_CODE_BASE_URL, default https://w.scanloop.cn.
     pub code_base_url: String,
     /// SCANLOOP_RETURN_WINDOW_DAYS, default 30.
@@ -32,31 +24,25 @@ pub struct Config {
     /// SCANLOOP_PURCHASE_MAX_FEN_BY_BRAND, default none: brands' own ceilings in fen,
     /// `brand=fen,brand=fen`.
     pub purchase_max_fen_by_brand: BrandCeilings,
-    /// SCANLOOP_PROJECTION_GROUP, default activation-projections.
-    pub projection_group: String,
-    /// SCANLOOP_ACTIVATION_TOPIC, default scanloop.activation.events.v1.
-    pub topic: String,
     /// SCANLOOP_REFERRAL_TOPIC, default scanloop.referral.events.v1: where assist completions
     /// come from.
     pub referral_topic: String,
-    /// SCANLOOP_REACTION_GROUP, default activation-reactions: the consumer group of the
-    /// reaction to referral events.
-    pub reaction_group: String,
 }
 
 impl Config {
     /// Refuses a missing or development secret unless SCANLOOP_ENV=dev (the message says what
     /// to set).
     pub fn from_env() -> Result<Self, ConfigError> {
+        // Read before the shared settings: a missing code secret is named first.
+        let code_secret = secret("SCANLOOP_CODE_SECRET")?;
         Ok(Self {
-            infra: Infra::from_env()?,
-            grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50051".to_owned())?,
-            keyspace: var(
-                "SCANLOOP_ACTIVATION_KEYSPACE",
-                "scanloop_activation".to_owned(),
-            )?,
-            code_secret: secret("SCANLOOP_CODE_SECRET")?,
-            identity_secret: secret("SCANLOOP_IDENTITY_SECRET")?,
+            service: ServiceConfig::from_env(ServiceNames {
+                service: "activation",
+                port: 50051,
+                keyspace_var: "SCANLOOP_ACTIVATION_KEYSPACE",
+                topic_var: "SCANLOOP_ACTIVATION_TOPIC",
+            })?,
+            code_secret,
             code_base_url: var("SCANLOOP_CODE_BASE_URL", "https://w.scanloop.cn".to_owned())?,
             return_window_days: var("SCANLOOP_RETURN_WINDOW_DAYS", 30)?,
             suspicious_scan_minutes: var("SCANLOOP_SUSPICIOUS_SCAN_MINUTES", 360)?,
@@ -66,20 +52,10 @@ impl Config {
                 "SCANLOOP_PURCHASE_MAX_FEN_BY_BRAND",
                 BrandCeilings::default(),
             )?,
-            projection_group: var(
-                "SCANLOOP_PROJECTION_GROUP",
-                "activation-projections".to_owned(),
-            )?,
-            topic: var(
-                "SCANLOOP_ACTIVATION_TOPIC",
-                scanloop_bus::topics::event_topic("activation"),
-            )?,
             referral_topic: var(
                 "SCANLOOP_REFERRAL_TOPIC",
                 scanloop_bus::topics::event_topic("referral"),
             )?,
-            reaction_group: var("SCANLOOP_REACTION_GROUP", "activation-reactions".to_owned())?,
-            server: scanloop_service::ServerSettings::from_env()?,
         })
     }
 }
@@ -107,6 +83,12 @@ impl std::str::FromStr for BrandCeilings {
             ceilings.insert(brand.trim().to_owned(), fen);
         }
         Ok(Self(ceilings))
+    }
+}
+
+impl scanloop_service::HasServiceConfig for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1::activation_service_server::ActivationServiceServer;
-use scanloop_service::{Home, Platform};
+use scanloop_service::Platform;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Activation;
@@ -24,30 +24,19 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let home = Home {
-        infra: &config.infra,
-        keyspace: &config.keyspace,
-        topic: &config.topic,
-    };
-    let mut platform = Platform::connect(home, shutdown).await?;
-    let read_models = ReadModels::new(platform.session.clone(), &config.keyspace).await?;
+    let mut platform = Platform::connect(&config.service, shutdown).await?;
+    let read_models = ReadModels::new(platform.session.clone(), &config.service.keyspace).await?;
     let app = Arc::new(Activation::new(
         platform.outbox.clone(),
         CodeSigner::new(config.code_secret.clone(), config.code_base_url.clone()),
-        IdentityHasher::new(config.identity_secret.clone()),
+        IdentityHasher::new(config.service.identity_secret.clone()),
         rules(&config),
         read_models.clone(),
     ));
-    platform.project(&config.projection_group, read_models)?;
-    platform.react(
-        &config.reaction_group,
-        &[&config.referral_topic],
-        AssistReaction::new(app.clone()),
-    )?;
+    platform.project(read_models)?;
+    platform.react(&[&config.referral_topic], AssistReaction::new(app.clone()))?;
     let api = ActivationServiceServer::new(Api::new(app));
-    platform
-        .serve(listener, api, crate::access::ACCESS, &config.server)
-        .await
+    platform.serve(listener, api, crate::access::ACCESS).await
 }
 
 fn rules(config: &Config) -> Rules {

@@ -2,36 +2,21 @@
 
 use std::time::Duration;
 
-use scanloop_config::{ConfigError, Infra, Secret, secret, var};
+use scanloop_config::{ConfigError, var};
+use scanloop_service::{ServiceConfig, ServiceNames};
 use scanloop_timers::SharedClock;
 
 use crate::domain::member::Rules;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub infra: Infra,
-    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
-    /// SCANLOOP_TLS_*): see scanloop_service::access.
-    pub server: scanloop_service::ServerSettings,
-    /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50052.
-    pub grpc_addr: String,
-    /// SCANLOOP_MEMBERSHIP_KEYSPACE, default scanloop_membership.
-    pub keyspace: String,
-    /// SCANLOOP_MEMBERSHIP_TOPIC, default scanloop.membership.events.v1.
-    pub topic: String,
+    /// What every service has: listen address, keyspace, topic, groups, identity key, access.
+    pub service: ServiceConfig,
     /// SCANLOOP_ACTIVATION_TOPIC: where warranty activations come from.
     pub activation_topic: String,
     /// SCANLOOP_REFERRAL_TOPIC, default scanloop.referral.events.v1: where link shares come
     /// from.
     pub referral_topic: String,
-    /// SCANLOOP_IDENTITY_SECRET: keys phone-number hashes; the same in every service. Required
-    /// unless SCANLOOP_ENV=dev.
-    pub identity_secret: Secret<String>,
-    /// SCANLOOP_PROJECTION_GROUP, default membership-projections.
-    pub projection_group: String,
-    /// SCANLOOP_REACTION_GROUP, default membership-reactions: the consumer group of the
-    /// reactions to activation and referral events.
-    pub reaction_group: String,
     /// SCANLOOP_TIMER_GROUP, default membership-timers: reads this service's own events and
     /// schedules each member's re-evaluations (lot expiry, engagements leaving the window).
     pub timer_group: String,
@@ -47,19 +32,14 @@ impl Config {
     /// Refuses a missing or development secret unless SCANLOOP_ENV=dev (the message says what
     /// to set).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let identity_secret = secret("SCANLOOP_IDENTITY_SECRET")?;
         let defaults = Rules::default();
         Ok(Self {
-            infra: Infra::from_env()?,
-            grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50052".to_owned())?,
-            keyspace: var(
-                "SCANLOOP_MEMBERSHIP_KEYSPACE",
-                "scanloop_membership".to_owned(),
-            )?,
-            topic: var(
-                "SCANLOOP_MEMBERSHIP_TOPIC",
-                scanloop_bus::topics::event_topic("membership"),
-            )?,
+            service: ServiceConfig::from_env(ServiceNames {
+                service: "membership",
+                port: 50052,
+                keyspace_var: "SCANLOOP_MEMBERSHIP_KEYSPACE",
+                topic_var: "SCANLOOP_MEMBERSHIP_TOPIC",
+            })?,
             activation_topic: var(
                 "SCANLOOP_ACTIVATION_TOPIC",
                 scanloop_bus::topics::event_topic("activation"),
@@ -68,12 +48,6 @@ impl Config {
                 "SCANLOOP_REFERRAL_TOPIC",
                 scanloop_bus::topics::event_topic("referral"),
             )?,
-            identity_secret,
-            projection_group: var(
-                "SCANLOOP_PROJECTION_GROUP",
-                "membership-projections".to_owned(),
-            )?,
-            reaction_group: var("SCANLOOP_REACTION_GROUP", "membership-reactions".to_owned())?,
             timer_group: var("SCANLOOP_TIMER_GROUP", "membership-timers".to_owned())?,
             timer_interval: Duration::from_millis(var("SCANLOOP_TIMER_INTERVAL_MS", 5_000)?),
             rules: Rules {
@@ -87,7 +61,12 @@ impl Config {
                 ..defaults
             },
             clock: scanloop_timers::clock::system(),
-            server: scanloop_service::ServerSettings::from_env()?,
         })
+    }
+}
+
+impl scanloop_service::HasServiceConfig for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
     }
 }

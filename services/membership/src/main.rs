@@ -4,11 +4,5 @@ use scanloop_membership::{config::Config, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    scanloop_service::run_process(
-        "scanloop-membership",
-        Config::from_env,
-        |config| config.grpc_addr.clone(),
-        server::run,
-    )
-    .await
+    scanloop_service::run_process("scanloop-membership", Config::from_env, server::run).await
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::membership::v1::membership_service_server::MembershipServiceServer;
-use scanloop_service::{Home, Platform};
+use scanloop_service::Platform;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Membership;
@@ -23,16 +23,11 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let home = Home {
-        infra: &config.infra,
-        keyspace: &config.keyspace,
-        topic: &config.topic,
-    };
-    let mut platform = Platform::connect(home, shutdown).await?;
-    let read_models = ReadModels::new(platform.session.clone(), &config.keyspace).await?;
+    let mut platform = Platform::connect(&config.service, shutdown).await?;
+    let read_models = ReadModels::new(platform.session.clone(), &config.service.keyspace).await?;
     let app = Arc::new(Membership::new(
         platform.outbox.clone(),
-        IdentityHasher::new(config.identity_secret.clone()),
+        IdentityHasher::new(config.service.identity_secret.clone()),
         config.rules.clone(),
         config.clock.clone(),
     ));
@@ -46,13 +41,10 @@ pub async fn run(
         )
         .await?;
     platform.react(
-        &config.reaction_group,
         &[&config.activation_topic, &config.referral_topic],
         Reactions::new(app.clone()),
     )?;
-    platform.project(&config.projection_group, read_models.clone())?;
+    platform.project(read_models.clone())?;
     let api = MembershipServiceServer::new(Api::new(app, read_models));
-    platform
-        .serve(listener, api, crate::access::ACCESS, &config.server)
-        .await
+    platform.serve(listener, api, crate::access::ACCESS).await
 }

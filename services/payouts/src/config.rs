@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use scanloop_config::{ByBrand, ConfigError, Infra, Secret, secret, var};
+use scanloop_config::{ByBrand, ConfigError, var};
+use scanloop_service::{ServiceConfig, ServiceNames};
 use scanloop_timers::SharedClock;
 
 use crate::domain::plan::DEFAULT_CEILING_BPS;
@@ -33,25 +34,11 @@ impl Rules {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub infra: Infra,
-    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
-    /// SCANLOOP_TLS_*): see scanloop_service::access.
-    pub server: scanloop_service::ServerSettings,
-    /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50054.
-    pub grpc_addr: String,
-    /// SCANLOOP_PAYOUTS_KEYSPACE, default scanloop_payouts.
-    pub keyspace: String,
-    /// SCANLOOP_PAYOUTS_TOPIC, default scanloop.payouts.events.v1.
-    pub topic: String,
+    /// What every service has: listen address, keyspace, topic, groups, identity key, access.
+    pub service: ServiceConfig,
     /// SCANLOOP_REFERRAL_TOPIC and SCANLOOP_ACTIVATION_TOPIC: what payouts reacts to.
     pub referral_topic: String,
     pub activation_topic: String,
-    /// SCANLOOP_IDENTITY_SECRET: keys request fingerprints. Required unless SCANLOOP_ENV=dev.
-    pub identity_secret: Secret<String>,
-    /// SCANLOOP_PROJECTION_GROUP, default payouts-projections.
-    pub projection_group: String,
-    /// SCANLOOP_REACTION_GROUP, default payouts-reactions.
-    pub reaction_group: String,
     /// SCANLOOP_TIMER_GROUP, default payouts-timers: schedules vesting from accruals.
     pub timer_group: String,
     /// SCANLOOP_TIMER_INTERVAL_MS, default 1000: how often the vesting job looks for due items.
@@ -64,13 +51,12 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            infra: Infra::from_env()?,
-            grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50054".to_owned())?,
-            keyspace: var("SCANLOOP_PAYOUTS_KEYSPACE", "scanloop_payouts".to_owned())?,
-            topic: var(
-                "SCANLOOP_PAYOUTS_TOPIC",
-                scanloop_bus::topics::event_topic("payouts"),
-            )?,
+            service: ServiceConfig::from_env(ServiceNames {
+                service: "payouts",
+                port: 50054,
+                keyspace_var: "SCANLOOP_PAYOUTS_KEYSPACE",
+                topic_var: "SCANLOOP_PAYOUTS_TOPIC",
+            })?,
             referral_topic: var(
                 "SCANLOOP_REFERRAL_TOPIC",
                 scanloop_bus::topics::event_topic("referral"),
@@ -79,12 +65,6 @@ impl Config {
                 "SCANLOOP_ACTIVATION_TOPIC",
                 scanloop_bus::topics::event_topic("activation"),
             )?,
-            identity_secret: secret("SCANLOOP_IDENTITY_SECRET")?,
-            projection_group: var(
-                "SCANLOOP_PROJECTION_GROUP",
-                "payouts-projections".to_owned(),
-            )?,
-            reaction_group: var("SCANLOOP_REACTION_GROUP", "payouts-reactions".to_owned())?,
             timer_group: var("SCANLOOP_TIMER_GROUP", "payouts-timers".to_owned())?,
             timer_interval: Duration::from_millis(var("SCANLOOP_TIMER_INTERVAL_MS", 1_000)?),
             rules: Rules {
@@ -95,7 +75,12 @@ impl Config {
                 )?,
             },
             clock: scanloop_timers::clock::system(),
-            server: scanloop_service::ServerSettings::from_env()?,
         })
+    }
+}
+
+impl scanloop_service::HasServiceConfig for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::payouts::v1::payouts_service_server::PayoutsServiceServer;
-use scanloop_service::{Home, Platform};
+use scanloop_service::Platform;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Payouts;
@@ -22,29 +22,23 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let home = Home {
-        infra: &config.infra,
-        keyspace: &config.keyspace,
-        topic: &config.topic,
-    };
-    let mut platform = Platform::connect(home, shutdown).await?;
-    let read_models = ReadModels::new(platform.session.clone(), &config.keyspace).await?;
+    let mut platform = Platform::connect(&config.service, shutdown).await?;
+    let read_models = ReadModels::new(platform.session.clone(), &config.service.keyspace).await?;
     let app = Arc::new(
         Payouts::new(
             platform.outbox.clone(),
             read_models.clone(),
             config.rules.clone(),
             config.clock.clone(),
-            &config.keyspace,
+            &config.service.keyspace,
         )
         .await?,
     );
     platform.react(
-        &config.reaction_group,
         &[&config.referral_topic, &config.activation_topic],
         Reactions::new(app.clone()),
     )?;
-    platform.project(&config.projection_group, read_models)?;
+    platform.project(read_models)?;
     platform
         .timer_jobs(
             &config.timer_group,
@@ -54,9 +48,7 @@ pub async fn run(
             Vesting::new(app.clone()),
         )
         .await?;
-    let hasher = IdentityHasher::new(config.identity_secret.clone());
+    let hasher = IdentityHasher::new(config.service.identity_secret.clone());
     let api = PayoutsServiceServer::new(Api::new(app, hasher));
-    platform
-        .serve(listener, api, crate::access::ACCESS, &config.server)
-        .await
+    platform.serve(listener, api, crate::access::ACCESS).await
 }

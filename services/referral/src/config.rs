@@ -1,35 +1,21 @@
 //! The referral service's settings, from the environment (defaults documented in README).
 
-use scanloop_config::{ConfigError, Infra, Secret, secret, var};
+use scanloop_config::{ConfigError, var};
+use scanloop_service::{ServiceConfig, ServiceNames};
 use scanloop_timers::SharedClock;
 
 use crate::domain::rules::{BrandRules, Rules};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub infra: Infra,
-    /// Token keys, abuse limits and TLS (SCANLOOP_AUTH_JWKS, SCANLOOP_RATE_LIMIT_*,
-    /// SCANLOOP_TLS_*): see scanloop_service::access.
-    pub server: scanloop_service::ServerSettings,
-    /// SCANLOOP_GRPC_ADDR, default 0.0.0.0:50053.
-    pub grpc_addr: String,
-    /// SCANLOOP_REFERRAL_KEYSPACE, default scanloop_referral.
-    pub keyspace: String,
-    /// SCANLOOP_REFERRAL_TOPIC, default scanloop.referral.events.v1.
-    pub topic: String,
+    /// What every service has: listen address, keyspace, topic, groups, identity key, access.
+    pub service: ServiceConfig,
     /// SCANLOOP_ACTIVATION_TOPIC and SCANLOOP_MEMBERSHIP_TOPIC: what referral reacts to.
     pub activation_topic: String,
     pub membership_topic: String,
-    /// SCANLOOP_IDENTITY_SECRET: the same in every service (phone hashes must match); also
-    /// keys link tokens and visitor hashes. Required unless SCANLOOP_ENV=dev.
-    pub identity_secret: Secret<String>,
     /// SCANLOOP_SHARE_BASE_URL, default https://s.scanloop.cn: share URLs are
     /// `<base>/<brand>/r/<token>`.
     pub share_base_url: String,
-    /// SCANLOOP_PROJECTION_GROUP, default referral-projections.
-    pub projection_group: String,
-    /// SCANLOOP_REACTION_GROUP, default referral-reactions.
-    pub reaction_group: String,
     pub rules: Rules,
     /// The time commands decide with: the system clock (tests move theirs).
     pub clock: SharedClock,
@@ -58,13 +44,12 @@ impl Config {
             store_precedence: var("SCANLOOP_STORE_PRECEDENCE", d.store_precedence)?,
         };
         Ok(Self {
-            infra: Infra::from_env()?,
-            grpc_addr: var("SCANLOOP_GRPC_ADDR", "0.0.0.0:50053".to_owned())?,
-            keyspace: var("SCANLOOP_REFERRAL_KEYSPACE", "scanloop_referral".to_owned())?,
-            topic: var(
-                "SCANLOOP_REFERRAL_TOPIC",
-                scanloop_bus::topics::event_topic("referral"),
-            )?,
+            service: ServiceConfig::from_env(ServiceNames {
+                service: "referral",
+                port: 50053,
+                keyspace_var: "SCANLOOP_REFERRAL_KEYSPACE",
+                topic_var: "SCANLOOP_REFERRAL_TOPIC",
+            })?,
             activation_topic: var(
                 "SCANLOOP_ACTIVATION_TOPIC",
                 scanloop_bus::topics::event_topic("activation"),
@@ -73,16 +58,10 @@ impl Config {
                 "SCANLOOP_MEMBERSHIP_TOPIC",
                 scanloop_bus::topics::event_topic("membership"),
             )?,
-            identity_secret: secret("SCANLOOP_IDENTITY_SECRET")?,
             share_base_url: var(
                 "SCANLOOP_SHARE_BASE_URL",
                 "https://s.scanloop.cn".to_owned(),
             )?,
-            projection_group: var(
-                "SCANLOOP_PROJECTION_GROUP",
-                "referral-projections".to_owned(),
-            )?,
-            reaction_group: var("SCANLOOP_REACTION_GROUP", "referral-reactions".to_owned())?,
             rules: Rules {
                 defaults,
                 window_days: var(
@@ -105,7 +84,12 @@ impl Config {
                 store_precedence: var("SCANLOOP_STORE_PRECEDENCE_BY_BRAND", Default::default())?,
             },
             clock: scanloop_timers::clock::system(),
-            server: scanloop_service::ServerSettings::from_env()?,
         })
+    }
+}
+
+impl scanloop_service::HasServiceConfig for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
     }
 }

@@ -90,22 +90,24 @@ impl Cluster {
 
         let (act_listener, act_addr) = listener().await;
         let activation_config = scanloop_activation::config::Config {
-            infra: scanloop_testkit::serving::infra(),
-            server: scanloop_testkit::serving::server_settings(),
-            grpc_addr: act_addr.clone(),
-            keyspace: activation_keyspace.clone(),
+            service: scanloop_service::ServiceConfig {
+                infra: scanloop_testkit::serving::infra(),
+                server: scanloop_testkit::serving::server_settings(),
+                grpc_addr: act_addr.clone(),
+                keyspace: activation_keyspace.clone(),
+                identity_secret: Secret::new(IDENTITY_SECRET.into()),
+                projection_group: format!("{activation_keyspace}-projections"),
+                topic: activation_topic.clone(),
+                reaction_group: format!("{activation_keyspace}-reactions"),
+            },
             code_secret: Secret::new("test-code-secret".into()),
-            identity_secret: Secret::new(IDENTITY_SECRET.into()),
             code_base_url: "https://w.example.cn".into(),
             return_window_days: 30,
             suspicious_scan_minutes: 360,
             purchase_max_age_days: 1826,
             purchase_max_fen: 100_000_000,
             purchase_max_fen_by_brand: Default::default(),
-            projection_group: format!("{activation_keyspace}-projections"),
-            topic: activation_topic.clone(),
             referral_topic: referral_topic.clone(),
-            reaction_group: format!("{activation_keyspace}-reactions"),
         };
         let mut tasks = vec![tokio::spawn(scanloop_activation::server::run(
             activation_config,
@@ -137,16 +139,18 @@ impl Cluster {
     pub async fn start_membership(&mut self, reaction_group: &str) {
         let (listener, addr) = listener().await;
         let config = scanloop_membership::config::Config {
-            infra: scanloop_testkit::serving::infra(),
-            server: scanloop_testkit::serving::server_settings(),
-            grpc_addr: addr.clone(),
-            keyspace: self.membership_keyspace.clone(),
-            topic: self.membership_topic.clone(),
+            service: scanloop_service::ServiceConfig {
+                infra: scanloop_testkit::serving::infra(),
+                server: scanloop_testkit::serving::server_settings(),
+                grpc_addr: addr.clone(),
+                keyspace: self.membership_keyspace.clone(),
+                topic: self.membership_topic.clone(),
+                identity_secret: Secret::new(IDENTITY_SECRET.into()),
+                projection_group: format!("{}-projections", self.membership_keyspace),
+                reaction_group: format!("{}-{reaction_group}", self.membership_keyspace),
+            },
             activation_topic: self.activation_topic.clone(),
             referral_topic: self.referral_topic.clone(),
-            identity_secret: Secret::new(IDENTITY_SECRET.into()),
-            projection_group: format!("{}-projections", self.membership_keyspace),
-            reaction_group: format!("{}-{reaction_group}", self.membership_keyspace),
             timer_group: format!("{}-timers", self.membership_keyspace),
             timer_interval: self.timer_interval,
             rules: scanloop_membership::domain::member::Rules::default(),

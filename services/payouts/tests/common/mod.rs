@@ -96,16 +96,18 @@ async fn spawn_payouts(
 ) -> PayoutsServiceClient<AuthChannel> {
     let (listener, addr) = scanloop_testkit::serving::listener().await.unwrap();
     let config = scanloop_payouts::config::Config {
-        infra: scanloop_testkit::serving::infra(),
-        server: scanloop_testkit::serving::server_settings(),
-        grpc_addr: addr.clone(),
-        keyspace: keyspace.to_owned(),
-        topic: topic.to_owned(),
+        service: scanloop_service::ServiceConfig {
+            infra: scanloop_testkit::serving::infra(),
+            server: scanloop_testkit::serving::server_settings(),
+            grpc_addr: addr.clone(),
+            keyspace: keyspace.to_owned(),
+            topic: topic.to_owned(),
+            identity_secret: Secret::new("test-identity-secret".into()),
+            projection_group: format!("{keyspace}-{projections}"),
+            reaction_group: format!("{keyspace}-{reactions}"),
+        },
         referral_topic: cluster.referral_topic.clone(),
         activation_topic: cluster.activation_topic.clone(),
-        identity_secret: Secret::new("test-identity-secret".into()),
-        projection_group: format!("{keyspace}-{projections}"),
-        reaction_group: format!("{keyspace}-{reactions}"),
         timer_group: format!("{keyspace}-timers"),
         timer_interval: Duration::from_millis(300),
         rules: scanloop_payouts::config::Rules::default(),
