@@ -26,7 +26,7 @@ fn str_of(value: &Value) -> Option<&str> {
 #[test]
 fn compose_file_is_consistent() {
     let mut compose = yaml(&repo().join("docker-compose.yml"));
-    compose.apply_merge().expect("merge keys");
+    merge_all(&mut compose);
     let services = compose["services"].as_mapping().expect("services map");
     for required in [
         "kafka",
@@ -35,12 +35,33 @@ fn compose_file_is_consistent() {
         "jaeger",
         "migrate",
         "activation",
+        "membership",
+        "referral",
+        "payouts",
     ] {
         assert!(
             services.contains_key(required),
             "compose lacks service {required}"
         );
     }
+    // `docker compose up` without a profile runs the cluster itself; traces are an extra.
+    for core in CORE_SERVICES {
+        assert!(
+            profiles_of(&services[core]).is_empty(),
+            "{core} runs without any profile"
+        );
+    }
+    let mut observability: Vec<&str> = services
+        .iter()
+        .filter(|(_, service)| profiles_of(service).contains(&"observability"))
+        .map(|(name, _)| name.as_str().unwrap())
+        .collect();
+    observability.sort_unstable();
+    assert_eq!(
+        observability,
+        ["jaeger", "otel-collector"],
+        "the observability profile holds the collector and Jaeger"
+    );
     for (name, service) in services {
         let name = name.as_str().unwrap();
         assert!(
@@ -71,6 +92,7 @@ fn compose_file_is_consistent() {
                     Some(wanted),
                     "{name} must wait for {target} with {wanted}"
                 );
+                check_dependency_profiles(name, service, target, target_service, condition);
             }
         }
         for volume in service
@@ -125,31 +147,7 @@ fn compose_file_is_consistent() {
             .contains("tablets"),
         "ScyllaDB keyspaces need tablets off for LWT"
     );
-    // Secrets come from .env (or the shell) and are required: no default value in the file.
-    let example = std::fs::read_to_string(repo().join(".env.example")).expect(".env.example");
-    for (service, secrets) in [
-        (
-            "activation",
-            &["SCANLOOP_CODE_SECRET", "SCANLOOP_IDENTITY_SECRET"][..],
-        ),
-        ("membership", &["SCANLOOP_IDENTITY_SECRET"][..]),
-        ("referral", &["SCANLOOP_IDENTITY_SECRET"][..]),
-        ("payouts", &["SCANLOOP_IDENTITY_SECRET"][..]),
-    ] {
-        for secret in secrets {
-            let value = services[service]["environment"][*secret]
-                .as_str()
-                .unwrap_or_else(|| panic!("{service} sets {secret}"));
-            assert!(
-                value.starts_with(&format!("${{{secret}:?")),
-                "{service}: {secret} must be required from .env, not defaulted: {value}"
-            );
-            assert!(
-                example.lines().any(|l| l == format!("{secret}=")),
-                ".env.example lists {secret} (empty)"
-            );
-        }
-    }
+    check_env_story(services);
     // Every service takes callers' keys and TLS from compose secrets whose default files exist,
     // and is health-checked on its plaintext health port.
     let secrets = compose["secrets"].as_mapping().expect("top-level secrets");
@@ -196,6 +194,158 @@ fn compose_file_is_consistent() {
     // The collector configuration it mounts must itself parse and route traces somewhere.
     let collector = yaml(&repo().join("deploy/otel/collector.yaml"));
     assert!(collector["service"]["pipelines"]["traces"]["exporters"].is_sequence());
+}
+
+/// Resolves `<<` merge keys as compose does, nested ones included (a service's environment merges
+/// x-service-env, which merges x-scanloop-env): serde_yaml resolves one level per pass.
+fn merge_all(value: &mut Value) {
+    fn has_merge_key(value: &Value) -> bool {
+        match value {
+            Value::Mapping(mapping) => {
+                mapping.contains_key("<<") || mapping.values().any(has_merge_key)
+            }
+            Value::Sequence(sequence) => sequence.iter().any(has_merge_key),
+            _ => false,
+        }
+    }
+    while has_merge_key(value) {
+        value.apply_merge().expect("merge keys");
+    }
+}
+
+/// The services that `docker compose up` runs without any profile.
+const CORE_SERVICES: [&str; 7] = [
+    "kafka",
+    "scylla",
+    "migrate",
+    "activation",
+    "membership",
+    "referral",
+    "payouts",
+];
+
+fn profiles_of(service: &Value) -> Vec<&str> {
+    service
+        .get("profiles")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(|profile| profile.as_str().expect("profiles are names"))
+        .collect()
+}
+
+/// Compose refuses to start a service whose required dependency is left out by the active
+/// profiles; `required: false` waits for a dependency only when its profile is on.
+fn check_dependency_profiles(
+    name: &str,
+    service: &Value,
+    target: &str,
+    target_service: &Value,
+    condition: &Value,
+) {
+    let required = match condition.get("required") {
+        None => true,
+        Some(required) => required
+            .as_bool()
+            .unwrap_or_else(|| panic!("{name} -> {target}: `required` is true or false")),
+    };
+    let own = profiles_of(service);
+    let theirs = profiles_of(target_service);
+    if required {
+        // Every profile that starts this service must start the dependency too.
+        assert!(
+            theirs.is_empty() || (!own.is_empty() && own.iter().all(|p| theirs.contains(p))),
+            "{name} requires {target}, which only runs with the profiles {theirs:?}: \
+             add `required: false` or drop the dependency"
+        );
+    } else {
+        assert!(
+            !theirs.is_empty(),
+            "{name}: `required: false` on {target}, which always runs, hides a missing start-up order"
+        );
+    }
+}
+
+/// `cp .env.example .env` gives a development cluster; secrets only ever come from .env (or
+/// the shell), never from a value written in the compose file or the example.
+fn check_env_story(services: &serde_yaml::Mapping) {
+    let example = std::fs::read_to_string(repo().join(".env.example")).expect(".env.example");
+    let settings: Vec<(&str, &str)> = example
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+        .map(|line| line.split_once('=').expect("NAME=value lines"))
+        .collect();
+    for (name, value) in &settings {
+        assert!(
+            *name == "SCANLOOP_ENV" || value.is_empty(),
+            ".env.example sets nothing but SCANLOOP_ENV: {name}={value}"
+        );
+    }
+    assert!(
+        settings.contains(&("SCANLOOP_ENV", "dev")),
+        ".env.example is for development: SCANLOOP_ENV=dev"
+    );
+    let gitignore = std::fs::read_to_string(repo().join(".gitignore")).expect(".gitignore");
+    assert!(
+        gitignore.lines().any(|line| line == "/.env"),
+        ".env is never committed"
+    );
+    for service in ["migrate", "activation", "membership", "referral", "payouts"] {
+        let env = &services[service]["environment"];
+        // Unset is production, so compose makes the choice explicit rather than default to one.
+        assert!(
+            env["SCANLOOP_ENV"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("${SCANLOOP_ENV:?")),
+            "{service}: SCANLOOP_ENV is required from .env"
+        );
+        // Without the observability profile there is no collector: export only when .env says.
+        assert_eq!(
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(),
+            Some("${OTEL_EXPORTER_OTLP_ENDPOINT:-}"),
+            "{service}: the OTLP endpoint comes from .env, empty by default"
+        );
+    }
+    let endpoint = example
+        .lines()
+        .find_map(|line| line.strip_prefix("#OTEL_EXPORTER_OTLP_ENDPOINT=http://"))
+        .expect(".env.example shows the collector's endpoint");
+    let collector = endpoint.split(':').next().unwrap();
+    assert!(
+        profiles_of(&services[collector]).contains(&"observability"),
+        ".env.example's OTLP endpoint {collector} is the observability profile's collector"
+    );
+    assert!(
+        example
+            .lines()
+            .any(|line| line == "#COMPOSE_PROFILES=observability"),
+        ".env.example shows how to turn the observability profile on"
+    );
+    // Empty secrets pass through to the service, which refuses them outside development mode.
+    for (service, secrets) in [
+        (
+            "activation",
+            &["SCANLOOP_CODE_SECRET", "SCANLOOP_IDENTITY_SECRET"][..],
+        ),
+        ("membership", &["SCANLOOP_IDENTITY_SECRET"][..]),
+        ("referral", &["SCANLOOP_IDENTITY_SECRET"][..]),
+        ("payouts", &["SCANLOOP_IDENTITY_SECRET"][..]),
+    ] {
+        for secret in secrets {
+            let value = services[service]["environment"][*secret]
+                .as_str()
+                .unwrap_or_else(|| panic!("{service} sets {secret}"));
+            assert_eq!(
+                value,
+                format!("${{{secret}:-}}"),
+                "{service}: {secret} comes from .env, never a value in the compose file"
+            );
+            assert!(
+                example.lines().any(|l| l == format!("{secret}=")),
+                ".env.example lists {secret} (empty)"
+            );
+        }
+    }
 }
 
 #[test]
