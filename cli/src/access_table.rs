@@ -34,9 +34,8 @@ pub fn markdown() -> String {
 mod tests {
     #[test]
     fn the_readme_shows_the_tables_the_services_enforce() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-                .unwrap_or_default();
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .unwrap_or_default();
         assert!(
             readme.contains(&super::markdown()),
             "README.md's role table differs from the services' access tables: paste the output \

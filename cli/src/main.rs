@@ -1,6 +1,7 @@
 //! `scanloop`: the operator's command. Wiring only; the work is in the modules.
 
 mod access_table;
+mod batch_issue;
 mod bench;
 mod bench_activation;
 mod bench_payouts;
@@ -42,6 +43,9 @@ enum Command {
     /// Payouts operations for finance.
     #[command(subcommand)]
     Payouts(Payouts),
+    /// Batches of printed codes.
+    #[command(subcommand)]
+    Batch(Batch),
     /// Prints who may call each RPC of each service (the README's role table).
     Access,
     /// Signing keys and bearer tokens for the services (development, tests, the demo).
@@ -74,6 +78,13 @@ async fn health(addr: &str, service: String) -> anyhow::Result<()> {
     anyhow::ensure!(status == ServingStatus::Serving, "{addr} is {status:?}");
     println!("{addr}: serving");
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum Batch {
+    /// Issues a batch and streams its codes to a file for the print shop (resumable: run the
+    /// same command again).
+    Issue(batch_issue::IssueArgs),
 }
 
 #[derive(Subcommand)]
@@ -125,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Payouts(Payouts::Export(args)) => payouts_export::run(args).await,
         Command::Health { addr, service } => health(&addr, service).await,
+        Command::Batch(Batch::Issue(args)) => batch_issue::run(args).await,
         Command::Access => {
             print!("{}", access_table::markdown());
             Ok(())
