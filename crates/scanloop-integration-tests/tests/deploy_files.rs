@@ -378,7 +378,9 @@ fn image_ships_the_event_contracts() {
     let shipped = scanloop_proto::SHIPPED_DESCRIPTOR_SET;
     assert!(repo().join(shipped).is_file(), "{shipped} is missing");
     assert!(
-        dockerfile.contains(&format!("COPY {shipped} /usr/share/scanloop/scanloop.binpb")),
+        dockerfile.contains(&format!(
+            "COPY {shipped} /usr/share/scanloop/scanloop.binpb"
+        )),
         "the image does not ship {shipped} at /usr/share/scanloop/scanloop.binpb"
     );
 }
