@@ -520,3 +520,17 @@ fn check_access_wiring(pod: &Value, container: &Value, path: &Path) {
         );
     }
 }
+
+/// Consumers are told (README, "Topics") to take the descriptor set from the image at this path.
+#[test]
+fn image_ships_the_event_contracts() {
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/docker/Dockerfile")).unwrap();
+    let shipped = scanloop_proto::SHIPPED_DESCRIPTOR_SET;
+    assert!(repo().join(shipped).is_file(), "{shipped} is missing");
+    assert!(
+        dockerfile.contains(&format!(
+            "COPY {shipped} /usr/share/scanloop/scanloop.binpb"
+        )),
+        "the image does not ship {shipped} at /usr/share/scanloop/scanloop.binpb"
+    );
+}

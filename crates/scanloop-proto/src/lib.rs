@@ -35,12 +35,81 @@ pub mod scanloop {
 
 pub use scanloop::{activation, common, membership, payouts, referral};
 
-/// Encoded `FileDescriptorSet` of every Scanloop proto, for gRPC server reflection.
+/// Encoded `FileDescriptorSet` of every Scanloop proto (imports and comments included), for gRPC
+/// server reflection. The same bytes are committed as [`SHIPPED_DESCRIPTOR_SET`] for consumers.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("scanloop_descriptor");
+
+/// Where the descriptor set is shipped for event consumers, relative to the repository root (and
+/// in the image at `/usr/share/scanloop/scanloop.binpb`): one file from which any protobuf
+/// runtime decodes every envelope and event without `protoc`. A test keeps it equal to
+/// [`FILE_DESCRIPTOR_SET`].
+pub const SHIPPED_DESCRIPTOR_SET: &str = "proto/scanloop.binpb";
 
 /// The fully qualified protobuf name of a message type, used as the envelope's `event_type`.
 pub fn full_name<M: prost::Name>() -> String {
     M::full_name()
+}
+
+#[cfg(test)]
+mod shipped_descriptor_set {
+    use std::path::PathBuf;
+
+    const UPDATE: &str = "SCANLOOP_UPDATE_DESCRIPTOR_SET";
+
+    fn path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(super::SHIPPED_DESCRIPTOR_SET)
+    }
+
+    /// Consumers read the committed file, so a proto change without it is caught here rather
+    /// than by a consumer decoding with stale descriptors.
+    #[test]
+    fn shipped_descriptor_set_is_what_the_protos_build() {
+        let path = path();
+        if std::env::var_os(UPDATE).is_some() {
+            std::fs::write(&path, super::FILE_DESCRIPTOR_SET).unwrap();
+        }
+        let shipped = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            shipped == super::FILE_DESCRIPTOR_SET,
+            "{} differs from what proto/ builds; regenerate it with \
+             `{UPDATE}=1 cargo test -p scanloop-proto shipped_descriptor_set` and commit it",
+            path.display()
+        );
+    }
+
+    /// The set is self-contained (imports included) and carries the comments consumers read.
+    #[test]
+    fn shipped_descriptor_set_has_imports_and_comments() {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        assert!(
+            names.contains(&"google/protobuf/timestamp.proto"),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"scanloop/common/v1/envelope.proto"),
+            "{names:?}"
+        );
+        let envelope = set
+            .file
+            .iter()
+            .find(|f| f.name() == "scanloop/common/v1/envelope.proto")
+            .unwrap();
+        let comments = envelope
+            .source_code_info
+            .as_ref()
+            .map(|info| {
+                info.location
+                    .iter()
+                    .filter(|l| l.leading_comments.is_some())
+                    .count()
+            })
+            .unwrap_or(0);
+        assert!(comments > 10, "{comments} commented elements");
+    }
 }
 
 /// Conversions between `google.protobuf.Timestamp` and `chrono`.
