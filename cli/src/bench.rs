@@ -98,6 +98,10 @@ pub struct Args {
     /// machine), and after its load for the last attribution.
     #[arg(long, default_value_t = 600)]
     pub(crate) referral_wait_secs: u64,
+    /// Writes the plain insert's figures here (JSON), for `scanloop loadgen --baseline` to
+    /// print its ratios against the same run's baseline.
+    #[arg(long)]
+    baseline_out: Option<PathBuf>,
 }
 
 pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
@@ -290,6 +294,21 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         }
     }
     print_results(&results, &consumer, &servers);
+    if let Some(path) = &args.baseline_out {
+        write_baseline(path, &results[0])?;
+    }
+    Ok(())
+}
+
+/// The plain insert's rate, CPU per operation and p99, as the load generator reads them.
+fn write_baseline(path: &std::path::Path, insert: &PhaseResult) -> anyhow::Result<()> {
+    let ops = insert.ops.max(1) as f64;
+    let baseline = crate::loadgen::Baseline {
+        insert_per_sec: insert.ops as f64 / insert.elapsed.as_secs_f64(),
+        insert_cpu_us_per_op: insert.cpu.total() * 1e6 / ops,
+        insert_p99_ms: insert.latency_us.value_at_quantile(0.99) as f64 / 1e3,
+    };
+    std::fs::write(path, serde_json::to_string_pretty(&baseline)?)?;
     Ok(())
 }
 
@@ -628,7 +647,7 @@ impl CpuUse {
         self.bench + self.servers.iter().flatten().sum::<f64>()
     }
 
-    fn per_op(&self, ops: u64) -> String {
+    pub(crate) fn per_op(&self, ops: u64) -> String {
         if ops == 0 {
             return "-".into();
         }
@@ -665,7 +684,7 @@ impl ServerPids {
         Self { pids }
     }
 
-    fn names(&self) -> String {
+    pub(crate) fn names(&self) -> String {
         self.pids
             .iter()
             .map(|(name, _)| *name)

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use prost::Message as _;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::Message as _;
 use scanloop_bus::EventEnvelope;
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
@@ -498,31 +497,7 @@ async fn watch(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let topic = chain.referral_topic.to_owned();
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", chain.kafka_brokers)
-        // Assigned partitions only: the group is never joined and nothing is committed.
-        .set("group.id", format!("bench-watch-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let assignment = tokio::task::block_in_place(|| -> anyhow::Result<TopicPartitionList> {
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions())
-            .map(|p| p.id())
-            .collect();
-        anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
-        let mut assignment = TopicPartitionList::new();
-        for partition in partitions {
-            let (_, end) = consumer.fetch_watermarks(&topic, partition, timeout)?;
-            assignment.add_partition_offset(&topic, partition, Offset::Offset(end))?;
-        }
-        Ok(assignment)
-    })?;
-    consumer.assign(&assignment)?;
+    let consumer = crate::topic_tail::from_end(chain.kafka_brokers, &topic)?;
     Ok(tokio::spawn(async move {
         let mut errors = 0u32;
         loop {

@@ -10,7 +10,6 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::access::{AuthChannel, authorized};
-use tonic::transport::Channel;
 
 const BRAND: &str = "demo-appliances";
 
@@ -180,7 +179,7 @@ async fn show_member(addr: &str) -> anyhow::Result<()> {
     use scanloop_proto::membership::v1 as mpb;
     use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
     println!("   membership reacts to WarrantyActivated (via Kafka):");
-    let mut members = MembershipServiceClient::new(channel(addr).await?);
+    let mut members = MembershipServiceClient::new(crate::cluster::channel(addr).await?);
     let request = mpb::GetMemberRequest {
         brand_id: BRAND.into(),
         by: Some(mpb::get_member_request::By::Identity(BuyerIdentity {
@@ -208,26 +207,10 @@ async fn show_member(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await
-        {
-            Ok(channel) => return Ok(channel),
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => anyhow::bail!("service at {addr} not reachable: {error}"),
-        }
-    }
-}
-
 async fn connect(addr: &str) -> anyhow::Result<ActivationServiceClient<AuthChannel>> {
     let bearer = crate::credentials::bearer("demo")?;
     Ok(ActivationServiceClient::new(authorized(
-        channel(addr).await?,
+        crate::cluster::channel(addr).await?,
         bearer,
     )))
 }

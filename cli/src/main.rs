@@ -6,12 +6,16 @@ mod bench;
 mod bench_activation;
 mod bench_payouts;
 mod bench_referral;
+mod cluster;
 mod credentials;
 mod demo_activation;
 mod demo_eventstore;
+mod demo_loop;
+mod loadgen;
 mod migrate;
 mod payouts_export;
 mod token;
+mod topic_tail;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +42,10 @@ enum Command {
     /// Measure the payouts service: accruals per second and their latency, and a settlement of
     /// many vested commissions (see `scripts/bench-payouts`).
     BenchPayouts(bench_payouts::Args),
+    /// A realistic population driven open-loop against the running cluster (all four
+    /// services), with live progress and a report: throughput, acknowledgement latency per RPC,
+    /// the loop's own latency (activation → commission) and CPU per activation.
+    Loadgen(loadgen::Args),
     /// List the environment variables every Scanloop process reads, with their defaults.
     Config,
     /// Payouts operations for finance.
@@ -116,6 +124,9 @@ enum Demo {
         #[arg(long, env = "SCANLOOP_MEMBERSHIP_ADDR")]
         membership_addr: Option<String>,
     },
+    /// The whole growth loop for one brand against the four running services, narrated and
+    /// checked step by step (what `scripts/demo` runs).
+    Loop(demo_loop::Args),
     /// The event store and bus on their own: outbox, conflict, sweeper, de-duplication, DLQ.
     Eventstore,
 }
@@ -128,11 +139,13 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&infra, args).await,
         Command::Bench(args) => bench::run(&infra, args).await,
+        Command::Loadgen(args) => loadgen::run(&infra, args).await,
         Command::BenchPayouts(args) => bench_payouts::run(&infra, args).await,
         Command::Demo(Demo::Activation {
             addr,
             membership_addr,
         }) => demo_activation::run(&addr, membership_addr.as_deref()).await,
+        Command::Demo(Demo::Loop(args)) => demo_loop::run(args).await,
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Payouts(Payouts::Export(args)) => payouts_export::run(args).await,
         Command::Health { addr, service } => health(&addr, service).await,

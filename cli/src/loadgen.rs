@@ -1,0 +1,710 @@
+//! `scanloop loadgen`: a realistic population driven open-loop against the running cluster (all
+//! four services), with live progress and a final report.
+//!
+//! Set-up, per brand: a commission plan (5% / 2%), a batch of codes, and the seeded members (see
+//! `population`): roots activate, the rest activate through a root's link, every member gets a
+//! link, and the KOCs engage (scans, comments, two shares) until they qualify. Then the load:
+//! sales at `--rate` per second for `--duration-secs`, each scheduled at its own instant whether
+//! or not earlier ones were answered (open loop: a slow cluster shows as latency, not as a lower
+//! offered rate). A sale is ScanCode, then ResolveLink (when referred), then ActivateWarranty
+//! and, for a returned one, VoidWarranty a moment later.
+//!
+//! Figures: each RPC's acknowledgement latency (from its own send), sales per second, the loop's
+//! own latency — an activation recorded (the `sale_activated_at` activation took) to its level-1
+//! commission accrued (the CommissionAccrued envelope's `recorded_at`), read from payouts' topic
+//! — and CPU per activation of each process. With `--baseline` (the file `scanloop bench` writes
+//! with `--baseline-out`), ratios to the plain insert of the same run.
+
+mod population;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::try_join_all;
+use population::{Sale, Sales, Shape};
+use prost::Message as _;
+use rdkafka::Message as _;
+pub use report::Baseline;
+use report::{Report, Stats};
+use scanloop_bus::EventEnvelope;
+use scanloop_config::Infra;
+use scanloop_proto::activation::v1 as act;
+use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::membership::v1 as mem;
+use scanloop_proto::payouts::v1 as pay;
+use scanloop_proto::referral::v1 as refl;
+use scanloop_proto::time::{from_timestamp, to_timestamp};
+use scanloop_service::access::Role::{Landing, MemberApp, Operator};
+use tokio::task::JoinSet;
+
+use crate::bench::ServerPids;
+use crate::cluster::{Addrs, Cluster, WAIT, fen, request_id, until};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    addrs: Addrs,
+    /// Brands in the population (each with its own members, plan and codes).
+    #[arg(long, default_value_t = 3)]
+    brands: usize,
+    /// Seeded members per brand; a fifth are roots, the rest joined through a root's link.
+    #[arg(long, default_value_t = 40)]
+    members: usize,
+    /// Share of the members who are KOCs (the top of the power law).
+    #[arg(long, default_value_t = 0.2)]
+    koc_share: f64,
+    /// Exponent s of the power law: the k-th member brings friends in proportion to 1/k^s.
+    #[arg(long, default_value_t = 1.2)]
+    zipf_exponent: f64,
+    /// Share of the sales made through a member's link (the rest are organic).
+    #[arg(long, default_value_t = 0.7)]
+    referred_share: f64,
+    /// Share of the sales returned inside the window (VoidWarranty after --return-after-ms).
+    #[arg(long, default_value_t = 0.05)]
+    return_rate: f64,
+    #[arg(long, default_value_t = 2_000)]
+    return_after_ms: u64,
+    /// Share of the referred sales that are fraud attempts (the member buying through their own
+    /// link; referral rejects them as self-referrals).
+    #[arg(long, default_value_t = 0.02)]
+    fraud_rate: f64,
+    /// Sales per second, open loop.
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60)]
+    duration_secs: u64,
+    /// Seed of the population's draws (the same seed, the same sales).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Sales in flight at most; a sale due while this many are unanswered is counted as
+    /// skipped (the cluster is saturated), not queued.
+    #[arg(long, default_value_t = 4_000)]
+    max_in_flight: usize,
+    /// After the load, how long to wait for the last commissions to accrue.
+    #[arg(long, default_value_t = 120)]
+    drain_secs: u64,
+    /// The topic payouts publishes to (the loop latency is read from it).
+    #[arg(
+        long,
+        env = "SCANLOOP_PAYOUTS_TOPIC",
+        default_value_t = scanloop_bus::topics::event_topic("payouts")
+    )]
+    payouts_topic: String,
+    /// The services' pids, for CPU per activation.
+    #[arg(long)]
+    activation_pid: Option<u32>,
+    #[arg(long)]
+    membership_pid: Option<u32>,
+    #[arg(long)]
+    referral_pid: Option<u32>,
+    #[arg(long)]
+    payouts_pid: Option<u32>,
+    /// Devstack state directory, to find Cassandra's and Kafka's pids.
+    #[arg(long, env = "SCANLOOP_DEVSTACK_DIR")]
+    devstack_dir: Option<PathBuf>,
+    /// The baseline `scanloop bench --baseline-out` wrote in the same run: prints ratios.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+}
+
+/// A seeded member, ready to bring friends.
+struct Referrer {
+    phone: String,
+    token: String,
+}
+
+/// One brand's population during the load.
+struct Brand {
+    id: String,
+    codes: Vec<String>,
+    next_code: AtomicUsize,
+    referrers: Vec<Referrer>,
+}
+
+impl Brand {
+    fn code(&self) -> anyhow::Result<String> {
+        let n = self.next_code.fetch_add(1, Ordering::Relaxed);
+        self.codes.get(n).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "brand {} ran out of its {} codes",
+                self.id,
+                self.codes.len()
+            )
+        })
+    }
+}
+
+/// Fresh buyer phone numbers and device serials, unique to the run.
+struct Buyers {
+    run: String,
+    base: u64,
+    next: AtomicU64,
+}
+
+impl Buyers {
+    fn next(&self) -> (String, String) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (
+            format!("15{:09}", (self.base + n) % 1_000_000_000),
+            format!("LG-{}-{n:08}", self.run),
+        )
+    }
+}
+
+pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
+    let shape = Shape {
+        brands: args.brands.max(1),
+        members: args.members,
+        koc_share: args.koc_share,
+        zipf_exponent: args.zipf_exponent,
+        referred_share: args.referred_share,
+        return_rate: args.return_rate,
+        fraud_rate: args.fraud_rate,
+    };
+    anyhow::ensure!(args.rate > 0.0, "--rate must be above 0");
+    for (name, share) in [
+        ("--koc-share", shape.koc_share),
+        ("--referred-share", shape.referred_share),
+        ("--return-rate", shape.return_rate),
+        ("--fraud-rate", shape.fraud_rate),
+    ] {
+        anyhow::ensure!((0.0..=1.0).contains(&share), "{name} is a share: 0 ..= 1");
+    }
+    let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let brand_ids: Vec<String> = (0..shape.brands).map(|k| format!("lg{run}-{k}")).collect();
+    let cluster = Arc::new(Cluster::connect(&args.addrs, &brand_ids).await?);
+    let buyers = Arc::new(Buyers {
+        base: (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as u64,
+        run: run.clone(),
+        next: AtomicU64::new(0),
+    });
+    let sales_total = (args.rate * args.duration_secs as f64).ceil() as u64;
+    let codes_per_brand = shape.members as u32
+        + u32::try_from(sales_total / shape.brands as u64 + 1)?.saturating_mul(11) / 10
+        + 100;
+
+    eprintln!(
+        "loadgen {run}: {} brands × {} members ({}% KOCs); {} codes each",
+        shape.brands,
+        shape.members,
+        (shape.koc_share * 100.0).round(),
+        codes_per_brand
+    );
+    let set_up = Instant::now();
+    let brands = try_join_all(brand_ids.iter().map(|id| {
+        set_up_brand(
+            cluster.clone(),
+            buyers.clone(),
+            id.clone(),
+            shape,
+            codes_per_brand,
+        )
+    }))
+    .await?;
+    let brands = Arc::new(brands);
+    eprintln!(
+        "  population ready in {:.1} s",
+        set_up.elapsed().as_secs_f64()
+    );
+
+    let watched = Arc::new(Mutex::new(report::Loop::default()));
+    let watcher = watch_accruals(
+        &infra.kafka_brokers,
+        &args.payouts_topic,
+        brand_ids.clone(),
+        watched.clone(),
+    )?;
+    let servers = ServerPids::find(
+        args.devstack_dir.as_deref(),
+        &[
+            ("activation", args.activation_pid),
+            ("membership", args.membership_pid),
+            ("referral", args.referral_pid),
+            ("payouts", args.payouts_pid),
+        ],
+    );
+    let cpu_before = servers.sample();
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let load = drive(
+        &args,
+        shape,
+        cluster,
+        brands,
+        buyers,
+        stats.clone(),
+        sales_total,
+    )
+    .await;
+    let load_elapsed = load.elapsed;
+
+    // The loop's tail: commissions of the last sales still accruing.
+    let referred_ok = lock(&stats).referred_activations;
+    let drained = drain(&watched, referred_ok, Duration::from_secs(args.drain_secs)).await;
+    let cpu = servers.sample().since(&cpu_before);
+    watcher.abort();
+
+    let report = Report {
+        shape,
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration_secs),
+        load_elapsed,
+        stats: std::mem::take(&mut *lock(&stats)),
+        watched: std::mem::take(&mut *lock(&watched)),
+        drained,
+        skipped: load.skipped,
+        cpu,
+        servers: &servers,
+        baseline,
+    };
+    report.print();
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A brand's plan, codes and seeded members (links for all, KOC engagement for the KOCs).
+async fn set_up_brand(
+    cluster: Arc<Cluster>,
+    buyers: Arc<Buyers>,
+    brand: String,
+    shape: Shape,
+    codes: u32,
+) -> anyhow::Result<Brand> {
+    cluster
+        .payouts(Operator)
+        .upsert_plan(pay::UpsertPlanRequest {
+            brand_id: brand.clone(),
+            request_id: request_id(),
+            sku: String::new(),
+            levels: vec![bps(1, 500), bps(2, 200)],
+            store: None,
+            cap_per_sale: None,
+            return_window_days: 30,
+            minimum_payout: fen(100),
+            level2_acknowledgement: Some(pay::ComplianceAcknowledgement {
+                acknowledged_by: "legal@loadgen".into(),
+                acknowledged_at: None,
+                statement: "two levels on verified sales (load generator)".into(),
+            }),
+        })
+        .await?;
+    let mut stream = cluster
+        .activation(Operator)
+        .issue_batch(act::IssueBatchRequest {
+            brand_id: brand.clone(),
+            request_id: request_id(),
+            sku: "LG-1".into(),
+            product_model: "load generator phone".into(),
+            warranty_months: 12,
+            quantity: codes,
+            key_id: "k1".into(),
+        })
+        .await?
+        .into_inner();
+    let mut all = Vec::with_capacity(codes as usize);
+    while let Some(message) = stream.message().await? {
+        all.extend(message.codes);
+    }
+    let brand = Brand {
+        id: brand,
+        codes: all,
+        next_code: AtomicUsize::new(0),
+        referrers: Vec::new(),
+    };
+
+    // Roots first (their links are what the joiners activate through), then the joiners.
+    let members = population::members(&shape);
+    let (roots, joiners): (Vec<_>, Vec<_>) = members.iter().partition(|m| m.parent.is_none());
+    let mut seeded: BTreeMap<usize, Referrer> = BTreeMap::new();
+    for wave in [roots, joiners] {
+        let ready = try_join_all(wave.iter().map(|member| {
+            let parent_token = member.parent.map(|p| seeded[&p].token.clone());
+            seed_member(&cluster, &buyers, &brand, member.koc, parent_token)
+        }))
+        .await?;
+        for (member, referrer) in wave.iter().zip(ready) {
+            seeded.insert(member.rank, referrer);
+        }
+    }
+    Ok(Brand {
+        referrers: seeded.into_values().collect(),
+        ..brand
+    })
+}
+
+/// One seeded member: activates (through `parent_token` when given), becomes a member, gets a
+/// link; a KOC engages until qualified.
+async fn seed_member(
+    cluster: &Cluster,
+    buyers: &Buyers,
+    brand: &Brand,
+    koc: bool,
+    parent_token: Option<String>,
+) -> anyhow::Result<Referrer> {
+    let (phone, serial) = buyers.next();
+    cluster
+        .activation(Landing)
+        .activate_warranty(activation(
+            &brand.id,
+            brand.code()?,
+            &phone,
+            serial,
+            parent_token.unwrap_or_default(),
+        ))
+        .await?;
+    let membership = cluster.membership(MemberApp);
+    let by_phone = mem::GetMemberRequest {
+        brand_id: brand.id.clone(),
+        by: Some(mem::get_member_request::By::Identity(identity(&phone))),
+    };
+    let member = until(
+        "a seeded member registered",
+        WAIT,
+        || {
+            let (mut membership, request) = (membership.clone(), by_phone.clone());
+            async move { membership.get_member(request).await.map(|r| r.into_inner()) }
+        },
+        |_| true,
+    )
+    .await?;
+    let referral = cluster.referral(MemberApp);
+    let create = refl::CreateLinkRequest {
+        brand_id: brand.id.clone(),
+        request_id: request_id(),
+        member_id: member.member_id.clone(),
+        sku: "LG-1".into(),
+        campaign_id: String::new(),
+    };
+    let link = until(
+        "a seeded member's link",
+        WAIT,
+        || {
+            let (mut referral, request) = (referral.clone(), create.clone());
+            async move { referral.create_link(request).await.map(|r| r.into_inner()) }
+        },
+        |_| true,
+    )
+    .await?;
+    if koc {
+        // The KOC rule: 3 scans (the activation was one), 2 shares, 5 comments in 30 days.
+        for kind in [mem::EngagementKind::Scan; 2]
+            .into_iter()
+            .chain([mem::EngagementKind::Comment; 5])
+        {
+            membership
+                .clone()
+                .record_engagement(mem::RecordEngagementRequest {
+                    brand_id: brand.id.clone(),
+                    request_id: request_id(),
+                    member_id: member.member_id.clone(),
+                    kind: kind as i32,
+                    occurred_at: None,
+                })
+                .await?;
+        }
+        for _ in 0..2 {
+            referral
+                .clone()
+                .record_share(refl::RecordShareRequest {
+                    brand_id: brand.id.clone(),
+                    request_id: request_id(),
+                    member_id: member.member_id.clone(),
+                    token: link.token.clone(),
+                    channel: refl::ShareChannel::WechatMoments as i32,
+                })
+                .await?;
+        }
+        let by_id = mem::GetMemberRequest {
+            brand_id: brand.id.clone(),
+            by: Some(mem::get_member_request::By::MemberId(member.member_id)),
+        };
+        until(
+            "a seeded KOC qualified",
+            WAIT,
+            || {
+                let (mut membership, request) = (membership.clone(), by_id.clone());
+                async move { membership.get_member(request).await.map(|r| r.into_inner()) }
+            },
+            |m| m.koc_qualified,
+        )
+        .await?;
+    }
+    Ok(Referrer {
+        phone,
+        token: link.token,
+    })
+}
+
+struct Load {
+    elapsed: Duration,
+    skipped: u64,
+}
+
+/// The open loop: sale `i` starts at `i / rate` seconds, answered or not, under a live progress
+/// bar; returns when every sale (and its return) has been answered.
+async fn drive(
+    args: &Args,
+    shape: Shape,
+    cluster: Arc<Cluster>,
+    brands: Arc<Vec<Brand>>,
+    buyers: Arc<Buyers>,
+    stats: Arc<Mutex<Stats>>,
+    total: u64,
+) -> Load {
+    let progress = report::progress(total, stats.clone());
+    let mut sales = Sales::new(shape, args.seed);
+    let return_after = Duration::from_millis(args.return_after_ms);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut skipped = 0;
+    let started = tokio::time::Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / args.rate);
+        tokio::time::sleep_until(due).await;
+        while tasks.try_join_next().is_some() {}
+        let sale = sales.next(i);
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            skipped += 1;
+            continue;
+        };
+        lock(&stats).sent += 1;
+        let (cluster, brands, buyers, stats) = (
+            cluster.clone(),
+            brands.clone(),
+            buyers.clone(),
+            stats.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            one_sale(&cluster, &brands, &buyers, &stats, sale, due, return_after).await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    progress.finish();
+    Load { elapsed, skipped }
+}
+
+/// One sale's calls, each timed and counted under its RPC's name.
+async fn one_sale(
+    cluster: &Cluster,
+    brands: &[Brand],
+    buyers: &Buyers,
+    stats: &Mutex<Stats>,
+    sale: Sale,
+    due: tokio::time::Instant,
+    return_after: Duration,
+) {
+    let brand = &brands[sale.brand];
+    let Ok(code) = brand.code() else {
+        lock(stats).error("ActivateWarranty", "out of codes".into());
+        return;
+    };
+    let referrer = sale.referrer.and_then(|rank| brand.referrers.get(rank));
+    let (mut phone, serial) = buyers.next();
+    if sale.fraud
+        && let Some(referrer) = referrer
+    {
+        phone = referrer.phone.clone();
+    }
+    let mut landing = cluster.activation(Landing);
+    let scan = act::ScanCodeRequest {
+        brand_id: brand.id.clone(),
+        request_id: request_id(),
+        code: code.clone(),
+        region: "440300".into(),
+        scanned_at: Some(to_timestamp(Utc::now())),
+    };
+    timed(stats, "ScanCode", landing.scan_code(scan)).await;
+    if let Some(referrer) = referrer {
+        let resolve = refl::ResolveLinkRequest {
+            brand_id: brand.id.clone(),
+            token: referrer.token.clone(),
+            visitor: Some(identity(&phone)),
+            visitor_key: String::new(),
+            channel: refl::ShareChannel::WechatChat as i32,
+        };
+        timed(
+            stats,
+            "ResolveLink",
+            cluster.referral(Landing).resolve_link(resolve),
+        )
+        .await;
+    }
+    let token = referrer.map(|r| r.token.clone()).unwrap_or_default();
+    let activated = timed(
+        stats,
+        "ActivateWarranty",
+        landing.activate_warranty(activation(&brand.id, code.clone(), &phone, serial, token)),
+    )
+    .await;
+    if !activated {
+        return;
+    }
+    {
+        let mut stats = lock(stats);
+        stats.record("sale (due → activated)", due.elapsed());
+        stats.activations += 1;
+        if referrer.is_some() && !sale.fraud {
+            stats.referred_activations += 1;
+        }
+    }
+    if sale.returned {
+        tokio::time::sleep(return_after).await;
+        let void = act::VoidWarrantyRequest {
+            brand_id: brand.id.clone(),
+            request_id: request_id(),
+            code,
+            reason: "returned (load generator)".into(),
+        };
+        timed(
+            stats,
+            "VoidWarranty",
+            cluster.activation(Operator).void_warranty(void),
+        )
+        .await;
+    }
+}
+
+/// Awaits `call`, records its latency or its error under `rpc`; true when it succeeded.
+async fn timed<T>(
+    stats: &Mutex<Stats>,
+    rpc: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> bool {
+    let sent = Instant::now();
+    match call.await {
+        Ok(_) => {
+            lock(stats).record(rpc, sent.elapsed());
+            true
+        }
+        Err(status) => {
+            lock(stats).error(rpc, format!("{:?}: {}", status.code(), status.message()));
+            false
+        }
+    }
+}
+
+/// Reads payouts' topic during the run: each level-1 CommissionAccrued of the run's brands
+/// gives the loop's latency (activation recorded → commission accrued).
+fn watch_accruals(
+    brokers: &str,
+    topic: &str,
+    brands: Vec<String>,
+    watched: Arc<Mutex<report::Loop>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let consumer = crate::topic_tail::from_end(brokers, topic)?;
+    let topic = topic.to_owned();
+    Ok(tokio::spawn(async move {
+        let mut errors = 0u32;
+        loop {
+            match consumer.recv().await {
+                Ok(message) => {
+                    note_accrual(message.payload().unwrap_or_default(), &brands, &watched);
+                }
+                Err(error) => {
+                    errors += 1;
+                    if errors <= 3 {
+                        eprintln!("  reading {topic}: {error}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+fn note_accrual(value: &[u8], brands: &[String], watched: &Mutex<report::Loop>) {
+    let Ok(envelope) = EventEnvelope::decode(value) else {
+        return;
+    };
+    if envelope.event_type != "scanloop.payouts.v1.CommissionAccrued"
+        || !brands.contains(&envelope.brand_id)
+    {
+        return;
+    }
+    let Ok(accrued) = pay::CommissionAccrued::decode(envelope.payload.as_slice()) else {
+        return;
+    };
+    let (Some(activated), Some(recorded)) = (
+        from_timestamp(accrued.sale_activated_at.as_ref()),
+        from_timestamp(envelope.recorded_at.as_ref()),
+    ) else {
+        return;
+    };
+    let mut watched = lock(watched);
+    if accrued.role == pay::CommissionRole::Level1 as i32 {
+        let latency = (recorded - activated).to_std().unwrap_or_default();
+        watched.record_level1(latency);
+    } else if accrued.role == pay::CommissionRole::Level2 as i32 {
+        watched.level2 += 1;
+    }
+}
+
+/// Waits until the level-1 accruals reach the referred activations, or stop coming for 10 s, or
+/// `within` passes; answers how long it waited.
+async fn drain(watched: &Mutex<report::Loop>, expected: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    let (mut seen, mut since_change) = (0, Instant::now());
+    while started.elapsed() < within {
+        let now = lock(watched).level1_count();
+        if now >= expected {
+            break;
+        }
+        if now != seen {
+            (seen, since_change) = (now, Instant::now());
+        } else if since_change.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    started.elapsed()
+}
+
+fn activation(
+    brand: &str,
+    code: String,
+    phone: &str,
+    device_serial: String,
+    token: String,
+) -> act::ActivateWarrantyRequest {
+    act::ActivateWarrantyRequest {
+        brand_id: brand.into(),
+        request_id: request_id(),
+        code,
+        buyer: Some(identity(phone)),
+        channel: Some(act::PurchaseChannel {
+            kind: act::PurchaseChannelKind::Online as i32,
+            id: "tmall".into(),
+        }),
+        purchase_amount: fen(299_900),
+        purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::hours(2))),
+        referral_token: token,
+        device_serial,
+    }
+}
+
+fn identity(phone: &str) -> BuyerIdentity {
+    BuyerIdentity {
+        kind: Some(Kind::PhoneNumber(phone.into())),
+    }
+}
+
+fn bps(level: u32, basis_points: u32) -> pay::LevelRate {
+    pay::LevelRate {
+        level,
+        rate: Some(pay::Rate {
+            kind: Some(pay::rate::Kind::BasisPoints(basis_points)),
+        }),
+    }
+}

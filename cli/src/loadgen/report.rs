@@ -1,0 +1,270 @@
+//! What the load generator counts, shows while it runs, and prints at the end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::population::Shape;
+use crate::bench::{CpuUse, ServerPids, latency_histogram};
+
+/// Per-RPC acknowledgement latencies and errors, and the sale counts.
+#[derive(Default)]
+pub struct Stats {
+    rpcs: BTreeMap<&'static str, Rpc>,
+    pub sent: u64,
+    pub activations: u64,
+    /// Activations through a member's link that were not fraud attempts: each should accrue a
+    /// level-1 commission.
+    pub referred_activations: u64,
+}
+
+struct Rpc {
+    latency_us: Histogram<u64>,
+    errors: u64,
+    /// The first few distinct errors, for the report.
+    samples: Vec<String>,
+}
+
+impl Default for Rpc {
+    fn default() -> Self {
+        Rpc {
+            latency_us: latency_histogram(),
+            errors: 0,
+            samples: Vec::new(),
+        }
+    }
+}
+
+impl Stats {
+    pub fn record(&mut self, rpc: &'static str, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // Saturating: the histogram's range ends at 60 s.
+        self.rpcs
+            .entry(rpc)
+            .or_default()
+            .latency_us
+            .saturating_record(us.max(1));
+    }
+
+    pub fn error(&mut self, rpc: &'static str, message: String) {
+        let entry = self.rpcs.entry(rpc).or_default();
+        entry.errors += 1;
+        if entry.samples.len() < 3 && !entry.samples.contains(&message) {
+            entry.samples.push(message);
+        }
+    }
+
+    fn errors(&self) -> u64 {
+        self.rpcs.values().map(|r| r.errors).sum()
+    }
+
+    fn p99_ms(&self, rpc: &str) -> f64 {
+        self.rpcs
+            .get(rpc)
+            .map_or(0.0, |r| r.latency_us.value_at_quantile(0.99) as f64 / 1e3)
+    }
+}
+
+/// The loop's own latency: activation recorded → level-1 commission accrued.
+#[derive(Default)]
+pub struct Loop {
+    level1_ms: Option<Histogram<u64>>,
+    pub level2: u64,
+}
+
+impl Loop {
+    pub fn record_level1(&mut self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.level1_ms
+            .get_or_insert_with(|| {
+                Histogram::new_with_bounds(1, 3_600_000, 3).unwrap_or_else(|_| latency_histogram())
+            })
+            .saturating_record(ms.max(1));
+    }
+
+    pub fn level1_count(&self) -> u64 {
+        self.level1_ms.as_ref().map_or(0, Histogram::len)
+    }
+}
+
+/// The plain insert of the same run, as `scanloop bench --baseline-out` wrote it.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
+pub struct Baseline {
+    pub insert_per_sec: f64,
+    pub insert_cpu_us_per_op: f64,
+    pub insert_p99_ms: f64,
+}
+
+impl Baseline {
+    pub fn read(path: &Path) -> anyhow::Result<Baseline> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("reading the baseline {}: {error}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// A live bar on stderr (hidden when stderr is not a terminal): sales sent of the total, and
+/// acknowledged, errors, the current rate and the activation p99 so far.
+pub fn progress(total: u64, stats: Arc<Mutex<Stats>>) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} sent  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let shown = bar.clone();
+    tokio::spawn(async move {
+        let mut last = (std::time::Instant::now(), 0u64);
+        while !shown.is_finished() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (sent, acked, errors, p99) = {
+                let stats = super::lock(&stats);
+                (
+                    stats.sent,
+                    stats.activations,
+                    stats.errors(),
+                    stats.p99_ms("ActivateWarranty"),
+                )
+            };
+            let now = std::time::Instant::now();
+            let rate = (acked - last.1) as f64 / (now - last.0).as_secs_f64();
+            last = (now, acked);
+            shown.set_position(sent);
+            shown.set_message(format!(
+                "acked {acked}  errors {errors}  {rate:.0}/s  p99 {p99:.0} ms"
+            ));
+        }
+    });
+    bar
+}
+
+pub struct Report<'a> {
+    pub shape: Shape,
+    pub rate: f64,
+    pub duration: Duration,
+    pub load_elapsed: Duration,
+    pub stats: Stats,
+    pub watched: Loop,
+    pub drained: Duration,
+    pub skipped: u64,
+    pub cpu: CpuUse,
+    pub servers: &'a ServerPids,
+    pub baseline: Option<Baseline>,
+}
+
+impl Report<'_> {
+    pub fn print(&self) {
+        let s = &self.stats;
+        println!();
+        println!(
+            "loadgen: {} brands × {} members ({:.0}% KOCs, power law s = {}), {:.0}% referred, \
+             {:.0}% returned, {:.0}% fraud attempts; open loop at {} sales/s for {} s",
+            self.shape.brands,
+            self.shape.members,
+            self.shape.koc_share * 100.0,
+            self.shape.zipf_exponent,
+            self.shape.referred_share * 100.0,
+            self.shape.return_rate * 100.0,
+            self.shape.fraud_rate * 100.0,
+            self.rate,
+            self.duration.as_secs()
+        );
+        let throughput = s.activations as f64 / self.load_elapsed.as_secs_f64();
+        println!(
+            "sales: {} sent, {} skipped (over the in-flight cap), {} activated, {} errors; \
+             {throughput:.1} activations/s over {:.1} s{}",
+            s.sent,
+            self.skipped,
+            s.activations,
+            s.errors(),
+            self.load_elapsed.as_secs_f64(),
+            self.baseline.map_or(String::new(), |b| format!(
+                " = {} of the plain insert's {:.0}/s",
+                ratio(throughput, b.insert_per_sec),
+                b.insert_per_sec
+            ))
+        );
+        println!();
+        println!(
+            "{:<24} {:>8} {:>9} {:>9} {:>9} {:>7}",
+            "acknowledged (ms)", "count", "p50", "p99", "p99.9", "errors"
+        );
+        for (rpc, stats) in &s.rpcs {
+            let q = |q: f64| stats.latency_us.value_at_quantile(q) as f64 / 1e3;
+            println!(
+                "{rpc:<24} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>7}",
+                stats.latency_us.len(),
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                stats.errors
+            );
+        }
+        if let Some(b) = self.baseline {
+            let p99 = s.p99_ms("ActivateWarranty");
+            println!(
+                "ActivateWarranty p99 = {} of the plain insert's p99 ({:.1} ms)",
+                ratio(p99, b.insert_p99_ms),
+                b.insert_p99_ms
+            );
+        }
+        for (rpc, stats) in &s.rpcs {
+            for sample in &stats.samples {
+                println!("  {rpc} error: {sample}");
+            }
+        }
+        println!();
+        match &self.watched.level1_ms {
+            Some(h) => println!(
+                "loop (activation recorded → level-1 commission accrued): {} of {} referred \
+                 activations, p50 {} ms, p99 {} ms, max {} ms; {} level-2 commissions; waited \
+                 {:.1} s after the load",
+                h.len(),
+                s.referred_activations,
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                self.watched.level2,
+                self.drained.as_secs_f64()
+            ),
+            None => println!(
+                "loop: no level-1 commission accrued for the {} referred activations within \
+                 {:.1} s (are referral and payouts running?)",
+                s.referred_activations,
+                self.drained.as_secs_f64()
+            ),
+        }
+        println!(
+            "  (referred activations held for review (velocity) or rejected by the fraud checks \
+             earn nothing; the difference is those)"
+        );
+        println!(
+            "CPU per activation (µs, {}): {}{}",
+            self.servers.names(),
+            self.cpu.per_op(s.activations),
+            self.baseline.map_or(String::new(), |b| format!(
+                " = {} of the plain insert's {:.0} µs",
+                ratio(
+                    self.cpu.total() * 1e6 / s.activations.max(1) as f64,
+                    b.insert_cpu_us_per_op
+                ),
+                b.insert_cpu_us_per_op
+            ))
+        );
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b <= 0.0 {
+        return "-".into();
+    }
+    let x = a / b;
+    if x.abs() < 0.1 {
+        format!("{x:.4}x")
+    } else {
+        format!("{x:.2}x")
+    }
+}
