@@ -8,8 +8,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
+use scanloop_proto::common::v1::BuyerIdentity;
+use scanloop_proto::common::v1::buyer_identity::Kind;
+use scanloop_proto::membership::v1 as mem;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::payouts::v1::payouts_service_client::PayoutsServiceClient;
+use scanloop_proto::referral::v1 as refl;
 use scanloop_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use scanloop_service::access::{AuthChannel, Bearer, Grant, Role, Signer, authorized};
 use tonic::transport::Channel;
@@ -94,6 +98,116 @@ impl Cluster {
 
     pub fn payouts(&self, role: Role) -> PayoutsServiceClient<AuthChannel> {
         PayoutsServiceClient::new(self.as_role(&self.payouts, role))
+    }
+
+    /// The member of the buyer with this phone number, once membership has reacted to their
+    /// activation.
+    pub async fn member_by_phone(&self, brand: &str, phone: &str) -> anyhow::Result<mem::Member> {
+        let membership = self.membership(Role::MemberApp);
+        let request = mem::GetMemberRequest {
+            brand_id: brand.into(),
+            by: Some(mem::get_member_request::By::Identity(identity(phone))),
+        };
+        until(
+            "a buyer becomes a member",
+            WAIT,
+            || {
+                let (mut membership, request) = (membership.clone(), request.clone());
+                async move { membership.get_member(request).await.map(|r| r.into_inner()) }
+            },
+            |_| true,
+        )
+        .await
+    }
+
+    /// A link for the member, once referral has heard of them (membership's MemberRegistered).
+    pub async fn create_link(
+        &self,
+        brand: &str,
+        member_id: &str,
+        sku: &str,
+        campaign: &str,
+    ) -> anyhow::Result<refl::ReferralLink> {
+        let referral = self.referral(Role::MemberApp);
+        let request = refl::CreateLinkRequest {
+            brand_id: brand.into(),
+            request_id: request_id(),
+            member_id: member_id.into(),
+            sku: sku.into(),
+            campaign_id: campaign.into(),
+        };
+        until(
+            "a member's link",
+            WAIT,
+            || {
+                let (mut referral, request) = (referral.clone(), request.clone());
+                async move { referral.create_link(request).await.map(|r| r.into_inner()) }
+            },
+            |_| true,
+        )
+        .await
+    }
+
+    /// What a member does to become a KOC under the seed's rule (in a rolling 30 days: 3 scans,
+    /// 2 shares, 5 comments; the activation was the first scan): 2 scans and 5 comments in the
+    /// member app and 2 shares of `token` (membership counts referral's LinkShared). Answers the
+    /// member once membership shows them qualified.
+    pub async fn engage_as_koc(
+        &self,
+        brand: &str,
+        member_id: &str,
+        token: &str,
+    ) -> anyhow::Result<mem::Member> {
+        let membership = self.membership(Role::MemberApp);
+        for kind in [mem::EngagementKind::Scan; 2]
+            .into_iter()
+            .chain([mem::EngagementKind::Comment; 5])
+        {
+            membership
+                .clone()
+                .record_engagement(mem::RecordEngagementRequest {
+                    brand_id: brand.into(),
+                    request_id: request_id(),
+                    member_id: member_id.into(),
+                    kind: kind as i32,
+                    occurred_at: None,
+                })
+                .await?;
+        }
+        for channel in [
+            refl::ShareChannel::WechatMoments,
+            refl::ShareChannel::WechatGroup,
+        ] {
+            self.referral(Role::MemberApp)
+                .record_share(refl::RecordShareRequest {
+                    brand_id: brand.into(),
+                    request_id: request_id(),
+                    member_id: member_id.into(),
+                    token: token.into(),
+                    channel: channel as i32,
+                })
+                .await?;
+        }
+        let request = mem::GetMemberRequest {
+            brand_id: brand.into(),
+            by: Some(mem::get_member_request::By::MemberId(member_id.into())),
+        };
+        until(
+            "a member qualifies as KOC",
+            WAIT,
+            || {
+                let (mut membership, request) = (membership.clone(), request.clone());
+                async move { membership.get_member(request).await.map(|r| r.into_inner()) }
+            },
+            |m| m.koc_qualified,
+        )
+        .await
+    }
+}
+
+pub fn identity(phone: &str) -> BuyerIdentity {
+    BuyerIdentity {
+        kind: Some(Kind::PhoneNumber(phone.into())),
     }
 }
 

@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cluster::{Addrs, Cluster, WAIT, amount, check, fen, request_id, short, until, yuan};
+use crate::cluster::{
+    Addrs, Cluster, WAIT, amount, check, fen, identity, request_id, short, until, yuan,
+};
 use chrono::{DateTime, Utc};
 use scanloop_proto::activation::v1 as act;
-use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, PageRequest};
 use scanloop_proto::membership::v1 as mem;
 use scanloop_proto::payouts::v1 as pay;
@@ -94,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         out: args.out,
         members: BTreeMap::new(),
         codes: BTreeMap::new(),
+        a_warranty_ends: None,
     };
     demo.run().await
 }
@@ -108,6 +110,8 @@ struct Demo {
     /// Member id → buyer name, and buyer name → the code they activated.
     members: BTreeMap<String, &'static str>,
     codes: BTreeMap<&'static str, String>,
+    /// A's warranty end as activated, before the assist moves it.
+    a_warranty_ends: Option<prost_types::Timestamp>,
 }
 
 impl Demo {
@@ -250,6 +254,7 @@ impl Demo {
             .into_inner();
         check(!scan.suspicious, "a first scan is not suspicious")?;
         let warranty = self.activate(&A, code, "").await?;
+        self.a_warranty_ends = warranty.warranty_ends_at;
         println!(
             "   A's warranty: {} bought {}, until {}",
             yuan(A.amount_fen),
@@ -305,40 +310,10 @@ impl Demo {
             link.url, assist.progress, assist.goal
         );
 
-        // The seed's KOC rule in a rolling 30 days: 3 scans, 2 shares, 5 comments. The
-        // activation was the first scan; shares come from referral's LinkShared events.
-        let membership = self.cluster.membership(MemberApp);
-        for kind in [mem::EngagementKind::Scan; 2]
-            .into_iter()
-            .chain([mem::EngagementKind::Comment; 5])
-        {
-            membership
-                .clone()
-                .record_engagement(mem::RecordEngagementRequest {
-                    brand_id: self.brand.clone(),
-                    request_id: request_id(),
-                    member_id: a.into(),
-                    kind: kind as i32,
-                    occurred_at: None,
-                })
-                .await?;
-        }
-        for channel in [
-            refl::ShareChannel::WechatMoments,
-            refl::ShareChannel::WechatGroup,
-        ] {
-            referral
-                .clone()
-                .record_share(refl::RecordShareRequest {
-                    brand_id: self.brand.clone(),
-                    request_id: request_id(),
-                    member_id: a.into(),
-                    token: link.token.clone(),
-                    channel: channel as i32,
-                })
-                .await?;
-        }
-        let member = self.member(a, |m| m.koc_qualified).await?;
+        let member = self
+            .cluster
+            .engage_as_koc(&self.brand, a, &link.token)
+            .await?;
         check(
             member.tier == "junior_sharer"
                 && (
@@ -445,7 +420,6 @@ impl Demo {
             6,
             "A's assist campaign completes: A's warranty moves 12 months",
         );
-        let before = self.warranty(&A).await?;
         let after = until(
             "A's warranty extended by the assist",
             WAIT,
@@ -468,7 +442,7 @@ impl Demo {
             format!("the assist completed with 3 friends: {assist:?}"),
         )?;
         let (was, now) = (
-            from_timestamp(before.warranty_ends_at.as_ref()),
+            from_timestamp(self.a_warranty_ends.as_ref()),
             from_timestamp(after.warranty_ends_at.as_ref()),
         );
         check(
@@ -480,7 +454,7 @@ impl Demo {
             assist.progress,
             assist.goal,
             date(after.warranty_ends_at.as_ref()),
-            date(before.warranty_ends_at.as_ref())
+            date(self.a_warranty_ends.as_ref())
         );
         Ok(())
     }
@@ -902,21 +876,10 @@ impl Demo {
 
     /// The buyer's member id, once membership has reacted to their activation.
     async fn member_id(&mut self, buyer: &Buyer) -> anyhow::Result<String> {
-        let request = mem::GetMemberRequest {
-            brand_id: self.brand.clone(),
-            by: Some(mem::get_member_request::By::Identity(identity(buyer.phone))),
-        };
-        let membership = self.cluster.membership(MemberApp);
-        let member = until(
-            &format!("{} becomes a member", buyer.name),
-            WAIT,
-            || {
-                let (mut membership, request) = (membership.clone(), request.clone());
-                async move { membership.get_member(request).await.map(|r| r.into_inner()) }
-            },
-            |_| true,
-        )
-        .await?;
+        let member = self
+            .cluster
+            .member_by_phone(&self.brand, buyer.phone)
+            .await?;
         self.members.insert(member.member_id.clone(), buyer.name);
         Ok(member.member_id)
     }
@@ -947,30 +910,14 @@ impl Demo {
         self.members.get(member_id).copied().unwrap_or("?")
     }
 
-    /// A link for the member, once referral has heard of them (membership's MemberRegistered).
     async fn link_for(
         &self,
         member_id: &str,
         campaign: &str,
     ) -> anyhow::Result<refl::ReferralLink> {
-        let referral = self.cluster.referral(MemberApp);
-        let request = refl::CreateLinkRequest {
-            brand_id: self.brand.clone(),
-            request_id: request_id(),
-            member_id: member_id.into(),
-            sku: SKU.into(),
-            campaign_id: campaign.into(),
-        };
-        until(
-            &format!("a link for {}", self.name(member_id)),
-            WAIT,
-            || {
-                let (mut referral, request) = (referral.clone(), request.clone());
-                async move { referral.create_link(request).await.map(|r| r.into_inner()) }
-            },
-            |_| true,
-        )
-        .await
+        self.cluster
+            .create_link(&self.brand, member_id, SKU, campaign)
+            .await
     }
 
     async fn get_warranty(&self, buyer: &Buyer) -> Result<act::Warranty, tonic::Status> {
@@ -1149,12 +1096,6 @@ fn bps(level: u32, basis_points: u32) -> pay::LevelRate {
         rate: Some(pay::Rate {
             kind: Some(pay::rate::Kind::BasisPoints(basis_points)),
         }),
-    }
-}
-
-fn identity(phone_number: &str) -> BuyerIdentity {
-    BuyerIdentity {
-        kind: Some(Kind::PhoneNumber(phone_number.into())),
     }
 }
 

@@ -34,17 +34,14 @@ use report::{Report, Stats};
 use scanloop_bus::EventEnvelope;
 use scanloop_config::Infra;
 use scanloop_proto::activation::v1 as act;
-use scanloop_proto::common::v1::BuyerIdentity;
-use scanloop_proto::common::v1::buyer_identity::Kind;
-use scanloop_proto::membership::v1 as mem;
 use scanloop_proto::payouts::v1 as pay;
 use scanloop_proto::referral::v1 as refl;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::access::Role::{Landing, MemberApp, Operator};
+use scanloop_service::access::Role::{Landing, Operator};
 use tokio::task::JoinSet;
 
 use crate::bench::ServerPids;
-use crate::cluster::{Addrs, Cluster, WAIT, fen, request_id, until};
+use crate::cluster::{Addrs, Cluster, fen, identity, request_id};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -362,82 +359,14 @@ async fn seed_member(
             parent_token.unwrap_or_default(),
         ))
         .await?;
-    let membership = cluster.membership(MemberApp);
-    let by_phone = mem::GetMemberRequest {
-        brand_id: brand.id.clone(),
-        by: Some(mem::get_member_request::By::Identity(identity(&phone))),
-    };
-    let member = until(
-        "a seeded member registered",
-        WAIT,
-        || {
-            let (mut membership, request) = (membership.clone(), by_phone.clone());
-            async move { membership.get_member(request).await.map(|r| r.into_inner()) }
-        },
-        |_| true,
-    )
-    .await?;
-    let referral = cluster.referral(MemberApp);
-    let create = refl::CreateLinkRequest {
-        brand_id: brand.id.clone(),
-        request_id: request_id(),
-        member_id: member.member_id.clone(),
-        sku: "LG-1".into(),
-        campaign_id: String::new(),
-    };
-    let link = until(
-        "a seeded member's link",
-        WAIT,
-        || {
-            let (mut referral, request) = (referral.clone(), create.clone());
-            async move { referral.create_link(request).await.map(|r| r.into_inner()) }
-        },
-        |_| true,
-    )
-    .await?;
-    if koc {
-        // The KOC rule: 3 scans (the activation was one), 2 shares, 5 comments in 30 days.
-        for kind in [mem::EngagementKind::Scan; 2]
-            .into_iter()
-            .chain([mem::EngagementKind::Comment; 5])
-        {
-            membership
-                .clone()
-                .record_engagement(mem::RecordEngagementRequest {
-                    brand_id: brand.id.clone(),
-                    request_id: request_id(),
-                    member_id: member.member_id.clone(),
-                    kind: kind as i32,
-                    occurred_at: None,
-                })
-                .await?;
-        }
-        for _ in 0..2 {
-            referral
-                .clone()
-                .record_share(refl::RecordShareRequest {
-                    brand_id: brand.id.clone(),
-                    request_id: request_id(),
-                    member_id: member.member_id.clone(),
-                    token: link.token.clone(),
-                    channel: refl::ShareChannel::WechatMoments as i32,
-                })
-                .await?;
-        }
-        let by_id = mem::GetMemberRequest {
-            brand_id: brand.id.clone(),
-            by: Some(mem::get_member_request::By::MemberId(member.member_id)),
-        };
-        until(
-            "a seeded KOC qualified",
-            WAIT,
-            || {
-                let (mut membership, request) = (membership.clone(), by_id.clone());
-                async move { membership.get_member(request).await.map(|r| r.into_inner()) }
-            },
-            |m| m.koc_qualified,
-        )
+    let member = cluster.member_by_phone(&brand.id, &phone).await?;
+    let link = cluster
+        .create_link(&brand.id, &member.member_id, "LG-1", "")
         .await?;
+    if koc {
+        cluster
+            .engage_as_koc(&brand.id, &member.member_id, &link.token)
+            .await?;
     }
     Ok(Referrer {
         phone,
@@ -691,12 +620,6 @@ fn activation(
         purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::hours(2))),
         referral_token: token,
         device_serial,
-    }
-}
-
-fn identity(phone: &str) -> BuyerIdentity {
-    BuyerIdentity {
-        kind: Some(Kind::PhoneNumber(phone.into())),
     }
 }
 
