@@ -7,12 +7,47 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventHandler, EventProducer};
+use scanloop_bus::{
+    ConsumerOptions, ConsumerRunner, EventEnvelope, EventHandler, EventProducer, HandlerError,
+};
+use scanloop_eventstore::DomainEvent;
 use scanloop_storage::Checkpoints;
-use scanloop_timers::{SharedClock, TimerHandler, TimerRunner, TimerStore};
+use scanloop_timers::{SharedClock, Timer, TimerHandler, TimerRunner, TimerStore};
 use scylla::client::session::Session;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// What a service's own events call for on the timers: the one part of scheduling each service
+/// writes. Keys must name the reason, so a redelivered event schedules the same item.
+pub trait TimersFor: Send + Sync + 'static {
+    type Event: DomainEvent + Send;
+    fn timer_for(&self, envelope: &EventEnvelope, event: &Self::Event) -> Option<Timer>;
+}
+
+/// The scheduler: a consumer of the service's own events that writes the timer each calls for.
+struct Scheduler<T> {
+    timers: TimerStore,
+    policy: T,
+}
+
+impl<T: TimersFor> EventHandler for Scheduler<T> {
+    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
+        let event = T::Event::decode(
+            &envelope.event_type,
+            envelope.schema_version,
+            &envelope.payload,
+        )
+        .map_err(HandlerError::Poison)?;
+        let Some(timer) = self.policy.timer_for(envelope, &event) else {
+            return Ok(());
+        };
+        self.timers
+            .schedule(&timer)
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))?;
+        Ok(())
+    }
+}
 
 /// Where the jobs run and how often the runner looks for due items.
 pub struct TimerJobsSettings {
@@ -34,10 +69,10 @@ pub struct TimerJobs {
 impl TimerJobs {
     /// Starts both; they stop when `shutdown` is cancelled. Refuses to start (saying to run
     /// `scanloop migrate`) if the timers' schema is missing.
-    pub async fn start<S: EventHandler, H: TimerHandler>(
+    pub async fn start<T: TimersFor, H: TimerHandler>(
         settings: TimerJobsSettings,
         session: Arc<Session>,
-        scheduler: impl FnOnce(TimerStore) -> S,
+        schedule: T,
         handler: H,
         producer: EventProducer,
         shutdown: CancellationToken,
@@ -48,7 +83,10 @@ impl TimerJobs {
         let scheduling = tokio::spawn(
             ConsumerRunner::new(
                 ConsumerOptions::new(settings.kafka_brokers, settings.group, vec![settings.topic]),
-                scheduler(timers.clone()),
+                Scheduler {
+                    timers: timers.clone(),
+                    policy: schedule,
+                },
                 checkpoints,
                 producer,
                 shutdown.clone(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use scanloop_bus::{ConsumerOptions, ConsumerRunner, EventHandler, EventProducer};
 use scanloop_eventstore::{EventStore, Outbox, Projection, Projector, Sweeper};
 use scanloop_storage::Checkpoints;
-use scanloop_timers::{SharedClock, TimerHandler, TimerStore};
+use scanloop_timers::{SharedClock, TimerHandler};
 use scylla::client::session::Session;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use tonic::server::NamedService;
 use crate::access::AccessTable;
 use crate::config::ServiceConfig;
 use crate::health::HealthChecks;
-use crate::jobs::{TimerJobs, TimerJobsSettings};
+use crate::jobs::{TimerJobs, TimerJobsSettings, TimersFor};
 
 /// How long a service waits for Cassandra at start-up, and Kafka's producer for a broker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,12 +117,12 @@ impl Platform {
 
     /// Starts jobs on durable timers: `scheduler` (given the timer store) reads the service's
     /// own events as group `group` and schedules; `handler` runs each item when due.
-    pub async fn timer_jobs<S: EventHandler, H: TimerHandler>(
+    pub async fn timer_jobs<T: TimersFor, H: TimerHandler>(
         &mut self,
         group: &str,
         clock: SharedClock,
         interval: Duration,
-        scheduler: impl FnOnce(TimerStore) -> S,
+        schedule: T,
         handler: H,
     ) -> anyhow::Result<()> {
         let settings = TimerJobsSettings {
@@ -136,7 +136,7 @@ impl Platform {
         let jobs = TimerJobs::start(
             settings,
             self.session.clone(),
-            scheduler,
+            schedule,
             handler,
             self.producer.clone(),
             self.shutdown.clone(),

@@ -2,8 +2,9 @@
 //! lapses when the clock says so, and the events, GetMember and the leaderboard agree.
 //!
 //! Two parts, both on the shared durable timers (`scanloop-timers`):
-//! - [`ReviewScheduler`], a consumer of this service's own events (group `membership-timers`),
-//!   schedules a review of the member for every moment its standing can change by time alone:
+//! - [`ReviewSchedule`] says what the shared scheduler (a consumer of this service's own events,
+//!   group `membership-timers`) writes: a review of the member for every moment its standing
+//!   can change by time alone:
 //!   each lot's expiry (from `PointsEarned`) and each engagement's leaving the rolling window
 //!   (from `EngagementRecorded`, which covers "the oldest counted engagement leaves" of a
 //!   qualified member, and a gold recommender's score falling below the bar).
@@ -23,11 +24,12 @@
 
 use std::sync::Arc;
 
-use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
-use scanloop_eventstore::{AppendMeta, DomainEvent as _};
+use scanloop_bus::EventEnvelope;
+use scanloop_eventstore::AppendMeta;
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
-use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerStore};
+use scanloop_service::jobs::TimersFor;
+use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler};
 use tracing::Instrument as _;
 
 use crate::app::Membership;
@@ -38,19 +40,22 @@ use crate::domain::member::{self, Rules};
 pub const REVIEW: &str = "membership.review";
 
 /// Schedules member reviews from the member streams' events.
-pub struct ReviewScheduler {
-    timers: TimerStore,
+pub struct ReviewSchedule {
     rules: Rules,
 }
 
-impl ReviewScheduler {
-    pub fn new(timers: TimerStore, rules: Rules) -> Self {
-        Self { timers, rules }
+impl ReviewSchedule {
+    pub fn new(rules: Rules) -> Self {
+        Self { rules }
     }
+}
+
+impl TimersFor for ReviewSchedule {
+    type Event = MembershipEvent;
 
     /// The review an event calls for, if any. Keys name the reason, so a redelivered event
     /// schedules the same item.
-    pub fn review_for(&self, envelope: &EventEnvelope, event: &MembershipEvent) -> Option<Timer> {
+    fn timer_for(&self, envelope: &EventEnvelope, event: &MembershipEvent) -> Option<Timer> {
         let (due_at, key) = match event {
             MembershipEvent::PointsEarned(e) => (
                 from_timestamp(e.expires_at.as_ref())?,
@@ -72,25 +77,6 @@ impl ReviewScheduler {
             kind: REVIEW.to_owned(),
             key,
         })
-    }
-}
-
-impl EventHandler for ReviewScheduler {
-    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
-        let event = MembershipEvent::decode(
-            &envelope.event_type,
-            envelope.schema_version,
-            &envelope.payload,
-        )
-        .map_err(HandlerError::Poison)?;
-        let Some(timer) = self.review_for(envelope, &event) else {
-            return Ok(());
-        };
-        self.timers
-            .schedule(&timer)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
-        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Membership;
 use crate::config::Config;
 use crate::grpc::Api;
-use crate::jobs::{MemberReview, ReviewScheduler};
+use crate::jobs::{MemberReview, ReviewSchedule};
 use crate::projections::ReadModels;
 use crate::reaction::Reactions;
 
@@ -36,7 +36,7 @@ pub async fn run(
             &config.timer_group,
             config.clock.clone(),
             config.timer_interval,
-            |timers| ReviewScheduler::new(timers, config.rules.clone()),
+            ReviewSchedule::new(config.rules.clone()),
             MemberReview::new(app.clone()),
         )
         .await?;

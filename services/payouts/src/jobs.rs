@@ -1,7 +1,8 @@
 //! Vesting on time: a commission vests when its sale's return window has passed, whether or not
 //! anything else happens to the sale. On the shared durable timers (`scanloop-timers`):
-//! - [`VestingScheduler`], a consumer of this service's own events (group `payouts-timers`),
-//!   schedules a vesting run of the sale at each accrued commission's `vests_at`;
+//! - [`VestingSchedule`] says what the shared scheduler (a consumer of this service's own
+//!   events, group `payouts-timers`) writes: a vesting run of the sale at each accrued
+//!   commission's `vests_at`;
 //! - [`Vesting`], the timer job's handler, vests what is due on the sale as of the clock's now.
 //!
 //! Scheduling from the stored event rather than in the command path means a crash between the
@@ -13,11 +14,12 @@
 
 use std::sync::Arc;
 
-use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
-use scanloop_eventstore::{AppendMeta, DomainEvent as _};
+use scanloop_bus::EventEnvelope;
+use scanloop_eventstore::AppendMeta;
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
-use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler, TimerStore};
+use scanloop_service::jobs::TimersFor;
+use scanloop_timers::{DueTimer, Timer, TimerError, TimerHandler};
 use tracing::Instrument as _;
 
 use crate::app::Payouts;
@@ -27,18 +29,14 @@ use crate::domain::PayoutsEvent;
 pub const VEST: &str = "payouts.vest";
 
 /// Schedules vesting from accruals.
-pub struct VestingScheduler {
-    timers: TimerStore,
-}
+pub struct VestingSchedule;
 
-impl VestingScheduler {
-    pub fn new(timers: TimerStore) -> Self {
-        Self { timers }
-    }
+impl TimersFor for VestingSchedule {
+    type Event = PayoutsEvent;
 
     /// The vesting run an event calls for: one per accrued commission, keyed by it, so a
     /// redelivered accrual schedules the same item.
-    pub fn vesting_for(envelope: &EventEnvelope, event: &PayoutsEvent) -> Option<Timer> {
+    fn timer_for(&self, envelope: &EventEnvelope, event: &PayoutsEvent) -> Option<Timer> {
         let PayoutsEvent::CommissionAccrued(e) = event else {
             return None;
         };
@@ -49,25 +47,6 @@ impl VestingScheduler {
             kind: VEST.to_owned(),
             key: e.commission_id.clone(),
         })
-    }
-}
-
-impl EventHandler for VestingScheduler {
-    async fn handle(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
-        let event = PayoutsEvent::decode(
-            &envelope.event_type,
-            envelope.schema_version,
-            &envelope.payload,
-        )
-        .map_err(HandlerError::Poison)?;
-        let Some(timer) = Self::vesting_for(envelope, &event) else {
-            return Ok(());
-        };
-        self.timers
-            .schedule(&timer)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
-        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Payouts;
 use crate::config::Config;
 use crate::grpc::Api;
-use crate::jobs::{Vesting, VestingScheduler};
+use crate::jobs::{Vesting, VestingSchedule};
 use crate::projections::ReadModels;
 use crate::reaction::Reactions;
 
@@ -44,7 +44,7 @@ pub async fn run(
             &config.timer_group,
             config.clock.clone(),
             config.timer_interval,
-            VestingScheduler::new,
+            VestingSchedule,
             Vesting::new(app.clone()),
         )
         .await?;
