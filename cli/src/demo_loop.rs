@@ -384,7 +384,8 @@ impl Demo {
             self.activate(friend, code, &link.token).await?;
             self.member_id(friend).await?;
         }
-        let referrals = self.referrals_of(a, 3).await?;
+        let mut referrals = self.referrals_of(a, 3).await?;
+        referrals.sort_by_key(|r| self.name(&r.buyer_member_id));
         for referral in &referrals {
             check(
                 referral.level2_member_id.is_empty()
@@ -447,8 +448,10 @@ impl Demo {
             from_timestamp(self.a_warranty_ends.as_ref()),
             from_timestamp(after.warranty_ends_at.as_ref()),
         );
+        // Stored times have millisecond precision.
+        let expected = was.and_then(|w| w.checked_add_months(chrono::Months::new(12)));
         check(
-            was.and_then(|w| w.checked_add_months(chrono::Months::new(12))) == now,
+            expected.map(|t| t.timestamp_millis()) == now.map(|t| t.timestamp_millis()),
             format!("the end moved exactly 12 months: {was:?} → {now:?}"),
         )?;
         println!(
@@ -629,7 +632,8 @@ impl Demo {
             .run_settlement(pay::RunSettlementRequest {
                 brand_id: self.brand.clone(),
                 request_id: request_id(),
-                cutoff: None,
+                // Everything vested until now.
+                cutoff: Some(to_timestamp(Utc::now())),
             })
             .await?
             .into_inner();
