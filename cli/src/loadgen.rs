@@ -80,6 +80,10 @@ pub struct Args {
     /// Seed of the population's draws (the same seed, the same sales).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Names the run's brands `lg<run>-<k>`; default a new random one, so each run starts
+    /// from empty brands.
+    #[arg(long)]
+    run_id: Option<String>,
     /// Sales in flight at most; a sale due while this many are unanswered is counted as
     /// skipped (the cluster is saturated), not queued.
     #[arg(long, default_value_t = 4_000)]
@@ -175,7 +179,10 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         anyhow::ensure!((0.0..=1.0).contains(&share), "{name} is a share: 0 ..= 1");
     }
     let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
-    let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let run = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_owned());
     let brand_ids: Vec<String> = (0..shape.brands).map(|k| format!("lg{run}-{k}")).collect();
     let cluster = Arc::new(Cluster::connect(&args.addrs, &brand_ids).await?);
     let buyers = Arc::new(Buyers {
