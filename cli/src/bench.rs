@@ -642,6 +642,14 @@ impl CpuUse {
         }
     }
 
+    /// The same use at `factor` times the time (an idle rate carried over a longer span).
+    pub(crate) fn scaled(&self, factor: f64) -> CpuUse {
+        CpuUse {
+            bench: self.bench * factor,
+            servers: self.servers.iter().map(|s| s.map(|s| s * factor)).collect(),
+        }
+    }
+
     /// CPU seconds of every process measured.
     pub(crate) fn total(&self) -> f64 {
         self.bench + self.servers.iter().flatten().sum::<f64>()

@@ -219,13 +219,6 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         set_up.elapsed().as_secs_f64()
     );
 
-    let watched = Arc::new(Mutex::new(report::Loop::default()));
-    let watcher = watch_accruals(
-        &infra.kafka_brokers,
-        &args.payouts_topic,
-        brand_ids.clone(),
-        watched.clone(),
-    )?;
     let servers = ServerPids::find(
         args.devstack_dir.as_deref(),
         &[
@@ -235,6 +228,22 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             ("payouts", args.payouts_pid),
         ],
     );
+    // What the cluster burns with nothing to do (consumers polling, timers, Cassandra's own
+    // work), so the report can tell the load's CPU from the idle floor.
+    let idle_before = servers.sample();
+    tokio::time::sleep(IDLE_SAMPLE).await;
+    let idle = servers.sample().since(&idle_before);
+
+    // Only sales of the load count for the loop's latency: the seeded members' own referred
+    // activations may still be accruing.
+    let watched = Arc::new(Mutex::new(report::Loop::default()));
+    let watcher = watch_accruals(
+        &infra.kafka_brokers,
+        &args.payouts_topic,
+        brand_ids.clone(),
+        Utc::now(),
+        watched.clone(),
+    )?;
     let cpu_before = servers.sample();
     let stats = Arc::new(Mutex::new(Stats::default()));
     let load = drive(
@@ -253,6 +262,8 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let referred_ok = lock(&stats).referred_activations;
     let drained = drain(&watched, referred_ok, Duration::from_secs(args.drain_secs)).await;
     let cpu = servers.sample().since(&cpu_before);
+    let measured = load_elapsed + drained;
+    let idle_share = idle.scaled(measured.as_secs_f64() / IDLE_SAMPLE.as_secs_f64());
     watcher.abort();
 
     let report = Report {
@@ -265,12 +276,16 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         drained,
         skipped: load.skipped,
         cpu,
+        idle: idle_share,
         servers: &servers,
         baseline,
     };
     report.print();
     Ok(())
 }
+
+/// How long the idle floor of CPU is sampled before the load.
+const IDLE_SAMPLE: Duration = Duration::from_secs(5);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -537,6 +552,7 @@ fn watch_accruals(
     brokers: &str,
     topic: &str,
     brands: Vec<String>,
+    since: chrono::DateTime<Utc>,
     watched: Arc<Mutex<report::Loop>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let consumer = crate::topic_tail::from_end(brokers, topic)?;
@@ -546,7 +562,12 @@ fn watch_accruals(
         loop {
             match consumer.recv().await {
                 Ok(message) => {
-                    note_accrual(message.payload().unwrap_or_default(), &brands, &watched);
+                    note_accrual(
+                        message.payload().unwrap_or_default(),
+                        &brands,
+                        since,
+                        &watched,
+                    );
                 }
                 Err(error) => {
                     errors += 1;
@@ -560,7 +581,12 @@ fn watch_accruals(
     }))
 }
 
-fn note_accrual(value: &[u8], brands: &[String], watched: &Mutex<report::Loop>) {
+fn note_accrual(
+    value: &[u8],
+    brands: &[String],
+    since: chrono::DateTime<Utc>,
+    watched: &Mutex<report::Loop>,
+) {
     let Ok(envelope) = EventEnvelope::decode(value) else {
         return;
     };
@@ -578,6 +604,9 @@ fn note_accrual(value: &[u8], brands: &[String], watched: &Mutex<report::Loop>) 
     ) else {
         return;
     };
+    if activated < since {
+        return;
+    }
     let mut watched = lock(watched);
     if accrued.role == pay::CommissionRole::Level1 as i32 {
         let latency = (recorded - activated).to_std().unwrap_or_default();

@@ -151,6 +151,8 @@ pub struct Report<'a> {
     pub drained: Duration,
     pub skipped: u64,
     pub cpu: CpuUse,
+    /// The idle floor over the same time, as sampled before the load.
+    pub idle: CpuUse,
     pub servers: &'a ServerPids,
     pub baseline: Option<Baseline>,
 }
@@ -242,7 +244,7 @@ impl Report<'_> {
              earn nothing; the difference is those)"
         );
         println!(
-            "CPU per activation (µs, {}): {}{}",
+            "CPU per activation (µs, loadgen + {}): {}{}",
             self.servers.names(),
             self.cpu.per_op(s.activations),
             self.baseline.map_or(String::new(), |b| format!(
@@ -252,6 +254,20 @@ impl Report<'_> {
                     b.insert_cpu_us_per_op
                 ),
                 b.insert_cpu_us_per_op
+            ))
+        );
+        let above_idle = self.cpu.since(&self.idle);
+        println!(
+            "  of which the idle floor (sampled before the load: consumers polling, timers) \
+             is {}; above it: {}{}",
+            self.idle.per_op(s.activations),
+            above_idle.per_op(s.activations),
+            self.baseline.map_or(String::new(), |b| format!(
+                " = {} of the plain insert's",
+                ratio(
+                    above_idle.total() * 1e6 / s.activations.max(1) as f64,
+                    b.insert_cpu_us_per_op
+                )
             ))
         );
     }
