@@ -642,6 +642,19 @@ impl CpuUse {
         }
     }
 
+    /// Both uses together (two spans of time).
+    pub(crate) fn plus(&self, other: &CpuUse) -> CpuUse {
+        CpuUse {
+            bench: self.bench + other.bench,
+            servers: self
+                .servers
+                .iter()
+                .zip(&other.servers)
+                .map(|(a, b)| Some((*a)? + (*b)?))
+                .collect(),
+        }
+    }
+
     /// The same use at `factor` times the time (an idle rate carried over a longer span).
     pub(crate) fn scaled(&self, factor: f64) -> CpuUse {
         CpuUse {

@@ -151,7 +151,7 @@ pub struct Report<'a> {
     pub drained: Duration,
     pub skipped: u64,
     pub cpu: CpuUse,
-    /// The idle floor over the same time, as sampled before the load.
+    /// The idle floor over the same time, as sampled before and after the load.
     pub idle: CpuUse,
     pub servers: &'a ServerPids,
     pub baseline: Option<Baseline>,
@@ -258,8 +258,8 @@ impl Report<'_> {
         );
         let above_idle = self.cpu.since(&self.idle);
         println!(
-            "  of which the idle floor (sampled before the load: consumers polling, timers) \
-             is {}; above it: {}{}",
+            "  of which the idle floor (sampled 5 s before and 5 s after the load: consumers \
+             polling, timers, Cassandra's compactions) is {}; above it: {}{}",
             self.idle.per_op(s.activations),
             above_idle.per_op(s.activations),
             self.baseline.map_or(String::new(), |b| format!(
