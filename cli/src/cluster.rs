@@ -12,6 +12,7 @@ use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::membership::v1 as mem;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
+use scanloop_proto::payouts::v1 as pay;
 use scanloop_proto::payouts::v1::payouts_service_client::PayoutsServiceClient;
 use scanloop_proto::referral::v1 as refl;
 use scanloop_proto::referral::v1::referral_service_client::ReferralServiceClient;
@@ -202,6 +203,33 @@ impl Cluster {
             |m| m.koc_qualified,
         )
         .await
+    }
+}
+
+/// A brand default plan paying two levels in basis points, level 2 with the compliance
+/// acknowledgement it needs, and a minimum payout of ¥1.00.
+pub fn two_level_plan(
+    brand: &str,
+    (level1_bps, level2_bps): (u32, u32),
+    return_window_days: u32,
+    acknowledgement: pay::ComplianceAcknowledgement,
+) -> pay::UpsertPlanRequest {
+    let rate = |level, basis_points| pay::LevelRate {
+        level,
+        rate: Some(pay::Rate {
+            kind: Some(pay::rate::Kind::BasisPoints(basis_points)),
+        }),
+    };
+    pay::UpsertPlanRequest {
+        brand_id: brand.into(),
+        request_id: request_id(),
+        sku: String::new(),
+        levels: vec![rate(1, level1_bps), rate(2, level2_bps)],
+        store: None,
+        cap_per_sale: None,
+        return_window_days,
+        minimum_payout: fen(100),
+        level2_acknowledgement: Some(acknowledgement),
     }
 }
 

@@ -18,9 +18,9 @@ use std::path::PathBuf;
 mod calls;
 
 use crate::cluster::{
-    Addrs, Cluster, WAIT, amount, check, fen, identity, request_id, short, until, yuan,
+    Addrs, Cluster, WAIT, amount, check, identity, request_id, short, two_level_plan, until, yuan,
 };
-use calls::{bps, date, member, phone, role_name, step, tier_name, time};
+use calls::{date, member, phone, role_name, step, tier_name, time};
 use chrono::{DateTime, Utc};
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::common::v1::PageRequest;
@@ -84,6 +84,11 @@ const OWED_A: i64 = 2 * L1_ON_3999 + L2_ON_5999;
 const OWED_D: i64 = L1_ON_5999;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // A purchase may not be dated before its batch's issue less a day, nor in the future.
+    anyhow::ensure!(
+        (1..=3_600).contains(&args.window_lead_secs),
+        "--window-lead-secs is 1 ..= 3600 (the purchases are dated a day ago less this)"
+    );
     let brand = args
         .brand
         .unwrap_or_else(|| format!("demo-{}", Utc::now().format("%Y%m%d-%H%M%S")));
@@ -147,23 +152,18 @@ impl Demo {
         let plan = self
             .cluster
             .payouts(Operator)
-            .upsert_plan(pay::UpsertPlanRequest {
-                brand_id: self.brand.clone(),
-                request_id: request_id(),
-                sku: String::new(),
-                levels: vec![bps(1, LEVEL1_BPS), bps(2, LEVEL2_BPS)],
-                store: None,
-                cap_per_sale: None,
-                return_window_days: 1,
-                minimum_payout: fen(100),
-                level2_acknowledgement: Some(pay::ComplianceAcknowledgement {
+            .upsert_plan(two_level_plan(
+                &self.brand,
+                (LEVEL1_BPS, LEVEL2_BPS),
+                1,
+                pay::ComplianceAcknowledgement {
                     acknowledged_by: "legal@brand.example".into(),
                     acknowledged_at: None,
                     statement: "two levels of commission on verified sales only (CPS), \
                                 reviewed by counsel"
                         .into(),
-                }),
-            })
+                },
+            ))
             .await?
             .into_inner();
         check(

@@ -41,7 +41,7 @@ use scanloop_service::access::Role::{Landing, Operator};
 use tokio::task::JoinSet;
 
 use crate::bench::ServerPids;
-use crate::cluster::{Addrs, Cluster, fen, identity, request_id};
+use crate::cluster::{Addrs, Cluster, fen, identity, request_id, two_level_plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -308,21 +308,16 @@ async fn set_up_brand(
 ) -> anyhow::Result<Brand> {
     cluster
         .payouts(Operator)
-        .upsert_plan(pay::UpsertPlanRequest {
-            brand_id: brand.clone(),
-            request_id: request_id(),
-            sku: String::new(),
-            levels: vec![bps(1, 500), bps(2, 200)],
-            store: None,
-            cap_per_sale: None,
-            return_window_days: 30,
-            minimum_payout: fen(100),
-            level2_acknowledgement: Some(pay::ComplianceAcknowledgement {
+        .upsert_plan(two_level_plan(
+            &brand,
+            (500, 200),
+            30,
+            pay::ComplianceAcknowledgement {
                 acknowledged_by: "legal@loadgen".into(),
                 acknowledged_at: None,
                 statement: "two levels on verified sales (load generator)".into(),
-            }),
-        })
+            },
+        ))
         .await?;
     let mut stream = cluster
         .activation(Operator)
@@ -663,14 +658,5 @@ fn activation(
         purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::hours(2))),
         referral_token: token,
         device_serial,
-    }
-}
-
-fn bps(level: u32, basis_points: u32) -> pay::LevelRate {
-    pay::LevelRate {
-        level,
-        rate: Some(pay::Rate {
-            kind: Some(pay::rate::Kind::BasisPoints(basis_points)),
-        }),
     }
 }

@@ -267,15 +267,6 @@ pub(super) fn step(number: u32, title: &str) {
     println!("\n{number}. {title}");
 }
 
-pub(super) fn bps(level: u32, basis_points: u32) -> pay::LevelRate {
-    pay::LevelRate {
-        level,
-        rate: Some(pay::Rate {
-            kind: Some(pay::rate::Kind::BasisPoints(basis_points)),
-        }),
-    }
-}
-
 pub(super) fn phone(phone_number: &str) -> Option<BuyerIdentity> {
     Some(identity(phone_number))
 }
