@@ -655,12 +655,12 @@ impl CpuUse {
         }
     }
 
-    /// The same use at `factor` times the time (an idle rate carried over a longer span).
-    pub(crate) fn scaled(&self, factor: f64) -> CpuUse {
-        CpuUse {
-            bench: self.bench * factor,
-            servers: self.servers.iter().map(|s| s.map(|s| s * factor)).collect(),
-        }
+    /// Cores busy on average over `secs` seconds, per process: "0.01 + 0.61 + … = 0.70".
+    pub(crate) fn cores(&self, secs: f64) -> String {
+        let of = |s: f64| format!("{:.2}", s / secs);
+        let mut parts = vec![of(self.bench)];
+        parts.extend(self.servers.iter().map(|s| s.map_or("?".into(), of)));
+        format!("{} = {}", parts.join(" + "), of(self.total()))
     }
 
     /// CPU seconds of every process measured.

@@ -268,10 +268,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     // Cassandra compacts what the earlier phases wrote, and the floor moves while it does.
     tokio::time::sleep(IDLE_SAMPLE).await;
     let idle_after = servers.sample().since(&after);
-    let measured = load_elapsed + drained;
-    let idle_share = idle
-        .plus(&idle_after)
-        .scaled(measured.as_secs_f64() / (2.0 * IDLE_SAMPLE.as_secs_f64()));
+    let idle = idle.plus(&idle_after);
 
     let report = Report {
         shape,
@@ -283,7 +280,8 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         drained,
         skipped: load.skipped,
         cpu,
-        idle: idle_share,
+        idle,
+        idle_secs: 2.0 * IDLE_SAMPLE.as_secs_f64(),
         servers: &servers,
         baseline,
     };
