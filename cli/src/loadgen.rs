@@ -38,6 +38,7 @@ use scanloop_proto::payouts::v1 as pay;
 use scanloop_proto::referral::v1 as refl;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::access::Role::{Landing, Operator};
+use scanloop_service::access::gate::CLIENT_METADATA;
 use tokio::task::JoinSet;
 
 use crate::bench::ServerPids;
@@ -476,7 +477,9 @@ async fn one_sale(
         region: "440300".into(),
         scanned_at: Some(to_timestamp(Utc::now())),
     };
-    timed(stats, "ScanCode", landing.scan_code(scan)).await;
+    // The landing back end forwards each visitor's own client key, as the abuse limits expect.
+    let visitor = serial.clone();
+    timed(stats, "ScanCode", landing.scan_code(from(&visitor, scan))).await;
     if let Some(referrer) = referrer {
         let resolve = refl::ResolveLinkRequest {
             brand_id: brand.id.clone(),
@@ -488,7 +491,9 @@ async fn one_sale(
         timed(
             stats,
             "ResolveLink",
-            cluster.referral(Landing).resolve_link(resolve),
+            cluster
+                .referral(Landing)
+                .resolve_link(from(&visitor, resolve)),
         )
         .await;
     }
@@ -496,7 +501,10 @@ async fn one_sale(
     let activated = timed(
         stats,
         "ActivateWarranty",
-        landing.activate_warranty(activation(&brand.id, code.clone(), &phone, serial, token)),
+        landing.activate_warranty(from(
+            &visitor,
+            activation(&brand.id, code.clone(), &phone, serial, token),
+        )),
     )
     .await;
     if !activated {
@@ -525,6 +533,17 @@ async fn one_sale(
         )
         .await;
     }
+}
+
+/// A request as the landing back end sends it for one visitor: with the visitor's client key,
+/// which the per-client abuse limit counts (the token's subject would make every buyer one
+/// client).
+fn from<T>(visitor: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = visitor.parse() {
+        request.metadata_mut().insert(CLIENT_METADATA, value);
+    }
+    request
 }
 
 /// Awaits `call`, records its latency or its error under `rpc`; true when it succeeded.
