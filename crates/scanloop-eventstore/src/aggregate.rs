@@ -137,6 +137,15 @@ impl<A: Aggregate> Repository<A> {
     /// Rebuilds the stream's state: from its latest snapshot, if the aggregate keeps them, then
     /// the events after it.
     pub async fn load<E>(&self, stream_id: &str) -> Result<Loaded<A>, ExecuteError<E>> {
+        Ok(self.load_for_command(stream_id).await?.0)
+    }
+
+    /// [`Repository::load`], and how far the stream was published (when the load read any
+    /// event), which the command's append then need not read again.
+    async fn load_for_command<E>(
+        &self,
+        stream_id: &str,
+    ) -> Result<(Loaded<A>, Option<u64>), ExecuteError<E>> {
         let unavailable = |e| ExecuteError::Store(AppendError::Unavailable(e));
         let store = self.outbox.store();
         let (state, version, requests) = if A::SNAPSHOT_EVERY > 0 {
@@ -155,7 +164,10 @@ impl<A: Aggregate> Repository<A> {
         } else {
             (A::default(), 0, RequestLog::default())
         };
-        let events = store.load(stream_id, version).await.map_err(unavailable)?;
+        let (events, published) = store
+            .load_for_command(stream_id, version)
+            .await
+            .map_err(unavailable)?;
         let mut loaded = fold(stream_id, state, version, &events)?;
         let mut requests = requests;
         for event in &events {
@@ -163,7 +175,7 @@ impl<A: Aggregate> Repository<A> {
         }
         requests.retain_recent(Utc::now());
         loaded.requests = requests;
-        Ok(loaded)
+        Ok((loaded, published))
     }
 
     /// Refuses a request id that the brand used for a different command on any stream within
@@ -286,17 +298,17 @@ impl<A: Aggregate> Repository<A> {
             Some(request) => {
                 let (refused, loaded) = tokio::join!(
                     self.refuse_reuse_elsewhere(&meta.brand_id, request),
-                    self.load(stream_id)
+                    self.load_for_command(stream_id)
                 );
                 refused?;
                 loaded?
             }
-            None => self.load(stream_id).await?,
+            None => self.load_for_command(stream_id).await?,
         });
         for attempt in 1..=self.max_attempts {
-            let loaded = match first_load.take() {
+            let (loaded, published) = match first_load.take() {
                 Some(loaded) => loaded,
-                None => self.load(stream_id).await?,
+                None => self.load_for_command(stream_id).await?,
             };
             if let Some(request) = &meta.request {
                 match loaded.requests.check(request) {
@@ -342,7 +354,7 @@ impl<A: Aggregate> Repository<A> {
                 .collect();
             match self
                 .outbox
-                .append(stream_id, version, meta, new_events)
+                .append_known(stream_id, version, published, meta, new_events)
                 .await
             {
                 Ok(appended) => {

@@ -195,6 +195,22 @@ impl Outbox {
         meta: &AppendMeta,
         events: Vec<NewEvent>,
     ) -> Result<Appended, AppendError> {
+        self.append_known(stream_id, expected_version, None, meta, events)
+            .await
+    }
+
+    /// [`Outbox::append`] by a writer that read the stream's published version with the events
+    /// it decided on (`published`), so publishing needs no read of it. The value may be behind
+    /// by then (another publisher finished meanwhile): that only repeats events on the topic,
+    /// which consumers drop; it is never ahead, as the version only grows.
+    pub async fn append_known(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        published: Option<u64>,
+        meta: &AppendMeta,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, AppendError> {
         crate::store::validate_append(stream_id, &events)?;
         let created_at = (Utc::now() + self.clock_skew).trunc_subsecs(3);
         let marker = Marker {
@@ -226,7 +242,7 @@ impl Outbox {
             }
         };
 
-        let published = match self.publish_through(stream_id, &recorded).await {
+        let published = match self.publish_through(stream_id, &recorded, published).await {
             Ok(()) => {
                 self.delete_marker_quietly(&marker).await;
                 true
@@ -249,11 +265,24 @@ impl Outbox {
 
     /// Publishes everything of `stream_id` after its published version up to and including the
     /// last of `ours` (the events this writer just appended, already in memory).
-    async fn publish_through(&self, stream_id: &str, ours: &[RecordedEvent]) -> anyhow::Result<()> {
+    async fn publish_through(
+        &self,
+        stream_id: &str,
+        ours: &[RecordedEvent],
+        known: Option<u64>,
+    ) -> anyhow::Result<()> {
         let (Some(first), Some(last)) = (ours.first(), ours.last()) else {
             return Ok(());
         };
-        let published = self.inner.store.published_version(stream_id).await?;
+        // A stream this append created (its first event is version 1) has published nothing
+        // before ours, so its published version needs no read; nor does one the writer read
+        // with its load. Should another publisher (the sweeper) publish in between, events go
+        // out twice, which consumers drop.
+        let published = match known {
+            _ if first.version == 1 => 0,
+            Some(published) => published,
+            None => self.inner.store.published_version(stream_id).await?,
+        };
         if published >= last.version {
             return Ok(());
         }

@@ -55,6 +55,7 @@ struct Statements {
     session: Arc<Session>,
     insert_event: PreparedStatement,
     load_events: PreparedStatement,
+    load_for_command: PreparedStatement,
     load_range: PreparedStatement,
     published_version: PreparedStatement,
     set_published_version: PreparedStatement,
@@ -80,6 +81,25 @@ type EventRow = (
     Option<Vec<u8>>,
     // Null on events recorded before migration eventstore/4.
     Option<String>,
+);
+
+/// An [`EventRow`] followed by the stream's `published_version`.
+type CommandRow = (
+    i64,
+    Uuid,
+    String,
+    i32,
+    String,
+    Vec<u8>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<i64>,
 );
 
 const EVENT_COLUMNS: &str = "version, event_id, event_type, schema_version, brand_id, payload, \
@@ -109,6 +129,12 @@ impl EventStore {
         insert_event.set_consistency(Consistency::Quorum);
         let load_events = prepare(format!(
             "SELECT {EVENT_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? AND version > ?"
+        ))
+        .await?;
+        // The same, with the stream's published version (a static column, on every row).
+        let load_for_command = prepare(format!(
+            "SELECT {EVENT_COLUMNS}, published_version FROM {keyspace}.events \
+             WHERE stream_id = ? AND version > ?"
         ))
         .await?;
         let load_range = prepare(format!(
@@ -152,6 +178,7 @@ impl EventStore {
                 session,
                 insert_event,
                 load_events,
+                load_for_command,
                 load_range,
                 published_version,
                 set_published_version,
@@ -266,6 +293,38 @@ impl EventStore {
             (stream_id, after_version as i64),
         )
         .await
+    }
+
+    /// Events of `stream_id` after `after_version`, in order, and how far the stream was
+    /// published when they were read (None when there were no events to read it from): what a
+    /// command loads, so that publishing its append needs no second read.
+    pub async fn load_for_command(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> Result<(Vec<RecordedEvent>, Option<u64>), DbError> {
+        let pager = self
+            .inner
+            .session
+            .execute_iter(
+                self.inner.load_for_command.clone(),
+                (stream_id, after_version as i64),
+            )
+            .await?;
+        let rows: Vec<CommandRow> = pager.rows_stream::<CommandRow>()?.try_collect().await?;
+        let published = rows
+            .first()
+            .map(|row| row.14.map_or(0, |v| v.max(0) as u64));
+        let events = rows
+            .into_iter()
+            .map(|r| {
+                let row: EventRow = (
+                    r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13,
+                );
+                from_row(stream_id, row)
+            })
+            .collect();
+        Ok((events, published))
     }
 
     /// Events of `stream_id` in `(after_version, up_to]`, in order.

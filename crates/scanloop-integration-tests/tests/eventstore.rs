@@ -210,6 +210,50 @@ async fn a_later_append_publishes_earlier_unpublished_events_first() {
     assert_eq!(recorder.seen(), [("s".into(), 1), ("s".into(), 2)]);
 }
 
+/// A command reads the stream's published version with its load and publishes from there
+/// without reading it again: an earlier unpublished append still goes out first, and a value
+/// that another publisher has since moved past only repeats events, which consumers drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_knows_the_published_version_from_its_load_loses_nothing() {
+    let fx = fixture("known", 1).await;
+    let stranded = stranded_outbox(&fx).await;
+    stranded
+        .append("s", 0, &meta(), vec![event("test.A", "1")])
+        .await
+        .unwrap();
+    let (events, published) = fx.store.load_for_command("s", 0).await.unwrap();
+    assert_eq!((events.len(), published), (1, Some(0)));
+    assert_eq!(fx.store.load_for_command("t", 0).await.unwrap().1, None);
+
+    let recorder = common::Recorder::default();
+    let (_stats, shutdown, consumer) = common::start_consumer(&fx, "known", recorder.clone());
+    let appended = fx
+        .outbox
+        .append_known("s", 1, published, &meta(), vec![event("test.B", "2")])
+        .await
+        .unwrap();
+    assert!(appended.published);
+    assert_eq!(fx.store.load_for_command("s", 0).await.unwrap().1, Some(2));
+    // Behind the truth (2): versions 1 and 2 go out again, then 3.
+    fx.outbox
+        .append_known("s", 2, Some(0), &meta(), vec![event("test.C", "3")])
+        .await
+        .unwrap();
+    let delivered = scanloop_testkit::eventually(Duration::from_secs(20), || {
+        let recorder = recorder.clone();
+        async move { recorder.count() == 3 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    assert!(delivered);
+    assert_eq!(
+        recorder.seen(),
+        [("s".into(), 1), ("s".into(), 2), ("s".into(), 3)]
+    );
+    assert_eq!(fx.store.published_version("s").await.unwrap(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_never_go_back_in_version() {
     let fx = fixture("snapshots", 1).await;
