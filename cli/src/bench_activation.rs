@@ -105,22 +105,14 @@ pub(crate) async fn issue_codes(
     sku: &str,
     quantity: u32,
 ) -> anyhow::Result<Vec<String>> {
-    let mut stream = client
-        .clone()
-        .issue_batch(pb::IssueBatchRequest {
-            brand_id: brand_id.into(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            sku: sku.into(),
-            product_model: "bench".into(),
-            warranty_months: 24,
-            quantity,
-            key_id: "k1".into(),
-        })
-        .await?
-        .into_inner();
-    let mut codes = Vec::with_capacity(quantity as usize);
-    while let Some(message) = stream.message().await? {
-        codes.extend(message.codes);
-    }
-    Ok(codes)
+    let request = pb::IssueBatchRequest {
+        brand_id: brand_id.into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        sku: sku.into(),
+        product_model: "bench".into(),
+        warranty_months: 24,
+        quantity,
+        key_id: "k1".into(),
+    };
+    Ok(crate::cluster::issue_batch(client, request).await?.1)
 }

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
+use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
 use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::common::v1::buyer_identity::Kind;
@@ -204,6 +205,24 @@ impl Cluster {
         )
         .await
     }
+}
+
+/// Issues a batch and collects the codes it streams back: the batch id and the codes, in
+/// serial order.
+pub async fn issue_batch(
+    client: &ActivationServiceClient<AuthChannel>,
+    request: act::IssueBatchRequest,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let quantity = request.quantity as usize;
+    let mut stream = client.clone().issue_batch(request).await?.into_inner();
+    let (mut batch_id, mut codes) = (String::new(), Vec::with_capacity(quantity));
+    while let Some(message) = stream.message().await? {
+        if batch_id.is_empty() {
+            batch_id = message.batch_id;
+        }
+        codes.extend(message.codes);
+    }
+    Ok((batch_id, codes))
 }
 
 /// A brand default plan paying two levels in basis points, level 2 with the compliance

@@ -42,7 +42,7 @@ use scanloop_service::access::gate::CLIENT_METADATA;
 use tokio::task::JoinSet;
 
 use crate::bench::ServerPids;
-use crate::cluster::{Addrs, Cluster, fen, identity, request_id, two_level_plan};
+use crate::cluster::{Addrs, Cluster, fen, identity, issue_batch, request_id, two_level_plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -318,9 +318,9 @@ async fn set_up_brand(
             },
         ))
         .await?;
-    let mut stream = cluster
-        .activation(Operator)
-        .issue_batch(act::IssueBatchRequest {
+    let (_, all) = issue_batch(
+        &cluster.activation(Operator),
+        act::IssueBatchRequest {
             brand_id: brand.clone(),
             request_id: request_id(),
             sku: "LG-1".into(),
@@ -328,13 +328,9 @@ async fn set_up_brand(
             warranty_months: 12,
             quantity: codes,
             key_id: "k1".into(),
-        })
-        .await?
-        .into_inner();
-    let mut all = Vec::with_capacity(codes as usize);
-    while let Some(message) = stream.message().await? {
-        all.extend(message.codes);
-    }
+        },
+    )
+    .await?;
     let brand = Brand {
         id: brand,
         codes: all,

@@ -3,6 +3,8 @@
 //! gets, a run resumed from a torn file ending byte for byte where a whole run ends, and a file
 //! of another batch refused.
 
+mod run;
+
 use scanloop_config::Secret;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
@@ -61,30 +63,22 @@ async fn activation() -> (String, CancellationToken) {
 /// blocking: the service under test runs on this test's runtime.)
 async fn issue(addr: &str, request_id: &str, out: &std::path::Path) -> (bool, String) {
     let token = scanloop_testkit::serving::token("operator-ops", &[BRAND], &[Role::Operator]);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_scanloop"))
-        .args(["batch", "issue", "--addr", addr, "--brand", BRAND])
-        .args([
-            "--request-id",
-            request_id,
-            "--sku",
-            "KT-35",
-            "--quantity",
-            "5000",
-        ])
-        .args(["--model", "KFR-35GW split air conditioner"])
-        .arg("--out")
-        .arg(out)
-        .env("SCANLOOP_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let mut command = run::args(["batch", "issue", "--addr", addr, "--brand", BRAND]);
+    command.extend(run::args([
+        "--request-id",
+        request_id,
+        "--sku",
+        "KT-35",
+        "--quantity",
+        "5000",
+    ]));
+    command.extend(run::args([
+        "--model",
+        "KFR-35GW split air conditioner",
+        "--out",
+    ]));
+    command.push(out.into());
+    run::scanloop(command, &token).await
 }
 
 #[tokio::test]

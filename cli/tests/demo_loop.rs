@@ -5,13 +5,13 @@
 
 #[path = "../../services/payouts/tests/common/mod.rs"]
 mod common;
+mod run;
 
 use scanloop_service::access::Role;
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_loop_and_its_figures_are_the_loops() {
     let world = common::Loop::start("demoloop").await;
-    let addr = |service: &str| world.addrs[service].clone();
     let out = std::env::temp_dir().join(scanloop_testkit::unique_name("demo"));
     // The demo acts with one token when given one: every role it needs, for its brand only.
     let token = scanloop_testkit::serving::token(
@@ -25,33 +25,12 @@ async fn the_demo_runs_the_whole_loop_and_its_figures_are_the_loops() {
             Role::Auditor,
         ],
     );
-    // Awaited, not blocking: the services under test run on this test's runtime.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_scanloop"))
-        .args(["demo", "loop", "--brand", common::BRAND])
-        .args(["--window-lead-secs", "45"])
-        .args([
-            "--activation-addr",
-            &addr("scanloop.activation.v1.ActivationService"),
-            "--membership-addr",
-            &addr("scanloop.membership.v1.MembershipService"),
-            "--referral-addr",
-            &addr("scanloop.referral.v1.ReferralService"),
-            "--payouts-addr",
-            &addr("scanloop.payouts.v1.PayoutsService"),
-        ])
-        .arg("--out")
-        .arg(&out)
-        .env("SCANLOOP_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{text}");
+    let mut command = run::args(["demo", "loop", "--brand", common::BRAND]);
+    command.extend(run::args(["--window-lead-secs", "45", "--out"]));
+    command.push(out.clone().into());
+    command.extend(run::four_services(&world.addrs));
+    let (ok, text) = run::scanloop(command, &token).await;
+    assert!(ok, "{text}");
     for expected in [
         "A: 3 scans, 2 shares, 5 comments in 30 days → KOC, tier 初级分享官 junior sharer",
         "assist 3/3 completed",

@@ -5,15 +5,15 @@
 
 #[path = "../../services/payouts/tests/common/mod.rs"]
 mod common;
+mod run;
 
 use scanloop_service::access::Role;
 
 #[tokio::test]
 async fn the_load_generator_drives_the_whole_loop_and_reports_it() {
     let world = common::Loop::start("loadgen").await;
-    let addr = |service: &str| world.addrs[service].clone();
-    let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let brands = [format!("lg{run}-0"), format!("lg{run}-1")];
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let brands = [format!("lg{run_id}-0"), format!("lg{run_id}-1")];
     // The roles the load acts in, for the run's brands only.
     let token = scanloop_testkit::serving::token(
         "loadgen-test",
@@ -26,42 +26,29 @@ async fn the_load_generator_drives_the_whole_loop_and_reports_it() {
             Role::Auditor,
         ],
     );
-    // Awaited, not blocking: the services under test run on this test's runtime.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_scanloop"))
-        .args([
-            "loadgen",
-            "--run-id",
-            run,
-            "--brands",
-            "2",
-            "--members",
-            "6",
-        ])
-        .args(["--rate", "5", "--duration-secs", "4", "--drain-secs", "60"])
-        // Every referred sale should then accrue: no fraud attempts, no returns.
-        .args(["--fraud-rate", "0", "--return-rate", "0"])
-        .args(["--payouts-topic", &world.payouts_topic])
-        .args([
-            "--activation-addr",
-            &addr("scanloop.activation.v1.ActivationService"),
-            "--membership-addr",
-            &addr("scanloop.membership.v1.MembershipService"),
-            "--referral-addr",
-            &addr("scanloop.referral.v1.ReferralService"),
-            "--payouts-addr",
-            &addr("scanloop.payouts.v1.PayoutsService"),
-        ])
-        .env("SCANLOOP_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{text}");
+    let mut command = run::args([
+        "loadgen",
+        "--run-id",
+        run_id,
+        "--brands",
+        "2",
+        "--members",
+        "6",
+    ]);
+    command.extend(run::args([
+        "--rate",
+        "5",
+        "--duration-secs",
+        "4",
+        "--drain-secs",
+        "60",
+    ]));
+    // Every referred sale should then accrue: no fraud attempts, no returns.
+    command.extend(run::args(["--fraud-rate", "0", "--return-rate", "0"]));
+    command.extend(run::args(["--payouts-topic", &world.payouts_topic]));
+    command.extend(run::four_services(&world.addrs));
+    let (ok, text) = run::scanloop(command, &token).await;
+    assert!(ok, "{text}");
     assert!(
         text.contains("sales: 20 sent, 0 skipped (over the in-flight cap), 20 activated, 0 errors"),
         "{text}"

@@ -1,6 +1,7 @@
 //! The calls the demo's steps share: the reads they wait on and the commands they repeat, and
 //! how the narration writes money, times, tiers and roles.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use scanloop_proto::activation::v1 as act;
@@ -232,12 +233,11 @@ impl Demo {
         .await
     }
 
-    /// Whose purchase a commission is on: the buyer of its attribution.
-    pub(super) async fn sale_buyer(
-        &self,
-        commission: &pay::Commission,
-    ) -> anyhow::Result<&'static str> {
+    /// Whose purchase each attribution is on (attribution id → buyer name), read once from
+    /// every known member's referrals.
+    pub(super) async fn sale_buyers(&self) -> anyhow::Result<BTreeMap<String, &'static str>> {
         let referral = self.cluster.referral(MemberApp);
+        let mut buyers = BTreeMap::new();
         for referrer in self.members.keys() {
             let list = referral
                 .clone()
@@ -252,14 +252,11 @@ impl Demo {
                 .await?
                 .into_inner()
                 .referrals;
-            if let Some(found) = list
-                .iter()
-                .find(|r| r.attribution_id == commission.attribution_id)
-            {
-                return Ok(self.name(&found.buyer_member_id));
+            for found in list {
+                buyers.insert(found.attribution_id, self.name(&found.buyer_member_id));
             }
         }
-        anyhow::bail!("no referral has attribution {}", commission.attribution_id)
+        Ok(buyers)
     }
 }
 

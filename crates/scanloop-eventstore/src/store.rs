@@ -55,7 +55,6 @@ struct Statements {
     session: Arc<Session>,
     insert_event: PreparedStatement,
     load_events: PreparedStatement,
-    load_for_command: PreparedStatement,
     load_range: PreparedStatement,
     published_version: PreparedStatement,
     set_published_version: PreparedStatement,
@@ -81,30 +80,19 @@ type EventRow = (
     Option<Vec<u8>>,
     // Null on events recorded before migration eventstore/4.
     Option<String>,
-);
-
-/// An [`EventRow`] followed by the stream's `published_version`.
-type CommandRow = (
-    i64,
-    Uuid,
-    String,
-    i32,
-    String,
-    Vec<u8>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<Vec<u8>>,
-    Option<String>,
+    // The stream's published version (a static column, the same on every row): loads read it
+    // with the events, so a command's append need not read it again.
     Option<i64>,
 );
 
 const EVENT_COLUMNS: &str = "version, event_id, event_type, schema_version, brand_id, payload, \
      occurred_at, recorded_at, correlation_id, causation_id, traceparent, request_id, \
      request_fingerprint, actor";
+
+/// What a load selects: the events' columns and the stream's published version.
+const LOAD_COLUMNS: &str = "version, event_id, event_type, schema_version, brand_id, payload, \
+     occurred_at, recorded_at, correlation_id, causation_id, traceparent, request_id, \
+     request_fingerprint, actor, published_version";
 
 impl EventStore {
     /// Prepares the statements against `keyspace`. Checks first that `scanloop migrate` has
@@ -128,17 +116,11 @@ impl EventStore {
         .await?;
         insert_event.set_consistency(Consistency::Quorum);
         let load_events = prepare(format!(
-            "SELECT {EVENT_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? AND version > ?"
-        ))
-        .await?;
-        // The same, with the stream's published version (a static column, on every row).
-        let load_for_command = prepare(format!(
-            "SELECT {EVENT_COLUMNS}, published_version FROM {keyspace}.events \
-             WHERE stream_id = ? AND version > ?"
+            "SELECT {LOAD_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? AND version > ?"
         ))
         .await?;
         let load_range = prepare(format!(
-            "SELECT {EVENT_COLUMNS} FROM {keyspace}.events \
+            "SELECT {LOAD_COLUMNS} FROM {keyspace}.events \
              WHERE stream_id = ? AND version > ? AND version <= ?"
         ))
         .await?;
@@ -178,7 +160,6 @@ impl EventStore {
                 session,
                 insert_event,
                 load_events,
-                load_for_command,
                 load_range,
                 published_version,
                 set_published_version,
@@ -287,12 +268,7 @@ impl EventStore {
         stream_id: &str,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, DbError> {
-        self.query_events(
-            &self.inner.load_events,
-            stream_id,
-            (stream_id, after_version as i64),
-        )
-        .await
+        Ok(self.load_for_command(stream_id, after_version).await?.0)
     }
 
     /// Events of `stream_id` after `after_version`, in order, and how far the stream was
@@ -303,28 +279,12 @@ impl EventStore {
         stream_id: &str,
         after_version: u64,
     ) -> Result<(Vec<RecordedEvent>, Option<u64>), DbError> {
-        let pager = self
-            .inner
-            .session
-            .execute_iter(
-                self.inner.load_for_command.clone(),
-                (stream_id, after_version as i64),
-            )
-            .await?;
-        let rows: Vec<CommandRow> = pager.rows_stream::<CommandRow>()?.try_collect().await?;
-        let published = rows
-            .first()
-            .map(|row| row.14.map_or(0, |v| v.max(0) as u64));
-        let events = rows
-            .into_iter()
-            .map(|r| {
-                let row: EventRow = (
-                    r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13,
-                );
-                from_row(stream_id, row)
-            })
-            .collect();
-        Ok((events, published))
+        self.query_events(
+            &self.inner.load_events,
+            stream_id,
+            (stream_id, after_version as i64),
+        )
+        .await
     }
 
     /// Events of `stream_id` in `(after_version, up_to]`, in order.
@@ -334,12 +294,14 @@ impl EventStore {
         after_version: u64,
         up_to: u64,
     ) -> Result<Vec<RecordedEvent>, DbError> {
-        self.query_events(
-            &self.inner.load_range,
-            stream_id,
-            (stream_id, after_version as i64, up_to as i64),
-        )
-        .await
+        Ok(self
+            .query_events(
+                &self.inner.load_range,
+                stream_id,
+                (stream_id, after_version as i64, up_to as i64),
+            )
+            .await?
+            .0)
     }
 
     async fn query_events(
@@ -347,17 +309,21 @@ impl EventStore {
         statement: &PreparedStatement,
         stream_id: &str,
         values: impl scylla::serialize::row::SerializeRow,
-    ) -> Result<Vec<RecordedEvent>, DbError> {
+    ) -> Result<(Vec<RecordedEvent>, Option<u64>), DbError> {
         let pager = self
             .inner
             .session
             .execute_iter(statement.clone(), values)
             .await?;
         let rows: Vec<EventRow> = pager.rows_stream::<EventRow>()?.try_collect().await?;
-        Ok(rows
+        let published = rows
+            .first()
+            .map(|row| row.14.map_or(0, |v| v.max(0) as u64));
+        let events = rows
             .into_iter()
             .map(|row| from_row(stream_id, row))
-            .collect())
+            .collect();
+        Ok((events, published))
     }
 
     /// How far the stream has been published to Kafka (0 when nothing was).
@@ -510,6 +476,7 @@ fn from_row(stream_id: &str, row: EventRow) -> RecordedEvent {
         request_id,
         request_fingerprint,
         actor,
+        _published_version,
     ) = row;
     RecordedEvent {
         stream_id: stream_id.to_owned(),
