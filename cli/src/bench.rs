@@ -35,7 +35,7 @@ use scanloop_storage::Checkpoints;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// Measured seconds per phase.
     #[arg(long, default_value_t = 10)]
@@ -48,7 +48,7 @@ pub struct Args {
     pub(crate) concurrency: usize,
     /// Open-loop rate in operations per second; 0 runs a closed loop.
     #[arg(long, default_value_t = 0.0)]
-    rate: f64,
+    pub(crate) rate: f64,
     /// Bytes of event payload.
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
@@ -226,25 +226,40 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     );
 
     let published = Arc::new(AtomicU64::new(0));
-    results.push(
-        phase("append + publish (outbox)", &args, &servers, {
-            let (outbox, meta, new_event) = (outbox.clone(), meta.clone(), new_event.clone());
+    let shared_before = outbox.sharing();
+    let mut with_publish = phase("append + publish (outbox)", &args, &servers, {
+        let (outbox, meta, new_event) = (outbox.clone(), meta.clone(), new_event.clone());
+        let published = published.clone();
+        move |i| {
+            let (outbox, meta, event) = (outbox.clone(), meta.clone(), new_event());
             let published = published.clone();
-            move |i| {
-                let (outbox, meta, event) = (outbox.clone(), meta.clone(), new_event());
-                let published = published.clone();
-                async move {
-                    let appended = outbox
-                        .append(&format!("outbox-{i}"), 0, &meta, vec![event])
-                        .await?;
-                    anyhow::ensure!(appended.published, "append stored but not published");
-                    published.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
+            async move {
+                let appended = outbox
+                    .append(&format!("outbox-{i}"), 0, &meta, vec![event])
+                    .await?;
+                anyhow::ensure!(
+                    appended.publication.published().await,
+                    "append stored but not published"
+                );
+                published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
+        }
+    })
+    .await;
+    let shared: Vec<String> = outbox
+        .sharing()
+        .iter()
+        .zip(&shared_before)
+        .map(|((what, after), (_, before))| {
+            format!("{:.1} {what}", after.since(before).per_write())
         })
-        .await,
-    );
+        .collect();
+    with_publish.note = Some(format!(
+        "append + publish: per group-committed write {}",
+        shared.join(", ")
+    ));
+    results.push(with_publish);
 
     let produce_topic = format!("{topic}.produce");
     scanloop_bus::topics::ensure_topics(
@@ -321,9 +336,12 @@ pub(crate) struct PhaseResult {
     pub(crate) cpu: CpuUse,
     /// What the row's figures mean when the table cannot say it, printed under the table.
     pub(crate) note: Option<String>,
+    /// Event recorded → visible in the read model, for the sampled operations (µs).
+    pub(crate) read_model_lag_us: Option<Histogram<u64>>,
 }
 
-/// Runs `op(i)` for a warm-up and then for the measured duration.
+/// Runs `op(i)` for a warm-up and then for the measured duration, at `--rate` (open loop) or
+/// `--concurrency` (closed loop).
 pub(crate) async fn phase<F, Fut>(
     name: &'static str,
     args: &Args,
@@ -334,10 +352,30 @@ where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    phase_at(name, args, args.rate, servers, op).await
+}
+
+/// [`phase`] at an open-loop `rate` of its own (0: closed loop).
+pub(crate) async fn phase_at<F, Fut>(
+    name: &'static str,
+    args: &Args,
+    rate: f64,
+    servers: &ServerPids,
+    op: F,
+) -> PhaseResult
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
+    let paced = Args {
+        rate,
+        ..args.clone()
+    };
+    servers.settle(name).await;
     let _ = drive(
-        args,
+        &paced,
         Duration::from_secs(args.warmup_secs),
         op.clone(),
         next.clone(),
@@ -346,7 +384,7 @@ where
     let cpu_before = servers.sample();
     let started = Instant::now();
     let (latency_us, ops, errors) =
-        drive(args, Duration::from_secs(args.duration_secs), op, next).await;
+        drive(&paced, Duration::from_secs(args.duration_secs), op, next).await;
     let elapsed = started.elapsed();
     let cpu = servers.sample().since(&cpu_before);
     eprintln!("  {name}: {ops} ops in {:.1} s", elapsed.as_secs_f64());
@@ -358,6 +396,7 @@ where
         latency_us,
         cpu,
         note: None,
+        read_model_lag_us: None,
     }
 }
 
@@ -483,6 +522,7 @@ async fn consume_all(
     let stats = runner.stats();
     // Every event the outbox phase published, warm-up included.
     let total = published.load(Ordering::Relaxed);
+    servers.settle("the consumer").await;
     let cpu_before = servers.sample();
     let started = Instant::now();
     let task = tokio::spawn(runner.run());
@@ -608,6 +648,66 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
             ratio(rate(outbox), rate(plain)),
             ratio(p99(outbox), p99(plain)),
         );
+        print_targets(results, append, outbox);
+    }
+}
+
+/// The performance targets (issue 10) as ratios of this run's figures, each with its bound.
+fn print_targets(results: &[PhaseResult], append: &PhaseResult, outbox: &PhaseResult) {
+    let rate = |r: &PhaseResult| r.ops as f64 / r.elapsed.as_secs_f64();
+    let p99 = |r: &PhaseResult| r.latency_us.value_at_quantile(0.99) as f64;
+    let cpu = |r: &PhaseResult| r.cpu.total() / r.ops.max(1) as f64;
+    let by_name = |name: &str| results.iter().find(|r| r.name == name);
+    let line = |what: &str, value: f64, bound: &str, met: bool| {
+        let verdict = if met { "met" } else { "NOT met" };
+        println!(
+            "  {what:<62} {:>7} (target {bound}) {verdict}",
+            ratio(value, 1.0)
+        );
+    };
+    println!();
+    println!("targets (ratios within this run):");
+    let x = rate(outbox) / rate(append);
+    line("append+publish rate / append rate", x, "≥ 0.8", x >= 0.8);
+    let x = cpu(outbox) / cpu(append);
+    line("append+publish CPU per op / append's", x, "≤ 1.5", x <= 1.5);
+    if let Some(activate) = by_name(crate::bench_activation::ACTIVATE) {
+        let x = rate(activate) / rate(append);
+        line("ActivateWarranty rate / append rate", x, "≥ 0.6", x >= 0.6);
+        let x = p99(activate) / p99(append);
+        line("ActivateWarranty p99 / append p99", x, "≤ 2", x <= 2.0);
+        let x = cpu(activate) / cpu(append);
+        line(
+            "ActivateWarranty CPU per activation / append's",
+            x,
+            "≤ 1.5",
+            x <= 1.5,
+        );
+    }
+    if let Some(open) = by_name(crate::bench_activation::ACTIVATE_OPEN) {
+        let x = p99(open) / p99(append);
+        line(
+            "ActivateWarranty open loop at half max: p99 / append's closed p99",
+            x,
+            "≤ 2",
+            x <= 2.0,
+        );
+        println!(
+            "    (open-loop p99 {:.1} ms, append closed-loop p99 {:.1} ms)",
+            p99(open) / 1e3,
+            p99(append) / 1e3
+        );
+        if let Some(lag) = &open.read_model_lag_us {
+            let ms = |q: f64| lag.value_at_quantile(q) as f64 / 1e3;
+            let met = if ms(0.99) <= 60.0 { "met" } else { "NOT met" };
+            println!(
+                "  read-model lag (WarrantyActivated → visible in GetWarranty), {} samples: \
+                 p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 60 ms) {met}",
+                lag.len(),
+                ms(0.5),
+                ms(0.99)
+            );
+        }
     }
 }
 
@@ -680,6 +780,11 @@ impl CpuUse {
     }
 }
 
+/// Cores the servers may keep busy between phases and still count as quiet.
+const QUIET_CORES: f64 = 0.2;
+/// The longest a phase waits for quiet servers before it starts anyway.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(60);
+
 /// The server processes whose CPU time is reported, in column order.
 pub(crate) struct ServerPids {
     pids: Vec<(&'static str, Option<u32>)>,
@@ -711,6 +816,28 @@ impl ServerPids {
             .map(|(name, _)| *name)
             .collect::<Vec<_>>()
             .join(" + ")
+    }
+
+    /// Waits until the servers are quiet (together under [`QUIET_CORES`] over a second, for at
+    /// most [`SETTLE_AT_MOST`]), so that what an earlier phase left them to do (Cassandra
+    /// compacting its writes, above all) is not billed to the next phase.
+    pub(crate) async fn settle(&self, before: &str) {
+        let started = Instant::now();
+        loop {
+            let earlier = self.sample();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let busy = self.sample().since(&earlier);
+            let cores = busy.total() - busy.bench;
+            if cores < QUIET_CORES || started.elapsed() >= SETTLE_AT_MOST {
+                if started.elapsed() > Duration::from_secs(2) {
+                    eprintln!(
+                        "  waited {:.0} s before {before} for the servers to settle ({cores:.2} cores busy)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return;
+            }
+        }
     }
 
     pub(crate) fn sample(&self) -> CpuUse {

@@ -280,6 +280,7 @@ pub async fn phase(
         latency_us: counted.latency_us,
         cpu,
         note: Some(note),
+        read_model_lag_us: None,
     })
 }
 

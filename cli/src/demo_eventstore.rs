@@ -56,7 +56,7 @@ pub async fn run(infra: &Infra) -> anyhow::Result<()> {
     println!(
         "   stored at versions 1..={}, published to {topic}: {}",
         appended.version(),
-        appended.published
+        appended.publication.published().await
     );
 
     println!("2. two writers both believe the stream is at version 2");
@@ -87,7 +87,7 @@ pub async fn run(infra: &Infra) -> anyhow::Result<()> {
         println!(
             "   version {} stored, published: {} — the sweeper will take it over",
             late.version(),
-            late.published
+            late.publication.published().await
         );
     }
 

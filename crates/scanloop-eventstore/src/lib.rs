@@ -3,9 +3,11 @@
 //!
 //! - [`store::EventStore`]: append with optimistic concurrency (one conditional batch,
 //!   `IF NOT EXISTS` on the next versions, in the stream's partition), load, snapshots.
-//! - [`outbox::Outbox`]: append *and* publish: a pending marker is recorded before the append,
-//!   the stream's unpublished range is published in order with the idempotent producer, the
-//!   stream's published version advances and the marker is deleted. [`outbox::Sweeper`]
+//! - [`outbox::Outbox`]: append *and* publish: a pending marker is recorded before the append
+//!   (group-committed with concurrent appends'), the command is acknowledged once the append
+//!   is durable, and in the background the stream's unpublished range is published in order
+//!   with the idempotent producer, the stream's published version advances and the marker is
+//!   deleted. [`outbox::Sweeper`]
 //!   republishes ranges whose markers were left behind by a crash.
 //! - [`aggregate`]: pure `decide`/`apply` aggregates and a repository that runs a command
 //!   against a stream with retry on concurrency conflicts.
@@ -15,9 +17,11 @@
 pub mod aggregate;
 mod domain_events;
 pub mod event;
+pub mod group_commit;
 mod metrics;
 pub mod outbox;
 pub mod projection;
+mod publication;
 pub mod requests;
 pub mod schema;
 pub mod store;
@@ -26,4 +30,5 @@ pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Rejection, R
 pub use event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
 pub use outbox::{Appended, Outbox, Sweeper};
 pub use projection::{Projection, Projector};
+pub use publication::Publication;
 pub use store::{AppendError, EventStore, Snapshot};

@@ -35,7 +35,7 @@ async fn concurrent_writers_on_one_stream_get_contiguous_versions_and_losers_con
                 {
                     Ok(appended) => {
                         successes.fetch_add(1, Ordering::SeqCst);
-                        mine.push((appended.version(), body));
+                        mine.push((appended.version(), body, appended.publication));
                     }
                     Err(AppendError::Conflict { expected, .. }) => {
                         assert_eq!(expected, head);
@@ -59,10 +59,12 @@ async fn concurrent_writers_on_one_stream_get_contiguous_versions_and_losers_con
     assert_eq!(stored.len() as u64, successes.load(Ordering::SeqCst));
     let ids: HashSet<_> = stored.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), stored.len(), "event ids must be unique");
-    // Every success a writer was told about is exactly the event stored at that version.
+    // Every success a writer was told about is exactly the event stored at that version, and
+    // reaches Kafka.
     assert_eq!(claimed.len(), stored.len());
-    for (version, body) in claimed {
+    for (version, body, publication) in claimed {
         assert_eq!(stored[version as usize - 1].payload, body.as_bytes());
+        assert!(publication.published().await, "version {version} published");
     }
     assert!(
         conflicts.load(Ordering::SeqCst) > 0,
@@ -134,7 +136,7 @@ async fn a_writer_that_loses_kafka_after_its_append_is_published_by_the_sweeper(
             )
             .await
             .unwrap();
-        assert!(!appended.published);
+        assert!(!appended.publication.published().await);
     }
     assert_eq!(fx.store.published_version("order-1").await.unwrap(), 0);
 
@@ -198,7 +200,7 @@ async fn a_later_append_publishes_earlier_unpublished_events_first() {
         .append("s", 1, &meta(), vec![event("test.B", "2")])
         .await
         .unwrap();
-    assert!(appended.published);
+    assert!(appended.publication.published().await);
     let delivered = scanloop_testkit::eventually(Duration::from_secs(20), || {
         let recorder = recorder.clone();
         async move { recorder.count() == 2 }
@@ -232,13 +234,23 @@ async fn an_append_that_knows_the_published_version_from_its_load_loses_nothing(
         .append_known("s", 1, published, &meta(), vec![event("test.B", "2")])
         .await
         .unwrap();
-    assert!(appended.published);
+    assert!(appended.publication.published().await);
     assert_eq!(fx.store.load_for_command("s", 0).await.unwrap().1, Some(2));
-    // Behind the truth (2): versions 1 and 2 go out again, then 3.
-    fx.outbox
+    // Another process whose load was behind the truth (2): versions 1 and 2 go out again,
+    // then 3.
+    let other = Outbox::new(
+        fx.store.clone(),
+        &fx.keyspace,
+        common::producer(),
+        fx.topic.clone(),
+    )
+    .await
+    .unwrap();
+    let appended = other
         .append_known("s", 2, Some(0), &meta(), vec![event("test.C", "3")])
         .await
         .unwrap();
+    assert!(appended.publication.published().await);
     let delivered = scanloop_testkit::eventually(Duration::from_secs(20), || {
         let recorder = recorder.clone();
         async move { recorder.count() == 3 }
@@ -252,6 +264,65 @@ async fn an_append_that_knows_the_published_version_from_its_load_loses_nothing(
         [("s".into(), 1), ("s".into(), 2), ("s".into(), 3)]
     );
     assert_eq!(fx.store.published_version("s").await.unwrap(), 3);
+}
+
+/// Appends acknowledged before their events reach Kafka: a stream's quick successive appends
+/// through one process, each publishing in the background while the next is being written,
+/// put every version on the topic exactly once and in order; the stream's published version and
+/// its markers end where the last publication left them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_appends_reach_the_topic_once_each_in_order() {
+    let fx = fixture("chained", 1).await;
+    let mut publications = Vec::new();
+    for version in 0..30u64 {
+        let appended = fx
+            .outbox
+            .append(
+                "burst",
+                version,
+                &meta(),
+                vec![event("test.Tick", &version.to_string())],
+            )
+            .await
+            .unwrap();
+        publications.push(appended.publication);
+    }
+    // Other streams interleaved, so that the publications share producer batches.
+    for s in 0..10 {
+        fx.outbox
+            .append(
+                &format!("other-{s}"),
+                0,
+                &meta(),
+                vec![event("test.A", "1")],
+            )
+            .await
+            .unwrap();
+    }
+    for publication in &publications {
+        assert!(publication.published().await);
+    }
+    let on_topic: Vec<u64> = scanloop_testkit::envelopes_on(&fx.topic)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream_id == "burst")
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(on_topic, (1..=30).collect::<Vec<u64>>());
+    assert_eq!(fx.store.published_version("burst").await.unwrap(), 30);
+    // The markers are deleted in the background too: soon a sweep finds none.
+    let sweeper =
+        Sweeper::new(fx.outbox.clone()).with_timing(Duration::ZERO, Duration::from_millis(250));
+    let swept_clean = scanloop_testkit::eventually(Duration::from_secs(10), || {
+        let sweep = sweeper.sweep_once();
+        async move { sweep.await.unwrap().streams_published == 0 }
+    })
+    .await;
+    assert!(
+        swept_clean,
+        "every marker is deleted once its events are out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,12 +361,18 @@ async fn bad_appends_are_refused_before_touching_the_database() {
 /// An outbox whose broker is unreachable: its appends are stored, their publication fails, and
 /// the database is left as if the writer had died between its append and its publish.
 async fn stranded_outbox(fx: &common::Fixture) -> Outbox {
+    stranded_outbox_with_clock_skew(fx, chrono::Duration::zero()).await
+}
+
+/// [`stranded_outbox`] on a host whose clock is off by `skew`.
+async fn stranded_outbox_with_clock_skew(fx: &common::Fixture, skew: chrono::Duration) -> Outbox {
     let dead_broker = EventProducer::new("127.0.0.1:1", Duration::from_millis(500)).unwrap();
-    Outbox::new(
+    Outbox::with_clock_skew(
         fx.store.clone(),
         &fx.keyspace,
         dead_broker,
         fx.topic.clone(),
+        skew,
     )
     .await
     .unwrap()
@@ -350,14 +427,12 @@ async fn a_crashed_append_by_a_writer_whose_clock_is_a_minute_behind_is_still_pu
     // The sweeper has been at work: its cursors are where they stay in a quiet system.
     sweeper.sweep_once().await.unwrap();
 
-    let behind = stranded_outbox(&fx)
-        .await
-        .with_clock_skew(-chrono::Duration::seconds(60));
+    let behind = stranded_outbox_with_clock_skew(&fx, -chrono::Duration::seconds(60)).await;
     let appended = behind
         .append("late", 0, &meta(), vec![event("test.A", "1")])
         .await
         .unwrap();
-    assert!(!appended.published);
+    assert!(!appended.publication.published().await);
 
     let report = sweeper.sweep_once().await.unwrap();
     assert_eq!(report.streams_published, 1, "{report:?}");

@@ -205,6 +205,13 @@ impl Platform {
                 failed.get_or_insert(error.context(name));
             }
         }
+        // Commands and reactions have stopped; their events' publications finish now rather
+        // than after the next start's sweep.
+        if !self.outbox.drain(std::time::Duration::from_secs(10)).await {
+            tracing::warn!(
+                "publications still in flight at shutdown; the sweeper will finish them"
+            );
+        }
         served?;
         failed.map_or(Ok(()), Err)
     }

@@ -39,6 +39,8 @@ pub struct Exhausted {
 
 pub struct RateLimits {
     settings: LimitSettings,
+    /// Made once: making a clock calibrates it (CPU feature probes), far too dear per call.
+    clock: DefaultClock,
     per_brand: DefaultKeyedRateLimiter<String>,
     per_client: DefaultKeyedRateLimiter<(String, String)>,
 }
@@ -50,6 +52,7 @@ impl RateLimits {
         };
         Self {
             settings,
+            clock: DefaultClock::default(),
             per_brand: DefaultKeyedRateLimiter::keyed(quota(settings.per_brand)),
             per_client: DefaultKeyedRateLimiter::keyed(quota(settings.per_client)),
         }
@@ -58,7 +61,6 @@ impl RateLimits {
     /// Takes one call from the brand's and the client's budgets, or says which is spent. The
     /// client's budget is checked first, so one noisy client does not spend its brand's.
     pub fn check(&self, brand_id: &str, client: &str) -> Result<(), Exhausted> {
-        let now = DefaultClock::default().now();
         let key = (brand_id.to_owned(), client.to_owned());
         if let Err(not_until) = self.per_client.check_key(&key) {
             return Err(Exhausted {
@@ -66,7 +68,7 @@ impl RateLimits {
                     "client {client:?} of brand {brand_id:?} is over its limit of {} calls/s",
                     self.settings.per_client
                 ),
-                retry_after: not_until.wait_time_from(now),
+                retry_after: not_until.wait_time_from(self.clock.now()),
             });
         }
         if let Err(not_until) = self.per_brand.check_key(&key.0) {
@@ -75,7 +77,7 @@ impl RateLimits {
                     "brand {brand_id:?} is over its limit of {} public calls/s",
                     self.settings.per_brand
                 ),
-                retry_after: not_until.wait_time_from(now),
+                retry_after: not_until.wait_time_from(self.clock.now()),
             });
         }
         Ok(())
