@@ -810,6 +810,25 @@ impl ServerPids {
         Self { pids }
     }
 
+    /// The same processes, for a task of its own.
+    pub(crate) fn clone_probe(&self) -> ServerPids {
+        ServerPids {
+            pids: self.pids.clone(),
+        }
+    }
+
+    /// Each process's resident set size in KiB (VmRSS), in column order.
+    pub(crate) fn rss_kib(&self) -> Vec<Option<u64>> {
+        self.pids
+            .iter()
+            .map(|(_, pid)| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", (*pid)?)).ok()?;
+                let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse().ok()
+            })
+            .collect()
+    }
+
     pub(crate) fn names(&self) -> String {
         self.pids
             .iter()

@@ -92,6 +92,9 @@ pub struct Args {
     /// After the load, how long to wait for the last commissions to accrue.
     #[arg(long, default_value_t = 120)]
     drain_secs: u64,
+    /// How often each process's resident memory is sampled during the load.
+    #[arg(long, default_value_t = 60)]
+    rss_every_secs: u64,
     /// The topic payouts publishes to (the loop latency is read from it).
     #[arg(
         long,
@@ -246,6 +249,12 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         watched.clone(),
     )?;
     let cpu_before = servers.sample();
+    let memory_samples = Arc::new(Mutex::new(Vec::new()));
+    let memory = tokio::spawn(sample_memory(
+        servers.clone_probe(),
+        Duration::from_secs(args.rss_every_secs.max(1)),
+        memory_samples.clone(),
+    ));
     let stats = Arc::new(Mutex::new(Stats::default()));
     let load = drive(
         &args,
@@ -258,6 +267,8 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     )
     .await;
     let load_elapsed = load.elapsed;
+    let memory_samples = std::mem::take(&mut *lock(&memory_samples));
+    memory.abort();
 
     // The loop's tail: commissions of the last sales still accruing.
     let referred_ok = lock(&stats).referred_activations;
@@ -287,7 +298,60 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         baseline,
     };
     report.print();
+    print_memory(&servers, &memory_samples);
     Ok(())
+}
+
+/// Each service's resident memory (KiB) at a moment of the load.
+type MemorySample = (Duration, Vec<Option<u64>>);
+
+/// Samples the servers' RSS at the start of the load and every `every` until aborted.
+async fn sample_memory(
+    servers: ServerPids,
+    every: Duration,
+    samples: Arc<Mutex<Vec<MemorySample>>>,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let rss = servers.rss_kib();
+        lock(&samples).push((started.elapsed(), rss));
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// RSS per process over the load: every sample, and the growth from the second sample (the
+/// first minute warms caches and pools) to the last.
+fn print_memory(servers: &ServerPids, samples: &[MemorySample]) {
+    if samples.len() < 2 {
+        return;
+    }
+    println!();
+    println!("resident memory (MiB) during the load, per process:");
+    let names = servers.names();
+    println!("  {:>7}   {}", "at s", names.replace(" + ", "  "));
+    for (at, rss) in samples {
+        let cells: Vec<String> = rss
+            .iter()
+            .map(|kib| kib.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)))
+            .collect();
+        println!("  {:>7.0}   {}", at.as_secs_f64(), cells.join("  "));
+    }
+    if let (Some((from_at, from)), Some((to_at, to))) = (samples.get(1), samples.last()) {
+        let growth: Vec<String> = from
+            .iter()
+            .zip(to)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => format!("{:+.1}%", (*b as f64 / *a as f64 - 1.0) * 100.0),
+                _ => "?".into(),
+            })
+            .collect();
+        println!(
+            "  growth from {:.0} s to {:.0} s: {}",
+            from_at.as_secs_f64(),
+            to_at.as_secs_f64(),
+            growth.join("  ")
+        );
+    }
 }
 
 /// How long the idle floor of CPU is sampled before the load.

@@ -2,7 +2,8 @@
 //! expiry. Services hold only public keys (a JWKS, several at once for rotation); whoever issues
 //! tokens holds the private key (`scanloop token issue`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -113,7 +114,18 @@ pub enum TokenRejected {
 pub struct Verifier {
     keys: BTreeMap<String, DecodingKey>,
     validation: Validation,
+    /// Tokens this key set has verified (by SHA-256), with their principal and expiry: a
+    /// caller sends the same token with every call, and an Ed25519 check costs tens of
+    /// microseconds. A changed key set is a new `Verifier` with an empty cache, so a token of
+    /// a removed key is never accepted from it.
+    verified: Arc<Mutex<VerifiedTokens>>,
 }
+
+/// Verified tokens by SHA-256: their principal and expiry (seconds since the epoch).
+type VerifiedTokens = HashMap<[u8; 32], (Principal, u64)>;
+
+/// Most tokens a [`Verifier`] remembers; when full it starts over.
+const VERIFIED_TOKENS: usize = 10_000;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,6 +182,7 @@ impl Verifier {
         Ok(Self {
             keys: trusted,
             validation,
+            verified: Arc::default(),
         })
     }
 
@@ -184,6 +197,7 @@ impl Verifier {
     pub fn with_development_key(mut self) -> anyhow::Result<Self> {
         let development = Self::new(&[Signer::development().public_jwk()])?;
         self.keys.extend(development.keys);
+        self.verified = Arc::default();
         Ok(self)
     }
 
@@ -196,6 +210,31 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, TokenRejected> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.validation.leeway;
+        if let Some((principal, exp)) = self.lock_verified().get(&digest)
+            && now <= exp.saturating_add(leeway)
+        {
+            return Ok(principal.clone());
+        }
+        let (principal, exp) = self.verify_signed(token)?;
+        let mut verified = self.lock_verified();
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(digest, (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, VerifiedTokens> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks the token's signature and claims; answers its principal and expiry.
+    fn verify_signed(&self, token: &str) -> Result<(Principal, u64), TokenRejected> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| TokenRejected::Malformed(error.to_string()))?;
         let kid = header.kid.ok_or(TokenRejected::NoKeyId)?;
@@ -218,7 +257,8 @@ impl Verifier {
         if let Err(why) = check_subject(&data.claims.sub) {
             return Err(TokenRejected::BadSubject(data.claims.sub, why));
         }
-        Ok(Principal::from_claims(data.claims))
+        let exp = data.claims.exp;
+        Ok((Principal::from_claims(data.claims), exp))
     }
 }
 
@@ -389,6 +429,37 @@ mod tests {
                 roles: vec![Role::Finance],
             })
         );
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let signer = Signer::generate("k1");
+        let verifier = Verifier::new(&[signer.public_jwk()]).unwrap();
+        let token = signer.issue(&grant(&["acme"], &[Role::Finance])).unwrap();
+        let first = verifier.verify(&token).unwrap();
+        assert_eq!(verifier.lock_verified().len(), 1);
+        assert_eq!(verifier.verify(&token).unwrap(), first);
+
+        // A remembered token past its expiry (and the leeway) is checked again, and refused.
+        let expired = signer
+            .issue_at(&grant(&["acme"], &[Role::Finance]), now_seconds() - 3_600)
+            .unwrap();
+        let digest: [u8; 32] = sha2::Sha256::digest(expired.as_bytes()).into();
+        verifier
+            .lock_verified()
+            .insert(digest, (first, now_seconds() - 3_000));
+        assert_eq!(verifier.verify(&expired), Err(TokenRejected::Expired));
+    }
+
+    #[test]
+    fn a_changed_key_set_remembers_nothing_of_the_old_one() {
+        let signer = Signer::generate("k1");
+        let verifier = Verifier::new(&[signer.public_jwk()]).unwrap();
+        let token = signer.issue(&grant(&["acme"], &[Role::Finance])).unwrap();
+        verifier.verify(&token).unwrap();
+        let extended = verifier.clone().with_development_key().unwrap();
+        assert!(extended.lock_verified().is_empty());
+        assert_eq!(verifier.lock_verified().len(), 1);
     }
 
     #[test]
