@@ -1,17 +1,17 @@
 //! Append-and-publish without a dual-write hole.
 //!
 //! Order of writes for one append:
-//! 1. a pending marker (`outbox_pending`, keyed by shard, 10-second bucket, time, stream, first
-//!    version and a fresh append id, so it is never overwritten) — *before* the append, because the
-//!    marker cannot share the append's conditional batch (that batch is confined to the stream's
-//!    partition). Concurrent appends of one process share the marker write (group commit: one
-//!    batch into one marker partition per flush);
+//! 1. a pending marker — *before* the append, because the marker cannot share the append's
+//!    conditional batch (that batch is confined to the stream's partition). Concurrent appends
+//!    of one process share it (group commit): one row of `outbox_flushes` per flush, keyed by
+//!    shard, 10-second bucket, time and a fresh flush id, names every append of the flush
+//!    (stream, first version);
 //! 2. the conditional append. The command is acknowledged here: its events are durable and
 //!    the marker guarantees their publication;
 //! 3. in the background, the stream's unpublished range, `(published_version, head]`, is handed
 //!    to the producer in version order, where many streams' records share Kafka requests;
-//! 4. once the brokers acknowledged it, `published_version` advances and the marker is deleted
-//!    (both group-committed with other streams').
+//! 4. once the brokers acknowledged it, `published_version` advances (group-committed with
+//!    other streams'); the last append of a flush to get there deletes the flush's row.
 //!
 //! A crash after 1 leaves a marker and maybe events: the [`Sweeper`] finds markers older than a
 //! few seconds, publishes whatever the stream has unpublished and deletes them. Duplicates are
@@ -131,9 +131,10 @@ struct Inner {
     store: EventStore,
     producer: EventProducer,
     topic: String,
-    /// Files markers, many appends' per write; answers where a flush filed them.
-    markers: GroupCommit<PendingMarker, Filed>,
-    marker_deletes: GroupCommit<Marker, ()>,
+    /// Files markers: one row per flush naming all its appends; answers the flush.
+    markers: GroupCommit<PendingMarker, Arc<Flush>>,
+    /// Deletes flush rows whose appends are all out.
+    flush_deletes: GroupCommit<FlushKey, ()>,
     published_versions: GroupCommit<(String, u64), ()>,
     /// Each stream's latest publication in this process.
     chains: Chains,
@@ -141,11 +142,14 @@ struct Inner {
     in_flight: tokio::sync::watch::Sender<usize>,
     delete_marker: PreparedStatement,
     old_markers: PreparedStatement,
+    delete_flush: PreparedStatement,
+    old_flushes: PreparedStatement,
     load_cursor: PreparedStatement,
     save_cursor: PreparedStatement,
 }
 
-/// One marker's primary key.
+/// A single marker's primary key (`outbox_pending`: one row per append, as writers before
+/// eventstore/5 filed them; the sweeper still reads them).
 #[derive(Debug, Clone)]
 struct Marker {
     shard: i32,
@@ -160,15 +164,39 @@ struct Marker {
 struct PendingMarker {
     stream_id: String,
     first_version: u64,
-    append_id: Uuid,
 }
 
-/// Where one flush filed its markers: one shard, one bucket, one time.
+/// One flush row's primary key.
 #[derive(Debug, Clone, Copy)]
-struct Filed {
+struct FlushKey {
     shard: i32,
     bucket: i64,
     created_at: DateTime<Utc>,
+    flush_id: Uuid,
+}
+
+impl FlushKey {
+    fn values(&self) -> (i32, i64, DateTime<Utc>, Uuid) {
+        (self.shard, self.bucket, self.created_at, self.flush_id)
+    }
+}
+
+/// A filed flush row and how many of its appends are not yet done with it. The append that
+/// finishes last deletes it; an append that fails (or whose outcome is unknown) never finishes,
+/// so the row stays for the sweeper.
+#[derive(Debug)]
+struct Flush {
+    key: FlushKey,
+    unfinished: std::sync::atomic::AtomicUsize,
+}
+
+impl Flush {
+    /// One append is done with this flush (published and recorded, or it never happened).
+    fn finish_one(&self, outbox: &Outbox) {
+        if self.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
+            outbox.inner.flush_deletes.submit_detached(self.key);
+        }
+    }
 }
 
 impl Outbox {
@@ -192,13 +220,6 @@ impl Outbox {
         skew: chrono::Duration,
     ) -> Result<Self, DbError> {
         let session = store.session().clone();
-        let insert_marker = session
-            .prepare(format!(
-                "INSERT INTO {keyspace}.outbox_pending \
-                 (shard, bucket, created_at, stream_id, first_version, append_id) \
-                 VALUES (?, ?, ?, ?, ?, ?)"
-            ))
-            .await?;
         let delete_marker = session
             .prepare(format!(
                 "DELETE FROM {keyspace}.outbox_pending WHERE shard = ? AND bucket = ? \
@@ -221,6 +242,24 @@ impl Outbox {
                 "INSERT INTO {keyspace}.outbox_sweep_cursor (shard, bucket) VALUES (?, ?)"
             ))
             .await?;
+        let insert_flush = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.outbox_flushes \
+                 (shard, bucket, created_at, flush_id, appends) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?;
+        let delete_flush = session
+            .prepare(format!(
+                "DELETE FROM {keyspace}.outbox_flushes WHERE shard = ? AND bucket = ? \
+                 AND created_at = ? AND flush_id = ?"
+            ))
+            .await?;
+        let old_flushes = session
+            .prepare(format!(
+                "SELECT created_at, flush_id, appends FROM {keyspace}.outbox_flushes \
+                 WHERE shard = ? AND bucket = ? AND created_at < ?"
+            ))
+            .await?;
         let set_published_version = session
             .prepare(format!(
                 "UPDATE {keyspace}.events SET published_version = ? WHERE stream_id = ?"
@@ -241,8 +280,8 @@ impl Outbox {
                 .execute_unpaged(&init_cursor, (shard, initial))
                 .await?;
         }
-        let markers = file_markers(session.clone(), insert_marker, skew);
-        let marker_deletes = delete_markers(session.clone(), delete_marker.clone());
+        let markers = file_markers(session.clone(), insert_flush, skew);
+        let flush_deletes = delete_flushes(session.clone(), delete_flush.clone());
         let published_versions = advance_published_versions(session, set_published_version);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -250,12 +289,14 @@ impl Outbox {
                 producer,
                 topic: topic.into(),
                 markers,
-                marker_deletes,
+                flush_deletes,
                 published_versions,
                 chains: Chains::default(),
                 in_flight: tokio::sync::watch::Sender::new(0),
                 delete_marker,
                 old_markers,
+                delete_flush,
+                old_flushes,
                 load_cursor,
                 save_cursor,
             }),
@@ -300,23 +341,13 @@ impl Outbox {
         let pending = PendingMarker {
             stream_id: stream_id.to_owned(),
             first_version: expected_version + 1,
-            append_id: Uuid::new_v4(),
         };
-        let (append_id, first_version) = (pending.append_id, pending.first_version);
-        let filed = self
+        let flush = self
             .inner
             .markers
             .submit(pending)
             .await
             .map_err(AppendError::Unavailable)?;
-        let marker = Marker {
-            shard: filed.shard,
-            bucket: filed.bucket,
-            created_at: filed.created_at,
-            stream_id: stream_id.to_owned(),
-            first_version,
-            append_id,
-        };
 
         let recorded = match self
             .inner
@@ -329,33 +360,34 @@ impl Outbox {
                 // Nothing was appended by this writer unless the outcome is unknown
                 // (unavailable): then the marker stays for the sweeper to resolve.
                 if !matches!(error, AppendError::Unavailable(_)) {
-                    self.inner.marker_deletes.submit_detached(marker);
+                    flush.finish_one(self);
                 }
                 return Err(error);
             }
         };
-        let publication = self.publish_in_background(marker, recorded.clone(), published);
+        let publication = self.publish_in_background(stream_id, flush, recorded.clone(), published);
         Ok(Appended {
             events: recorded,
             publication,
         })
     }
 
-    /// Starts the publication of `ours` (just appended, announced by `marker`) behind the
-    /// stream's previous publication in this process.
+    /// Starts the publication of `ours` (just appended to `stream_id`, announced in `flush`)
+    /// behind the stream's previous publication in this process.
     fn publish_in_background(
         &self,
-        marker: Marker,
+        stream_id: &str,
+        flush: Arc<Flush>,
         ours: Vec<RecordedEvent>,
         known: Option<u64>,
     ) -> Publication {
         let last = ours.last().map_or(0, |e| e.version);
-        let (link, done) = self.inner.chains.link(&marker.stream_id, last);
+        let (link, done) = self.inner.chains.link(stream_id, last);
+        let stream_id = stream_id.to_owned();
         let outbox = self.clone();
         let counted = InFlight::start(&self.inner.in_flight);
         tokio::spawn(async move {
             let _counted = counted;
-            let stream_id = marker.stream_id.clone();
             // The previous range of this stream, if still on its way: ours starts after it,
             // and never goes out before it is acknowledged.
             let before = match link.previous {
@@ -364,7 +396,7 @@ impl Outbox {
             };
             match outbox.publish_after(&stream_id, &ours, known, before).await {
                 Ok(Recorded::Yes) => {
-                    outbox.inner.marker_deletes.submit_detached(marker);
+                    flush.finish_one(&outbox);
                     done.finish(true);
                 }
                 // Out, but not recorded as such: the marker stays, so that the sweeper
@@ -389,7 +421,7 @@ impl Outbox {
     pub fn sharing(&self) -> [(&'static str, Sharing); 3] {
         [
             ("markers", self.inner.markers.sharing()),
-            ("marker deletes", self.inner.marker_deletes.sharing()),
+            ("marker deletes", self.inner.flush_deletes.sharing()),
             (
                 "published versions",
                 self.inner.published_versions.sharing(),
@@ -528,6 +560,53 @@ impl Outbox {
             .collect())
     }
 
+    /// Flush rows of one bucket older than `cutoff`, with the appends each announces.
+    async fn flushes_older_than(
+        &self,
+        shard: i32,
+        bucket: i64,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<(FlushKey, Vec<(String, u64)>)>, DbError> {
+        use futures::TryStreamExt as _;
+        type FlushRow = (DateTime<Utc>, Uuid, Option<Vec<(String, i64)>>);
+        let pager = self
+            .inner
+            .store
+            .session()
+            .execute_iter(self.inner.old_flushes.clone(), (shard, bucket, cutoff))
+            .await?;
+        let rows: Vec<FlushRow> = pager.rows_stream::<FlushRow>()?.try_collect().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(created_at, flush_id, appends)| {
+                let key = FlushKey {
+                    shard,
+                    bucket,
+                    created_at,
+                    flush_id,
+                };
+                let appends = appends
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(stream_id, first)| (stream_id, first.max(0) as u64))
+                    .collect();
+                (key, appends)
+            })
+            .collect())
+    }
+
+    async fn delete_flush_quietly(&self, key: &FlushKey) {
+        if let Err(error) = self
+            .inner
+            .store
+            .session()
+            .execute_unpaged(&self.inner.delete_flush, key.values())
+            .await
+        {
+            tracing::warn!(%error, "cannot delete outbox flush marker");
+        }
+    }
+
     /// The first bucket of `shard` the sweeper still has to read, if recorded.
     async fn cursor(&self, shard: i32) -> Result<Option<i64>, DbError> {
         let rows = self
@@ -563,15 +642,14 @@ impl Marker {
     }
 }
 
-/// The group commit that files markers: each flush writes its markers into one partition (a
-/// shard taken in turn, the bucket of the flush's time) in one unlogged batch. The sweeper reads
-/// every shard, so which one a marker lands in does not matter; taking them in turn spreads
-/// the partitions as one shard per stream did.
+/// The group commit that files markers: each flush writes one row naming all its appends (a
+/// shard taken in turn, the bucket of the flush's time). The sweeper reads every shard, so which
+/// one a row lands in does not matter; taking them in turn spreads the partitions.
 fn file_markers(
     session: Arc<Session>,
     insert: PreparedStatement,
     skew: chrono::Duration,
-) -> GroupCommit<PendingMarker, Filed> {
+) -> GroupCommit<PendingMarker, Arc<Flush>> {
     let turn = Arc::new(AtomicU32::new(rand_start()));
     GroupCommit::spawn(
         "outbox markers",
@@ -583,51 +661,47 @@ fn file_markers(
                 (turn.fetch_add(1, Ordering::Relaxed) % MARKER_SHARDS.unsigned_abs()) as i32;
             async move {
                 let created_at = (Utc::now() + skew).trunc_subsecs(3);
-                let filed = Filed {
+                let key = FlushKey {
                     shard,
                     bucket: bucket_of(created_at),
                     created_at,
+                    flush_id: Uuid::new_v4(),
                 };
-                let values: Vec<_> = pending
+                let appends: Vec<(&str, i64)> = pending
                     .iter()
-                    .map(|m| {
-                        (
-                            filed.shard,
-                            filed.bucket,
-                            filed.created_at,
-                            m.stream_id.as_str(),
-                            m.first_version as i64,
-                            m.append_id,
-                        )
-                    })
+                    .map(|m| (m.stream_id.as_str(), m.first_version as i64))
                     .collect();
+                let (shard, bucket, created_at, flush_id) = key.values();
                 session
-                    .batch(&unlogged(&insert, values.len()), values)
+                    .execute_unpaged(&insert, (shard, bucket, created_at, flush_id, appends))
                     .await?;
-                Ok(filed)
+                Ok(Arc::new(Flush {
+                    key,
+                    unfinished: std::sync::atomic::AtomicUsize::new(pending.len()),
+                }))
             }
         },
     )
 }
 
-/// The group commit that deletes markers whose events are out: one batch per marker partition.
-fn delete_markers(session: Arc<Session>, delete: PreparedStatement) -> GroupCommit<Marker, ()> {
+/// The group commit that deletes flush rows whose appends are out: one batch per partition.
+fn delete_flushes(session: Arc<Session>, delete: PreparedStatement) -> GroupCommit<FlushKey, ()> {
     GroupCommit::spawn(
         "outbox marker deletes",
         MARKERS_PER_FLUSH,
         FLUSHES_IN_FLIGHT,
-        move |markers: Vec<Marker>| {
+        move |keys: Vec<FlushKey>| {
             let (session, delete) = (session.clone(), delete.clone());
             async move {
-                let mut by_partition: BTreeMap<(i32, i64), Vec<&Marker>> = BTreeMap::new();
-                for marker in &markers {
+                let mut by_partition: BTreeMap<(i32, i64), Vec<FlushKey>> = BTreeMap::new();
+                for key in keys {
                     by_partition
-                        .entry((marker.shard, marker.bucket))
+                        .entry((key.shard, key.bucket))
                         .or_default()
-                        .push(marker);
+                        .push(key);
                 }
-                let writes = by_partition.values().map(|markers| {
-                    let values: Vec<_> = markers.iter().map(|m| m.key()).collect();
+                let writes = by_partition.values().map(|keys| {
+                    let values: Vec<_> = keys.iter().map(FlushKey::values).collect();
                     let batch = unlogged(&delete, values.len());
                     let session = session.clone();
                     async move { session.batch(&batch, values).await }
@@ -823,7 +897,8 @@ impl Sweeper {
         Ok(report)
     }
 
-    /// Handles one bucket's old markers; returns how many it had to keep.
+    /// Handles one bucket's old markers (single markers and flush rows); returns how many it
+    /// had to keep.
     async fn sweep_bucket(
         &self,
         shard: i32,
@@ -832,47 +907,88 @@ impl Sweeper {
         abandon_cutoff: DateTime<Utc>,
         report: &mut SweepReport,
     ) -> anyhow::Result<usize> {
-        let mut by_stream: BTreeMap<String, Vec<Marker>> = BTreeMap::new();
-        for marker in self
-            .outbox
-            .markers_older_than(shard, bucket, cutoff)
-            .await?
-        {
+        let (markers, flushes) = tokio::try_join!(
+            self.outbox.markers_older_than(shard, bucket, cutoff),
+            self.outbox.flushes_older_than(shard, bucket, cutoff),
+        )?;
+        // Every announced append by stream: its first version and whose announcement it is.
+        let mut by_stream: BTreeMap<String, Vec<(u64, DateTime<Utc>, Announced)>> = BTreeMap::new();
+        for (i, marker) in markers.iter().enumerate() {
             by_stream
                 .entry(marker.stream_id.clone())
                 .or_default()
-                .push(marker);
+                .push((
+                    marker.first_version,
+                    marker.created_at,
+                    Announced::Marker(i),
+                ));
         }
-        let mut kept = 0;
-        for (stream_id, markers) in by_stream {
+        for (i, (key, appends)) in flushes.iter().enumerate() {
+            for (stream_id, first_version) in appends {
+                by_stream.entry(stream_id.clone()).or_default().push((
+                    *first_version,
+                    key.created_at,
+                    Announced::Flush(i),
+                ));
+            }
+        }
+        let mut marker_done = vec![false; markers.len()];
+        // A flush row goes once every append it names is done.
+        let mut flush_pending = vec![false; flushes.len()];
+        for (stream_id, announced) in by_stream {
             let head = match self.outbox.publish_stream(&stream_id).await {
-                Ok(head) => head,
+                Ok(head) => Some(head),
                 Err(error) => {
-                    // Its markers stay, so the next pass tries again; the other streams of
-                    // this pass do not wait for it.
+                    // Its announcements stay, so the next pass tries again; the other streams
+                    // of this pass do not wait for it.
                     sweep_failure("stream", shard, Some(&stream_id), &error);
                     report.streams_failed += 1;
-                    report.markers_kept += markers.len();
-                    kept += markers.len();
-                    continue;
+                    None
                 }
             };
-            report.streams_published += 1;
-            crate::metrics::SWEPT.add(1, &[]);
-            for marker in markers {
-                // The marker's events (or a competitor's at those versions) are out, or the
+            if head.is_some() {
+                report.streams_published += 1;
+                crate::metrics::SWEPT.add(1, &[]);
+            }
+            for (first_version, created_at, owner) in announced {
+                // The append's events (or a competitor's at those versions) are out, or the
                 // append it announced never happened.
-                if head >= marker.first_version || marker.created_at < abandon_cutoff {
-                    self.outbox.delete_marker_quietly(&marker).await;
-                    report.markers_deleted += 1;
-                } else {
-                    report.markers_kept += 1;
-                    kept += 1;
+                let done =
+                    head.is_some_and(|head| head >= first_version || created_at < abandon_cutoff);
+                match owner {
+                    Announced::Marker(i) => marker_done[i] = done,
+                    Announced::Flush(i) => flush_pending[i] |= !done,
                 }
             }
         }
+        let mut kept = 0;
+        for (marker, done) in markers.iter().zip(marker_done) {
+            if done {
+                self.outbox.delete_marker_quietly(marker).await;
+                report.markers_deleted += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        for ((key, _), pending) in flushes.iter().zip(flush_pending) {
+            if pending {
+                kept += 1;
+            } else {
+                self.outbox.delete_flush_quietly(key).await;
+                report.markers_deleted += 1;
+            }
+        }
+        report.markers_kept += kept;
         Ok(kept)
     }
+}
+
+/// Whose announcement an append found in a bucket is: a single marker's or a flush row's (by
+/// index in what the bucket held).
+#[derive(Clone, Copy)]
+enum Announced {
+    Marker(usize),
+    Flush(usize),
 }
 
 /// Logs and counts one thing the sweeper could not do in this pass.

@@ -4,7 +4,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "eventstore";
 /// The schema version this build of the event store needs.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -76,5 +76,21 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         description: "who caused each event (the actor in its envelope)",
         statements: &["ALTER TABLE {ks}.events ADD actor text"],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 5,
+        description: "outbox markers shared by the appends of one group commit",
+        statements: &[
+            // One row per group-committed flush of markers, naming every append it announces
+            // (stream, first version): a flush of n appends writes one row and deletes one
+            // row instead of n each. Same shards, buckets and sweep cursor as `outbox_pending`,
+            // which the sweeper still reads (markers of writers from before this version).
+            "CREATE TABLE IF NOT EXISTS {ks}.outbox_flushes (\
+             shard int, bucket bigint, created_at timestamp, flush_id uuid, \
+             appends frozen<list<frozen<tuple<text, bigint>>>>, \
+             PRIMARY KEY ((shard, bucket), created_at, flush_id)) \
+             WITH gc_grace_seconds = 600",
+        ],
     },
 ];

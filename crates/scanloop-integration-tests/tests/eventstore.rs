@@ -325,6 +325,84 @@ async fn back_to_back_appends_reach_the_topic_once_each_in_order() {
     );
 }
 
+/// Writers from before eventstore/5 filed one marker per append in `outbox_pending`; appends
+/// that share a group commit file one row naming them all. The sweeper publishes both kinds:
+/// here stranded appends of several streams at once (sharing flush rows) and one old-style
+/// marker, written as an old writer would have left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_publishes_shared_flush_rows_and_old_single_markers() {
+    let fx = fixture("flushrows", 1).await;
+    let stranded = stranded_outbox(&fx).await;
+    let appends = (0..6).map(|s| {
+        let stranded = stranded.clone();
+        async move {
+            stranded
+                .append(
+                    &format!("shared-{s}"),
+                    0,
+                    &meta(),
+                    vec![event("test.A", "1")],
+                )
+                .await
+                .unwrap()
+        }
+    });
+    for appended in futures::future::join_all(appends).await {
+        assert!(!appended.publication.published().await);
+    }
+    fx.store
+        .append("old-writer", 0, &meta(), vec![event("test.A", "1")])
+        .await
+        .unwrap();
+    let created_at = chrono::Utc::now() - chrono::Duration::seconds(10);
+    fx.store
+        .session()
+        .query_unpaged(
+            format!(
+                "INSERT INTO {}.outbox_pending \
+                 (shard, bucket, created_at, stream_id, first_version, append_id) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                fx.keyspace
+            ),
+            (
+                3i32,
+                created_at.timestamp_millis().div_euclid(10_000),
+                created_at,
+                "old-writer",
+                1i64,
+                uuid::Uuid::new_v4(),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let sweeper =
+        Sweeper::new(fx.outbox.clone()).with_timing(Duration::ZERO, Duration::from_millis(250));
+    let report = sweeper.sweep_once().await.unwrap();
+    assert_eq!(report.streams_published, 7, "{report:?}");
+    assert_eq!(
+        (report.streams_failed, report.markers_kept),
+        (0, 0),
+        "{report:?}"
+    );
+    for stream in (0..6)
+        .map(|s| format!("shared-{s}"))
+        .chain(["old-writer".into()])
+    {
+        assert_eq!(
+            fx.store.published_version(&stream).await.unwrap(),
+            1,
+            "{stream}"
+        );
+    }
+    let report = sweeper.sweep_once().await.unwrap();
+    assert_eq!(
+        (report.streams_published, report.markers_deleted),
+        (0, 0),
+        "every marker went with the first pass: {report:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_never_go_back_in_version() {
     let fx = fixture("snapshots", 1).await;
