@@ -15,6 +15,7 @@ use scanloop_proto::time::to_timestamp;
 use scanloop_service::access::AuthChannel;
 
 use crate::bench::{Args, PhaseResult, ServerPids, phase, phase_at};
+use crate::loadgen::lock;
 
 pub const VERIFY: &str = "VerifyCode (gRPC, no I/O)";
 pub const ACTIVATE: &str = "ActivateWarranty (gRPC e2e)";
@@ -200,12 +201,6 @@ async fn watch_read_model(
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     eprintln!("  the read model did not show {code} within 30 s");
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Issues a batch of `quantity` codes of `sku` and answers them.

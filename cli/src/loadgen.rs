@@ -357,7 +357,7 @@ fn print_memory(servers: &ServerPids, samples: &[MemorySample]) {
 /// How long the idle floor of CPU is sampled before the load.
 const IDLE_SAMPLE: Duration = Duration::from_secs(5);
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

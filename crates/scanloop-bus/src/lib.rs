@@ -13,5 +13,5 @@ pub mod producer;
 pub mod topics;
 
 pub use consumer::{ConsumerOptions, ConsumerRunner, ConsumerStats, EventHandler, HandlerError};
-pub use producer::{Deliveries, EventProducer, PublishError};
+pub use producer::{EventProducer, PublishError};
 pub use scanloop_proto::common::v1::{DeadLetter, EventEnvelope};

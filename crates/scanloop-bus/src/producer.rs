@@ -29,32 +29,6 @@ pub struct EventProducer {
     producer: FutureProducer,
 }
 
-/// Records handed to the producer, in order; see [`EventProducer::enqueue_in_order`].
-#[must_use = "enqueued records are only known delivered once acknowledged"]
-pub struct Deliveries {
-    pending: Vec<(DeliveryFuture, String, u64)>,
-}
-
-impl Deliveries {
-    /// Waits until the brokers acknowledged every record, or the first one failed.
-    pub async fn acknowledged(self) -> Result<(), PublishError> {
-        for (delivery, stream_id, version) in self.pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => {
-                    return Err(PublishError::Kafka {
-                        stream_id,
-                        version,
-                        source,
-                    });
-                }
-                Err(_) => return Err(PublishError::Cancelled { stream_id, version }),
-            }
-        }
-        Ok(())
-    }
-}
-
 impl EventProducer {
     /// `delivery_timeout` bounds how long a publish waits while the brokers are away; after it
     /// the publish fails and the event store's sweeper takes the range over.
@@ -83,26 +57,30 @@ impl EventProducer {
         topic: &str,
         events: &[EventEnvelope],
     ) -> Result<(), PublishError> {
-        self.enqueue_in_order(topic, events)
-            .await?
-            .acknowledged()
-            .await
-    }
-
-    /// Hands `events` (one stream's, in version order) to the producer's queue in that order
-    /// and returns without waiting for the brokers: many streams' records then share Kafka
-    /// requests. [`Deliveries::acknowledged`] waits for the brokers' answer.
-    pub async fn enqueue_in_order(
-        &self,
-        topic: &str,
-        events: &[EventEnvelope],
-    ) -> Result<Deliveries, PublishError> {
-        let mut pending = Vec::with_capacity(events.len());
+        let mut deliveries: Vec<(DeliveryFuture, &EventEnvelope)> =
+            Vec::with_capacity(events.len());
         for envelope in events {
-            let delivery = self.enqueue(topic, envelope).await?;
-            pending.push((delivery, envelope.stream_id.clone(), envelope.version));
+            deliveries.push((self.enqueue(topic, envelope).await?, envelope));
         }
-        Ok(Deliveries { pending })
+        for (delivery, envelope) in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((source, _))) => {
+                    return Err(PublishError::Kafka {
+                        stream_id: envelope.stream_id.clone(),
+                        version: envelope.version,
+                        source,
+                    });
+                }
+                Err(_) => {
+                    return Err(PublishError::Cancelled {
+                        stream_id: envelope.stream_id.clone(),
+                        version: envelope.version,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Enqueues one record, waiting (not skipping ahead) while the local queue is full.

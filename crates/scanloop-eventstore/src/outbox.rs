@@ -476,14 +476,7 @@ impl Outbox {
             Vec::new()
         };
         range.extend(ours.iter().filter(|e| e.version > published).cloned());
-        let envelopes: Vec<_> = range.iter().map(RecordedEvent::to_envelope).collect();
-        self.inner
-            .producer
-            .enqueue_in_order(&self.inner.topic, &envelopes)
-            .await?
-            .acknowledged()
-            .await?;
-        record_publish_lag(&range);
+        self.send(&range).await?;
         match self
             .inner
             .published_versions
@@ -503,18 +496,29 @@ impl Outbox {
         let published = self.inner.store.published_version(stream_id).await?;
         let pending = self.inner.store.load(stream_id, published).await?;
         if let Some(last) = pending.last() {
-            let envelopes: Vec<_> = pending.iter().map(RecordedEvent::to_envelope).collect();
-            self.inner
-                .producer
-                .publish_in_order(&self.inner.topic, &envelopes)
-                .await?;
-            record_publish_lag(&pending);
+            self.send(&pending).await?;
             self.inner
                 .store
                 .set_published_version(stream_id, last.version)
                 .await?;
         }
         Ok(pending.last().map_or(published, |e| e.version))
+    }
+
+    /// Publishes `events` (one stream's, in version order) and waits for the brokers.
+    async fn send(&self, events: &[RecordedEvent]) -> anyhow::Result<()> {
+        let envelopes: Vec<_> = events.iter().map(RecordedEvent::to_envelope).collect();
+        self.inner
+            .producer
+            .publish_in_order(&self.inner.topic, &envelopes)
+            .await?;
+        if let Some(first) = events.first() {
+            let lag = (Utc::now() - first.recorded_at)
+                .to_std()
+                .unwrap_or_default();
+            crate::metrics::PUBLISH_LAG.record(lag.as_secs_f64(), &[]);
+        }
+        Ok(())
     }
 
     async fn delete_marker_quietly(&self, marker: &Marker) {
@@ -759,15 +763,6 @@ fn unlogged(statement: &PreparedStatement, n: usize) -> Batch {
 /// do not all begin at shard 0.
 fn rand_start() -> u32 {
     (Uuid::new_v4().as_u128() % u128::from(MARKER_SHARDS.unsigned_abs())) as u32
-}
-
-fn record_publish_lag(events: &[RecordedEvent]) {
-    if let Some(first) = events.first() {
-        let lag = (Utc::now() - first.recorded_at)
-            .to_std()
-            .unwrap_or_default();
-        crate::metrics::PUBLISH_LAG.record(lag.as_secs_f64(), &[]);
-    }
 }
 
 fn to_chrono(duration: Duration) -> chrono::Duration {
