@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use scanloop_storage::DbError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-type Reply<R> = Option<oneshot::Sender<Result<R, Arc<DbError>>>>;
+type Reply<R> = oneshot::Sender<Result<R, Arc<DbError>>>;
 
 /// A handle on one group-commit task; cheap to clone. The task ends when every handle is gone
 /// and its queue is drained.
@@ -109,7 +109,7 @@ impl<T: Send + 'static, R: Clone + Send + 'static> GroupCommit<T, R> {
                     if let Err(error) = &outcome {
                         tracing::warn!(what = name, size, %error, "group commit failed");
                     }
-                    for reply in replies.into_iter().flatten() {
+                    for reply in replies {
                         let _ = reply.send(outcome.clone());
                     }
                     drop(slot);
@@ -133,21 +133,11 @@ impl<T: Send + 'static, R: Clone + Send + 'static> GroupCommit<T, R> {
     /// Submits `item` and waits until the flush that took it has been written.
     pub(crate) async fn submit(&self, item: T) -> Result<R, DbError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((item, Some(reply)))
-            .map_err(|_| self.stopped())?;
+        self.queue.send((item, reply)).map_err(|_| self.stopped())?;
         match answer.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(DbError::msg(format!("{}: {error}", self.name))),
             Err(_) => Err(self.stopped()),
-        }
-    }
-
-    /// Submits `item` without waiting: for writes whose loss costs only repeated work (a
-    /// failure is logged by the task).
-    pub(crate) fn submit_detached(&self, item: T) {
-        if self.queue.send((item, None)).is_err() {
-            tracing::warn!(what = self.name, "group commit stopped; write dropped");
         }
     }
 

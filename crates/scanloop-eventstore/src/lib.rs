@@ -6,8 +6,8 @@
 //! - [`outbox::Outbox`]: append *and* publish: a pending marker is recorded before the append
 //!   (group-committed with concurrent appends'), the command is acknowledged once the append
 //!   is durable, and in the background the stream's unpublished range is published in order
-//!   with the idempotent producer, the stream's published version advances and the marker is
-//!   deleted. [`outbox::Sweeper`]
+//!   with the idempotent producer and the marker is retired (range deletes, [`retire`]); the
+//!   stream's published version is recorded by its next append. [`outbox::Sweeper`]
 //!   republishes ranges whose markers were left behind by a crash.
 //! - [`aggregate`]: pure `decide`/`apply` aggregates and a repository that runs a command
 //!   against a stream with retry on concurrency conflicts.
@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod projection;
 mod publication;
 pub mod requests;
+mod retire;
 pub mod schema;
 pub mod store;
 

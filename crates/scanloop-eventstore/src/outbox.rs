@@ -3,15 +3,26 @@
 //! Order of writes for one append:
 //! 1. a pending marker — *before* the append, because the marker cannot share the append's
 //!    conditional batch (that batch is confined to the stream's partition). Concurrent appends
-//!    of one process share it (group commit): one row of `outbox_flushes` per flush, keyed by
-//!    shard, 10-second bucket, time and a fresh flush id, names every append of the flush
-//!    (stream, first version);
+//!    of one process share it (group commit): one row of `outbox_writer_flushes` per flush,
+//!    keyed by the writer's shard, the 10-second bucket, the writer's id and the flush's
+//!    number, names every append of the flush (stream, first version);
 //! 2. the conditional append. The command is acknowledged here: its events are durable and
 //!    the marker guarantees their publication;
 //! 3. in the background, the stream's unpublished range, `(published_version, head]`, is handed
 //!    to the producer in version order, where many streams' records share Kafka requests;
-//! 4. once the brokers acknowledged it, `published_version` advances (group-committed with
-//!    other streams'); the last append of a flush to get there deletes the flush's row.
+//! 4. once the brokers acknowledged it, the append is done with its marker; when every append
+//!    of a flush is, the flush's row is done, and the writer deletes runs of done rows with one
+//!    range delete each ([`crate::retire`]).
+//!
+//! `published_version` (how far the stream is known to be on Kafka) is not written per
+//! publication: a stream's next append through the same process records, in its own
+//! conditional batch, how far this process had published it; the sweeper records what it
+//! publishes. It is therefore a lower bound that may trail the truth by the stream's latest
+//! append. Its only use is where to start publishing: a writer that starts from a value that
+//! trails (another process appends to the stream next, or this one after a restart) publishes
+//! those events again, and consumers drop them as duplicates (per stream and version, as they
+//! drop every redelivery). It is never ahead of the truth, which is what keeps events from
+//! being skipped.
 //!
 //! A crash after 1 leaves a marker and maybe events: the [`Sweeper`] finds markers older than a
 //! few seconds, publishes whatever the stream has unpublished and deletes them. Duplicates are
@@ -32,14 +43,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use scanloop_bus::EventProducer;
 use scanloop_storage::DbError;
 use scylla::client::session::Session;
-use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -47,6 +57,7 @@ use uuid::Uuid;
 use crate::event::{AppendMeta, NewEvent, RecordedEvent};
 use crate::group_commit::{GroupCommit, Sharing};
 use crate::publication::{Chains, Publication};
+use crate::retire::{Retirer, Standing};
 use crate::store::{AppendError, EventStore};
 
 /// Markers are spread over this many shards. Changing it strands old markers in shards the
@@ -107,18 +118,9 @@ impl Drop for InFlight {
     }
 }
 
-/// Whether a publication's published version was recorded.
-enum Recorded {
-    Yes,
-    No,
-}
-
 /// Most markers one group-committed write carries: one partition, under Cassandra's batch
 /// size warning (5 KiB).
 const MARKERS_PER_FLUSH: usize = 40;
-/// Most streams whose published versions share one write: Cassandra warns about unlogged
-/// batches over more than 10 partitions.
-const PUBLISHED_VERSIONS_PER_FLUSH: usize = 10;
 /// Group-committed writes of one kind in flight at once.
 const FLUSHES_IN_FLIGHT: usize = 4;
 
@@ -133,9 +135,8 @@ struct Inner {
     topic: String,
     /// Files markers: one row per flush naming all its appends; answers the flush.
     markers: GroupCommit<PendingMarker, Arc<Flush>>,
-    /// Deletes flush rows whose appends are all out.
-    flush_deletes: GroupCommit<FlushKey, ()>,
-    published_versions: GroupCommit<(String, u64), ()>,
+    /// Deletes this writer's flush rows whose appends are all out, a run at a time.
+    retirer: Retirer,
     /// Each stream's latest publication in this process.
     chains: Chains,
     /// Publications started and not finished, for a graceful shutdown to wait for.
@@ -144,6 +145,8 @@ struct Inner {
     old_markers: PreparedStatement,
     delete_flush: PreparedStatement,
     old_flushes: PreparedStatement,
+    delete_writer_flush: PreparedStatement,
+    old_writer_flushes: PreparedStatement,
     load_cursor: PreparedStatement,
     save_cursor: PreparedStatement,
 }
@@ -166,7 +169,8 @@ struct PendingMarker {
     first_version: u64,
 }
 
-/// One flush row's primary key.
+/// One row's primary key in `outbox_flushes` (flush rows of writers before eventstore/6; the
+/// sweeper still reads them).
 #[derive(Debug, Clone, Copy)]
 struct FlushKey {
     shard: i32,
@@ -181,20 +185,66 @@ impl FlushKey {
     }
 }
 
-/// A filed flush row and how many of its appends are not yet done with it. The append that
-/// finishes last deletes it; an append that fails (or whose outcome is unknown) never finishes,
-/// so the row stays for the sweeper.
+/// A flush row the sweeper found: which table and key, when it was filed, what it announces.
+struct FlushRow {
+    key: FlushRowKey,
+    created_at: DateTime<Utc>,
+    appends: Vec<(String, u64)>,
+}
+
+enum FlushRowKey {
+    /// `outbox_flushes` (writers before eventstore/6).
+    Shared(FlushKey),
+    /// `outbox_writer_flushes`.
+    Writer(WriterFlushKey),
+}
+
+/// One row's primary key in `outbox_writer_flushes`.
+#[derive(Debug, Clone, Copy)]
+struct WriterFlushKey {
+    shard: i32,
+    bucket: i64,
+    writer_id: Uuid,
+    seq: u64,
+}
+
+impl WriterFlushKey {
+    fn values(&self) -> (i32, i64, Uuid, i64) {
+        (self.shard, self.bucket, self.writer_id, self.seq as i64)
+    }
+}
+
+/// A filed flush row and how many of its appends have not settled yet. When the last one
+/// settles, the row is done (the writer's retirer deletes it with its neighbours) unless one
+/// of them has to leave it for the sweeper.
 #[derive(Debug)]
 struct Flush {
-    key: FlushKey,
-    unfinished: std::sync::atomic::AtomicUsize,
+    seq: u64,
+    unsettled: std::sync::atomic::AtomicUsize,
+    kept: std::sync::atomic::AtomicBool,
+}
+
+/// How an append is done with its flush row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Published, or it never happened: the row may go as far as this append is concerned.
+    Done,
+    /// Stored but not published, or its outcome is unknown: the sweeper needs the row.
+    Kept,
 }
 
 impl Flush {
-    /// One append is done with this flush (published and recorded, or it never happened).
-    fn finish_one(&self, outbox: &Outbox) {
-        if self.unfinished.fetch_sub(1, Ordering::AcqRel) == 1 {
-            outbox.inner.flush_deletes.submit_detached(self.key);
+    fn settle_one(&self, outbox: &Outbox, settled: Settled) {
+        if settled == Settled::Kept {
+            self.kept.store(true, Ordering::Release);
+        }
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let standing = if self.kept.load(Ordering::Acquire) {
+                Standing::Kept
+            } else {
+                Standing::Done
+            };
+            outbox.inner.retirer.settle(self.seq, standing);
         }
     }
 }
@@ -244,8 +294,28 @@ impl Outbox {
             .await?;
         let insert_flush = session
             .prepare(format!(
-                "INSERT INTO {keyspace}.outbox_flushes \
-                 (shard, bucket, created_at, flush_id, appends) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO {keyspace}.outbox_writer_flushes \
+                 (shard, bucket, writer_id, seq, created_at, appends) VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .await?;
+        let retire_flushes = session
+            .prepare(format!(
+                "DELETE FROM {keyspace}.outbox_writer_flushes WHERE shard = ? AND bucket = ? \
+                 AND writer_id = ? AND seq >= ? AND seq <= ?"
+            ))
+            .await?;
+        let delete_writer_flush = session
+            .prepare(format!(
+                "DELETE FROM {keyspace}.outbox_writer_flushes WHERE shard = ? AND bucket = ? \
+                 AND writer_id = ? AND seq = ?"
+            ))
+            .await?;
+        // The clustering order is the writer's, not time: the sweeper reads the bucket's rows
+        // (few: finished ones are deleted within moments) and picks the old ones itself.
+        let old_writer_flushes = session
+            .prepare(format!(
+                "SELECT writer_id, seq, created_at, appends FROM {keyspace}.outbox_writer_flushes \
+                 WHERE shard = ? AND bucket = ?"
             ))
             .await?;
         let delete_flush = session
@@ -258,11 +328,6 @@ impl Outbox {
             .prepare(format!(
                 "SELECT created_at, flush_id, appends FROM {keyspace}.outbox_flushes \
                  WHERE shard = ? AND bucket = ? AND created_at < ?"
-            ))
-            .await?;
-        let set_published_version = session
-            .prepare(format!(
-                "UPDATE {keyspace}.events SET published_version = ? WHERE stream_id = ?"
             ))
             .await?;
         // Every shard gets a sweep cursor before this writer's first marker, so the sweeper
@@ -280,23 +345,29 @@ impl Outbox {
                 .execute_unpaged(&init_cursor, (shard, initial))
                 .await?;
         }
-        let markers = file_markers(session.clone(), insert_flush, skew);
-        let flush_deletes = delete_flushes(session.clone(), delete_flush.clone());
-        let published_versions = advance_published_versions(session, set_published_version);
+        // This writer's rows go to one shard under its own id, so that they lie side by side
+        // for range deletes; writers pick shards at random, which spreads them.
+        let writer = Writer {
+            id: Uuid::new_v4(),
+            shard: rand_shard(),
+        };
+        let retirer = Retirer::spawn(session.clone(), retire_flushes, writer.shard, writer.id);
+        let markers = file_markers(session.clone(), insert_flush, writer, retirer.clone(), skew);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 producer,
                 topic: topic.into(),
                 markers,
-                flush_deletes,
-                published_versions,
+                retirer,
                 chains: Chains::default(),
                 in_flight: tokio::sync::watch::Sender::new(0),
                 delete_marker,
                 old_markers,
                 delete_flush,
                 old_flushes,
+                delete_writer_flush,
+                old_writer_flushes,
                 load_cursor,
                 save_cursor,
             }),
@@ -349,19 +420,29 @@ impl Outbox {
             .await
             .map_err(AppendError::Unavailable)?;
 
+        // How far this process published the stream, when that is ahead of what the caller
+        // read: recorded in the append's own batch, so the published version keeps up without
+        // a write per publication.
+        let noting = self
+            .inner
+            .chains
+            .published_through(stream_id)
+            .filter(|&through| through > published.unwrap_or(0));
         let recorded = match self
             .inner
             .store
-            .append(stream_id, expected_version, meta, events)
+            .append_noting_published(stream_id, expected_version, noting, meta, events)
             .await
         {
             Ok(recorded) => recorded,
             Err(error) => {
                 // Nothing was appended by this writer unless the outcome is unknown
                 // (unavailable): then the marker stays for the sweeper to resolve.
-                if !matches!(error, AppendError::Unavailable(_)) {
-                    flush.finish_one(self);
-                }
+                let settled = match error {
+                    AppendError::Unavailable(_) => Settled::Kept,
+                    _ => Settled::Done,
+                };
+                flush.settle_one(self, settled);
                 return Err(error);
             }
         };
@@ -395,14 +476,12 @@ impl Outbox {
                 None => None,
             };
             match outbox.publish_after(&stream_id, &ours, known, before).await {
-                Ok(Recorded::Yes) => {
-                    flush.finish_one(&outbox);
+                Ok(()) => {
+                    flush.settle_one(&outbox, Settled::Done);
                     done.finish(true);
                 }
-                // Out, but not recorded as such: the marker stays, so that the sweeper
-                // records it (repeating the events, which consumers drop).
-                Ok(Recorded::No) => done.finish(true),
                 Err(error) => {
+                    flush.settle_one(&outbox, Settled::Kept);
                     tracing::warn!(
                         stream_id,
                         error = %format!("{error:#}"),
@@ -416,16 +495,12 @@ impl Outbox {
         link.publication
     }
 
-    /// How the outbox's group-committed writes were shared so far: markers, marker deletes,
-    /// published versions.
-    pub fn sharing(&self) -> [(&'static str, Sharing); 3] {
+    /// How the outbox's shared writes were shared so far: appends per marker row, marker rows
+    /// per range delete.
+    pub fn sharing(&self) -> [(&'static str, Sharing); 2] {
         [
-            ("markers", self.inner.markers.sharing()),
-            ("marker deletes", self.inner.flush_deletes.sharing()),
-            (
-                "published versions",
-                self.inner.published_versions.sharing(),
-            ),
+            ("appends per marker row", self.inner.markers.sharing()),
+            ("marker rows per delete", self.inner.retirer.sharing()),
         ]
     }
 
@@ -448,9 +523,9 @@ impl Outbox {
         ours: &[RecordedEvent],
         known: Option<u64>,
         before: Option<u64>,
-    ) -> anyhow::Result<Recorded> {
+    ) -> anyhow::Result<()> {
         let (Some(first), Some(last)) = (ours.first(), ours.last()) else {
-            return Ok(Recorded::Yes);
+            return Ok(());
         };
         // A stream this append created (its first event is version 1) has published nothing
         // before ours, so its published version needs no read; nor does one the writer read
@@ -463,7 +538,7 @@ impl Outbox {
             (None, None) => self.inner.store.published_version(stream_id).await?,
         };
         if published >= last.version {
-            return Ok(Recorded::Yes);
+            return Ok(());
         }
         let mut range = if published + 1 < first.version {
             // Earlier appends are unpublished (their writer is slow or died): ours must not
@@ -476,19 +551,7 @@ impl Outbox {
             Vec::new()
         };
         range.extend(ours.iter().filter(|e| e.version > published).cloned());
-        self.send(&range).await?;
-        match self
-            .inner
-            .published_versions
-            .submit((stream_id.to_owned(), last.version))
-            .await
-        {
-            Ok(()) => Ok(Recorded::Yes),
-            Err(error) => {
-                tracing::warn!(stream_id, %error, "published, but cannot record it");
-                Ok(Recorded::No)
-            }
-        }
+        self.send(&range).await
     }
 
     /// Publishes whatever `stream_id` has unpublished. Returns the stream's head version.
@@ -564,49 +627,85 @@ impl Outbox {
             .collect())
     }
 
-    /// Flush rows of one bucket older than `cutoff`, with the appends each announces.
+    /// Flush rows of one bucket older than `cutoff`, of both tables, with the appends each
+    /// announces.
     async fn flushes_older_than(
         &self,
         shard: i32,
         bucket: i64,
         cutoff: DateTime<Utc>,
-    ) -> Result<Vec<(FlushKey, Vec<(String, u64)>)>, DbError> {
+    ) -> Result<Vec<FlushRow>, DbError> {
         use futures::TryStreamExt as _;
-        type FlushRow = (DateTime<Utc>, Uuid, Option<Vec<(String, i64)>>);
-        let pager = self
-            .inner
-            .store
-            .session()
-            .execute_iter(self.inner.old_flushes.clone(), (shard, bucket, cutoff))
-            .await?;
-        let rows: Vec<FlushRow> = pager.rows_stream::<FlushRow>()?.try_collect().await?;
-        Ok(rows
+        type Appends = Option<Vec<(String, i64)>>;
+        fn announced(appends: Appends) -> Vec<(String, u64)> {
+            appends
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(stream_id, first)| (stream_id, first.max(0) as u64))
+                .collect()
+        }
+        let session = self.inner.store.session();
+        let (shared, numbered) = tokio::try_join!(
+            async {
+                let pager = session
+                    .execute_iter(self.inner.old_flushes.clone(), (shard, bucket, cutoff))
+                    .await?;
+                let rows: Vec<(DateTime<Utc>, Uuid, Appends)> =
+                    pager.rows_stream()?.try_collect().await?;
+                Ok::<_, DbError>(rows)
+            },
+            async {
+                let pager = session
+                    .execute_iter(self.inner.old_writer_flushes.clone(), (shard, bucket))
+                    .await?;
+                let rows: Vec<(Uuid, i64, DateTime<Utc>, Appends)> =
+                    pager.rows_stream()?.try_collect().await?;
+                Ok::<_, DbError>(rows)
+            },
+        )?;
+        let shared = shared
             .into_iter()
-            .map(|(created_at, flush_id, appends)| {
-                let key = FlushKey {
+            .map(|(created_at, flush_id, appends)| FlushRow {
+                key: FlushRowKey::Shared(FlushKey {
                     shard,
                     bucket,
                     created_at,
                     flush_id,
-                };
-                let appends = appends
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(stream_id, first)| (stream_id, first.max(0) as u64))
-                    .collect();
-                (key, appends)
-            })
-            .collect())
+                }),
+                created_at,
+                appends: announced(appends),
+            });
+        let numbered = numbered
+            .into_iter()
+            .filter(|(_, _, created_at, _)| *created_at < cutoff)
+            .map(|(writer_id, seq, created_at, appends)| FlushRow {
+                key: FlushRowKey::Writer(WriterFlushKey {
+                    shard,
+                    bucket,
+                    writer_id,
+                    seq: seq.max(0) as u64,
+                }),
+                created_at,
+                appends: announced(appends),
+            });
+        Ok(shared.chain(numbered).collect())
     }
 
-    async fn delete_flush_quietly(&self, key: &FlushKey) {
-        if let Err(error) = self
-            .inner
-            .store
-            .session()
-            .execute_unpaged(&self.inner.delete_flush, key.values())
-            .await
-        {
+    async fn delete_flush_quietly(&self, key: &FlushRowKey) {
+        let session = self.inner.store.session();
+        let deleted = match key {
+            FlushRowKey::Shared(key) => {
+                session
+                    .execute_unpaged(&self.inner.delete_flush, key.values())
+                    .await
+            }
+            FlushRowKey::Writer(key) => {
+                session
+                    .execute_unpaged(&self.inner.delete_writer_flush, key.values())
+                    .await
+            }
+        };
+        if let Err(error) = deleted {
             tracing::warn!(%error, "cannot delete outbox flush marker");
         }
     }
@@ -646,123 +745,63 @@ impl Marker {
     }
 }
 
-/// The group commit that files markers: each flush writes one row naming all its appends (a
-/// shard taken in turn, the bucket of the flush's time). The sweeper reads every shard, so which
-/// one a row lands in does not matter; taking them in turn spreads the partitions.
+/// One outbox writer (process): its flush rows go to one shard under its id.
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    id: Uuid,
+    shard: i32,
+}
+
+/// The group commit that files markers: each flush writes one row naming all its appends,
+/// numbered by the writer's retirer, in the bucket of the flush's time.
 fn file_markers(
     session: Arc<Session>,
     insert: PreparedStatement,
+    writer: Writer,
+    retirer: Retirer,
     skew: chrono::Duration,
 ) -> GroupCommit<PendingMarker, Arc<Flush>> {
-    let turn = Arc::new(AtomicU32::new(rand_start()));
     GroupCommit::spawn(
         "outbox markers",
         MARKERS_PER_FLUSH,
         FLUSHES_IN_FLIGHT,
         move |pending: Vec<PendingMarker>| {
-            let (session, insert) = (session.clone(), insert.clone());
-            let shard =
-                (turn.fetch_add(1, Ordering::Relaxed) % MARKER_SHARDS.unsigned_abs()) as i32;
+            let (session, insert, retirer) = (session.clone(), insert.clone(), retirer.clone());
             async move {
                 let created_at = (Utc::now() + skew).trunc_subsecs(3);
-                let key = FlushKey {
-                    shard,
-                    bucket: bucket_of(created_at),
-                    created_at,
-                    flush_id: Uuid::new_v4(),
-                };
+                let bucket = bucket_of(created_at);
+                let seq = retirer.file(bucket);
                 let appends: Vec<(&str, i64)> = pending
                     .iter()
                     .map(|m| (m.stream_id.as_str(), m.first_version as i64))
                     .collect();
-                let (shard, bucket, created_at, flush_id) = key.values();
-                session
-                    .execute_unpaged(&insert, (shard, bucket, created_at, flush_id, appends))
-                    .await?;
+                let values = (
+                    writer.shard,
+                    bucket,
+                    writer.id,
+                    seq as i64,
+                    created_at,
+                    appends,
+                );
+                if let Err(error) = session.execute_unpaged(&insert, values).await {
+                    // None of the flush's appends goes ahead, so the row (should it have
+                    // landed after all) announces nothing: it may go.
+                    retirer.settle(seq, Standing::Done);
+                    return Err(error.into());
+                }
                 Ok(Arc::new(Flush {
-                    key,
-                    unfinished: std::sync::atomic::AtomicUsize::new(pending.len()),
+                    seq,
+                    unsettled: std::sync::atomic::AtomicUsize::new(pending.len()),
+                    kept: std::sync::atomic::AtomicBool::new(false),
                 }))
             }
         },
     )
 }
 
-/// The group commit that deletes flush rows whose appends are out: one batch per partition.
-fn delete_flushes(session: Arc<Session>, delete: PreparedStatement) -> GroupCommit<FlushKey, ()> {
-    GroupCommit::spawn(
-        "outbox marker deletes",
-        MARKERS_PER_FLUSH,
-        FLUSHES_IN_FLIGHT,
-        move |keys: Vec<FlushKey>| {
-            let (session, delete) = (session.clone(), delete.clone());
-            async move {
-                let mut by_partition: BTreeMap<(i32, i64), Vec<FlushKey>> = BTreeMap::new();
-                for key in keys {
-                    by_partition
-                        .entry((key.shard, key.bucket))
-                        .or_default()
-                        .push(key);
-                }
-                let writes = by_partition.values().map(|keys| {
-                    let values: Vec<_> = keys.iter().map(FlushKey::values).collect();
-                    let batch = unlogged(&delete, values.len());
-                    let session = session.clone();
-                    async move { session.batch(&batch, values).await }
-                });
-                for outcome in futures::future::join_all(writes).await {
-                    outcome?;
-                }
-                Ok(())
-            }
-        },
-    )
-}
-
-/// The group commit that records how far streams are published, a few streams per write. A
-/// stream named twice in one flush is written once, with the higher version.
-fn advance_published_versions(
-    session: Arc<Session>,
-    update: PreparedStatement,
-) -> GroupCommit<(String, u64), ()> {
-    GroupCommit::spawn(
-        "published versions",
-        PUBLISHED_VERSIONS_PER_FLUSH,
-        FLUSHES_IN_FLIGHT,
-        move |advances: Vec<(String, u64)>| {
-            let (session, update) = (session.clone(), update.clone());
-            async move {
-                let mut highest: BTreeMap<&str, u64> = BTreeMap::new();
-                for (stream_id, version) in &advances {
-                    let entry = highest.entry(stream_id.as_str()).or_default();
-                    *entry = (*entry).max(*version);
-                }
-                let values: Vec<_> = highest
-                    .into_iter()
-                    .map(|(stream_id, version)| (version as i64, stream_id))
-                    .collect();
-                session
-                    .batch(&unlogged(&update, values.len()), values)
-                    .await?;
-                Ok(())
-            }
-        },
-    )
-}
-
-/// An unlogged batch of `n` executions of `statement`.
-fn unlogged(statement: &PreparedStatement, n: usize) -> Batch {
-    let mut batch = Batch::new(BatchType::Unlogged);
-    for _ in 0..n {
-        batch.append_statement(statement.clone());
-    }
-    batch
-}
-
-/// Where this process starts taking marker shards in turn, so that processes started together
-/// do not all begin at shard 0.
-fn rand_start() -> u32 {
-    (Uuid::new_v4().as_u128() % u128::from(MARKER_SHARDS.unsigned_abs())) as u32
+/// The shard a writer files its flush rows in, at random so that writers spread over them.
+fn rand_shard() -> i32 {
+    (Uuid::new_v4().as_u128() % u128::from(MARKER_SHARDS.unsigned_abs())) as i32
 }
 
 fn to_chrono(duration: Duration) -> chrono::Duration {
@@ -918,11 +957,11 @@ impl Sweeper {
                     Announced::Marker(i),
                 ));
         }
-        for (i, (key, appends)) in flushes.iter().enumerate() {
-            for (stream_id, first_version) in appends {
+        for (i, flush) in flushes.iter().enumerate() {
+            for (stream_id, first_version) in &flush.appends {
                 by_stream.entry(stream_id.clone()).or_default().push((
                     *first_version,
-                    key.created_at,
+                    flush.created_at,
                     Announced::Flush(i),
                 ));
             }
@@ -965,11 +1004,11 @@ impl Sweeper {
                 kept += 1;
             }
         }
-        for ((key, _), pending) in flushes.iter().zip(flush_pending) {
+        for (flush, pending) in flushes.iter().zip(flush_pending) {
             if pending {
                 kept += 1;
             } else {
-                self.outbox.delete_flush_quietly(key).await;
+                self.outbox.delete_flush_quietly(&flush.key).await;
                 report.markers_deleted += 1;
             }
         }

@@ -102,6 +102,17 @@ impl Chains {
             Done(sender),
         )
     }
+
+    /// How far this process has published `stream_id`, if its latest publication of it is
+    /// done and succeeded (one on its way, or failed, says nothing yet).
+    pub(crate) fn published_through(&self, stream_id: &str) -> Option<u64> {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let publication = latest.get(stream_id)?;
+        (*publication.outcome.borrow() == Some(true)).then_some(publication.through)
+    }
 }
 
 #[cfg(test)]
@@ -122,9 +133,20 @@ mod tests {
         let previous = second.previous.expect("the second follows the first");
         first_done.finish(true);
         assert_eq!(previous.reached().await, Some(1));
+        assert_eq!(
+            chains.published_through("s"),
+            None,
+            "the second is on its way"
+        );
         second_done.finish(false);
         assert!(!second.publication.published().await);
         assert_eq!(second.publication.reached().await, None);
+        assert_eq!(chains.published_through("s"), None, "the second failed");
+        let (third, third_done) = chains.link("s", 4);
+        third_done.finish(true);
+        assert!(third.publication.published().await);
+        assert_eq!(chains.published_through("s"), Some(4));
+        assert_eq!(chains.published_through("unknown"), None);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "eventstore";
 /// The schema version this build of the event store needs.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -90,6 +90,23 @@ pub const MIGRATIONS: &[Migration] = &[
              shard int, bucket bigint, created_at timestamp, flush_id uuid, \
              appends frozen<list<frozen<tuple<text, bigint>>>>, \
              PRIMARY KEY ((shard, bucket), created_at, flush_id)) \
+             WITH gc_grace_seconds = 600",
+        ],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 6,
+        description: "outbox flush rows numbered per writer, retired by range deletes",
+        statements: &[
+            // A writer files its flush rows under its id in one shard, numbered by `seq`: in each
+            // bucket they sit side by side, so the writer deletes a run of finished flushes with
+            // one range delete instead of a tombstone per row. Same shards, buckets and sweep
+            // cursor as before; the sweeper still reads `outbox_flushes` and `outbox_pending`
+            // (rows of writers from before this version).
+            "CREATE TABLE IF NOT EXISTS {ks}.outbox_writer_flushes (\
+             shard int, bucket bigint, writer_id uuid, seq bigint, created_at timestamp, \
+             appends frozen<list<frozen<tuple<text, bigint>>>>, \
+             PRIMARY KEY ((shard, bucket), writer_id, seq)) \
              WITH gc_grace_seconds = 600",
         ],
     },

@@ -54,6 +54,8 @@ pub struct EventStore {
 struct Statements {
     session: Arc<Session>,
     insert_event: PreparedStatement,
+    /// `insert_event` that also sets the stream's published version.
+    insert_event_noting_published: PreparedStatement,
     load_events: PreparedStatement,
     load_range: PreparedStatement,
     published_version: PreparedStatement,
@@ -94,6 +96,51 @@ const LOAD_COLUMNS: &str = "version, event_id, event_type, schema_version, brand
      occurred_at, recorded_at, correlation_id, causation_id, traceparent, request_id, \
      request_fingerprint, actor, published_version";
 
+/// One event row's bound values in an append's batch, with the stream's published version
+/// when the statement sets it.
+struct EventValues<'a> {
+    event: &'a RecordedEvent,
+    published: Option<i64>,
+}
+
+impl scylla::serialize::row::SerializeRow for EventValues<'_> {
+    fn serialize(
+        &self,
+        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
+        writer: &mut scylla::serialize::writers::RowWriter,
+    ) -> Result<(), scylla::serialize::SerializationError> {
+        let event = self.event;
+        let columns = (
+            event.stream_id.as_str(),
+            event.version as i64,
+            event.event_id,
+            event.event_type.as_str(),
+            event.schema_version as i32,
+            event.brand_id.as_str(),
+            event.payload.as_slice(),
+            event.occurred_at,
+            event.recorded_at,
+            event.correlation_id.as_str(),
+            event.causation_id.as_str(),
+            event.traceparent.as_str(),
+            event.request.as_ref().map(|r| r.request_id.as_str()),
+            event.request.as_ref().map(|r| r.fingerprint.as_slice()),
+            event.actor.as_str(),
+        );
+        match self.published {
+            None => columns.serialize(ctx, writer),
+            Some(published) => {
+                let (a, b, c, d, e, f, g, h, i, j, k, l, m, n, o) = columns;
+                (a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, published).serialize(ctx, writer)
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 impl EventStore {
     /// Prepares the statements against `keyspace`. Checks first that `scanloop migrate` has
     /// created the event store's tables there.
@@ -115,6 +162,12 @@ impl EventStore {
         ))
         .await?;
         insert_event.set_consistency(Consistency::Quorum);
+        let mut insert_event_noting_published = prepare(format!(
+            "INSERT INTO {keyspace}.events (stream_id, {EVENT_COLUMNS}, published_version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        ))
+        .await?;
+        insert_event_noting_published.set_consistency(Consistency::Quorum);
         let load_events = prepare(format!(
             "SELECT {LOAD_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? AND version > ?"
         ))
@@ -159,6 +212,7 @@ impl EventStore {
             inner: Arc::new(Statements {
                 session,
                 insert_event,
+                insert_event_noting_published,
                 load_events,
                 load_range,
                 published_version,
@@ -185,6 +239,21 @@ impl EventStore {
         meta: &AppendMeta,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
+        self.append_noting_published(stream_id, expected_version, None, meta, events)
+            .await
+    }
+
+    /// [`EventStore::append`] that also records, in the same conditional batch (so at no extra
+    /// write), that the stream is published up to `published` (when given): how the outbox
+    /// keeps `published_version` without a write per publication.
+    pub async fn append_noting_published(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        published: Option<u64>,
+        meta: &AppendMeta,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
         validate_append(stream_id, &events)?;
         let recorded_at = Utc::now();
         let recorded: Vec<RecordedEvent> = events
@@ -198,26 +267,17 @@ impl EventStore {
         let mut batch = Batch::new(BatchType::Unlogged);
         batch.set_consistency(Consistency::Quorum);
         batch.set_serial_consistency(Some(SerialConsistency::Serial));
+        let insert = match published {
+            Some(_) => &self.inner.insert_event_noting_published,
+            None => &self.inner.insert_event,
+        };
         let mut values = Vec::with_capacity(recorded.len());
         for event in &recorded {
-            batch.append_statement(self.inner.insert_event.clone());
-            values.push((
-                event.stream_id.as_str(),
-                event.version as i64,
-                event.event_id,
-                event.event_type.as_str(),
-                event.schema_version as i32,
-                event.brand_id.as_str(),
-                event.payload.as_slice(),
-                event.occurred_at,
-                event.recorded_at,
-                event.correlation_id.as_str(),
-                event.causation_id.as_str(),
-                event.traceparent.as_str(),
-                event.request.as_ref().map(|r| r.request_id.as_str()),
-                event.request.as_ref().map(|r| r.fingerprint.as_slice()),
-                event.actor.as_str(),
-            ));
+            batch.append_statement(insert.clone());
+            values.push(EventValues {
+                event,
+                published: published.map(|v| v as i64),
+            });
         }
         let started = std::time::Instant::now();
         let outcome = self

@@ -70,10 +70,34 @@ async fn concurrent_writers_on_one_stream_get_contiguous_versions_and_losers_con
         conflicts.load(Ordering::SeqCst) > 0,
         "12 writers racing on one stream must produce conflicts"
     );
-    assert_eq!(
-        fx.store.published_version(stream).await.unwrap(),
-        stored.len() as u64
-    );
+    let on_topic = versions_on_topic(&fx, stream).await;
+    assert_consumable(&on_topic, stored.len() as u64);
+}
+
+/// The versions of `stream` on the fixture's topic, in topic order.
+async fn versions_on_topic(fx: &common::Fixture, stream: &str) -> Vec<u64> {
+    scanloop_testkit::envelopes_on(&fx.topic)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream_id == stream)
+        .map(|e| e.version)
+        .collect()
+}
+
+/// What a consumer that drops versions at or below the last it applied makes of `versions`:
+/// every version from 1 to `head` applied, in order (a version that came after a higher one
+/// would be dropped, i.e. lost).
+fn assert_consumable(versions: &[u64], head: u64) {
+    let mut applied = 0;
+    for &version in versions {
+        assert!(
+            version <= applied + 1,
+            "version {version} after {applied}: {versions:?}"
+        );
+        applied = applied.max(version);
+    }
+    assert_eq!(applied, head, "{versions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,8 +259,9 @@ async fn an_append_that_knows_the_published_version_from_its_load_loses_nothing(
         .await
         .unwrap();
     assert!(appended.publication.published().await);
-    assert_eq!(fx.store.load_for_command("s", 0).await.unwrap().1, Some(2));
-    // Another process whose load was behind the truth (2): versions 1 and 2 go out again,
+    // Versions 1 and 2 are out, which only the next append through this process records.
+    assert_eq!(fx.store.load_for_command("s", 0).await.unwrap().1, Some(0));
+    // Another process whose load is behind the truth (2): versions 1 and 2 go out again,
     // then 3.
     let other = Outbox::new(
         fx.store.clone(),
@@ -263,13 +288,58 @@ async fn an_append_that_knows_the_published_version_from_its_load_loses_nothing(
         recorder.seen(),
         [("s".into(), 1), ("s".into(), 2), ("s".into(), 3)]
     );
-    assert_eq!(fx.store.published_version("s").await.unwrap(), 3);
+    assert_eq!(versions_on_topic(&fx, "s").await, [1, 2, 1, 2, 3]);
+}
+
+/// The published version is not written per publication: a stream's next append through the
+/// same process records, in its own conditional batch, how far that process published it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_append_records_how_far_its_process_published_the_stream() {
+    let fx = fixture("noting", 1).await;
+    let first = fx
+        .outbox
+        .append(
+            "s",
+            0,
+            &meta(),
+            vec![event("test.A", "1"), event("test.B", "2")],
+        )
+        .await
+        .unwrap();
+    assert!(first.publication.published().await);
+    assert_eq!(fx.store.published_version("s").await.unwrap(), 0);
+    let (_, published) = fx.store.load_for_command("s", 0).await.unwrap();
+    let second = fx
+        .outbox
+        .append_known("s", 2, published, &meta(), vec![event("test.C", "3")])
+        .await
+        .unwrap();
+    assert_eq!(fx.store.published_version("s").await.unwrap(), 2);
+    assert!(second.publication.published().await);
+    // A new process knows nothing of that: its append records nothing, and it starts from the
+    // recorded 2 (version 3 goes out again; consumers drop it).
+    let other = Outbox::new(
+        fx.store.clone(),
+        &fx.keyspace,
+        common::producer(),
+        fx.topic.clone(),
+    )
+    .await
+    .unwrap();
+    let (_, published) = fx.store.load_for_command("s", 0).await.unwrap();
+    assert_eq!(published, Some(2));
+    let third = other
+        .append_known("s", 3, published, &meta(), vec![event("test.D", "4")])
+        .await
+        .unwrap();
+    assert!(third.publication.published().await);
+    assert_eq!(fx.store.published_version("s").await.unwrap(), 2);
+    assert_eq!(versions_on_topic(&fx, "s").await, [1, 2, 3, 3, 4]);
 }
 
 /// Appends acknowledged before their events reach Kafka: a stream's quick successive appends
 /// through one process, each publishing in the background while the next is being written,
-/// put every version on the topic exactly once and in order; the stream's published version and
-/// its markers end where the last publication left them.
+/// put every version on the topic exactly once and in order, and their markers are deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_appends_reach_the_topic_once_each_in_order() {
     let fx = fixture("chained", 1).await;
@@ -302,15 +372,10 @@ async fn back_to_back_appends_reach_the_topic_once_each_in_order() {
     for publication in &publications {
         assert!(publication.published().await);
     }
-    let on_topic: Vec<u64> = scanloop_testkit::envelopes_on(&fx.topic)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.stream_id == "burst")
-        .map(|e| e.version)
-        .collect();
+    let on_topic = versions_on_topic(&fx, "burst").await;
     assert_eq!(on_topic, (1..=30).collect::<Vec<u64>>());
-    assert_eq!(fx.store.published_version("burst").await.unwrap(), 30);
+    // Each append recorded how far the ones before it were out; never beyond the truth.
+    assert!(fx.store.published_version("burst").await.unwrap() < 30);
     // The markers are deleted in the background too: soon a sweep finds none.
     let sweeper =
         Sweeper::new(fx.outbox.clone()).with_timing(Duration::ZERO, Duration::from_millis(250));
@@ -325,12 +390,13 @@ async fn back_to_back_appends_reach_the_topic_once_each_in_order() {
     );
 }
 
-/// Writers from before eventstore/5 filed one marker per append in `outbox_pending`; appends
-/// that share a group commit file one row naming them all. The sweeper publishes both kinds:
-/// here stranded appends of several streams at once (sharing flush rows) and one old-style
-/// marker, written as an old writer would have left it.
+/// Writers from before eventstore/5 filed one marker per append in `outbox_pending`, those
+/// before eventstore/6 one row per flush in `outbox_flushes`; appends that share a group
+/// commit now file one numbered row naming them all. The sweeper publishes all three kinds:
+/// here stranded appends of several streams at once (sharing flush rows) and a marker of each
+/// older kind, written as an old writer would have left it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweeper_publishes_shared_flush_rows_and_old_single_markers() {
+async fn the_sweeper_publishes_shared_flush_rows_and_those_of_older_writers() {
     let fx = fixture("flushrows", 1).await;
     let stranded = stranded_outbox(&fx).await;
     let appends = (0..6).map(|s| {
@@ -350,11 +416,32 @@ async fn the_sweeper_publishes_shared_flush_rows_and_old_single_markers() {
     for appended in futures::future::join_all(appends).await {
         assert!(!appended.publication.published().await);
     }
+    for stream in ["old-writer", "v5-writer"] {
+        fx.store
+            .append(stream, 0, &meta(), vec![event("test.A", "1")])
+            .await
+            .unwrap();
+    }
+    let created_at = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let bucket = created_at.timestamp_millis().div_euclid(10_000);
     fx.store
-        .append("old-writer", 0, &meta(), vec![event("test.A", "1")])
+        .session()
+        .query_unpaged(
+            format!(
+                "INSERT INTO {}.outbox_flushes (shard, bucket, created_at, flush_id, appends) \
+                 VALUES (?, ?, ?, ?, ?)",
+                fx.keyspace
+            ),
+            (
+                5i32,
+                bucket,
+                created_at,
+                uuid::Uuid::new_v4(),
+                vec![("v5-writer", 1i64)],
+            ),
+        )
         .await
         .unwrap();
-    let created_at = chrono::Utc::now() - chrono::Duration::seconds(10);
     fx.store
         .session()
         .query_unpaged(
@@ -366,7 +453,7 @@ async fn the_sweeper_publishes_shared_flush_rows_and_old_single_markers() {
             ),
             (
                 3i32,
-                created_at.timestamp_millis().div_euclid(10_000),
+                bucket,
                 created_at,
                 "old-writer",
                 1i64,
@@ -379,7 +466,7 @@ async fn the_sweeper_publishes_shared_flush_rows_and_old_single_markers() {
     let sweeper =
         Sweeper::new(fx.outbox.clone()).with_timing(Duration::ZERO, Duration::from_millis(250));
     let report = sweeper.sweep_once().await.unwrap();
-    assert_eq!(report.streams_published, 7, "{report:?}");
+    assert_eq!(report.streams_published, 8, "{report:?}");
     assert_eq!(
         (report.streams_failed, report.markers_kept),
         (0, 0),
@@ -387,7 +474,7 @@ async fn the_sweeper_publishes_shared_flush_rows_and_old_single_markers() {
     );
     for stream in (0..6)
         .map(|s| format!("shared-{s}"))
-        .chain(["old-writer".into()])
+        .chain(["old-writer".into(), "v5-writer".into()])
     {
         assert_eq!(
             fx.store.published_version(&stream).await.unwrap(),
@@ -495,6 +582,77 @@ async fn a_stream_the_broker_refuses_does_not_hold_back_the_sweep_of_the_others(
     assert!(published, "the refused stream is retried on later passes");
     let report = sweeper.sweep_once().await.unwrap();
     assert_eq!((report.streams_failed, report.markers_kept), (0, 0));
+}
+
+/// The flush rows of a writer's own appends in `outbox_writer_flushes`, as the stream each
+/// announces first (a writer that awaits each append files one flush per append).
+async fn flush_rows(fx: &common::Fixture) -> Vec<String> {
+    let rows = fx
+        .store
+        .session()
+        .query_unpaged(
+            format!("SELECT appends FROM {}.outbox_writer_flushes", fx.keyspace),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let mut streams: Vec<String> = rows
+        .rows::<(Vec<(String, i64)>,)>()
+        .unwrap()
+        .map(|row| row.unwrap().0[0].0.clone())
+        .collect();
+    streams.sort();
+    streams
+}
+
+/// A writer deletes its finished flush rows a run at a time (range deletes); the row of an
+/// append whose publication failed stays, although runs of finished rows lie on both sides of
+/// it, until the sweeper has published it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_flush_rows_are_range_deleted_around_one_the_sweeper_needs() {
+    let topic = common::fresh_topic_with_max_message_bytes("retire", 1, 4_096).await;
+    let fx = common::fixture_on_topic("retire", topic).await;
+    let huge = "x".repeat(16 * 1024);
+    let mut outcomes = Vec::new();
+    for stream in ["a-1", "a-2", "huge", "b-1", "b-2"] {
+        let body = if stream == "huge" { huge.as_str() } else { "1" };
+        let appended = fx
+            .outbox
+            .append(stream, 0, &meta(), vec![event("test.A", body)])
+            .await
+            .unwrap();
+        outcomes.push(appended.publication.published().await);
+    }
+    assert_eq!(outcomes, [true, true, false, true, true]);
+    let retired = scanloop_testkit::eventually(Duration::from_secs(10), || async {
+        flush_rows(&fx).await == ["huge"]
+    })
+    .await;
+    assert!(
+        retired,
+        "finished rows go, the failed one stays: {:?}",
+        flush_rows(&fx).await
+    );
+
+    common::set_max_message_bytes(&fx.topic, 1024 * 1024).await;
+    let sweeper =
+        Sweeper::new(fx.outbox.clone()).with_timing(Duration::ZERO, Duration::from_millis(250));
+    let report = sweeper.sweep_once().await.unwrap();
+    assert_eq!(
+        (report.streams_published, report.markers_deleted),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(flush_rows(&fx).await.is_empty());
+    let on_topic: Vec<String> = scanloop_testkit::envelopes_on(&fx.topic)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.stream_id)
+        .collect();
+    assert_eq!(on_topic, ["a-1", "a-2", "b-1", "b-2", "huge"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
