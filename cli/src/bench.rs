@@ -854,7 +854,7 @@ fn print_targets(results: &[PhaseResult], append: &PhaseResult, outbox: &PhaseRe
         "targets (ratios within this run; \"append\" is both bare-append phases together: {:.0}/s, \
          {:.0} µs CPU per op, p99 {:.1} ms):",
         rate(append),
-        cpu(append),
+        cpu(append) * 1e6,
         p99(append) / 1e3
     );
     let x = rate(outbox) / rate(append);

@@ -708,24 +708,34 @@ impl Demo {
 
     async fn statements(&self, a: &str, d: &str) -> anyhow::Result<()> {
         step(12, "Statements for A and D");
+        let payouts = self.cluster.payouts(MemberApp);
         for (who, id, owed) in [("A", a, OWED_A), ("D", d, OWED_D)] {
-            let statement = self
-                .cluster
-                .payouts(MemberApp)
-                .get_statement(pay::GetStatementRequest {
-                    brand_id: self.brand.clone(),
-                    beneficiary: member(id),
-                    from: Some(to_timestamp(self.purchased_at - chrono::Duration::days(1))),
-                    to: Some(to_timestamp(Utc::now() + chrono::Duration::minutes(1))),
-                })
-                .await?
-                .into_inner();
-            check(
-                amount(&statement.paid) == owed
-                    && amount(&statement.opening_balance) == 0
-                    && amount(&statement.closing_balance) == 0,
-                format!("{who} was paid {} and owes and is owed nothing", yuan(owed)),
-            )?;
+            let request = pay::GetStatementRequest {
+                brand_id: self.brand.clone(),
+                beneficiary: member(id),
+                from: Some(to_timestamp(self.purchased_at - chrono::Duration::days(1))),
+                to: Some(to_timestamp(Utc::now() + chrono::Duration::minutes(1))),
+            };
+            let settled = |s: &pay::Statement| {
+                amount(&s.paid) == owed
+                    && amount(&s.opening_balance) == 0
+                    && amount(&s.closing_balance) == 0
+            };
+            // Statements are read from the ledger's projection, which follows the payment a
+            // moment after MarkPaid answers: wait for it, and say what was last seen if not.
+            let statement = until(
+                &format!(
+                    "{who}'s statement: paid {}, owing and owed nothing",
+                    yuan(owed)
+                ),
+                WAIT,
+                || {
+                    let (mut payouts, request) = (payouts.clone(), request.clone());
+                    async move { payouts.get_statement(request).await.map(|r| r.into_inner()) }
+                },
+                settled,
+            )
+            .await?;
             println!(
                 "   {who}: opening {}, paid {}, closing {}",
                 yuan(amount(&statement.opening_balance)),
