@@ -812,17 +812,28 @@ impl Demo {
             members += 1;
             kocs += usize::from(member.koc_qualified);
         }
-        let stats = self
-            .cluster
-            .referral(Auditor)
-            .get_stats(refl::GetStatsRequest {
-                brand_id: self.brand.clone(),
-                member_id: String::new(),
-            })
-            .await?
-            .into_inner()
-            .total
-            .unwrap_or_default();
+        // The funnel counters are a projection too: wait until they show the four sales and two
+        // shares, so a slow consumer is told apart from a wrong count (the last answer is shown).
+        let referral = self.cluster.referral(Auditor);
+        let request = refl::GetStatsRequest {
+            brand_id: self.brand.clone(),
+            member_id: String::new(),
+        };
+        let stats = until(
+            "the brand's funnel: 4 attributed sales, 2 shares",
+            WAIT,
+            || {
+                let (mut referral, request) = (referral.clone(), request.clone());
+                async move {
+                    referral
+                        .get_stats(request)
+                        .await
+                        .map(|r| r.into_inner().total.unwrap_or_default())
+                }
+            },
+            |total| total.attributed == 4 && total.shares == 2,
+        )
+        .await?;
         let mut reversals = 0;
         for id in [a, d] {
             let commissions = self.commissions(id, |_| true).await?;

@@ -524,6 +524,31 @@ async fn checkpoints_only_move_forward() {
     assert_eq!(checkpoints.applied("g", "race").await.unwrap(), 20);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_the_conditional_writes_is_moved_on_by_the_ordered_ones() {
+    // Releases before the ordered writes kept checkpoints with conditional writes, whose cells
+    // carry the clock's timestamps: the first ordered write after an upgrade must still land.
+    let fx = fixture("checkpoints_upgrade", 1).await;
+    let session = scanloop_testkit::session().await.unwrap();
+    session
+        .query_unpaged(
+            format!(
+                "INSERT INTO {}.consumer_checkpoints (consumer, stream_id, version, updated_at) \
+                 VALUES ('g', 'old', 9, toTimestamp(now())) IF NOT EXISTS",
+                fx.keyspace
+            ),
+            (),
+        )
+        .await
+        .unwrap();
+    let checkpoints = &fx.checkpoints;
+    assert_eq!(checkpoints.applied("g", "old").await.unwrap(), 9);
+    assert_eq!(checkpoints.record("g", "old", 10).await.unwrap(), 10);
+    assert_eq!(checkpoints.applied("g", "old").await.unwrap(), 10);
+    assert_eq!(checkpoints.record("g", "old", 7).await.unwrap(), 10);
+    assert_eq!(checkpoints.applied("g", "old").await.unwrap(), 10);
+}
+
 /// A read model shared by the members of a group (as a table would be): each stream's applied
 /// versions, changed only by the next version; redeliveries are counted, gaps recorded.
 #[derive(Clone, Default)]

@@ -7,16 +7,22 @@
 //! A checkpoint only ever moves forward. Two group members can briefly work on the same stream
 //! (a partition revoked from one while its handler is still running is already assigned to the
 //! other), and the slower one's write must not take the checkpoint back: that would make the
-//! consumer apply the versions in between a second time. So every write is conditional
-//! (`IF version < ?`, or `IF NOT EXISTS` for a stream's first checkpoint), and a write that loses
-//! reports the checkpoint it found instead.
+//! consumer apply the versions in between a second time.
+//!
+//! The order comes from the cells' write timestamps, not from a Paxos round: every write carries
+//! `USING TIMESTAMP` [`ORDERED_BASE`] + version, and the database keeps the cell with the
+//! highest timestamp whichever write lands last. A plain write and a read cost a fraction of a
+//! conditional write (the consumer does one per event per group, so this is most of what a
+//! consumer adds to the database), and the racing writers still end at the highest version.
+//! The base lies far above any clock timestamp, so a row written by the conditional writes of
+//! earlier releases (clock timestamps) is overwritten by the first ordered write; the flip side
+//! is that a plain `UPDATE` or `DELETE` by hand with a clock timestamp does not change a row
+//! any more (use `USING TIMESTAMP` above the base, or drop the table).
 
 use std::sync::Arc;
 
 use scylla::client::session::Session;
-use scylla::response::query_result::QueryRowsResult;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 
 use crate::{DbError, Migration};
 
@@ -29,16 +35,15 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
          PRIMARY KEY ((consumer, stream_id)))"],
 }];
 
-/// How often a checkpoint write starts over when a concurrent first write and a concurrent
-/// delete make both conditions fail; more than a couple means something else is wrong.
-const MAX_WRITE_ROUNDS: usize = 4;
+/// Added to a checkpoint's version to make its write timestamp: 2^62 µs is some 146,000 years
+/// past the epoch, above any timestamp a clock gives, and leaves 2^62 versions of room.
+pub const ORDERED_BASE: i64 = 1 << 62;
 
 #[derive(Clone)]
 pub struct Checkpoints {
     session: Arc<Session>,
     select: PreparedStatement,
-    advance: PreparedStatement,
-    create: PreparedStatement,
+    write: PreparedStatement,
 }
 
 impl Checkpoints {
@@ -49,23 +54,16 @@ impl Checkpoints {
                  WHERE consumer = ? AND stream_id = ?"
             ))
             .await?;
-        let advance = session
+        let write = session
             .prepare(format!(
-                "UPDATE {keyspace}.consumer_checkpoints SET version = ?, updated_at = ? \
-                 WHERE consumer = ? AND stream_id = ? IF version < ?"
-            ))
-            .await?;
-        let create = session
-            .prepare(format!(
-                "INSERT INTO {keyspace}.consumer_checkpoints \
-                 (consumer, stream_id, version, updated_at) VALUES (?, ?, ?, ?) IF NOT EXISTS"
+                "UPDATE {keyspace}.consumer_checkpoints USING TIMESTAMP ? \
+                 SET version = ?, updated_at = ? WHERE consumer = ? AND stream_id = ?"
             ))
             .await?;
         Ok(Self {
             session,
             select,
-            advance,
-            create,
+            write,
         })
     }
 
@@ -90,86 +88,23 @@ impl Checkpoints {
         version: u64,
     ) -> Result<u64, DbError> {
         let wanted = i64::try_from(version)
-            .map_err(|_| DbError::msg(format!("checkpoint version {version} out of range")))?;
-        // A stream's first checkpoint is usually version 1: create the row first then, and
-        // otherwise move the existing one on; each is one conditional write in the usual case.
-        let mut write = if version == 1 {
-            Write::Create
-        } else {
-            Write::Advance
-        };
-        for _ in 0..MAX_WRITE_ROUNDS {
-            let result = match write {
-                Write::Advance => {
-                    self.session
-                        .execute_unpaged(
-                            &self.advance,
-                            (wanted, chrono::Utc::now(), consumer, stream_id, wanted),
-                        )
-                        .await?
-                }
-                Write::Create => {
-                    self.session
-                        .execute_unpaged(
-                            &self.create,
-                            (consumer, stream_id, wanted, chrono::Utc::now()),
-                        )
-                        .await?
-                }
-            }
-            .into_rows_result()?;
-            write = match lwt_outcome(&result)? {
-                LwtOutcome::Applied => return Ok(version),
-                LwtOutcome::Found(current) if current >= wanted => return Ok(current as u64),
-                // A lower checkpoint exists (maybe created concurrently): move it on.
-                LwtOutcome::Found(_) => Write::Advance,
-                // No checkpoint yet: create it.
-                LwtOutcome::Missing => Write::Create,
-            };
-        }
-        Err(DbError::msg(format!(
-            "checkpoint of {stream_id} for {consumer} kept changing under {MAX_WRITE_ROUNDS} \
-             conditional writes"
-        )))
+            .ok()
+            .filter(|v| v.checked_add(ORDERED_BASE).is_some())
+            .ok_or_else(|| DbError::msg(format!("checkpoint version {version} out of range")))?;
+        self.session
+            .execute_unpaged(
+                &self.write,
+                (
+                    ORDERED_BASE + wanted,
+                    wanted,
+                    chrono::Utc::now(),
+                    consumer,
+                    stream_id,
+                ),
+            )
+            .await?;
+        // A write that lost to a higher version changed nothing; reading back tells the caller
+        // where the checkpoint is (a consumer caches it and must not cache a lower one).
+        Ok(self.applied(consumer, stream_id).await?.max(version))
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Write {
-    /// `IF NOT EXISTS`: the stream's first checkpoint.
-    Create,
-    /// `IF version < ?`: an existing checkpoint moves on.
-    Advance,
-}
-
-/// What a conditional write answered.
-#[derive(Debug, PartialEq, Eq)]
-enum LwtOutcome {
-    Applied,
-    /// Not applied; the row holds this version.
-    Found(i64),
-    /// Not applied; there is no row (or no version in it).
-    Missing,
-}
-
-/// Reads `[applied]` and, when the condition failed, the `version` column the database returned
-/// with it (Cassandra and ScyllaDB return the columns the condition looked at).
-fn lwt_outcome(result: &QueryRowsResult) -> Result<LwtOutcome, DbError> {
-    let specs = result.column_specs();
-    let applied_at = specs
-        .get_by_name("[applied]")
-        .map(|(index, _)| index)
-        .ok_or_else(|| DbError::msg("conditional write answered without [applied]"))?;
-    let version_at = specs.get_by_name("version").map(|(index, _)| index);
-    let Some(row) = result.maybe_first_row::<Row>()? else {
-        return Err(DbError::msg("conditional write answered without a row"));
-    };
-    let cell = |index: usize| row.columns.get(index).and_then(Option::as_ref);
-    if let Some(CqlValue::Boolean(true)) = cell(applied_at) {
-        return Ok(LwtOutcome::Applied);
-    }
-    Ok(match version_at.and_then(cell) {
-        Some(CqlValue::BigInt(version)) => LwtOutcome::Found(*version),
-        _ => LwtOutcome::Missing,
-    })
 }
