@@ -822,7 +822,6 @@ impl Projection for ReadModels {
     type Event = PayoutsEvent;
 
     async fn apply(&self, envelope: &EventEnvelope, event: &PayoutsEvent) -> Result<(), DbError> {
-        self.post(envelope, event).await?;
         let brand = envelope.brand_id.as_str();
         let sale = envelope.stream_id.as_str();
         let now = from_timestamp(envelope.occurred_at.as_ref()).unwrap_or_default();
@@ -999,6 +998,9 @@ impl Projection for ReadModels {
             }
             PayoutsEvent::PlanUpserted(_) | PayoutsEvent::SaleReturned(_) => {}
         }
-        Ok(())
+        // The ledger last: an account's balances (GetAccount) are its entries, so once they show
+        // a commission payable, settlement's work list already holds it (a caller that waits
+        // for the balance and then settles gets it in the batch).
+        self.post(envelope, event).await
     }
 }
