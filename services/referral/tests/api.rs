@@ -865,13 +865,3 @@ async fn the_card_decodes_to_the_link_url_and_a_visitor_counts_once_a_day() {
     assert_eq!((figures.clicks, figures.unique_visitors), (2, 1));
     cluster.stop().await;
 }
-
-/// The envelopes on `topic` once it holds at least `records` (commands publish after they
-/// answer), or what it holds after 30 s.
-async fn published(topic: &str, records: i64) -> Vec<scanloop_bus::EventEnvelope> {
-    scanloop_testkit::eventually(std::time::Duration::from_secs(30), || async {
-        scanloop_testkit::records_in(topic).await >= Some(records)
-    })
-    .await;
-    envelopes_on(topic).await
-}
