@@ -178,6 +178,20 @@ pub async fn records_in(topic: &str) -> Option<i64> {
     tokio::task::spawn_blocking(probe).await.ok()?.ok()
 }
 
+/// The envelopes on `topic` once it holds at least `records` (a command answers once its
+/// events are durable and publishes them after, so a test reading the topic right after a
+/// command waits for this positive signal), or what it holds after 30 s.
+pub async fn envelopes_once(
+    topic: &str,
+    records: i64,
+) -> anyhow::Result<Vec<scanloop_bus::EventEnvelope>> {
+    eventually(Duration::from_secs(30), || async {
+        records_in(topic).await >= Some(records)
+    })
+    .await;
+    envelopes_on(topic).await
+}
+
 /// Every envelope on `topic` from the beginning up to its end when called, partition by
 /// partition (a reader of its own: it joins no group and commits nothing). Fails if the end is
 /// not reached within 30 seconds.

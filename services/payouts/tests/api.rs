@@ -406,7 +406,8 @@ async fn plans_are_versioned_and_request_ids_bound_to_their_command() {
         .unwrap()
         .into_inner();
     assert_eq!((default.sku.as_str(), default.version), ("", 2));
-    let envelopes = envelopes_on(&world.payouts_topic).await;
+    // GetPlan reads the plan's stream; its three events are published after each answer.
+    let envelopes = published(&world.payouts_topic, 3).await;
     assert_eq!(envelopes.len(), 3);
     assert!(
         envelopes

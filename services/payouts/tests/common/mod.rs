@@ -18,7 +18,9 @@ pub mod referral;
 
 // Not every test file uses each.
 #[allow(unused_imports)]
-pub use referral::{BRAND, activation, envelopes_on, eventually, request_id, wait_consumed};
+pub use referral::{
+    BRAND, activation, envelopes_on, eventually, published, request_id, wait_consumed,
+};
 
 pub struct Loop {
     pub cluster: referral::Cluster,

@@ -463,13 +463,11 @@ pub async fn envelopes_on(topic: &str) -> Vec<EventEnvelope> {
 }
 
 /// The envelopes on `topic` once it holds at least `records` (commands publish after they
-/// answer), or what it holds after 30 s.
+/// answer).
 pub async fn published(topic: &str, records: i64) -> Vec<EventEnvelope> {
-    scanloop_testkit::eventually(std::time::Duration::from_secs(30), || async {
-        scanloop_testkit::records_in(topic).await >= Some(records)
-    })
-    .await;
-    envelopes_on(topic).await
+    scanloop_testkit::envelopes_once(topic, records)
+        .await
+        .unwrap()
 }
 
 /// How many envelopes of each event type (the name after the package, e.g. "ParentSet").
