@@ -697,33 +697,31 @@ impl<H: EventHandler> Shared<H> {
         }
     }
 
+    /// Records the stream's checkpoint at `version` and caches it, without reading it back.
+    ///
+    /// Only a member working on the same partition could have written a higher version, and a
+    /// partition has one owner at a time: a member whose claim ended clears its cache at its
+    /// next assignment, and the previous owner's one handler call still running at the
+    /// revocation writes the version after its finished ones, which this member read on its
+    /// first miss (so it is this member's next version, never beyond it). A read back per event
+    /// and group would cost a third of the runner's database work for nothing.
     async fn advance_checkpoint(&self, stream_id: &str, version: u64) -> bool {
         let mut backoff = self.infrastructure_backoff();
-        let checkpoint = loop {
-            match self
-                .checkpoints
-                .record(&self.options.group_id, stream_id, version)
-                .await
-            {
-                Ok(checkpoint) => break checkpoint,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot record checkpoint; retrying");
-                    if !self.sleep(backoff.next()).await {
-                        return false;
-                    }
-                }
+        while let Err(error) = self
+            .checkpoints
+            .record(&self.options.group_id, stream_id, version)
+            .await
+        {
+            tracing::warn!(%error, "cannot record checkpoint; retrying");
+            if !self.sleep(backoff.next()).await {
+                return false;
             }
-        };
-        if checkpoint > version {
-            // Another member (which owns the partition now) is ahead; this member's write did
-            // not take the checkpoint back.
-            tracing::info!(checkpoint, "checkpoint already further on");
         }
         let mut cache = lock(&self.applied);
         if cache.len() >= APPLIED_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(stream_id.to_owned(), checkpoint);
+        cache.insert(stream_id.to_owned(), version);
         true
     }
 

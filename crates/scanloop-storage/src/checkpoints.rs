@@ -11,9 +11,10 @@
 //!
 //! The order comes from the cells' write timestamps, not from a Paxos round: every write carries
 //! `USING TIMESTAMP` [`ORDERED_BASE`] + version, and the database keeps the cell with the
-//! highest timestamp whichever write lands last. A plain write and a read cost a fraction of a
-//! conditional write (the consumer does one per event per group, so this is most of what a
-//! consumer adds to the database), and the racing writers still end at the highest version.
+//! highest timestamp whichever write lands last. A plain write costs a fraction of a conditional
+//! write (the consumer does one per event per group, so this is most of what a consumer adds to
+//! the database), and the racing writers still end at the highest version. A write that lost
+//! says nothing; the consumer runner does not need to know (see `scanloop_bus::consumer`).
 //! The base lies far above any clock timestamp, so a row written by the conditional writes of
 //! earlier releases (clock timestamps) is overwritten by the first ordered write; the flip side
 //! is that a plain `UPDATE` or `DELETE` by hand with a clock timestamp does not change a row
@@ -80,13 +81,14 @@ impl Checkpoints {
     }
 
     /// Records that `version` of `stream_id` is applied, unless the checkpoint is already at or
-    /// past it. Returns the checkpoint after the write: `version`, or the higher one found.
+    /// past it (then the write changes nothing). Nothing is read back: a consumer that needs to
+    /// know where the checkpoint ended reads [`Checkpoints::applied`].
     pub async fn record(
         &self,
         consumer: &str,
         stream_id: &str,
         version: u64,
-    ) -> Result<u64, DbError> {
+    ) -> Result<(), DbError> {
         let wanted = i64::try_from(version)
             .ok()
             .filter(|v| v.checked_add(ORDERED_BASE).is_some())
@@ -103,8 +105,6 @@ impl Checkpoints {
                 ),
             )
             .await?;
-        // A write that lost to a higher version changed nothing; reading back tells the caller
-        // where the checkpoint is (a consumer caches it and must not cache a lower one).
-        Ok(self.applied(consumer, stream_id).await?.max(version))
+        Ok(())
     }
 }
