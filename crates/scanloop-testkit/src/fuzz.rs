@@ -430,17 +430,6 @@ impl WriteSurface {
     }
 }
 
-/// Drops a pass's keyspaces: a fuzz pass leaves hundreds of streams behind, and the devstack's
-/// Cassandra (1 GiB heap) runs out of memory once enough test keyspaces pile up.
-pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) -> anyhow::Result<()> {
-    for keyspace in keyspaces {
-        session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-            .await?;
-    }
-    Ok(())
-}
-
 /// How a request was answered, for [`WriteSurface::changes_after`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {

@@ -36,6 +36,25 @@ pub async fn session() -> anyhow::Result<Arc<Session>> {
     scanloop_storage::connect(&cql_nodes(), Duration::from_secs(30)).await
 }
 
+/// Drops a test's keyspaces: each costs the devstack Cassandra's heap, and a run of every test
+/// would otherwise leave hundreds behind. Cleanup, not the test: a drop that times out (a schema
+/// change on a busy 2-core machine can take longer than the driver waits) is tried again, and
+/// after three attempts left behind with a warning instead of failing the test that passed.
+pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) -> anyhow::Result<()> {
+    for keyspace in keyspaces {
+        let drop = format!("DROP KEYSPACE IF EXISTS {keyspace}");
+        let mut attempt = 1;
+        while let Err(error) = session.query_unpaged(drop.as_str(), ()).await {
+            if attempt == 3 {
+                eprintln!("keyspace {keyspace} left behind: {error}");
+                break;
+            }
+            attempt += 1;
+        }
+    }
+    Ok(())
+}
+
 /// A fresh keyspace with the event store's and the consumer checkpoints' tables.
 pub async fn fresh_keyspace(prefix: &str) -> anyhow::Result<(Arc<Session>, String)> {
     let session = session().await?;

@@ -306,7 +306,7 @@ async fn partial_refunds_are_capped_by_the_purchase_published_per_sale_and_idemp
     drop(client);
     drop(service);
     let session = scanloop_testkit::session().await.unwrap();
-    scanloop_testkit::fuzz::drop_keyspaces(&session, &[&env.keyspace])
+    scanloop_testkit::drop_keyspaces(&session, &[&env.keyspace])
         .await
         .unwrap();
 }
@@ -343,7 +343,7 @@ async fn a_code_of_no_issued_batch_is_not_found() {
     drop(client);
     drop(service);
     let session = scanloop_testkit::session().await.unwrap();
-    scanloop_testkit::fuzz::drop_keyspaces(&session, &[&env.keyspace])
+    scanloop_testkit::drop_keyspaces(&session, &[&env.keyspace])
         .await
         .unwrap();
 }

@@ -173,11 +173,7 @@ impl Loop {
     pub async fn stop(self) {
         self.cluster.stop().await;
         let session = scanloop_testkit::session().await.unwrap();
-        session
-            .query_unpaged(
-                format!("DROP KEYSPACE IF EXISTS {}", self.payouts_keyspace),
-                &[],
-            )
+        scanloop_testkit::drop_keyspaces(&session, &[&self.payouts_keyspace])
             .await
             .unwrap();
     }

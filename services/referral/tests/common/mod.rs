@@ -232,12 +232,10 @@ impl Cluster {
             task.await.unwrap().unwrap();
         }
         let session = scanloop_testkit::session().await.unwrap();
-        for keyspace in &self.keyspaces {
-            session
-                .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), &[])
-                .await
-                .unwrap();
-        }
+        let keyspaces: Vec<&str> = self.keyspaces.iter().map(String::as_str).collect();
+        scanloop_testkit::drop_keyspaces(&session, &keyspaces)
+            .await
+            .unwrap();
     }
 
     pub async fn issue(&mut self, brand: &str, quantity: u32) -> Vec<String> {
