@@ -6,6 +6,7 @@ mod bench;
 mod bench_activation;
 mod bench_payouts;
 mod bench_referral;
+mod bench_single_writer;
 mod cluster;
 mod credentials;
 mod demo_activation;
@@ -18,6 +19,9 @@ mod token;
 mod topic_tail;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: scanloop_service::Allocator = scanloop_service::Allocator;
 
 #[derive(Parser)]
 #[command(

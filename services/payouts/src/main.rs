@@ -2,6 +2,9 @@
 
 use scanloop_payouts::{config::Config, server};
 
+#[global_allocator]
+static ALLOCATOR: scanloop_service::Allocator = scanloop_service::Allocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     scanloop_service::run_process("scanloop-payouts", Config::from_env, server::run).await
