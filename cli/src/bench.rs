@@ -6,7 +6,9 @@
 //! 3. append + publish through the outbox: marker, LWT, publish (acks=all), published version,
 //!    marker delete — what a command pays;
 //! 4. plain Kafka produce of the same envelopes (idempotent, acks=all);
-//! 5. consumer throughput: the consumer runner (checkpoint read + write per event, no-op
+//! 5. the experiment of `bench_single_writer`: appends without a Paxos round (leased single
+//!    writers, plain inserts), alone and each produced to Kafka, after the plain insert again;
+//! 6. consumer throughput: the consumer runner (checkpoint read + write per event, no-op
 //!    handler) draining what phase 3 published.
 //!
 //! With a running activation service, the gRPC phases follow (see `bench_activation`); with
@@ -43,6 +45,11 @@ pub struct Args {
     /// Unmeasured warm-up seconds before each phase.
     #[arg(long, default_value_t = 2)]
     pub(crate) warmup_secs: u64,
+    /// Unmeasured seconds of plain inserts and appends before the first phase: a Cassandra
+    /// just started runs its first minute or so interpreted, and without this the first phase
+    /// (the plain insert every ratio divides by) measured under half its warm rate.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) servers_warmup_secs: u64,
     /// Operations in flight at once.
     #[arg(long, default_value_t = 32)]
     pub(crate) concurrency: usize,
@@ -104,6 +111,10 @@ pub struct Args {
     baseline_out: Option<PathBuf>,
 }
 
+/// The limit every other phase is compared with.
+const PLAIN_INSERT: &str = "plain CQL insert";
+/// The plain insert again, right before the experiment (whose figures compare with it).
+const PLAIN_INSERT_AGAIN: &str = "plain CQL insert, again";
 /// The bare conditional append: the ceiling of any path that decides "at most once" with it.
 const APPEND: &str = "event-store append (LWT)";
 /// The bare append after the outbox phases; the targets compare with both append phases.
@@ -114,6 +125,10 @@ const APPEND_PUBLISH: &str = "append + publish (outbox)";
 /// The same with every operation waiting for its events to reach Kafka (latency-bound in a
 /// closed loop: the produce's round trip is in every operation).
 const APPEND_PUBLISH_WAITING: &str = "append + publish, awaited";
+/// Issue 10's experiment: appends without a Paxos round, by leased single writers.
+const SINGLE_WRITER: &str = "single-writer append (lease)";
+/// The same, each append then produced to Kafka and awaited.
+const SINGLE_WRITER_PUBLISH: &str = "single-writer + produce";
 
 /// Start → published times of the background publications of a phase, and the failures.
 #[derive(Default)]
@@ -216,38 +231,38 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             ))
             .await?,
     );
-    results.push(
-        phase("plain CQL insert", &args, &servers, {
+    // The plain insert into fresh partitions named `prefix-<i>`.
+    let plain_insert = |prefix: &'static str| {
+        let (session, insert, payload) = (session.clone(), insert.clone(), payload.clone());
+        move |i: u64| {
             let (session, insert, payload) = (session.clone(), insert.clone(), payload.clone());
-            move |i| {
-                let (session, insert, payload) = (session.clone(), insert.clone(), payload.clone());
-                async move {
-                    let now = Utc::now();
-                    session
-                        .execute_unpaged(
-                            &insert,
-                            (
-                                format!("plain-{i}"),
-                                1i64,
-                                uuid::Uuid::now_v7(),
-                                "bench.Event",
-                                1i32,
-                                "bench",
-                                payload.as_slice(),
-                                now,
-                                now,
-                                "",
-                                "",
-                                "",
-                            ),
-                        )
-                        .await?;
-                    Ok(())
-                }
+            async move {
+                let now = Utc::now();
+                session
+                    .execute_unpaged(
+                        &insert,
+                        (
+                            format!("{prefix}-{i}"),
+                            1i64,
+                            uuid::Uuid::now_v7(),
+                            "bench.Event",
+                            1i32,
+                            "bench",
+                            payload.as_slice(),
+                            now,
+                            now,
+                            "",
+                            "",
+                            "",
+                        ),
+                    )
+                    .await?;
+                Ok(())
             }
-        })
-        .await,
-    );
+        }
+    };
+    warm_up_servers(&args, &store, plain_insert("warm-insert")).await;
+    results.push(phase(PLAIN_INSERT, &args, &servers, plain_insert("plain")).await);
 
     let new_event = {
         let payload = payload.clone();
@@ -423,6 +438,65 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         .await,
     );
 
+    // Issue 10's experiment: how close a write path without a Paxos round per command gets
+    // to the plain insert (see bench_single_writer for the design and what it gives up),
+    // compared with a plain insert measured right before it: on a devstack just started, the
+    // first phase also pays Cassandra's JIT warming up (the first run on a fresh machine
+    // measured the plain insert at less than half of what the single writer then did).
+    results.push(
+        phase(
+            PLAIN_INSERT_AGAIN,
+            &args,
+            &servers,
+            plain_insert("plain-again"),
+        )
+        .await,
+    );
+    let single =
+        crate::bench_single_writer::SingleWriter::start(session.clone(), &keyspace).await?;
+    results.push(
+        phase(SINGLE_WRITER, &args, &servers, {
+            let (single, payload) = (single.clone(), payload.clone());
+            move |i| {
+                let (single, payload) = (single.clone(), payload.clone());
+                async move {
+                    single.append(&format!("single-{i}"), &payload).await?;
+                    Ok(())
+                }
+            }
+        })
+        .await,
+    );
+    results.push(
+        phase(SINGLE_WRITER_PUBLISH, &args, &servers, {
+            let (single, producer, payload) = (single.clone(), producer.clone(), payload.clone());
+            let produce_topic = produce_topic.clone();
+            move |i| {
+                let (single, producer, payload) =
+                    (single.clone(), producer.clone(), payload.clone());
+                let topic = produce_topic.clone();
+                async move {
+                    let stream_id = format!("single-publish-{i}");
+                    let version = single.append(&stream_id, &payload).await?;
+                    let envelope = EventEnvelope {
+                        event_id: uuid::Uuid::now_v7().to_string(),
+                        event_type: "bench.Event".into(),
+                        schema_version: 1,
+                        brand_id: "bench".into(),
+                        stream_id,
+                        version,
+                        payload: payload.to_vec(),
+                        ..EventEnvelope::default()
+                    };
+                    producer.publish_in_order(&topic, &[envelope]).await?;
+                    Ok(())
+                }
+            }
+        })
+        .await,
+    );
+    drop(single);
+
     let consumer = consume_all(infra, &session, &keyspace, &topic, &servers, &published).await?;
     if let Some(addr) = &args.activation_addr {
         results.extend(crate::bench_activation::phases(addr, &args, &servers).await?);
@@ -442,6 +516,59 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         write_baseline(path, &results[0])?;
     }
     Ok(())
+}
+
+/// Drives plain inserts and bare appends, half each, for `--servers-warmup-secs`, unmeasured:
+/// the JVMs compile the paths the phases then measure.
+async fn warm_up_servers<F, Fut>(args: &Args, store: &EventStore, insert: F)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    if args.servers_warmup_secs == 0 {
+        return;
+    }
+    eprintln!(
+        "  warming the servers up for {} s (plain inserts and appends, unmeasured)",
+        args.servers_warmup_secs
+    );
+    let store = store.clone();
+    let meta = AppendMeta {
+        brand_id: "bench".into(),
+        ..AppendMeta::default()
+    };
+    let op = move |i: u64| {
+        let (store, meta) = (store.clone(), meta.clone());
+        let insert = i.is_multiple_of(2).then(|| insert(i));
+        async move {
+            match insert {
+                Some(insert) => insert.await,
+                None => {
+                    let event = NewEvent {
+                        event_type: "bench.Event".into(),
+                        schema_version: 1,
+                        payload: vec![b'x'; 200],
+                        occurred_at: Utc::now(),
+                    };
+                    store
+                        .append(&format!("warm-append-{i}"), 0, &meta, vec![event])
+                        .await?;
+                    Ok(())
+                }
+            }
+        }
+    };
+    let closed = Args {
+        rate: 0.0,
+        ..args.clone()
+    };
+    let _ = drive(
+        &closed,
+        Duration::from_secs(args.servers_warmup_secs),
+        Arc::new(op),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
 }
 
 /// The plain insert's rate, CPU per operation and p99, as the load generator reads them.
@@ -766,7 +893,7 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
     let p99 = |r: &PhaseResult| r.latency_us.value_at_quantile(0.99) as f64;
     let by_name = |name: &str| results.iter().find(|r| r.name == name);
     if let (Some(plain), Some(activate)) = (
-        by_name("plain CQL insert"),
+        by_name(PLAIN_INSERT),
         by_name(crate::bench_activation::ACTIVATE),
     ) {
         println!(
@@ -776,7 +903,7 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
         );
     }
     if let (Some(plain), Some(attribute)) = (
-        by_name("plain CQL insert"),
+        by_name(PLAIN_INSERT),
         by_name(crate::bench_referral::ATTRIBUTE),
     ) {
         println!(
@@ -790,7 +917,7 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
         println!("{note}");
     }
     if let (Some(plain), Some(append), Some(outbox)) = (
-        by_name("plain CQL insert"),
+        by_name(PLAIN_INSERT),
         bare_append(results),
         by_name(APPEND_PUBLISH),
     ) {
@@ -805,6 +932,40 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
             ratio(p99(outbox), p99(plain)),
         );
         print_targets(results, append, outbox);
+        print_single_writer(results, append, outbox);
+    }
+}
+
+/// The single-writer experiment against the plain insert (the limit) and the conditional
+/// append and outbox of the same run.
+fn print_single_writer(results: &[PhaseResult], append: &PhaseResult, outbox: &PhaseResult) {
+    let rate = |r: &PhaseResult| r.ops as f64 / r.elapsed.as_secs_f64();
+    let cpu = |r: &PhaseResult| r.cpu.total() / r.ops.max(1) as f64;
+    let p99 = |r: &PhaseResult| r.latency_us.value_at_quantile(0.99) as f64;
+    let by_name = |name: &str| results.iter().find(|r| r.name == name);
+    let (Some(plain), Some(single), Some(published)) = (
+        by_name(PLAIN_INSERT_AGAIN),
+        by_name(SINGLE_WRITER),
+        by_name(SINGLE_WRITER_PUBLISH),
+    ) else {
+        return;
+    };
+    println!();
+    println!(
+        "experiment (not the event store's path): appends without a Paxos round, leased single writers"
+    );
+    for (r, against) in [(single, append), (published, outbox)] {
+        println!(
+            "  {:<30} vs plain insert, again: {}x the rate, {}x the CPU, {}x the p99; vs {}: {}x the \
+             rate, {}x the CPU",
+            r.name,
+            ratio(rate(r), rate(plain)),
+            ratio(cpu(r), cpu(plain)),
+            ratio(p99(r), p99(plain)),
+            against.name,
+            ratio(rate(r), rate(against)),
+            ratio(cpu(r), cpu(against)),
+        );
     }
 }
 
