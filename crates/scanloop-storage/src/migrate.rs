@@ -5,9 +5,20 @@
 //! records each in `schema_migrations`; a service calls [`require_schema`] at start-up and refuses
 //! to run, with a message that says what to do, if its schema is missing or too old.
 
+use std::time::Duration;
+
 use scylla::client::session::Session;
+use scylla::errors::ExecutionError;
+use scylla::statement::Statement;
 
 use crate::DbError;
+
+/// How long one schema statement may take. A schema change on a busy node (a 2-core machine
+/// running the whole devstack under tests, or a cluster under load) can take longer than the
+/// session's per-request timeout, which is sized for queries; the statements are idempotent,
+/// so one that still times out is sent again, up to [`DDL_ATTEMPTS`] times.
+const DDL_TIMEOUT: Duration = Duration::from_secs(120);
+const DDL_ATTEMPTS: u32 = 3;
 
 /// One step of a component's schema. `statements` use `{ks}` for the keyspace and must be
 /// idempotent themselves (`IF NOT EXISTS`; an `ALTER TABLE … ADD` of a column that is already
@@ -156,7 +167,23 @@ async fn applied_version(
 }
 
 async fn run_ddl(session: &Session, statement: &str) -> Result<(), SchemaError> {
-    if let Err(error) = session.query_unpaged(statement, ()).await {
+    let mut ddl = Statement::new(statement);
+    ddl.set_request_timeout(Some(DDL_TIMEOUT));
+    let mut attempt = 1;
+    let outcome = loop {
+        match session.query_unpaged(ddl.clone(), ()).await {
+            Err(ExecutionError::RequestTimeout(_)) if attempt < DDL_ATTEMPTS => {
+                tracing::warn!(
+                    statement,
+                    attempt,
+                    "schema statement timed out; sending it again"
+                );
+                attempt += 1;
+            }
+            outcome => break outcome,
+        }
+    };
+    if let Err(error) = outcome {
         // CQL has no portable `ADD IF NOT EXISTS` (ScyllaDB lacks it): a column added by an
         // interrupted earlier run is what this statement wanted.
         let text = error.to_string();

@@ -37,14 +37,17 @@ pub async fn session() -> anyhow::Result<Arc<Session>> {
 }
 
 /// Drops a test's keyspaces: each costs the devstack Cassandra's heap, and a run of every test
-/// would otherwise leave hundreds behind. Cleanup, not the test: a drop that times out (a schema
-/// change on a busy 2-core machine can take longer than the driver waits) is tried again, and
-/// after three attempts left behind with a warning instead of failing the test that passed.
-pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) -> anyhow::Result<()> {
+/// would otherwise leave hundreds behind. Cleanup, not the test: a drop may take up to two
+/// minutes (a schema change on a busy 2-core machine outlasts the session's 30 s), one that
+/// still times out is tried again, and after three attempts the keyspace is left behind with a
+/// warning instead of failing a test that passed.
+pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) {
     for keyspace in keyspaces {
-        let drop = format!("DROP KEYSPACE IF EXISTS {keyspace}");
+        let mut drop =
+            scylla::statement::Statement::new(format!("DROP KEYSPACE IF EXISTS {keyspace}"));
+        drop.set_request_timeout(Some(Duration::from_secs(120)));
         let mut attempt = 1;
-        while let Err(error) = session.query_unpaged(drop.as_str(), ()).await {
+        while let Err(error) = session.query_unpaged(drop.clone(), ()).await {
             if attempt == 3 {
                 eprintln!("keyspace {keyspace} left behind: {error}");
                 break;
@@ -52,7 +55,6 @@ pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) -> anyhow::Re
             attempt += 1;
         }
     }
-    Ok(())
 }
 
 /// A fresh keyspace with the event store's and the consumer checkpoints' tables.

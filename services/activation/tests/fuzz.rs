@@ -929,9 +929,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         tally.finding(after, format!("the service process died ({exit})"));
     }
     service.kill();
-    scanloop_testkit::drop_keyspaces(&session, &[&env.keyspace])
-        .await
-        .expect("keyspace dropped");
+    scanloop_testkit::drop_keyspaces(&session, &[&env.keyspace]).await;
     println!("activation fuzz: {:.1?} in all", test_started.elapsed());
     tally.finish("activation");
 }

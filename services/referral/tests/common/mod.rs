@@ -233,9 +233,7 @@ impl Cluster {
         }
         let session = scanloop_testkit::session().await.unwrap();
         let keyspaces: Vec<&str> = self.keyspaces.iter().map(String::as_str).collect();
-        scanloop_testkit::drop_keyspaces(&session, &keyspaces)
-            .await
-            .unwrap();
+        scanloop_testkit::drop_keyspaces(&session, &keyspaces).await;
     }
 
     pub async fn issue(&mut self, brand: &str, quantity: u32) -> Vec<String> {
