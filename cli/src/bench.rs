@@ -261,9 +261,6 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    warm_up_servers(&args, &store, plain_insert("warm-insert")).await;
-    results.push(phase(PLAIN_INSERT, &args, &servers, plain_insert("plain")).await);
-
     let new_event = {
         let payload = payload.clone();
         move || NewEvent {
@@ -277,21 +274,28 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         brand_id: "bench".into(),
         ..AppendMeta::default()
     };
-    results.push(
-        phase(APPEND, &args, &servers, {
-            let (store, meta, new_event) = (store.clone(), meta.clone(), new_event.clone());
-            move |i| {
-                let (store, meta, event) = (store.clone(), meta.clone(), new_event());
-                async move {
-                    store
-                        .append(&format!("append-{i}"), 0, &meta, vec![event])
-                        .await?;
-                    Ok(())
-                }
+    // The bare append to fresh streams named `prefix-<i>`.
+    let bare_append = |prefix: &'static str| {
+        let (store, meta, new_event) = (store.clone(), meta.clone(), new_event.clone());
+        move |i: u64| {
+            let (store, meta, event) = (store.clone(), meta.clone(), new_event());
+            async move {
+                store
+                    .append(&format!("{prefix}-{i}"), 0, &meta, vec![event])
+                    .await?;
+                Ok(())
             }
-        })
-        .await,
-    );
+        }
+    };
+    warm_up_servers(
+        &args,
+        plain_insert("warm-insert"),
+        bare_append("warm-append"),
+    )
+    .await;
+    results.push(phase(PLAIN_INSERT, &args, &servers, plain_insert("plain")).await);
+
+    results.push(phase(APPEND, &args, &servers, bare_append("append")).await);
 
     let published = Arc::new(AtomicU64::new(0));
     results.push(
@@ -390,21 +394,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     // The bare append once more: the two append phases bracket the outbox's, so that what
     // Cassandra still owes for earlier phases (compaction, flushes, GC) weighs on both sides of
     // the comparison. Single runs of the same build moved the append's CPU per op by ±15%.
-    results.push(
-        phase(APPEND_AGAIN, &args, &servers, {
-            let (store, meta, new_event) = (store.clone(), meta.clone(), new_event.clone());
-            move |i| {
-                let (store, meta, event) = (store.clone(), meta.clone(), new_event());
-                async move {
-                    store
-                        .append(&format!("again-{i}"), 0, &meta, vec![event])
-                        .await?;
-                    Ok(())
-                }
-            }
-        })
-        .await,
-    );
+    results.push(phase(APPEND_AGAIN, &args, &servers, bare_append("again")).await);
     let produce_topic = format!("{topic}.produce");
     scanloop_bus::topics::ensure_topics(
         &infra.kafka_brokers,
@@ -419,16 +409,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             let produce_topic = produce_topic.clone();
             move |i| {
                 let (producer, topic) = (producer.clone(), produce_topic.clone());
-                let envelope = EventEnvelope {
-                    event_id: uuid::Uuid::now_v7().to_string(),
-                    event_type: "bench.Event".into(),
-                    schema_version: 1,
-                    brand_id: "bench".into(),
-                    stream_id: format!("produce-{i}"),
-                    version: 1,
-                    payload: payload.to_vec(),
-                    ..EventEnvelope::default()
-                };
+                let envelope = bench_envelope(format!("produce-{i}"), 1, &payload);
                 async move {
                     producer.publish_in_order(&topic, &[envelope]).await?;
                     Ok(())
@@ -478,16 +459,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
                 async move {
                     let stream_id = format!("single-publish-{i}");
                     let version = single.append(&stream_id, &payload).await?;
-                    let envelope = EventEnvelope {
-                        event_id: uuid::Uuid::now_v7().to_string(),
-                        event_type: "bench.Event".into(),
-                        schema_version: 1,
-                        brand_id: "bench".into(),
-                        stream_id,
-                        version,
-                        payload: payload.to_vec(),
-                        ..EventEnvelope::default()
-                    };
+                    let envelope = bench_envelope(stream_id, version, &payload);
                     producer.publish_in_order(&topic, &[envelope]).await?;
                     Ok(())
                 }
@@ -520,10 +492,12 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
 
 /// Drives plain inserts and bare appends, half each, for `--servers-warmup-secs`, unmeasured:
 /// the JVMs compile the paths the phases then measure.
-async fn warm_up_servers<F, Fut>(args: &Args, store: &EventStore, insert: F)
+async fn warm_up_servers<I, IFut, A, AFut>(args: &Args, insert: I, append: A)
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    I: Fn(u64) -> IFut + Send + Sync + 'static,
+    IFut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    A: Fn(u64) -> AFut + Send + Sync + 'static,
+    AFut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     if args.servers_warmup_secs == 0 {
         return;
@@ -532,30 +506,11 @@ where
         "  warming the servers up for {} s (plain inserts and appends, unmeasured)",
         args.servers_warmup_secs
     );
-    let store = store.clone();
-    let meta = AppendMeta {
-        brand_id: "bench".into(),
-        ..AppendMeta::default()
-    };
     let op = move |i: u64| {
-        let (store, meta) = (store.clone(), meta.clone());
-        let insert = i.is_multiple_of(2).then(|| insert(i));
-        async move {
-            match insert {
-                Some(insert) => insert.await,
-                None => {
-                    let event = NewEvent {
-                        event_type: "bench.Event".into(),
-                        schema_version: 1,
-                        payload: vec![b'x'; 200],
-                        occurred_at: Utc::now(),
-                    };
-                    store
-                        .append(&format!("warm-append-{i}"), 0, &meta, vec![event])
-                        .await?;
-                    Ok(())
-                }
-            }
+        if i.is_multiple_of(2) {
+            futures::future::Either::Left(insert(i))
+        } else {
+            futures::future::Either::Right(append(i))
         }
     };
     let closed = Args {
@@ -569,6 +524,20 @@ where
         Arc::new(AtomicU64::new(0)),
     )
     .await;
+}
+
+/// An envelope of the bench's one event type, as the produce phases send it.
+fn bench_envelope(stream_id: String, version: u64, payload: &[u8]) -> EventEnvelope {
+    EventEnvelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: "bench.Event".into(),
+        schema_version: 1,
+        brand_id: "bench".into(),
+        stream_id,
+        version,
+        payload: payload.to_vec(),
+        ..EventEnvelope::default()
+    }
 }
 
 /// The plain insert's rate, CPU per operation and p99, as the load generator reads them.
