@@ -34,8 +34,11 @@ use scanloop_bus::{
 use scanloop_config::Infra;
 use scanloop_eventstore::{AppendMeta, EventStore, NewEvent, Outbox};
 use scanloop_storage::Checkpoints;
+use scylla::client::session::Session;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::bench_table_ops::TableOps;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -217,7 +220,8 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             ("membership", args.membership_pid),
             ("referral", args.referral_pid),
         ],
-    );
+    )
+    .counting_table_ops(session.clone());
 
     print_header(&args, &keyspace);
     let mut results = Vec::new();
@@ -563,6 +567,8 @@ pub(crate) struct PhaseResult {
     pub(crate) note: Option<String>,
     /// Event recorded → visible in the read model, for the sampled operations (µs).
     pub(crate) read_model_lag_us: Option<Histogram<u64>>,
+    /// Cassandra's requests during the measured run, by table (when it counts them).
+    pub(crate) table_ops: Option<TableOps>,
 }
 
 /// Runs `op(i)` for a warm-up and then for the measured duration, at `--rate` (open loop) or
@@ -627,6 +633,7 @@ where
     )
     .await;
     finish().await;
+    let table_ops_before = servers.table_ops().await;
     let cpu_before = servers.sample();
     let started = Instant::now();
     let (latency_us, ops, errors) =
@@ -634,6 +641,7 @@ where
     finish().await;
     let elapsed = started.elapsed();
     let cpu = servers.sample().since(&cpu_before);
+    let table_ops = servers.table_ops_since(table_ops_before).await;
     eprintln!("  {name}: {ops} ops in {:.1} s", elapsed.as_secs_f64());
     PhaseResult {
         name,
@@ -644,6 +652,7 @@ where
         cpu,
         note: None,
         read_model_lag_us: None,
+        table_ops,
     }
 }
 
@@ -746,6 +755,7 @@ struct ConsumerResult {
     events: u64,
     elapsed: Duration,
     cpu: CpuUse,
+    table_ops: Option<TableOps>,
 }
 
 /// Drains the outbox phase's topic (warm-up and measured events alike) with the consumer runner.
@@ -770,6 +780,7 @@ async fn consume_all(
     // Every event the outbox phase published, warm-up included.
     let total = published.load(Ordering::Relaxed);
     servers.settle("the consumer").await;
+    let table_ops_before = servers.table_ops().await;
     let cpu_before = servers.sample();
     let started = Instant::now();
     let task = tokio::spawn(runner.run());
@@ -779,12 +790,14 @@ async fn consume_all(
     }
     let elapsed = started.elapsed();
     let cpu = servers.sample().since(&cpu_before);
+    let table_ops = servers.table_ops_since(table_ops_before).await;
     shutdown.cancel();
     task.await??;
     Ok(ConsumerResult {
         events: stats.handled() + stats.duplicates(),
         elapsed,
         cpu,
+        table_ops,
     })
 }
 
@@ -885,6 +898,7 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
     for note in results.iter().filter_map(|r| r.note.as_deref()) {
         println!("{note}");
     }
+    print_table_ops(results, consumer);
     if let (Some(plain), Some(append), Some(outbox)) = (
         by_name(PLAIN_INSERT),
         bare_append(results),
@@ -902,6 +916,28 @@ fn print_results(results: &[PhaseResult], consumer: &ConsumerResult, servers: &S
         );
         print_targets(results, append, outbox);
         print_single_writer(results, append, outbox);
+    }
+}
+
+/// What each phase asked of Cassandra per operation, by table.
+fn print_table_ops(results: &[PhaseResult], consumer: &ConsumerResult) {
+    let mut counted: Vec<_> = results
+        .iter()
+        .filter_map(|r| Some((r.name, r.ops, r.table_ops.as_ref()?)))
+        .collect();
+    if let Some(ops) = &consumer.table_ops {
+        counted.push(("consumer (dedup, no-op)", consumer.events, ops));
+    }
+    if counted.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Cassandra's requests per operation by table (its own counts: r local read, s range \
+         scan, w write; everything the node served during the phase):"
+    );
+    for (name, ops, table_ops) in counted {
+        println!("  {name}: {}", table_ops.per_op(ops));
     }
 }
 
@@ -954,6 +990,7 @@ fn bare_append(results: &[PhaseResult]) -> Option<PhaseResult> {
         cpu: first.cpu.clone(),
         note: None,
         read_model_lag_us: None,
+        table_ops: first.table_ops.clone(),
     };
     for other in phases {
         both.ops += other.ops;
@@ -962,6 +999,10 @@ fn bare_append(results: &[PhaseResult]) -> Option<PhaseResult> {
         // Same bounds on both: adding cannot fail.
         let _ = both.latency_us.add(&other.latency_us);
         both.cpu = both.cpu.plus(&other.cpu);
+        both.table_ops = both
+            .table_ops
+            .zip(other.table_ops.as_ref())
+            .map(|(a, b)| a.plus(b));
     }
     Some(both)
 }
@@ -1108,6 +1149,8 @@ const SETTLE_AT_MOST: Duration = Duration::from_secs(60);
 /// The server processes whose CPU time is reported, in column order.
 pub(crate) struct ServerPids {
     pids: Vec<(&'static str, Option<u32>)>,
+    /// A session to Cassandra, to read its request counts by table around each phase.
+    counts_from: Option<Arc<Session>>,
 }
 
 impl ServerPids {
@@ -1127,13 +1170,35 @@ impl ServerPids {
         };
         let mut pids = vec![("cassandra", pid("cassandra")), ("kafka", pid("kafka"))];
         pids.extend(services.iter().filter(|(_, pid)| pid.is_some()));
-        Self { pids }
+        Self {
+            pids,
+            counts_from: None,
+        }
+    }
+
+    /// Also reads Cassandra's request counts by table (through `session`) around each phase.
+    pub(crate) fn counting_table_ops(self, session: Arc<Session>) -> Self {
+        Self {
+            counts_from: Some(session),
+            ..self
+        }
+    }
+
+    /// Cassandra's request counts by table now, when they are read at all.
+    pub(crate) async fn table_ops(&self) -> Option<TableOps> {
+        TableOps::sample(self.counts_from.as_ref()?).await
+    }
+
+    /// Cassandra's requests by table since `before` (a [`ServerPids::table_ops`] sample).
+    pub(crate) async fn table_ops_since(&self, before: Option<TableOps>) -> Option<TableOps> {
+        Some(self.table_ops().await?.since(&before?))
     }
 
     /// The same processes, for a task of its own.
     pub(crate) fn clone_probe(&self) -> ServerPids {
         ServerPids {
             pids: self.pids.clone(),
+            counts_from: self.counts_from.clone(),
         }
     }
 

@@ -244,6 +244,7 @@ pub async fn phase(
         );
     }
 
+    let table_ops_before = servers.table_ops().await;
     let cpu_before = servers.sample();
     let started_at = Utc::now();
     let started = Instant::now();
@@ -252,6 +253,7 @@ pub async fn phase(
     let measured = take(&activated);
     let missing = wait_for(&outcomes, &measured, wait).await;
     let cpu = servers.sample().since(&cpu_before);
+    let table_ops = servers.table_ops_since(table_ops_before).await;
     let waited = started.elapsed();
     shutdown.cancel();
     let _ = watcher.await;
@@ -281,6 +283,7 @@ pub async fn phase(
         cpu,
         note: Some(note),
         read_model_lag_us: None,
+        table_ops,
     })
 }
 

@@ -7,6 +7,7 @@ mod bench_activation;
 mod bench_payouts;
 mod bench_referral;
 mod bench_single_writer;
+mod bench_table_ops;
 mod cluster;
 mod credentials;
 mod demo_activation;
