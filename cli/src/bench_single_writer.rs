@@ -32,7 +32,6 @@ use chrono::Utc;
 use scanloop_storage::checkpoints::ORDERED_BASE;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlValue;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -243,13 +242,7 @@ async fn renew_leases(writer: std::sync::Weak<SingleWriter>, stop: CancellationT
 
 /// The `[applied]` column of a conditional write's answer.
 fn applied(result: scylla::response::query_result::QueryResult) -> anyhow::Result<bool> {
-    let row = result
-        .into_rows_result()?
-        .first_row::<scylla::value::Row>()?;
-    match row.columns.first() {
-        Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
-        other => bail!("unexpected reply to a conditional write: {other:?}"),
-    }
+    Ok(scanloop_storage::statements::conditional_reply(result)?.applied)
 }
 
 /// Cells of a later epoch win over any of an earlier one, in whatever order they land.

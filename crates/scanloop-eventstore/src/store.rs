@@ -9,7 +9,6 @@ use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
 use crate::event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
@@ -308,17 +307,13 @@ impl EventStore {
             .batch(batch, values)
             .await
             .map_err(AppendError::db)?;
-        let rows = result.into_rows_result().map_err(AppendError::db)?;
-        let first: Row = rows.first_row().map_err(AppendError::db)?;
-        match first.columns.first() {
-            Some(Some(CqlValue::Boolean(true))) => Ok(()),
-            Some(Some(CqlValue::Boolean(false))) => Err(AppendError::Conflict {
+        match scanloop_storage::statements::conditional_reply(result) {
+            Ok(reply) if reply.applied => Ok(()),
+            Ok(_) => Err(AppendError::Conflict {
                 stream_id: stream_id.to_owned(),
                 expected: expected_version,
             }),
-            other => Err(AppendError::Unavailable(DbError::msg(format!(
-                "unexpected reply to a conditional batch: {other:?}"
-            )))),
+            Err(error) => Err(AppendError::db(error)),
         }
     }
 

@@ -7,9 +7,36 @@ use std::sync::Arc;
 use crate::DbError;
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
+use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
+
+/// The reply to a conditional write or batch (`... IF ...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionalReply {
+    /// The `[applied]` column.
+    pub applied: bool,
+    /// The columns after it: a refused write's current values of the row, none when the row
+    /// does not exist (or the write was applied).
+    pub current: Vec<Option<CqlValue>>,
+}
+
+/// Reads a conditional statement's reply. A reply without a boolean `[applied]` first is an
+/// error, never taken for "not applied".
+pub fn conditional_reply(result: QueryResult) -> Result<ConditionalReply, DbError> {
+    let row: Row = result.into_rows_result()?.first_row()?;
+    let mut columns = row.columns.into_iter();
+    match columns.next() {
+        Some(Some(CqlValue::Boolean(applied))) => Ok(ConditionalReply {
+            applied,
+            current: columns.collect(),
+        }),
+        other => Err(DbError::msg(format!(
+            "unexpected reply to a conditional write: [applied] is {other:?}"
+        ))),
+    }
+}
 
 #[derive(Clone)]
 pub struct Db {
@@ -57,16 +84,8 @@ impl Db {
         let result = self
             .session
             .execute_unpaged(self.statement(name)?, values)
-            .await?
-            .into_rows_result()?;
-        // `[applied]` comes first; a refused write adds the existing row's columns after it.
-        let row = result
-            .maybe_first_row::<Row>()?
-            .ok_or_else(|| DbError::msg("conditional write answered without a row"))?;
-        Ok(matches!(
-            row.columns.first(),
-            Some(Some(CqlValue::Boolean(true)))
-        ))
+            .await?;
+        Ok(conditional_reply(result)?.applied)
     }
 
     pub async fn rows<R>(&self, name: &str, values: impl SerializeRow) -> Result<Vec<R>, DbError>

@@ -8,7 +8,6 @@ use futures::TryStreamExt as _;
 use scanloop_storage::DbError;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 
 use crate::clock::SharedClock;
 
@@ -305,16 +304,12 @@ enum Applied {
 
 /// Reads a conditional statement's reply: `[applied]`, then the row's current values.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<Applied, DbError> {
-    let rows = result.into_rows_result()?;
-    let row: Row = rows.first_row()?;
-    match row.columns.as_slice() {
-        [Some(CqlValue::Boolean(true)), ..] => Ok(Applied::Yes),
-        [Some(CqlValue::Boolean(false)), Some(_), ..] => Ok(Applied::No),
-        [Some(CqlValue::Boolean(false)), ..] => Ok(Applied::NoRow),
-        other => Err(DbError::msg(format!(
-            "unexpected reply to a conditional update: {other:?}"
-        ))),
-    }
+    let reply = scanloop_storage::statements::conditional_reply(result)?;
+    Ok(match (reply.applied, reply.current.first()) {
+        (true, _) => Applied::Yes,
+        (false, Some(Some(_))) => Applied::No,
+        (false, _) => Applied::NoRow,
+    })
 }
 
 #[cfg(test)]
