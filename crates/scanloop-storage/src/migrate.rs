@@ -166,11 +166,13 @@ async fn applied_version(
     Ok(version.unwrap_or(0))
 }
 
-async fn run_ddl(session: &Session, statement: &str) -> Result<(), SchemaError> {
+/// Sends one schema statement, which must be idempotent, allowing it [`DDL_TIMEOUT`] and
+/// sending it again when it still times out, [`DDL_ATTEMPTS`] times in all.
+pub async fn schema_change(session: &Session, statement: &str) -> Result<(), ExecutionError> {
     let mut ddl = Statement::new(statement);
     ddl.set_request_timeout(Some(DDL_TIMEOUT));
     let mut attempt = 1;
-    let outcome = loop {
+    loop {
         match session.query_unpaged(ddl.clone(), ()).await {
             Err(ExecutionError::RequestTimeout(_)) if attempt < DDL_ATTEMPTS => {
                 tracing::warn!(
@@ -180,9 +182,13 @@ async fn run_ddl(session: &Session, statement: &str) -> Result<(), SchemaError> 
                 );
                 attempt += 1;
             }
-            outcome => break outcome,
+            outcome => return outcome.map(|_| ()),
         }
-    };
+    }
+}
+
+async fn run_ddl(session: &Session, statement: &str) -> Result<(), SchemaError> {
+    let outcome = schema_change(session, statement).await;
     if let Err(error) = outcome {
         // CQL has no portable `ADD IF NOT EXISTS` (ScyllaDB lacks it): a column added by an
         // interrupted earlier run is what this statement wanted.

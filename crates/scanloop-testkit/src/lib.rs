@@ -37,22 +37,15 @@ pub async fn session() -> anyhow::Result<Arc<Session>> {
 }
 
 /// Drops a test's keyspaces: each costs the devstack Cassandra's heap, and a run of every test
-/// would otherwise leave hundreds behind. Cleanup, not the test: a drop may take up to two
-/// minutes (a schema change on a busy 2-core machine outlasts the session's 30 s), one that
-/// still times out is tried again, and after three attempts the keyspace is left behind with a
-/// warning instead of failing a test that passed.
+/// would otherwise leave hundreds behind. Cleanup, not the test: each drop is a schema change
+/// as migrations send them ([`scanloop_storage::migrate::schema_change`]: up to two minutes, a
+/// busy 2-core machine outlasting the session's 30 s, three attempts), and one that still fails
+/// leaves its keyspace behind with a warning instead of failing a test that passed.
 pub async fn drop_keyspaces(session: &Session, keyspaces: &[&str]) {
     for keyspace in keyspaces {
-        let mut drop =
-            scylla::statement::Statement::new(format!("DROP KEYSPACE IF EXISTS {keyspace}"));
-        drop.set_request_timeout(Some(Duration::from_secs(120)));
-        let mut attempt = 1;
-        while let Err(error) = session.query_unpaged(drop.clone(), ()).await {
-            if attempt == 3 {
-                eprintln!("keyspace {keyspace} left behind: {error}");
-                break;
-            }
-            attempt += 1;
+        let drop = format!("DROP KEYSPACE IF EXISTS {keyspace}");
+        if let Err(error) = scanloop_storage::migrate::schema_change(session, &drop).await {
+            eprintln!("keyspace {keyspace} left behind: {error}");
         }
     }
 }
