@@ -10,8 +10,10 @@
 pub mod consumer;
 pub mod headers;
 pub mod producer;
+pub mod recent;
 pub mod topics;
 
 pub use consumer::{ConsumerOptions, ConsumerRunner, ConsumerStats, EventHandler, HandlerError};
 pub use producer::{EventProducer, PublishError};
+pub use recent::Recent;
 pub use scanloop_proto::common::v1::{DeadLetter, EventEnvelope};

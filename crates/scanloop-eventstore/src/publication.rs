@@ -7,14 +7,20 @@
 //! would take the later version and drop the earlier as a duplicate), and an append whose
 //! events a previous range already carried publishes nothing twice.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use scanloop_bus::Recent;
 use tokio::sync::watch;
 
-/// Streams remembered beyond their publication's end: enough that a stream's next command,
-/// milliseconds later, finds its predecessor; bounded so memory does not grow with the streams
-/// a process has ever written.
+/// How long a stream's finished publication is remembered after its append: long enough that
+/// the stream's next command, usually seconds later, notes how far it is published (one
+/// forgotten means that command's publication repeats the previous range, which consumers
+/// drop as duplicates); short enough that memory follows the rate of streams written, not
+/// their number. A publication on its way is remembered until it ends: its successors wait.
+const REMEMBERED_FOR: Duration = Duration::from_secs(120);
+
+/// Finished publications remembered at most (a burst of new streams).
 const REMEMBERED_STREAMS: usize = 65_536;
 
 /// One append's way to Kafka: resolves to whether its events (and any earlier unpublished ones
@@ -72,10 +78,19 @@ pub(crate) struct Link {
     pub(crate) publication: Publication,
 }
 
-/// Each stream's latest publication in this process.
-#[derive(Default)]
+/// Each stream's latest publication in this process, for streams appended to lately.
 pub(crate) struct Chains {
-    latest: Mutex<HashMap<String, Publication>>,
+    latest: Mutex<Recent<Publication>>,
+}
+
+impl Default for Chains {
+    fn default() -> Self {
+        let latest = Recent::new(REMEMBERED_FOR, REMEMBERED_STREAMS)
+            .pinning(|publication: &Publication| !publication.resolved());
+        Self {
+            latest: Mutex::new(latest),
+        }
+    }
 }
 
 impl Chains {
@@ -88,12 +103,7 @@ impl Chains {
             .latest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if latest.len() >= REMEMBERED_STREAMS {
-            // Finished chains only: a publication still on its way must keep its successors
-            // waiting.
-            latest.retain(|_, publication| !publication.resolved());
-        }
-        let previous = latest.insert(stream_id.to_owned(), publication.clone());
+        let previous = latest.insert(stream_id, publication.clone(), Instant::now());
         (
             Link {
                 previous,

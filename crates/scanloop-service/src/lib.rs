@@ -30,4 +30,11 @@ pub use server::{serve, shutdown_signal};
 /// mimalloc. Under load the services spent about 15% of their CPU in glibc's malloc and free
 /// (issue 10's profile of the activation service: `_int_malloc`, `_int_free`,
 /// `malloc_consolidate`); each request allocates and frees many small buffers across threads.
+///
+/// With the `system-allocator` feature it is the C library's malloc instead, so that a malloc
+/// profiler preloaded into the process (heaptrack, `scripts/profile-heap`) sees every
+/// allocation: mimalloc takes its memory from the kernel directly.
+#[cfg(not(feature = "system-allocator"))]
 pub use mimalloc::MiMalloc as Allocator;
+#[cfg(feature = "system-allocator")]
+pub use std::alloc::System as Allocator;
