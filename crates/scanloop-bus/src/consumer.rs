@@ -330,14 +330,6 @@ impl<H: EventHandler> ConsumerRunner<H> {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false")
-            // Pre-fetch bounded per consumer. librdkafka's defaults keep up to 100,000 records
-            // per partition and 64 MiB per consumer queued ahead, memory (librdkafka's own
-            // malloc) that a consumer which fell behind fills and a process with several
-            // consumers may not give back; the lanes take at most `max_pending_per_partition`
-            // records at a time, so 10,000 ahead (16 MiB at most) keeps them fed.
-            .set("queued.min.messages", "10000")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "16777216")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(RebalanceContext {
                 progress: progress.clone(),
