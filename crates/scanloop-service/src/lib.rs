@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod memory;
 pub mod platform;
 pub mod reaction;
 pub mod server;

@@ -2,7 +2,7 @@
 //! `server.rs` connects a [`Platform`], builds its application on the outbox, says which events
 //! it reacts to, which read models it projects and which timer jobs it runs, and serves its gRPC
 //! API; the platform owns the session, the producer, the outbox and its sweeper, the consumers,
-//! the health probes, the gate, telemetry layers and the graceful shutdown of all of them.
+//! the health probes, the gate, telemetry layers, giving glibc's free pages back and the graceful shutdown of all of them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -72,6 +72,10 @@ impl Platform {
             shutdown: shutdown.clone(),
             tasks: Vec::new(),
         };
+        platform.spawn(
+            "malloc trimmer",
+            crate::memory::trim_until(shutdown.clone()),
+        );
         platform.spawn("outbox sweeper", async move {
             Sweeper::new(outbox).run(shutdown).await;
             Ok(())
