@@ -2,7 +2,8 @@
 //! `server.rs` connects a [`Platform`], builds its application on the outbox, says which events
 //! it reacts to, which read models it projects and which timer jobs it runs, and serves its gRPC
 //! API; the platform owns the session, the producer, the outbox and its sweeper, the consumers,
-//! the health probes, the gate, telemetry layers, giving glibc's free pages back and the graceful shutdown of all of them.
+//! the health probes, the gate, telemetry layers, the trimming of glibc's malloc arenas and the
+//! graceful shutdown of all of them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
