@@ -5,7 +5,8 @@
 //! up to 64 MiB of records, and glibc kept that much: membership's glibc arenas held 75.7 MiB
 //! after catching up in the bench's referral phase, flat for the next 15 minutes (issue 10,
 //! `/proc/<pid>/smaps`). `malloc_trim(0)` hands the free pages of every arena back: with it the
-//! glibc arenas stayed at 1.2–2.6 MiB per service through the same 15 minutes. Once a minute is
+//! glibc arenas held 1.2–2.6 MiB per service through the same 15 minutes (22 MiB, what stays
+//! in use or in pages it cannot free, after an 88 MiB catch-up in another run). Once a minute is
 //! rare enough for its walk (it locks each arena in turn) not to matter next to the load.
 
 use std::time::Duration;
