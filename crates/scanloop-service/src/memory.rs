@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often glibc's free pages are handed back.
-pub const TRIM_EVERY: Duration = Duration::from_secs(60);
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// Trims glibc's arenas every [`TRIM_EVERY`] until `shutdown`.
 pub async fn trim_until(shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -32,7 +32,7 @@ pub async fn trim_until(shutdown: CancellationToken) -> anyhow::Result<()> {
 }
 
 /// Hands glibc's free pages back to the kernel; does nothing where the C library is not glibc.
-pub fn trim() {
+fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers and is thread-safe (it locks each arena it walks).
     unsafe {
