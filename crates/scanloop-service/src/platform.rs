@@ -238,7 +238,11 @@ pub async fn run_process<C: HasServiceConfig, F>(
 where
     F: Future<Output = anyhow::Result<()>>,
 {
+    let huge_pages_off = crate::memory::keep_huge_pages_off();
     let _telemetry = scanloop_telemetry::init(name)?;
+    if let Err(error) = huge_pages_off {
+        tracing::warn!(%error, "could not turn transparent huge pages off: RSS may grow by whole 2 MiB pages");
+    }
     let config = config().inspect_err(|error| {
         tracing::error!(%error, "invalid configuration: refusing to start");
     })?;
