@@ -2,10 +2,11 @@
 //! secrets (codes, phone numbers), runs a domain decision against its stream through the
 //! repository (load → decide → append + publish, retried on conflicts), and answers.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use scanloop_bus::Recent;
 use scanloop_eventstore::aggregate::fold;
 use scanloop_eventstore::requests::RequestCheck;
 use scanloop_eventstore::{AppendError, AppendMeta, Outbox, Repository};
@@ -26,6 +27,13 @@ use crate::projections::ReadModels;
 /// Namespace of batch ids derived from (brand, request id): a retried IssueBatch finds its batch.
 const BATCH_NAMESPACE: Uuid = Uuid::from_u128(0x5ca7_100b_a7c4_4e55_9d1e_0000_0000_0001);
 
+/// How long a loaded batch is kept (to one and a half times that): a batch whose codes are
+/// being scanned costs one read per period, and the cache holds the batches in use, not every
+/// batch the brand ever issued.
+const BATCH_KEPT_FOR: Duration = Duration::from_secs(10 * 60);
+/// Batches kept at most; reaching it forgets them all (each is reloaded on its next scan).
+const BATCHES_KEPT: usize = 100_000;
+
 pub struct Activation {
     batches: Repository<Batch>,
     warranties: Repository<Warranty>,
@@ -34,8 +42,8 @@ pub struct Activation {
     hasher: IdentityHasher,
     rules: Rules,
     read_models: ReadModels,
-    /// Issued batches never change: cached after the first load, by (brand, batch id).
-    batch_cache: Mutex<HashMap<(String, Uuid), Arc<IssuedBatch>>>,
+    /// Issued batches never change: cached after a load, by stream id (brand and batch id).
+    batch_cache: Mutex<Recent<Arc<IssuedBatch>>>,
 }
 
 /// A code's state as the write side knows it (for answers that must not lag).
@@ -62,7 +70,7 @@ impl Activation {
             hasher,
             rules,
             read_models,
-            batch_cache: Mutex::new(HashMap::new()),
+            batch_cache: Mutex::new(Recent::new(BATCH_KEPT_FOR, BATCHES_KEPT)),
         }
     }
 
@@ -93,13 +101,12 @@ impl Activation {
             quantity: request.quantity,
             key_id: request.key_id.clone(),
         };
+        let stream_id = batch::stream_id(&ctx.brand_id, batch_id);
         let executed = self
             .batches
-            .execute(
-                &batch::stream_id(&ctx.brand_id, batch_id),
-                &ctx.meta(),
-                |state| batch::issue(state, &issued),
-            )
+            .execute(&stream_id, &ctx.meta(), |state| {
+                batch::issue(state, &issued)
+            })
             .await?;
         let first_issue = executed.appended.as_ref().and_then(|a| a.events.first());
         if let (Some(facts), Some(recorded)) = (executed.state.issued, first_issue) {
@@ -108,7 +115,7 @@ impl Activation {
                 issued_at: recorded.recorded_at,
             };
             self.cached_batches()
-                .insert((ctx.brand_id.clone(), batch_id), Arc::new(batch));
+                .insert(&stream_id, Arc::new(batch), Instant::now());
         }
         // A retried request finds the batch (and when it was issued) in its stream.
         let batch = self.batch(&ctx.brand_id, batch_id).await?;
@@ -151,11 +158,10 @@ impl Activation {
         brand_id: &str,
         batch_id: Uuid,
     ) -> Result<Arc<IssuedBatch>, ServiceError> {
-        let key = (brand_id.to_owned(), batch_id);
-        if let Some(batch) = self.cached_batches().get(&key) {
+        let stream_id = batch::stream_id(brand_id, batch_id);
+        if let Some(batch) = self.cached_batches().get(&stream_id) {
             return Ok(batch.clone());
         }
-        let stream_id = batch::stream_id(brand_id, batch_id);
         let recorded = self
             .batches
             .outbox()
@@ -172,11 +178,12 @@ impl Activation {
             facts,
             issued_at: first.recorded_at,
         });
-        self.cached_batches().insert(key, batch.clone());
+        self.cached_batches()
+            .insert(&stream_id, batch.clone(), Instant::now());
         Ok(batch)
     }
 
-    fn cached_batches(&self) -> MutexGuard<'_, HashMap<(String, Uuid), Arc<IssuedBatch>>> {
+    fn cached_batches(&self) -> MutexGuard<'_, Recent<Arc<IssuedBatch>>> {
         // A poisoned lock only means a panic elsewhere during an insert; the map is still sound.
         self.batch_cache
             .lock()
