@@ -7,6 +7,8 @@
 //! service at 20 sales/s (issue 10's 15-minute run; heaptrack put the outbox's publication
 //! chains and the consumers' applied versions on top). [`Recent`] forgets what was not
 //! written for a while, so what it holds follows the rate of streams, not their history.
+//! Activation keeps its issued batches in one too (by the batch's stream id): the batches in
+//! use, not every batch a brand ever issued.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
