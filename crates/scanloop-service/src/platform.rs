@@ -2,8 +2,7 @@
 //! `server.rs` connects a [`Platform`], builds its application on the outbox, says which events
 //! it reacts to, which read models it projects and which timer jobs it runs, and serves its gRPC
 //! API; the platform owns the session, the producer, the outbox and its sweeper, the consumers,
-//! the health probes, the gate, telemetry layers, the trimming of glibc's malloc arenas and the
-//! graceful shutdown of all of them.
+//! the health probes, the gate, telemetry layers and the graceful shutdown of all of them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -73,10 +72,6 @@ impl Platform {
             shutdown: shutdown.clone(),
             tasks: Vec::new(),
         };
-        platform.spawn(
-            "malloc trimmer",
-            crate::memory::trim_until(shutdown.clone()),
-        );
         platform.spawn("outbox sweeper", async move {
             Sweeper::new(outbox).run(shutdown).await;
             Ok(())
@@ -229,7 +224,8 @@ pub trait HasServiceConfig {
 
 /// A service process: telemetry named `name`, configuration from the environment (refusing to
 /// start on a bad one, in the log stream too), the listener at its address, shutdown on SIGTERM
-/// or Ctrl-C, then `run`. What each service's `main` is.
+/// or Ctrl-C, the process's memory settings ([`crate::memory`]: once per process, however many
+/// servers a test runs in one), then `run`. What each service's `main` is.
 pub async fn run_process<C: HasServiceConfig, F>(
     name: &'static str,
     config: impl FnOnce() -> Result<C, scanloop_config::ConfigError>,
@@ -249,5 +245,11 @@ where
     let listener = tokio::net::TcpListener::bind(&config.service().grpc_addr).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown_signal(shutdown.clone()));
+    let trimmer_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = crate::memory::trim_until(trimmer_shutdown).await {
+            tracing::warn!(%error, "the malloc trimmer stopped");
+        }
+    });
     run(config, listener, shutdown).await
 }
