@@ -20,7 +20,7 @@ use scanloop_service::reaction::{caused_by, decode_v1, handler_error};
 
 use crate::app::Payouts;
 use crate::domain::money::money_fen;
-use crate::domain::sale::{Attributed, Payee, Return};
+use crate::domain::sale::{Attributed, Payee, Return, Revocation};
 
 const REFERRAL_ATTRIBUTED: &str = "scanloop.referral.v1.ReferralAttributed";
 const REFERRAL_REJECTED: &str = "scanloop.referral.v1.ReferralRejected";
@@ -80,9 +80,17 @@ impl EventHandler for Reactions {
             }
             REFERRAL_REJECTED => {
                 let e: referral::ReferralRejected = decode_v1(envelope, "payouts")?;
-                let reason = format!("referral rejected: {}", e.detail);
+                let revocation = Revocation {
+                    attribution_id: e.attribution_id.clone(),
+                    sale: from_timestamp(e.activated_at.as_ref())
+                        .filter(|_| !e.warranty_stream_id.is_empty())
+                        .map(|at| (e.warranty_stream_id.clone(), at)),
+                    counted: e.revoked
+                        || e.reason() == referral::RejectionReason::RevokedAfterAttribution,
+                    reason: format!("referral rejected: {}", e.detail),
+                };
                 self.app
-                    .revoke(&meta, &e.attribution_id, reason)
+                    .revoke(&meta, revocation)
                     .await
                     .map_err(handler_error)
             }

@@ -20,10 +20,17 @@ use crate::domain::link::{self, Link};
 use crate::domain::node::{self, Node};
 use crate::domain::rules::{BindingMode, Rules};
 use crate::domain::{ReferralEvent, Rejection};
+use crate::forest::{self, Binding, Nodes};
 
 /// Ancestors are walked at most this deep when looking for a cycle (the tree pays two levels;
 /// deeper chains are only searched, never paid).
 const MAX_ANCESTRY: usize = 32;
+
+/// What a review decided, and when it was recorded.
+pub struct Reviewed {
+    pub events: Vec<ReferralEvent>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
 
 pub struct Referrals {
     links: Repository<Link>,
@@ -323,13 +330,15 @@ impl Referrals {
 
     /// A reviewer's decision on a held attribution, or the revocation of one that counts; an
     /// approval then binds and progresses as an attribution does, a revocation takes the assist
-    /// progress back.
+    /// progress back. Answers the decision's events and when it was recorded: for a repeated
+    /// request, the first execution's (an approval whose binding found a cycle answers its CYCLE
+    /// revocation too).
     pub async fn review(
         &self,
         ctx: &RequestContext,
         warranty_stream_id: &str,
         cmd: attribution::Review,
-    ) -> Result<Vec<ReferralEvent>, ServiceError> {
+    ) -> Result<Reviewed, ServiceError> {
         let executed = self
             .attributions
             .execute(
@@ -338,15 +347,26 @@ impl Referrals {
                 |state| attribution::review(state, &cmd),
             )
             .await?;
+        let decided_at = executed.events.last().map(|e| e.occurred_at);
         // Run again on a retry, like the decision's answer: each step is idempotent.
+        let mut events = recorded_events(&executed);
         match executed.state.sales.get(&cmd.attribution_id) {
-            Some(Recorded::Attributed(a)) => self.after_attributed(&ctx.meta(), a).await?,
+            Some(Recorded::Attributed(a)) => {
+                if let Some(rejected) = self.after_attributed(&ctx.meta(), a).await? {
+                    events.push(ReferralEvent::ReferralRejected(rejected));
+                }
+            }
+            Some(Recorded::Revoked { rejected, .. })
+                if rejected.reason() == pb::RejectionReason::Cycle =>
+            {
+                events.push(ReferralEvent::ReferralRejected(rejected.clone()));
+            }
             Some(Recorded::Revoked { attributed, .. }) => {
                 self.after_revoked(&ctx.meta(), attributed).await?;
             }
             _ => {}
         }
-        Ok(recorded_events(&executed))
+        Ok(Reviewed { events, decided_at })
     }
 
     /// Attributes one sale (the reaction to a WarrantyActivated): decide once, record, then bind
@@ -373,8 +393,10 @@ impl Referrals {
                     .map_or(outcome, recorded_outcome)
             }
         };
-        if let Outcome::Attributed(a) = &outcome {
-            self.after_attributed(meta, a).await?;
+        if let Outcome::Attributed(a) = &outcome
+            && let Some(rejected) = self.after_attributed(meta, a).await?
+        {
+            return Ok(Outcome::Rejected(rejected));
         }
         Ok(outcome)
     }
@@ -541,29 +563,36 @@ impl Referrals {
     }
 
     /// What a counted attribution sets off: the buyer's parent (once, by the brand's binding
-    /// mode) and the referrer's assist progress.
+    /// mode) and the referrer's assist progress. When binding finds that the referrer descends
+    /// from the buyer (a cycle closed by a concurrent or later binding), the attribution is
+    /// revoked with CYCLE instead, and that rejection is returned.
     async fn after_attributed(
         &self,
         meta: &AppendMeta,
         a: &pb::ReferralAttributed,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Option<pb::ReferralRejected>, ServiceError> {
         let brand = meta.brand_id.as_str();
         if a.level1_member_id.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let activated_at = scanloop_proto::time::from_timestamp(a.activated_at.as_ref())
             .unwrap_or_else(|| self.now());
         if self.binds(brand, &a.buyer_member_id, activated_at).await? {
-            self.nodes
-                .execute(&node::stream_id(brand, &a.buyer_member_id), meta, |n| {
-                    node::bind_parent(
-                        n,
-                        &a.buyer_member_id,
-                        &a.level1_member_id,
-                        &a.attribution_id,
-                    )
-                })
-                .await?;
+            let nodes = NodeStreams {
+                nodes: &self.nodes,
+                brand,
+                meta: internal(meta),
+            };
+            let binding = forest::bind(
+                &nodes,
+                &a.buyer_member_id,
+                &a.level1_member_id,
+                &a.attribution_id,
+            )
+            .await?;
+            if let Binding::Cycle { path } = binding {
+                return self.revoke_for_cycle(meta, a, &path).await.map(Some);
+            }
         }
         if !a.campaign_id.is_empty() {
             let assist_id = assist::assist_id(brand, &a.level1_member_id, &a.campaign_id);
@@ -573,7 +602,39 @@ impl Referrals {
                 })
                 .await?;
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Records the CYCLE revocation of an attribution whose binding would close a cycle.
+    async fn revoke_for_cycle(
+        &self,
+        meta: &AppendMeta,
+        a: &pb::ReferralAttributed,
+        path: &[String],
+    ) -> Result<pb::ReferralRejected, ServiceError> {
+        let detail = format!(
+            "the referrer {} descends from the buyer {} ({}): binding would make them each \
+             other's ancestors",
+            a.level1_member_id,
+            a.buyer_member_id,
+            path.join(" → ")
+        );
+        tracing::info!(attribution_id = %a.attribution_id, %detail, "attribution revoked: cycle");
+        let executed = self
+            .attributions
+            .execute(
+                &attribution::stream_id(&a.warranty_stream_id),
+                &internal(meta),
+                |state| attribution::revoke_for_cycle(state, &a.attribution_id, detail.clone()),
+            )
+            .await?;
+        match executed.state.sales.get(&a.attribution_id) {
+            Some(Recorded::Revoked { rejected, .. }) => Ok(rejected.clone()),
+            _ => Err(ServiceError::Internal(format!(
+                "attribution {} was not revoked after its cycle",
+                a.attribution_id
+            ))),
+        }
     }
 
     /// What a revoked attribution takes back: the referrer's assist progress, as a friend's
@@ -680,4 +741,41 @@ fn recorded_events<A>(executed: &Executed<A>) -> Vec<ReferralEvent> {
         .iter()
         .filter_map(|e| ReferralEvent::decode(&e.event_type, e.schema_version, &e.payload).ok())
         .collect()
+}
+
+/// Appends beyond a command's first carry no request id: the id is bound to the command's own
+/// stream, and a binding's retried claim must append again, not be answered as a repeat.
+fn internal(meta: &AppendMeta) -> AppendMeta {
+    AppendMeta {
+        request: None,
+        ..meta.clone()
+    }
+}
+
+/// The brand's node streams, as a binding reads and appends to them.
+struct NodeStreams<'a> {
+    nodes: &'a Repository<Node>,
+    brand: &'a str,
+    meta: AppendMeta,
+}
+
+impl Nodes for NodeStreams<'_> {
+    async fn node(&self, member: &str) -> Result<Node, ServiceError> {
+        Ok(self
+            .nodes
+            .load::<Rejection>(&node::stream_id(self.brand, member))
+            .await?
+            .state)
+    }
+
+    async fn append<F>(&self, member: &str, decide: F) -> Result<Node, ExecuteError<Rejection>>
+    where
+        F: Fn(&Node) -> Result<Vec<ReferralEvent>, Rejection> + Send + Sync,
+    {
+        Ok(self
+            .nodes
+            .execute(&node::stream_id(self.brand, member), &self.meta, decide)
+            .await?
+            .state)
+    }
 }

@@ -417,18 +417,22 @@ impl ReferralService for Api {
                 note,
                 now: self.app.now(),
             };
-            let events = self.app.review(&ctx, &stream, review).await?;
+            let reviewed = self.app.review(&ctx, &stream, review).await?;
             let mut referral = self
                 .read_models
                 .referral(&r.brand_id, &attribution_id)
                 .await
                 .map_err(db_unavailable)?
                 .unwrap_or_default();
-            // The read model may not have the decision yet: answer with it.
-            for event in events {
+            // The read model may not have the decision yet: the answer's decision fields come
+            // from the decision's events alone, so a repeat answers as the first time.
+            referral.decided_at = reviewed.decided_at.map(scanloop_proto::time::to_timestamp);
+            for event in reviewed.events {
                 match event {
                     crate::domain::ReferralEvent::ReferralAttributed(_) => {
                         referral.status = pb::ReferralStatus::Attributed as i32;
+                        referral.rejection_reason = 0;
+                        referral.detail.clear();
                         referral.hold_reasons.clear();
                     }
                     crate::domain::ReferralEvent::ReferralRejected(rejected) => {
@@ -518,6 +522,8 @@ impl ReferralService for Api {
             let r = request.get_ref();
             validate_brand(&r.brand_id)?;
             let member = member_id(&r.member_id)?;
+            // An unknown member has no tree: NOT_FOUND, not an empty one.
+            self.app.member(&r.brand_id, &member).await?;
             let page = r.page.as_ref();
             let parent = self.app.parent(&r.brand_id, &member).await?;
             let (level1, next) = self
@@ -594,7 +600,9 @@ impl ReferralService for Api {
             let scope = if r.member_id.is_empty() {
                 String::new()
             } else {
-                member_id(&r.member_id)?
+                let member = member_id(&r.member_id)?;
+                self.app.member(&r.brand_id, &member).await?;
+                member
             };
             let rows = self
                 .read_models

@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod directory;
 pub mod domain;
+pub mod forest;
 pub mod grpc;
 pub mod projections;
 pub mod reaction;

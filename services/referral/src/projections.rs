@@ -701,7 +701,8 @@ impl ReadModels {
         let version = envelope.version as i64;
         // Told by the event itself, not by the row, so a redelivery after a crash between the
         // row and the counters still takes the right figures back.
-        let revoked = r.reason() == pb::RejectionReason::RevokedAfterAttribution;
+        // (`revoked` is set on new events; older revocations say so only by their reason.)
+        let revoked = r.revoked || r.reason() == pb::RejectionReason::RevokedAfterAttribution;
         // A rejection after review replaces the held row, a revocation the attributed row;
         // otherwise the referral is listed under the link owner with the activation time from
         // the key table.

@@ -665,6 +665,26 @@ async fn bad_input_on_every_rpc_is_refused_with_its_status_and_writes_nothing() 
         Code::InvalidArgument,
         "member_id must be a member's UUID",
     );
+    // A well-formed id of nobody: NOT_FOUND, not an empty tree or zero figures.
+    assert_refused(
+        api.get_tree(pb::GetTreeRequest {
+            brand_id: BRAND.into(),
+            member_id: unknown_uuid(),
+            page: None,
+        })
+        .await,
+        Code::NotFound,
+        "no member",
+    );
+    assert_refused(
+        api.get_stats(pb::GetStatsRequest {
+            brand_id: BRAND.into(),
+            member_id: unknown_uuid(),
+        })
+        .await,
+        Code::NotFound,
+        "no member",
+    );
     assert_refused(
         api.get_store_stats(pb::GetStoreStatsRequest {
             brand_id: BRAND.into(),

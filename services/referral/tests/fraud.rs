@@ -889,6 +889,8 @@ async fn an_attribution_that_counts_is_revoked_when_fraud_is_found_later() {
             level1_member_id: r.clone(),
             buyer_member_id: b.clone(),
             sku: "PH-9".into(),
+            revoked: true,
+            activated_at: attributed.activated_at,
         }
     );
     assert!(!attributed.activation_event_id.is_empty());

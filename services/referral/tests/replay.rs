@@ -19,8 +19,8 @@ const WARRANTY_ACTIVATED: &str = "scanloop.activation.v1.WarrantyActivated";
 const REFERRAL_ATTRIBUTED: &str = "scanloop.referral.v1.ReferralAttributed";
 
 /// What the referral topic holds after A's campaign link brought three friends: the campaign,
-/// the assist, the link, per friend a device claim, an attribution, a parent and a progress,
-/// and one completion.
+/// the assist, the link, per friend a device claim, an attribution, a claim on the root of the
+/// tree it joins (A), a parent and a progress, and one completion.
 fn after_three_friends() -> std::collections::BTreeMap<String, usize> {
     counts(&[
         ("CampaignDefined", 1),
@@ -28,6 +28,7 @@ fn after_three_friends() -> std::collections::BTreeMap<String, usize> {
         ("LinkCreated", 1),
         ("DeviceAttributed", 3),
         ("ReferralAttributed", 3),
+        ("RootClaimed", 3),
         ("ParentSet", 3),
         ("AssistProgressed", 3),
         ("AssistCompleted", 1),
@@ -201,6 +202,7 @@ async fn a_replayed_or_redelivered_activation_attributes_and_extends_nothing_twi
         ("LinkCreated", 1),
         ("DeviceAttributed", 1),
         ("ReferralAttributed", 1),
+        ("RootClaimed", 1),
         ("ParentSet", 1),
     ] {
         *expected.get_mut(event).unwrap() += more;

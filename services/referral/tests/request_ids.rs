@@ -120,12 +120,19 @@ async fn campaign_assist_and_review_requests_are_one_command_each() {
         .unwrap()
         .into_inner();
     assert_eq!(approved.status, pb::ReferralStatus::Attributed as i32);
+    assert!(approved.hold_reasons.is_empty() && approved.detail.is_empty());
+    // Repeated once the read models show the approval: the first answer again, field for field.
+    cluster
+        .referrals_of(BRAND, &a.member_id, |r| {
+            r.len() == 1 && r[0].status == pb::ReferralStatus::Attributed as i32
+        })
+        .await;
     let repeated = referral
         .review_referral(review.clone())
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(repeated.status, pb::ReferralStatus::Attributed as i32);
+    assert_eq!(repeated, approved);
     assert_request_id_reused(
         referral
             .review_referral(pb::ReviewReferralRequest {

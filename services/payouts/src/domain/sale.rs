@@ -337,21 +337,22 @@ pub fn accrue(state: &Sale, cmd: &Accrue) -> Result<Vec<PayoutsEvent>, Rejection
     Ok(events)
 }
 
-/// Vests what is due at `as_of`.
+/// Vests what is due at `as_of`, each commission at the moment its return window closed (its
+/// `vests_at`), however late the vesting job or a return makes it known.
 pub fn vest(state: &Sale, as_of: DateTime<Utc>) -> Vec<PayoutsEvent> {
     state
         .commissions
         .iter()
         .filter(|(_, c)| c.status == Status::Pending && c.amount > 0)
-        .filter(|(_, c)| c.vests_at().is_some_and(|at| at <= as_of))
-        .map(|(id, c)| {
-            PayoutsEvent::CommissionVested(pb::CommissionVested {
+        .filter_map(|(id, c)| {
+            let vests_at = c.vests_at().filter(|at| *at <= as_of)?;
+            Some(PayoutsEvent::CommissionVested(pb::CommissionVested {
                 commission_id: id.clone(),
                 beneficiary: Some(c.beneficiary.to_pb()),
                 amount: Some(fen_to_money(c.amount)),
-                vested_at: Some(to_timestamp(as_of)),
+                vested_at: Some(to_timestamp(vests_at)),
                 postings: ledger::vested(&c.beneficiary, c.amount),
-            })
+            }))
         })
         .collect()
 }
@@ -379,6 +380,17 @@ pub struct Return {
     pub at: DateTime<Utc>,
 }
 
+/// A referral rejected by referral, as payouts needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revocation {
+    pub attribution_id: String,
+    /// The sale (warranty stream, activation time), when the rejection names it.
+    pub sale: Option<(String, DateTime<Utc>)>,
+    /// The attribution had counted (it may have accrued, or may accrue late).
+    pub counted: bool,
+    pub reason: String,
+}
+
 /// Records a return, refund or rejection and takes back what it takes: before settlement by
 /// reversing or reducing, after it by claw-back. A repeated or older refund total, or anything
 /// after a whole return, decides nothing.
@@ -398,6 +410,12 @@ pub fn record_return(state: &Sale, cmd: &Return) -> Result<Vec<PayoutsEvent>, Re
             )));
         }
     }
+    // Event time decides: what had vested by the time of the return vests first (a lagging
+    // timer changes nothing), then the return takes back from wherever each commission is: a
+    // reversal while unsettled, a claw-back once settled.
+    let vested = vest(state, cmd.at);
+    let mut at_return = state.clone();
+    vested.iter().for_each(|e| at_return.apply(e));
     let mut events = vec![PayoutsEvent::SaleReturned(pb::SaleReturned {
         warranty_stream_id: cmd.warranty_stream_id.clone(),
         sale_activated_at: Some(to_timestamp(cmd.sale_activated_at)),
@@ -407,10 +425,11 @@ pub fn record_return(state: &Sale, cmd: &Return) -> Result<Vec<PayoutsEvent>, Re
         reason: cmd.reason.clone(),
         returned_at: Some(to_timestamp(cmd.at)),
     })];
+    events.extend(vested);
     if refund {
-        events.extend(reduce_all(state, cmd.refunded_total, &cmd.reason));
+        events.extend(reduce_all(&at_return, cmd.refunded_total, &cmd.reason));
     } else {
-        events.extend(reverse_all(state, cmd.cause, &cmd.reason));
+        events.extend(reverse_all(&at_return, cmd.cause, &cmd.reason));
     }
     Ok(events)
 }

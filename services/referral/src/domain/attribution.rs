@@ -124,6 +124,8 @@ pub fn reject(
         level1_member_id: level1.to_owned(),
         buyer_member_id: sale.buyer_member_id.clone(),
         sku: sale.sku.clone(),
+        revoked: false,
+        activated_at: Some(to_timestamp(sale.activated_at)),
     })
 }
 
@@ -400,11 +402,33 @@ fn revoke(attributed: &pb::ReferralAttributed, cmd: &Review) -> Result<ReferralE
             cmd.attribution_id
         )));
     }
-    Ok(ReferralEvent::ReferralRejected(rejection_of(
-        attributed,
-        pb::RejectionReason::RevokedAfterAttribution,
-        decided_by("revoked after attribution by", cmd),
-    )))
+    Ok(ReferralEvent::ReferralRejected(pb::ReferralRejected {
+        revoked: true,
+        ..rejection_of(
+            attributed,
+            pb::RejectionReason::RevokedAfterAttribution,
+            decided_by("revoked after attribution by", cmd),
+        )
+    }))
+}
+
+/// Binding the buyer's parent found that the referrer descends from the buyer (a cycle the
+/// judgement could not see: a concurrent or later binding closed it). An attribution that counts
+/// is revoked with CYCLE, so what it set off is taken back; anything else decides nothing.
+pub fn revoke_for_cycle(
+    state: &Attributions,
+    attribution_id: &str,
+    detail: String,
+) -> Result<Vec<ReferralEvent>, Rejection> {
+    match state.sales.get(attribution_id) {
+        Some(Recorded::Attributed(attributed)) => Ok(vec![ReferralEvent::ReferralRejected(
+            pb::ReferralRejected {
+                revoked: true,
+                ..rejection_of(attributed, pb::RejectionReason::Cycle, detail)
+            },
+        )]),
+        _ => Ok(vec![]),
+    }
 }
 
 /// "<what> <reviewer>", then ": <note>" when the reviewer gave one.
@@ -431,6 +455,8 @@ fn rejection_of(
         level1_member_id: a.level1_member_id.clone(),
         buyer_member_id: a.buyer_member_id.clone(),
         sku: a.sku.clone(),
+        revoked: false,
+        activated_at: a.activated_at,
     }
 }
 

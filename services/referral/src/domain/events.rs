@@ -12,6 +12,7 @@ scanloop_eventstore::domain_events!(ReferralEvent {
     ReferralReviewed => "scanloop.referral.v1.ReferralReviewed",
     ReferralRejected => "scanloop.referral.v1.ReferralRejected",
     ParentSet => "scanloop.referral.v1.ParentSet",
+    RootClaimed => "scanloop.referral.v1.RootClaimed",
     DeviceAttributed => "scanloop.referral.v1.DeviceAttributed",
     CampaignDefined => "scanloop.referral.v1.CampaignDefined",
     AssistStarted => "scanloop.referral.v1.AssistStarted",

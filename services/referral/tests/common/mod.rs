@@ -378,13 +378,14 @@ impl Cluster {
                             page: None,
                         })
                         .await
-                        .unwrap()
-                        .into_inner()
+                        .map(tonic::Response::into_inner)
                 }
             },
-            check,
+            // NOT_FOUND until referral has heard of the member from membership.
+            |tree| tree.as_ref().is_ok_and(&check),
         )
         .await
+        .unwrap()
     }
 }
 

@@ -600,3 +600,77 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn event_time_decides_a_return_against_the_vesting_timer() {
+    let plan = terms(Rate::BasisPoints(500), None, None);
+    let accrued = |id: &str| {
+        let mut state = Sale::default();
+        run(&mut state, |s| {
+            accrue(s, &accrue_cmd(sale(id, 100_000), plan.clone())).unwrap()
+        });
+        state
+    };
+    // Returned on day 20, inside the window, but known only after the timer vested it on day
+    // 30: reversed out of payable, never clawed back.
+    let mut timer_first = accrued("att-e1");
+    run(&mut timer_first, |s| vest(s, at(31)));
+    let events = run(&mut timer_first, |s| {
+        record_return(s, &return_cmd(Cause::Returned, 0, 20)).unwrap()
+    });
+    let PayoutsEvent::CommissionReversed(reversed) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(reversed.amount.as_ref().unwrap().amount_fen, 5_000);
+    assert_eq!(
+        reversed.postings[0].debit.as_ref().unwrap().r#type,
+        Account::Payable as i32
+    );
+    assert_eq!(amounts(&timer_first)[0].2, pb::CommissionStatus::Reversed);
+
+    // Returned on day 35, after the window, before a lagging timer ran: it vests as of day 30
+    // first, then the return takes it back out of payable.
+    let mut lagging = accrued("att-e2");
+    let events = run(&mut lagging, |s| {
+        record_return(s, &return_cmd(Cause::Returned, 0, 35)).unwrap()
+    });
+    let PayoutsEvent::CommissionVested(vested) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(vested.vested_at.unwrap().seconds, at(30).timestamp());
+    assert!(matches!(events[2], PayoutsEvent::CommissionReversed(ref r)
+        if r.postings[0].debit.as_ref().unwrap().r#type == Account::Payable as i32));
+    assert!(vest(&lagging, at(40)).is_empty());
+
+    // The vesting timer records the moment the window closed, not its own.
+    let mut late = accrued("att-e3");
+    let events = run(&mut late, |s| vest(s, at(33)));
+    let PayoutsEvent::CommissionVested(vested) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(vested.vested_at.unwrap().seconds, at(30).timestamp());
+}
+
+#[test]
+fn a_revocation_recorded_before_the_accrual_pays_nothing() {
+    let mut state = Sale::default();
+    let revoked = Return {
+        cause: Cause::ReferralRejected,
+        ..return_cmd(Cause::ReferralRejected, 0, 1)
+    };
+    let events = run(&mut state, |s| record_return(s, &revoked).unwrap());
+    assert_eq!(events.len(), 1, "only SaleReturned: nothing has accrued");
+    // The attribution's commission arrives later (a dead-letter replay): it accrues and is
+    // reversed in the same append.
+    let cmd = accrue_cmd(
+        sale("att-r1", 100_000),
+        terms(Rate::BasisPoints(500), None, None),
+    );
+    let events = run(&mut state, |s| accrue(s, &cmd).unwrap());
+    assert!(matches!(events[0], PayoutsEvent::CommissionAccrued(_)));
+    assert!(matches!(events[1], PayoutsEvent::CommissionReversed(_)));
+    assert_eq!(
+        amounts(&state),
+        vec![("member/m-a".to_owned(), 0, pb::CommissionStatus::Reversed)]
+    );
+}

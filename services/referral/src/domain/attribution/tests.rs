@@ -375,6 +375,8 @@ fn an_attribution_that_counts_is_revoked_by_a_rejection_and_the_rejection_is_fin
                 level1_member_id: "ref".into(),
                 buyer_member_id: "buyer".into(),
                 sku: "phone-x".into(),
+                revoked: true,
+                activated_at: Some(to_timestamp(now())),
             }),
         ]
     );

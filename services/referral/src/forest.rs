@@ -1,0 +1,116 @@
+//! Binding a member's parent so that the referral tree stays a forest, whatever order and
+//! concurrency bindings arrive in: every path that binds (an attribution, a review's approval)
+//! goes through [`bind`]. The decisions are the node aggregate's (`domain::node`); this is the
+//! walk and the two conditional appends around them, written against [`Nodes`] so a test can
+//! interleave many bindings step by step.
+
+use std::future::Future;
+
+use scanloop_eventstore::ExecuteError;
+use scanloop_service::ServiceError;
+
+use crate::domain::Rejection;
+use crate::domain::node::{self, Node};
+
+/// A walk longer than this is refused rather than followed (a referral chain this deep is not a
+/// tree any brand runs; the limit keeps a binding's reads bounded).
+pub const MAX_DEPTH: usize = 10_000;
+/// Fresh walks a binding makes before giving up to the caller (who retries).
+const MAX_ATTEMPTS: usize = 20;
+
+/// The node streams, as a binding reads and appends to them.
+pub trait Nodes: Sync {
+    /// A member's node, as stored now.
+    fn node(&self, member: &str) -> impl Future<Output = Result<Node, ServiceError>> + Send;
+
+    /// Runs `decide` against a member's node and appends what it returns (conditionally: a
+    /// concurrent append makes it decide again on the fresh node). Returns the node after.
+    fn append<F>(
+        &self,
+        member: &str,
+        decide: F,
+    ) -> impl Future<Output = Result<Node, ExecuteError<Rejection>>> + Send
+    where
+        F: Fn(&Node) -> Result<Vec<crate::domain::ReferralEvent>, Rejection> + Send + Sync;
+}
+
+/// How a binding ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// The member's parent is now the one asked for.
+    Bound,
+    /// The member already had a parent (set once, never rebound).
+    AlreadyBound { parent: String },
+    /// The parent descends from the member: binding would close a cycle. `path` runs from the
+    /// parent up to the member.
+    Cycle { path: Vec<String> },
+}
+
+/// Binds `parent` as `member`'s parent, unless the member has one or it would close a cycle.
+pub async fn bind<N: Nodes>(
+    nodes: &N,
+    member: &str,
+    parent: &str,
+    attribution_id: &str,
+) -> Result<Binding, ServiceError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let own = nodes.node(member).await?;
+        if let Some(bound) = own.parent {
+            return Ok(Binding::AlreadyBound { parent: bound });
+        }
+        let claims_seen = own.claims;
+        // The parent's ancestry up to its root.
+        let mut path = vec![parent.to_owned()];
+        loop {
+            let current = path.last().cloned().unwrap_or_default();
+            if current == member {
+                return Ok(Binding::Cycle { path });
+            }
+            if path.len() > MAX_DEPTH {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "member {parent} has more than {MAX_DEPTH} ancestors: not bound"
+                )));
+            }
+            match nodes.node(&current).await?.parent {
+                // A cycle stored before the tree was kept a forest: never join it.
+                Some(up) if path.contains(&up) => {
+                    path.push(up);
+                    return Ok(Binding::Cycle { path });
+                }
+                Some(up) => path.push(up),
+                None => break,
+            }
+        }
+        let root = path.last().cloned().unwrap_or_default();
+        match nodes
+            .append(&root, |n| node::claim_root(n, &root, member, parent))
+            .await
+        {
+            Ok(_) => {}
+            Err(ExecuteError::Rejected(Rejection::FailedPrecondition(_))) => continue,
+            Err(other) => return Err(other.into()),
+        }
+        match nodes
+            .append(member, |n| {
+                node::bind_parent(n, member, parent, attribution_id, claims_seen)
+            })
+            .await
+        {
+            Ok(after) => {
+                return Ok(match after.parent {
+                    Some(bound) if bound == parent => Binding::Bound,
+                    Some(bound) => Binding::AlreadyBound { parent: bound },
+                    None => continue,
+                });
+            }
+            Err(ExecuteError::Rejected(Rejection::FailedPrecondition(_))) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ServiceError::Aborted(format!(
+        "the referral tree kept changing around member {member}'s binding; retry"
+    )))
+}
+
+#[cfg(test)]
+mod tests;
