@@ -20,9 +20,20 @@ pub fn brand_id(brand_id: &str) -> Result<(), ServiceError> {
 
 /// Request ids make retries safe: any printable string up to 128 characters.
 pub fn request_id(request_id: &str) -> Result<(), ServiceError> {
-    if request_id.is_empty() || request_id.len() > 128 || request_id.chars().any(char::is_control) {
+    if request_id.is_empty() {
         return Err(ServiceError::invalid(
             "request_id is required (a unique string up to 128 characters, reused only to retry)",
+        ));
+    }
+    if request_id.len() > 128 {
+        return Err(ServiceError::invalid(format!(
+            "request_id is {} bytes long: at most 128 (a UUID is 36)",
+            request_id.len()
+        )));
+    }
+    if request_id.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            "request_id must not contain control characters",
         ));
     }
     Ok(())
@@ -61,6 +72,19 @@ mod tests {
         assert!(request_id("r-1").is_ok());
         assert!(request_id("").is_err());
         assert!(request_id("a\nb").is_err());
+        // Each refusal says what is wrong: a long id is not "required".
+        let message = |id: &str| match request_id(id) {
+            Err(ServiceError::InvalidArgument(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message(&"x".repeat(5_000)),
+            "request_id is 5000 bytes long: at most 128 (a UUID is 36)"
+        );
+        assert_eq!(
+            message("a\tb"),
+            "request_id must not contain control characters"
+        );
         assert_eq!(text("note", "  ok  ", 5).unwrap(), "ok");
         assert!(text("note", "toolong", 5).is_err());
         assert!(text("note", "a\u{7}b", 5).is_err());

@@ -6,7 +6,7 @@ use scanloop_config::{ByBrand, ConfigError, var};
 use scanloop_service::{ServiceConfig, ServiceNames};
 use scanloop_timers::SharedClock;
 
-use crate::domain::plan::DEFAULT_CEILING_BPS;
+use crate::domain::plan::{DEFAULT_CEILING_BPS, DEFAULT_PURCHASE_MAX_FEN};
 
 /// Per-brand rules that are the brand's policy, not its plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,11 @@ pub struct Rules {
     /// this share of a sale; SCANLOOP_COMMISSION_CEILING_BPS_BY_BRAND overrides it per brand.
     pub ceiling_bps: u32,
     pub ceiling_by_brand: ByBrand<u32>,
+    /// SCANLOOP_PURCHASE_MAX_FEN (default 100000000, ¥1,000,000) and
+    /// SCANLOOP_PURCHASE_MAX_FEN_BY_BRAND, the same settings activation checks purchases
+    /// against: a plan's fixed amounts, cap and minimum payout stay within them.
+    pub purchase_max_fen: i64,
+    pub purchase_max_fen_by_brand: ByBrand<i64>,
 }
 
 impl Default for Rules {
@@ -22,6 +27,8 @@ impl Default for Rules {
         Self {
             ceiling_bps: DEFAULT_CEILING_BPS,
             ceiling_by_brand: ByBrand::default(),
+            purchase_max_fen: DEFAULT_PURCHASE_MAX_FEN,
+            purchase_max_fen_by_brand: ByBrand::default(),
         }
     }
 }
@@ -29,6 +36,11 @@ impl Default for Rules {
 impl Rules {
     pub fn ceiling_bps(&self, brand_id: &str) -> u32 {
         self.ceiling_by_brand.get_or(brand_id, &self.ceiling_bps)
+    }
+
+    pub fn purchase_max_fen(&self, brand_id: &str) -> i64 {
+        self.purchase_max_fen_by_brand
+            .get_or(brand_id, &self.purchase_max_fen)
     }
 }
 
@@ -71,6 +83,11 @@ impl Config {
                 ceiling_bps: var("SCANLOOP_COMMISSION_CEILING_BPS", DEFAULT_CEILING_BPS)?,
                 ceiling_by_brand: var(
                     "SCANLOOP_COMMISSION_CEILING_BPS_BY_BRAND",
+                    Default::default(),
+                )?,
+                purchase_max_fen: var("SCANLOOP_PURCHASE_MAX_FEN", DEFAULT_PURCHASE_MAX_FEN)?,
+                purchase_max_fen_by_brand: var(
+                    "SCANLOOP_PURCHASE_MAX_FEN_BY_BRAND",
                     Default::default(),
                 )?,
             },

@@ -262,10 +262,17 @@ impl PayoutsService for Api {
                         .map_err(page_error)?
                 }
                 Some(pb::list_commissions_request::Of::AttributionId(id)) => {
-                    let id = text("attribution_id", id, 64)?;
-                    if id.is_empty() {
+                    if id.trim().is_empty() {
                         return Err(ServiceError::invalid("attribution_id is required"));
                     }
+                    // Referral names attributions by UUID (ListReferrals, ReviewReferral).
+                    let id = uuid::Uuid::parse_str(id.trim())
+                        .map(|id| id.to_string())
+                        .map_err(|_| {
+                            ServiceError::invalid(
+                                "attribution_id must be a UUID from referral's ListReferrals",
+                            )
+                        })?;
                     let commissions = match self.app.sale_of_attribution(&r.brand_id, &id).await? {
                         Some(sale) => models
                             .sale_commissions(&r.brand_id, &sale)

@@ -125,6 +125,10 @@ const STATEMENTS: &[(&str, &str)] = &[
         "SELECT summary FROM {ks}.settlements WHERE brand_id = ? AND batch_id = ?",
     ),
     (
+        "delete_settlement",
+        "DELETE FROM {ks}.settlements WHERE brand_id = ? AND batch_id = ?",
+    ),
+    (
         "settlements",
         "SELECT summary FROM {ks}.settlements WHERE brand_id = ?",
     ),
@@ -849,12 +853,18 @@ impl Projection for ReadModels {
             }
             PayoutsEvent::CommissionVested(e) => {
                 let amount = money_fen(e.amount.as_ref());
-                self.update_commission(brand, sale, &e.commission_id, |c| {
-                    c.status = pb::CommissionStatus::Vested as i32;
-                })
-                .await?;
+                let vested = self
+                    .update_commission(brand, sale, &e.commission_id, |c| {
+                        c.status = pb::CommissionStatus::Vested as i32;
+                    })
+                    .await?;
                 let who = beneficiary_key(e.beneficiary.as_ref());
-                let due = from_timestamp(e.vested_at.as_ref()).unwrap_or(now);
+                // Due when its return window closed (`vests_at`), not when the vesting job
+                // happened to record it: a cutoff at `vests_at` includes it.
+                let due = vested
+                    .and_then(|c| from_timestamp(c.vests_at.as_ref()))
+                    .or_else(|| from_timestamp(e.vested_at.as_ref()))
+                    .unwrap_or(now);
                 self.put_settleable(
                     brand,
                     &WorkItem::commission(&who, sale, &e.commission_id, amount),
@@ -996,7 +1006,15 @@ impl Projection for ReadModels {
                 // Counted by key, not incremented: a replay marks the same line again.
                 self.db.exec("put_paid", (brand, &e.batch_id, &who)).await?;
             }
-            PayoutsEvent::PlanUpserted(_) | PayoutsEvent::SaleReturned(_) => {}
+            // A batch closed without lines is not a settlement anyone lists.
+            PayoutsEvent::SettlementAbandoned(e) => {
+                self.db
+                    .exec("delete_settlement", (brand, &e.batch_id))
+                    .await?;
+            }
+            PayoutsEvent::PlanUpserted(_)
+            | PayoutsEvent::SaleReturned(_)
+            | PayoutsEvent::SettlementPlanned(_) => {}
         }
         // The ledger last: an account's balances (GetAccount) are its entries, so once they show
         // a commission payable, settlement's work list already holds it (a caller that waits

@@ -440,6 +440,9 @@ async fn every_event_names_who_caused_it_and_reactions_carry_their_cause() {
         ))
         .await;
     world.commissions_of(&a, |c| c.len() == 1).await;
+    // A batch is started only when something is payable.
+    world.advance(chrono::Duration::days(31));
+    world.account(&a, |acc| amount(&acc.payable) > 0).await;
     world.payouts = as_caller(
         &world,
         payouts,

@@ -147,6 +147,33 @@ async fn bad_input_on_every_rpc_is_refused_and_writes_nothing() {
             "beneficiary or an attribution_id",
         ),
         (
+            "ListCommissions attribution id not a UUID",
+            code_of(
+                p.list_commissions(pb::ListCommissionsRequest {
+                    brand_id: BRAND.into(),
+                    of: Some(pb::list_commissions_request::Of::AttributionId(
+                        "xyz".into(),
+                    )),
+                    page: None,
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "attribution_id must be a UUID",
+        ),
+        (
+            "UpsertPlan minimum payout beyond any purchase",
+            code_of(
+                p.upsert_plan(pb::UpsertPlanRequest {
+                    minimum_payout: fen(i64::MAX),
+                    ..two_level_plan(BRAND, 0)
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "rule amounts-within-purchase-ceiling",
+        ),
+        (
             "ListCommissions bad page token",
             code_of(
                 p.list_commissions(pb::ListCommissionsRequest {

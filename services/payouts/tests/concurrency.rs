@@ -49,12 +49,20 @@ async fn two_concurrent_settlements_never_settle_one_commission_twice() {
         .await;
 
     let (one, two) = tokio::join!(world.settle("concurrent-1"), world.settle("concurrent-2"));
-    let (one, two) = (one.unwrap(), two.unwrap());
-    assert_ne!(one.batch_id, two.batch_id);
-    // Together they paid each commission once: 4 × 299.95 yuan in one line.
-    assert_eq!(amount(&one.total) + amount(&two.total), 4 * LEVEL1);
-    assert_eq!(one.commissions + two.commissions, 4);
-    assert_eq!(one.lines_count + two.lines_count, 1);
+    // One batch pays each commission once (4 × 299.95 yuan in one line); the other run finds
+    // nothing left and is refused: no batch without lines.
+    let (batch, refused) = match (one, two) {
+        (Ok(batch), Err(refused)) | (Err(refused), Ok(batch)) => (batch, refused),
+        other => panic!("one batch and one refusal expected: {other:?}"),
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(amount(&batch.total), 4 * LEVEL1);
+    assert_eq!(batch.commissions, 4);
+    assert_eq!(batch.lines_count, 1);
     let account = world
         .account(&referrer, |a| amount(&a.settled_unpaid) == 4 * LEVEL1)
         .await;

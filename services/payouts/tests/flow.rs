@@ -90,10 +90,10 @@ async fn a_two_level_chain_accrues_vests_settles_and_pays() {
         .await;
     assert_eq!(amount(&account_a.payable), 0);
 
-    // Nothing is payable before the window: a settlement now pays nobody.
-    let early = world.settle("settle-early").await.unwrap();
-    assert_eq!(early.lines_count, 0);
-    assert_eq!(amount(&early.total), 0);
+    // Nothing is payable before the window: a settlement now is refused, and no batch exists.
+    let early = world.settle("settle-early").await.unwrap_err();
+    assert_eq!(early.code(), tonic::Code::FailedPrecondition);
+    assert!(early.message().contains("nothing is payable"), "{early:?}");
 
     // Past the 30-day window the vesting job vests everything.
     world.advance(chrono::Duration::days(31));
@@ -251,11 +251,14 @@ async fn a_return_inside_the_window_reverses_and_after_settlement_claws_back() {
     );
 
     // ...carried (A owes more than A is owed) and never paid out, then netted once A earns.
-    let second = world.settle("settle-r2").await.unwrap();
-    assert_eq!(second.lines_count, 0);
-    let carried = &second.carried;
-    assert_eq!(carried.len(), 1, "{carried:?}");
-    assert_eq!(amount(&carried[0].net), -LEVEL1);
+    let second = world.settle("settle-r2").await.unwrap_err();
+    assert_eq!(second.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        second
+            .message()
+            .contains("1 beneficiaries would be carried over"),
+        "{second:?}"
+    );
 
     let codes = world.issue(BRAND, 3).await;
     let link_a = world.link_for(BRAND, &chain.a, "").await;

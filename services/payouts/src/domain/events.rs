@@ -14,8 +14,10 @@ scanloop_eventstore::domain_events!(PayoutsEvent {
     ClawbackNetted => "scanloop.payouts.v1.ClawbackNetted",
     SaleReturned => "scanloop.payouts.v1.SaleReturned",
     SettlementStarted => "scanloop.payouts.v1.SettlementStarted",
+    SettlementPlanned => "scanloop.payouts.v1.SettlementPlanned",
     PayoutLinesRecorded => "scanloop.payouts.v1.PayoutLinesRecorded",
     SettlementCompleted => "scanloop.payouts.v1.SettlementCompleted",
+    SettlementAbandoned => "scanloop.payouts.v1.SettlementAbandoned",
     PayoutMarkedPaid => "scanloop.payouts.v1.PayoutMarkedPaid",
 });
 
@@ -34,6 +36,8 @@ impl PayoutsEvent {
             PayoutsEvent::PlanUpserted(_)
             | PayoutsEvent::SaleReturned(_)
             | PayoutsEvent::SettlementStarted(_)
+            | PayoutsEvent::SettlementPlanned(_)
+            | PayoutsEvent::SettlementAbandoned(_)
             | PayoutsEvent::PayoutLinesRecorded(_)
             | PayoutsEvent::SettlementCompleted(_) => &[],
         }

@@ -15,6 +15,9 @@ pub const DEFAULT_MINIMUM_PAYOUT_FEN: i64 = 100;
 /// Levels 1 + 2 together stay under this share of the sale unless the brand's configuration
 /// says otherwise: 30%, the cap China's direct-selling regulation puts on pay relative to sales.
 pub const DEFAULT_CEILING_BPS: u32 = 3_000;
+/// The highest purchase a brand's activation accepts unless configured (¥1,000,000), as in
+/// activation's SCANLOOP_PURCHASE_MAX_FEN.
+pub const DEFAULT_PURCHASE_MAX_FEN: i64 = 100_000_000;
 /// A return window longer than a year is a typo, not a policy.
 pub const MAX_RETURN_WINDOW_DAYS: u32 = 366;
 
@@ -79,6 +82,9 @@ pub struct Upsert {
     pub request: pb::UpsertPlanRequest,
     /// The brand's ceiling on levels 1 + 2, in basis points.
     pub ceiling_bps: u32,
+    /// The brand's highest purchase in fen (activation's SCANLOOP_PURCHASE_MAX_FEN): no fixed
+    /// amount, cap or minimum payout above it can be meant.
+    pub purchase_max_fen: i64,
     pub now: DateTime<Utc>,
 }
 
@@ -86,7 +92,37 @@ fn invalid(rule: &str, detail: impl std::fmt::Display) -> Rejection {
     Rejection::Invalid(format!("rule {rule}: {detail}"))
 }
 
-fn checked_rate(what: &str, rate: Option<&pb::Rate>) -> Result<Option<Rate>, Rejection> {
+/// An amount in fen: CNY, not negative, and within the brand's highest purchase.
+fn check_amount(
+    what: &str,
+    money: &scanloop_proto::common::v1::Money,
+    purchase_max_fen: i64,
+) -> Result<(), Rejection> {
+    check_currency(what, money)?;
+    if money.amount_fen < 0 {
+        return Err(invalid(
+            "no-negative-amounts",
+            format!("{what} is negative"),
+        ));
+    }
+    if money.amount_fen > purchase_max_fen {
+        return Err(invalid(
+            "amounts-within-purchase-ceiling",
+            format!(
+                "{what} is {} fen, over the brand's highest purchase of {purchase_max_fen} fen \
+                 (SCANLOOP_PURCHASE_MAX_FEN): no sale could pay it",
+                money.amount_fen
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn checked_rate(
+    what: &str,
+    rate: Option<&pb::Rate>,
+    purchase_max_fen: i64,
+) -> Result<Option<Rate>, Rejection> {
     let Some(rate) = rate else { return Ok(None) };
     let Some(parsed) = Rate::from_pb(rate) else {
         return Err(invalid(
@@ -105,7 +141,7 @@ fn checked_rate(what: &str, rate: Option<&pb::Rate>) -> Result<Option<Rate>, Rej
         )),
         _ => {
             if let Some(pb::rate::Kind::Fixed(money)) = &rate.kind {
-                check_currency(what, money)?;
+                check_amount(what, money, purchase_max_fen)?;
             }
             Ok(Some(parsed))
         }
@@ -155,7 +191,11 @@ pub fn upsert(state: &Plan, cmd: &Upsert) -> Result<Vec<PayoutsEvent>, Rejection
                 format!("level {} names no rate", level.level),
             )
         })?;
-        checked_rate(&format!("level {}", level.level), Some(rate))?;
+        checked_rate(
+            &format!("level {}", level.level),
+            Some(rate),
+            cmd.purchase_max_fen,
+        )?;
         *slot = Some(rate.clone());
     }
     if level2.is_some() && level1.is_none() {
@@ -164,7 +204,7 @@ pub fn upsert(state: &Plan, cmd: &Upsert) -> Result<Vec<PayoutsEvent>, Rejection
             "a plan that pays level 2 must pay level 1",
         ));
     }
-    checked_rate("the store rate", req.store.as_ref())?;
+    checked_rate("the store rate", req.store.as_ref(), cmd.purchase_max_fen)?;
     let store = req.store.clone();
     let bps = |r: &Option<pb::Rate>| match r.as_ref().and_then(Rate::from_pb) {
         Some(Rate::BasisPoints(bps)) => bps,
@@ -200,16 +240,10 @@ pub fn upsert(state: &Plan, cmd: &Upsert) -> Result<Vec<PayoutsEvent>, Rejection
         (None, _) => None,
     };
     if let Some(cap) = &req.cap_per_sale {
-        check_currency("cap_per_sale", cap)?;
-        if cap.amount_fen < 0 {
-            return Err(invalid("no-negative-amounts", "cap_per_sale is negative"));
-        }
+        check_amount("cap_per_sale", cap, cmd.purchase_max_fen)?;
     }
     if let Some(minimum) = &req.minimum_payout {
-        check_currency("minimum_payout", minimum)?;
-        if minimum.amount_fen < 0 {
-            return Err(invalid("no-negative-amounts", "minimum_payout is negative"));
-        }
+        check_amount("minimum_payout", minimum, cmd.purchase_max_fen)?;
     }
     let return_window_days = match req.return_window_days {
         0 => DEFAULT_RETURN_WINDOW_DAYS,
@@ -280,6 +314,7 @@ mod tests {
             &Upsert {
                 request,
                 ceiling_bps: DEFAULT_CEILING_BPS,
+                purchase_max_fen: DEFAULT_PURCHASE_MAX_FEN,
                 now,
             },
         )?;
@@ -355,6 +390,28 @@ mod tests {
             "no-negative-rates"
         );
         assert_eq!(rule_of(run(&none, request(vec![]))), "pays-something");
+        // Amounts no sale of the brand could pay.
+        let huge = pb::LevelRate {
+            level: 1,
+            rate: Some(Rate::Fixed(i64::MAX).to_pb()),
+        };
+        assert_eq!(
+            rule_of(run(&none, request(vec![huge]))),
+            "amounts-within-purchase-ceiling"
+        );
+        let minimum = pb::UpsertPlanRequest {
+            minimum_payout: Some(fen_to_money(i64::MAX)),
+            ..request(vec![bps(1, 100)])
+        };
+        assert_eq!(
+            rule_of(run(&none, minimum)),
+            "amounts-within-purchase-ceiling"
+        );
+        let at_the_ceiling = pb::UpsertPlanRequest {
+            minimum_payout: Some(fen_to_money(DEFAULT_PURCHASE_MAX_FEN)),
+            ..request(vec![bps(1, 100)])
+        };
+        assert!(run(&none, at_the_ceiling).is_ok());
     }
 
     #[test]

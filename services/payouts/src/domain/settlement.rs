@@ -3,18 +3,23 @@
 //! - [`Settlements`] (stream `settlements-<brand>`) lets one batch per brand be open at a time:
 //!   a run starts its batch only when no other is open, so two runs never plan over the same
 //!   commissions; a crashed run leaves its batch open and the next run finishes it first.
-//! - [`Batch`] (stream `settlement-<brand>-<batch>`) holds the batch's lines and payments.
+//! - [`Batch`] (stream `settlement-<brand>-<batch>`) owns the batch's plan, its lines and
+//!   payments. The plan ([`plan_next`], `SettlementPlanned`) is recorded before any sale stream
+//!   moves money; settling and netting then follow the plan only, and the lines come from the
+//!   plan and what the sale streams actually settled ([`lines`]). So a resumed or concurrent run
+//!   finishes a batch with the same lines, whatever the read models say by then.
 //! - [`plan`] decides from the vested commissions and owed claw-backs who is paid: a beneficiary
 //!   whose net reaches the minimum payout is paid all of it; the others are carried over, with
 //!   the reason (under the minimum, or owing more than earned: never paid out, reported).
 //! - [`choose_netting`]: which owed claw-backs a payout can absorb, so no line is ever negative.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::payouts::v1 as pb;
-use scanloop_proto::time::to_timestamp;
+use scanloop_proto::time::{from_timestamp, to_timestamp};
 use uuid::Uuid;
 
 use super::ledger::{self, Beneficiary};
@@ -42,10 +47,51 @@ pub struct Open {
     pub cutoff: DateTime<Utc>,
 }
 
+/// How a batch closed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    Completed(pb::SettlementCompleted),
+    /// Nothing was left to pay by the time it was planned: not listed as a settlement.
+    Abandoned(String),
+}
+
+/// A batch as the brand's settlements stream knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub cutoff: DateTime<Utc>,
+    pub started_at: Option<Timestamp>,
+    pub closed: Option<Closed>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Settlements {
     pub open: Option<Open>,
-    pub completed: BTreeSet<String>,
+    /// Every batch ever started, by id.
+    pub batches: BTreeMap<String, Started>,
+}
+
+impl Settlements {
+    pub fn completed(&self, batch_id: &str) -> Option<&pb::SettlementCompleted> {
+        match self.batches.get(batch_id)?.closed.as_ref()? {
+            Closed::Completed(done) => Some(done),
+            Closed::Abandoned(_) => None,
+        }
+    }
+
+    pub fn is_closed(&self, batch_id: &str) -> bool {
+        self.batches
+            .get(batch_id)
+            .is_some_and(|b| b.closed.is_some())
+    }
+
+    fn close(&mut self, batch_id: &str, closed: Closed) {
+        if self.open.as_ref().is_some_and(|o| o.batch_id == batch_id) {
+            self.open = None;
+        }
+        if let Some(batch) = self.batches.get_mut(batch_id) {
+            batch.closed = Some(closed);
+        }
+    }
 }
 
 impl Aggregate for Settlements {
@@ -53,17 +99,25 @@ impl Aggregate for Settlements {
     fn apply(&mut self, event: &PayoutsEvent) {
         match event {
             PayoutsEvent::SettlementStarted(e) => {
+                let cutoff = from_timestamp(e.cutoff.as_ref()).unwrap_or_default();
                 self.open = Some(Open {
                     batch_id: e.batch_id.clone(),
-                    cutoff: scanloop_proto::time::from_timestamp(e.cutoff.as_ref())
-                        .unwrap_or_default(),
+                    cutoff,
                 });
+                self.batches.insert(
+                    e.batch_id.clone(),
+                    Started {
+                        cutoff,
+                        started_at: e.started_at,
+                        closed: None,
+                    },
+                );
             }
             PayoutsEvent::SettlementCompleted(e) => {
-                if self.open.as_ref().is_some_and(|o| o.batch_id == e.batch_id) {
-                    self.open = None;
-                }
-                self.completed.insert(e.batch_id.clone());
+                self.close(&e.batch_id, Closed::Completed(e.clone()));
+            }
+            PayoutsEvent::SettlementAbandoned(e) => {
+                self.close(&e.batch_id, Closed::Abandoned(e.reason.clone()));
             }
             _ => {}
         }
@@ -77,11 +131,10 @@ pub fn start(
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<PayoutsEvent>, Rejection> {
-    if state.completed.contains(batch_id) {
+    if state.batches.contains_key(batch_id) {
         return Ok(vec![]);
     }
     match &state.open {
-        Some(open) if open.batch_id == batch_id => Ok(vec![]),
         Some(open) => Err(Rejection::FailedPrecondition(format!(
             "settlement batch {} is still open; it is finished before a new one starts",
             open.batch_id
@@ -101,7 +154,7 @@ pub fn complete(
     state: &Settlements,
     summary: &pb::SettlementCompleted,
 ) -> Result<Vec<PayoutsEvent>, Rejection> {
-    if state.completed.contains(&summary.batch_id) {
+    if state.is_closed(&summary.batch_id) {
         return Ok(vec![]);
     }
     match &state.open {
@@ -115,15 +168,53 @@ pub fn complete(
     }
 }
 
+/// Closes the open batch without lines (nothing if it is closed already).
+pub fn abandon(
+    state: &Settlements,
+    batch_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<PayoutsEvent>, Rejection> {
+    if state.is_closed(batch_id) {
+        return Ok(vec![]);
+    }
+    match &state.open {
+        Some(open) if open.batch_id == batch_id => Ok(vec![PayoutsEvent::SettlementAbandoned(
+            pb::SettlementAbandoned {
+                batch_id: batch_id.to_owned(),
+                reason: reason.to_owned(),
+                abandoned_at: Some(to_timestamp(now)),
+            },
+        )]),
+        _ => Err(Rejection::FailedPrecondition(format!(
+            "settlement batch {batch_id} is not open"
+        ))),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub line: pb::PayoutLine,
     pub paid_reference: Option<String>,
 }
 
+/// A beneficiary's line as the batch planned it, before any sale stream moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedLine {
+    pub masked_identity: String,
+    /// Vested commissions, in settling order.
+    pub commissions: Vec<Candidate>,
+    /// Owed claw-backs the line nets, in netting order.
+    pub clawbacks: Vec<Candidate>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Batch {
-    /// By beneficiary key.
+    /// The plan, by beneficiary: the only source of the batch's work and lines.
+    pub planned: BTreeMap<Beneficiary, PlannedLine>,
+    /// The plan is complete (its last chunk is recorded).
+    pub sealed: bool,
+    /// The lines, by beneficiary key.
     pub lines: BTreeMap<String, Line>,
     pub carried: BTreeMap<String, pb::CarriedBalance>,
 }
@@ -132,6 +223,38 @@ impl Aggregate for Batch {
     type Event = PayoutsEvent;
     fn apply(&mut self, event: &PayoutsEvent) {
         match event {
+            PayoutsEvent::SettlementPlanned(e) => {
+                for planned in &e.lines {
+                    let Some(b) = Beneficiary::from_pb(planned.beneficiary.as_ref()) else {
+                        continue;
+                    };
+                    let items = |items: &[pb::PlannedItem]| -> Vec<Candidate> {
+                        items
+                            .iter()
+                            .map(|item| Candidate {
+                                beneficiary: b.clone(),
+                                sale_stream_id: item.sale_stream_id.clone(),
+                                commission_id: item.commission_id.clone(),
+                                clawback_id: (!item.clawback_id.is_empty())
+                                    .then(|| item.clawback_id.clone()),
+                                amount: money_fen(item.amount.as_ref()),
+                            })
+                            .collect()
+                    };
+                    let line = PlannedLine {
+                        masked_identity: planned.masked_identity.clone(),
+                        commissions: items(&planned.commissions),
+                        clawbacks: items(&planned.clawbacks),
+                    };
+                    self.planned.insert(b, line);
+                }
+                for carried in &e.carried {
+                    if let Some(b) = Beneficiary::from_pb(carried.beneficiary.as_ref()) {
+                        self.carried.insert(b.key(), carried.clone());
+                    }
+                }
+                self.sealed |= e.sealed;
+            }
             PayoutsEvent::PayoutLinesRecorded(e) => {
                 for line in &e.lines {
                     if let Some(b) = Beneficiary::from_pb(line.beneficiary.as_ref()) {
@@ -163,6 +286,147 @@ impl Aggregate for Batch {
             _ => {}
         }
     }
+}
+
+/// What planning needs beside the batch's state.
+pub struct PlanInput<'a> {
+    pub batch_id: &'a str,
+    /// Vested commissions and owed claw-backs up to the cutoff (read models may repeat or lag:
+    /// the sale streams decide what actually settles).
+    pub candidates: &'a [Candidate],
+    pub minimum: i64,
+    /// The identity finance sees for a beneficiary.
+    pub mask: &'a (dyn Fn(&Beneficiary) -> String + Sync),
+    /// Lines (and carried balances) per chunk, to keep each event small.
+    pub per_chunk: usize,
+}
+
+/// The next chunk of the batch's plan: beneficiaries not planned or carried yet, paid or carried
+/// by [`plan`], each paid one with the claw-backs its commissions can absorb. The chunk that
+/// leaves nothing unplanned is sealed; a sealed plan gets nothing more. Pure, so two runners
+/// deciding against the same stream version decide the same chunk, and the stream's conditional
+/// append lets only one of them record it.
+pub fn plan_next(state: &Batch, input: &PlanInput<'_>) -> Vec<PayoutsEvent> {
+    if state.sealed {
+        return vec![];
+    }
+    let unplanned: Vec<Candidate> = input
+        .candidates
+        .iter()
+        .filter(|c| {
+            !state.planned.contains_key(&c.beneficiary)
+                && !state.carried.contains_key(&c.beneficiary.key())
+        })
+        .cloned()
+        .collect();
+    let decided = plan(unplanned, input.minimum);
+    let per_chunk = input.per_chunk.max(1);
+    let lines: Vec<pb::PlannedLine> = decided
+        .pay
+        .into_iter()
+        .take(per_chunk)
+        .map(|(beneficiary, items)| planned_line(&beneficiary, items, input.mask))
+        .collect();
+    let carried: Vec<pb::CarriedBalance> =
+        decided.carried.iter().take(per_chunk).cloned().collect();
+    let sealed = lines.len() < per_chunk && carried.len() < per_chunk;
+    vec![PayoutsEvent::SettlementPlanned(pb::SettlementPlanned {
+        batch_id: input.batch_id.to_owned(),
+        lines,
+        carried,
+        sealed,
+    })]
+}
+
+fn planned_line(
+    beneficiary: &Beneficiary,
+    items: Vec<Candidate>,
+    mask: &(dyn Fn(&Beneficiary) -> String + Sync),
+) -> pb::PlannedLine {
+    let (mut commissions, mut owed): (Vec<Candidate>, Vec<Candidate>) =
+        items.into_iter().partition(|c| c.clawback_id.is_none());
+    // A read model may list an item twice (a replayed row): each is planned once.
+    let order = |c: &Candidate| {
+        (
+            c.sale_stream_id.clone(),
+            c.commission_id.clone(),
+            c.clawback_id.clone(),
+        )
+    };
+    commissions.sort_by_key(order);
+    commissions.dedup_by_key(|c| order(c));
+    owed.sort_by_key(order);
+    owed.dedup_by_key(|c| order(c));
+    let gross: i64 = commissions.iter().map(|c| c.amount).sum();
+    let clawbacks = choose_netting(gross, &owed);
+    let item = |c: &Candidate| pb::PlannedItem {
+        sale_stream_id: c.sale_stream_id.clone(),
+        commission_id: c.commission_id.clone(),
+        clawback_id: c.clawback_id.clone().unwrap_or_default(),
+        amount: Some(fen_to_money(c.amount)),
+    };
+    pb::PlannedLine {
+        beneficiary: Some(beneficiary.to_pb()),
+        masked_identity: mask(beneficiary),
+        commissions: commissions.iter().map(item).collect(),
+        clawbacks: clawbacks.iter().map(item).collect(),
+    }
+}
+
+/// The planned commissions to settle, by sale stream.
+pub fn commissions_to_settle(state: &Batch) -> BTreeMap<String, Vec<String>> {
+    let mut by_sale: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in state.planned.values().flat_map(|l| &l.commissions) {
+        by_sale
+            .entry(c.sale_stream_id.clone())
+            .or_default()
+            .push(c.commission_id.clone());
+    }
+    by_sale
+}
+
+/// The planned claw-backs to net, by sale stream, given what each beneficiary's commissions
+/// actually settled (`gross`): a commission reversed after planning leaves less to net against,
+/// so the line never goes below zero; what is not netted stays owed.
+pub fn clawbacks_to_net(
+    state: &Batch,
+    gross: &BTreeMap<Beneficiary, i64>,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut by_sale: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (beneficiary, planned) in &state.planned {
+        let room = gross.get(beneficiary).copied().unwrap_or(0);
+        for c in choose_netting(room, &planned.clawbacks) {
+            by_sale
+                .entry(c.sale_stream_id.clone())
+                .or_default()
+                .push((c.commission_id, c.clawback_id.unwrap_or_default()));
+        }
+    }
+    by_sale
+}
+
+/// The batch's lines from its plan and what the sale streams settled and netted in it: one line
+/// per planned beneficiary whose commissions settled.
+pub fn lines(
+    state: &Batch,
+    batch_id: &str,
+    settled: &BTreeMap<Beneficiary, Vec<i64>>,
+    netted: &BTreeMap<Beneficiary, i64>,
+) -> Vec<pb::PayoutLine> {
+    state
+        .planned
+        .iter()
+        .filter_map(|(beneficiary, planned)| {
+            let amounts = settled.get(beneficiary).filter(|a| !a.is_empty())?;
+            Some(line(
+                batch_id,
+                beneficiary,
+                planned.masked_identity.clone(),
+                amounts,
+                netted.get(beneficiary).copied().unwrap_or(0),
+            ))
+        })
+        .collect()
 }
 
 /// Records the lines and carried balances not recorded yet (a resumed run records the rest).
@@ -455,5 +719,137 @@ mod tests {
             mark_paid(&batch, "b1", &Beneficiary::member("z"), "TX-3", at(6)),
             Err(Rejection::NotFound(_))
         ));
+    }
+
+    fn mask(b: &Beneficiary) -> String {
+        format!("{}****", &b.id[..1])
+    }
+
+    fn planned(batch: &mut Batch, candidates: &[Candidate], minimum: i64, per_chunk: usize) {
+        let input = PlanInput {
+            batch_id: "b1",
+            candidates,
+            minimum,
+            mask: &mask,
+            per_chunk,
+        };
+        while !batch.sealed {
+            let events = plan_next(batch, &input);
+            assert_eq!(events.len(), 1);
+            events.iter().for_each(|e| batch.apply(e));
+        }
+        assert!(
+            plan_next(batch, &input).is_empty(),
+            "a sealed plan takes no more"
+        );
+    }
+
+    #[test]
+    fn the_plan_is_recorded_in_chunks_and_names_each_line_once() {
+        let candidates = vec![
+            item("a", "c1", None, 600),
+            item("a", "c2", None, 400),
+            item("a", "c1", None, 600), // a read model listing a row twice
+            item("a", "c9", Some("k1"), 700),
+            item("a", "c8", Some("k2"), 500),
+            item("b", "c3", None, 5_000),
+            item("c", "c4", None, 99),
+        ];
+        let mut batch = Batch::default();
+        planned(&mut batch, &candidates, 100, 1);
+        assert_eq!(
+            batch.planned.keys().cloned().collect::<Vec<_>>(),
+            vec![Beneficiary::member("a"), Beneficiary::member("b")]
+        );
+        let a = &batch.planned[&Beneficiary::member("a")];
+        assert_eq!(a.masked_identity, "a****");
+        let ids: Vec<_> = a
+            .commissions
+            .iter()
+            .map(|c| c.commission_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["c1", "c2"]);
+        // 1,000 earned absorbs k2 (500, sale-c8 sorts first) but not k1 (700) after it.
+        let owed: Vec<_> = a
+            .clawbacks
+            .iter()
+            .map(|c| c.clawback_id.clone().unwrap())
+            .collect();
+        assert_eq!(owed, vec!["k2"]);
+        assert_eq!(batch.carried.len(), 1);
+        assert_eq!(
+            batch.carried["member/c"].net.as_ref().unwrap().amount_fen,
+            99
+        );
+        // A later read (a resumed run) plans nobody twice.
+        let more = vec![item("a", "c7", None, 1_000), item("d", "c5", None, 300)];
+        let mut resumed = batch.clone();
+        resumed.sealed = false;
+        planned(&mut resumed, &more, 100, 10);
+        assert_eq!(resumed.planned[&Beneficiary::member("a")], *a);
+        assert!(resumed.planned.contains_key(&Beneficiary::member("d")));
+    }
+
+    #[test]
+    fn lines_follow_what_settled_and_never_net_more_than_that() {
+        let mut batch = Batch::default();
+        planned(
+            &mut batch,
+            &[
+                item("a", "c1", None, 600),
+                item("a", "c2", None, 400),
+                item("a", "c3", Some("k1"), 500),
+            ],
+            100,
+            200,
+        );
+        assert_eq!(
+            commissions_to_settle(&batch),
+            BTreeMap::from([
+                ("sale-c1".to_owned(), vec!["c1".to_owned()]),
+                ("sale-c2".to_owned(), vec!["c2".to_owned()]),
+            ])
+        );
+        // c2 was reversed after the plan: only 600 settled, which still absorbs k1.
+        let a = Beneficiary::member("a");
+        let gross = BTreeMap::from([(a.clone(), 600)]);
+        assert_eq!(
+            clawbacks_to_net(&batch, &gross),
+            BTreeMap::from([(
+                "sale-c3".to_owned(),
+                vec![("c3".to_owned(), "k1".to_owned())]
+            )])
+        );
+        // Had only 400 settled, k1 stays owed.
+        assert!(clawbacks_to_net(&batch, &BTreeMap::from([(a.clone(), 400)])).is_empty());
+        let settled = BTreeMap::from([(a.clone(), vec![600])]);
+        let netted = BTreeMap::from([(a.clone(), 500)]);
+        let lines = lines(&batch, "b1", &settled, &netted);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].gross.as_ref().unwrap().amount_fen, 600);
+        assert_eq!(lines[0].amount.as_ref().unwrap().amount_fen, 100);
+        assert_eq!(lines[0].commissions, 1);
+        assert!(super::lines(&batch, "b1", &BTreeMap::new(), &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn an_open_batch_can_close_without_lines_once() {
+        let mut state = Settlements::default();
+        start(&state, "b1", at(0), at(1))
+            .unwrap()
+            .iter()
+            .for_each(|e| state.apply(e));
+        let abandoned = abandon(&state, "b1", "nothing left", at(2)).unwrap();
+        assert_eq!(abandoned.len(), 1);
+        abandoned.iter().for_each(|e| state.apply(e));
+        assert!(state.open.is_none());
+        assert!(state.completed("b1").is_none());
+        assert!(abandon(&state, "b1", "again", at(3)).unwrap().is_empty());
+        assert!(matches!(
+            abandon(&state, "b2", "never opened", at(3)),
+            Err(Rejection::FailedPrecondition(_))
+        ));
+        // Its id is spent: the same request does not open it again.
+        assert!(start(&state, "b1", at(0), at(4)).unwrap().is_empty());
     }
 }
