@@ -536,12 +536,20 @@ impl Referrals {
         if sale.device_serial.is_empty() || outcome.attribution().is_none() {
             return Ok(outcome);
         }
+        let legacy = self
+            .devices
+            .load::<Rejection>(&device::legacy_stream_id(
+                &meta.brand_id,
+                &sale.device_serial,
+            ))
+            .await?
+            .state;
         let claimed = self
             .devices
             .execute(
                 &device::stream_id(&meta.brand_id, &sale.device_serial),
                 meta,
-                |claim| device::claim(claim, &sale.device_serial, &sale.attribution_id),
+                |claim| device::claim(claim, &legacy, &sale.device_serial, &sale.attribution_id),
             )
             .await;
         match claimed {

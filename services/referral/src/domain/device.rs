@@ -6,7 +6,16 @@ use scanloop_proto::referral::v1 as pb;
 
 use super::{ReferralEvent, Rejection};
 
+/// `attributed-device-<brand>-<SN>`: a prefix no other service writes (activation's own device
+/// streams are `device-<brand>-<SN>`, and a consumer reading both topics dedupes by stream and
+/// version).
 pub fn stream_id(brand_id: &str, device_serial: &str) -> String {
+    format!("attributed-device-{brand_id}-{device_serial}")
+}
+
+/// Where claims were recorded before 2026-12 (`device-<brand>-<SN>`, the name activation uses
+/// too). No longer written; read so a device claimed there stays claimed.
+pub fn legacy_stream_id(brand_id: &str, device_serial: &str) -> String {
     format!("device-{brand_id}-{device_serial}")
 }
 
@@ -30,13 +39,19 @@ impl Aggregate for DeviceClaim {
 }
 
 /// Claims the device for `attribution_id`; nothing if it already is this attribution's;
-/// refused (naming the earlier attribution) if another one has it.
+/// refused (naming the earlier attribution) if another one has it, on this stream or on the
+/// legacy one (`legacy`, frozen: a claim there is final).
 pub fn claim(
     state: &DeviceClaim,
+    legacy: &DeviceClaim,
     device_serial: &str,
     attribution_id: &str,
 ) -> Result<Vec<ReferralEvent>, Rejection> {
-    match &state.attribution_id {
+    match state
+        .attribution_id
+        .as_ref()
+        .or(legacy.attribution_id.as_ref())
+    {
         None => Ok(vec![ReferralEvent::DeviceAttributed(
             pb::DeviceAttributed {
                 device_serial: device_serial.to_owned(),
@@ -56,13 +71,19 @@ mod tests {
 
     #[test]
     fn a_device_is_attributed_once() {
+        let none = DeviceClaim::default();
         let mut state = DeviceClaim::default();
-        let events = claim(&state, "SN1", "a1").unwrap();
+        let events = claim(&state, &none, "SN1", "a1").unwrap();
         events.iter().for_each(|e| state.apply(e));
-        assert!(claim(&state, "SN1", "a1").unwrap().is_empty());
+        assert!(claim(&state, &none, "SN1", "a1").unwrap().is_empty());
         assert!(
-            matches!(claim(&state, "SN1", "a2"), Err(Rejection::AlreadyExists(m)) if m.contains("a1"))
+            matches!(claim(&state, &none, "SN1", "a2"), Err(Rejection::AlreadyExists(m)) if m.contains("a1"))
         );
+        // A claim recorded under the legacy name still holds.
+        assert!(
+            matches!(claim(&none, &state, "SN1", "a2"), Err(Rejection::AlreadyExists(m)) if m.contains("a1"))
+        );
+        assert!(claim(&none, &state, "SN1", "a1").unwrap().is_empty());
         assert_eq!(normalize(" sn-1a "), "SN-1A");
     }
 }
