@@ -8,12 +8,14 @@
 //!   (stream, version), commits offsets only after success, and dead-letters poison messages.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod headers;
 pub mod producer;
 pub mod recent;
 pub mod topics;
 
 pub use consumer::{ConsumerOptions, ConsumerRunner, ConsumerStats, EventHandler, HandlerError};
+pub use dead_letters::DeadLetters;
 pub use producer::{EventProducer, PublishError};
 pub use recent::Recent;
 pub use scanloop_proto::common::v1::{DeadLetter, EventEnvelope};

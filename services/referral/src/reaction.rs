@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
-use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
+use scanloop_bus::{DeadLetters, EventEnvelope, EventHandler, HandlerError};
 use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_proto::activation::v1 as activation;
 use scanloop_proto::common::v1::StoredIdentity;
@@ -22,6 +22,7 @@ use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
 
 use crate::app::Referrals;
+use crate::directory::Parked;
 use crate::domain::attribution::{self, Sale};
 use crate::domain::device;
 
@@ -37,13 +38,26 @@ const DEVICE_BOUND: &str = "scanloop.membership.v1.DeviceBound";
 const ACTIVATION_FINGERPRINT: &[u8] = b"referral: reaction to WarrantyActivated";
 const VOID_FINGERPRINT: &[u8] = b"referral: reaction to WarrantyVoided";
 
+/// Attempts a parked activation gets (each time membership announces its buyer's identity
+/// again, or the announcement is retried) before it is dead-lettered on its own. Below the
+/// consumer's own limit, so the announcement itself is never dead-lettered for a parked sale.
+const PARKED_ATTEMPTS: i32 = 5;
+
 pub struct Reactions {
     app: Arc<Referrals>,
+    /// Where a parked activation that cannot be attributed goes, alone.
+    dead_letters: DeadLetters,
+    /// Parked activations came from here (their dead letters go to its `.dlq`).
+    activation_topic: String,
 }
 
 impl Reactions {
-    pub fn new(app: Arc<Referrals>) -> Self {
-        Self { app }
+    pub fn new(app: Arc<Referrals>, dead_letters: DeadLetters, activation_topic: String) -> Self {
+        Self {
+            app,
+            dead_letters,
+            activation_topic,
+        }
     }
 }
 
@@ -256,7 +270,10 @@ impl Reactions {
     }
 
     /// Membership announced that `identity` is `member_id`'s: note it, then attribute any
-    /// activation that was waiting for it.
+    /// activation that was waiting for it. Each parked activation stands alone: one that fails
+    /// holds back no other. A permanent failure is dead-lettered at once, a transient one stays
+    /// parked (the announcement is retried, for it alone) and is dead-lettered after
+    /// [`PARKED_ATTEMPTS`].
     async fn on_member_identity(
         &self,
         envelope: &EventEnvelope,
@@ -272,22 +289,79 @@ impl Reactions {
             .set_owner(brand, &key, member_id)
             .await
             .map_err(db)?;
-        for (_, bytes) in directory.parked(brand, &key).await.map_err(db)? {
-            let parked = EventEnvelope::decode(bytes.as_slice())
-                .map_err(|e| HandlerError::Poison(format!("parked activation: {e}")))?;
-            let activated: activation::WarrantyActivated = decode(&parked)?;
-            let Some(identity) = activated.buyer.clone() else {
-                continue;
+        let mut retry = None;
+        for parked in directory.parked(brand, &key).await.map_err(db)? {
+            let failure = match self.attribute_parked(&parked, &key, member_id).await {
+                Ok(()) => continue,
+                Err(failure) => failure,
             };
-            self.attribute(
-                &parked,
-                &activated,
-                identity,
-                key.clone(),
-                member_id.to_owned(),
-            )
-            .await?;
+            let attempts = parked.attempts + 1;
+            match failure {
+                HandlerError::Transient(error) if attempts < PARKED_ATTEMPTS => {
+                    tracing::warn!(brand, event_id = %parked.event_id, attempts, %error, "parked activation failed; retried");
+                    directory
+                        .park_failed(
+                            brand,
+                            &key,
+                            &parked.event_id,
+                            attempts,
+                            &format!("{error:#}"),
+                        )
+                        .await
+                        .map_err(db)?;
+                    retry = Some(HandlerError::Transient(error));
+                }
+                failure => {
+                    let reason = match failure {
+                        HandlerError::Poison(reason) => reason,
+                        HandlerError::Transient(error) => {
+                            format!("gave up after {attempts} attempts: {error:#}")
+                        }
+                    };
+                    self.dead_letter_parked(&parked, &reason).await?;
+                    directory
+                        .unpark(brand, &key, &parked.event_id)
+                        .await
+                        .map_err(db)?;
+                }
+            }
         }
-        Ok(())
+        retry.map_or(Ok(()), Err)
+    }
+
+    async fn attribute_parked(
+        &self,
+        parked: &Parked,
+        key: &str,
+        member_id: &str,
+    ) -> Result<(), HandlerError> {
+        let envelope = EventEnvelope::decode(parked.envelope.as_slice())
+            .map_err(|e| HandlerError::Poison(format!("parked activation: {e}")))?;
+        let activated: activation::WarrantyActivated = decode(&envelope)?;
+        let identity = activated
+            .buyer
+            .clone()
+            .ok_or_else(|| HandlerError::Poison("parked activation without a buyer".into()))?;
+        self.attribute(
+            &envelope,
+            &activated,
+            identity,
+            key.to_owned(),
+            member_id.to_owned(),
+        )
+        .await
+    }
+
+    /// The parked activation to the activation topic's dead letters, with why.
+    async fn dead_letter_parked(&self, parked: &Parked, reason: &str) -> Result<(), HandlerError> {
+        let envelope =
+            EventEnvelope::decode(parked.envelope.as_slice()).unwrap_or_else(|_| EventEnvelope {
+                event_id: parked.event_id.clone(),
+                ..EventEnvelope::default()
+            });
+        self.dead_letters
+            .send(&self.activation_topic, &envelope, reason)
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("dead letter not written: {e}")))
     }
 }

@@ -8,7 +8,7 @@
 use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "referral";
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -110,5 +110,16 @@ pub const MIGRATIONS: &[Migration] = &[
         // payee until the read models are rebuilt from the topic.
         description: "referrals_by_referrer: who earned the sale (payee)",
         statements: &["ALTER TABLE {ks}.referrals_by_referrer ADD payee int"],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 3,
+        // A parked activation that keeps failing is retried on its own and dead-lettered on its
+        // own after a few attempts, never holding back the others parked under the identity.
+        description: "parked_sales: attempts and the last error of each parked activation",
+        statements: &[
+            "ALTER TABLE {ks}.parked_sales ADD attempts int",
+            "ALTER TABLE {ks}.parked_sales ADD last_error text",
+        ],
     },
 ];

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use scanloop_bus::DeadLetters;
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::referral::v1::referral_service_server::ReferralServiceServer;
 use scanloop_service::Platform;
@@ -35,7 +36,14 @@ pub async fn run(
     ));
     platform.react(
         &[&config.activation_topic, &config.membership_topic],
-        Reactions::new(app.clone()),
+        Reactions::new(
+            app.clone(),
+            DeadLetters::new(
+                platform.producer.clone(),
+                config.service.reaction_group.clone(),
+            ),
+            config.activation_topic.clone(),
+        ),
     )?;
     platform.project(read_models.clone())?;
     let api = ReferralServiceServer::new(Api::new(app, read_models));
