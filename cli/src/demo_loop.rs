@@ -6,7 +6,8 @@
 //! (初级分享官), shares a campaign link and its QR card; friends B, C and D buy through it (three
 //! attributions, A their parent, A's assist completes: +12 months); D shares and E buys through
 //! D's link (level 1 for D, level 2 for A); C returns the phone inside the window (C's commission
-//! reversed); the window passes, finance settles and pays, statements and the ledger check.
+//! reversed); the window passes, finance settles and pays, statements and the ledger check,
+//! and finance's reconciliation of every account and batch against the events.
 //!
 //! Time: the plan's return window is one day and the demo's purchases are dated one day ago less
 //! `--window-lead-secs`, so the window closes a minute or two into the demo and the vesting
@@ -140,7 +141,47 @@ impl Demo {
         self.statements(&a, &d).await?;
         self.ledger_balances().await?;
         self.figures(&a, &d, paid).await?;
+        self.reconciliation().await?;
         Ok(())
+    }
+
+    /// What finance runs before paying and at each period's close (`scanloop payouts
+    /// reconcile`): every account and batch recomputed from the payouts events alone agrees with
+    /// the read models. A read model still catching up shows as a difference, so it is asked
+    /// again until they agree.
+    async fn reconciliation(&self) -> anyhow::Result<()> {
+        step(
+            15,
+            "Finance's reconciliation: accounts and batches recomputed from the events alone",
+        );
+        let brokers = scanloop_config::Infra::from_env()?.kafka_brokers;
+        let topic = std::env::var("SCANLOOP_PAYOUTS_TOPIC")
+            .unwrap_or_else(|_| scanloop_bus::topics::event_topic("payouts"));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let report = scanloop_payouts::reconcile::check(
+                &brokers,
+                &topic,
+                &self.brand,
+                self.cluster.payouts(Finance),
+            )
+            .await?;
+            if report.differences.is_empty() {
+                println!(
+                    "   {} events on {} streams: {} accounts and {} batch(es) agree with the \
+                     read models; the ledger sums to 0",
+                    report.events, report.streams, report.accounts, report.batches
+                );
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for difference in &report.differences {
+                    println!("   DIFFERENCE {difference}");
+                }
+                anyhow::bail!("the events and the read models still differ after {WAIT:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
 
     /// The operator's set-up: the commission plan (level 2 only with legal's acknowledgement)

@@ -16,6 +16,8 @@ mod demo_loop;
 mod loadgen;
 mod migrate;
 mod payouts_export;
+mod payouts_receivables;
+mod payouts_reconcile;
 mod token;
 mod topic_tail;
 
@@ -112,6 +114,12 @@ enum Token {
 enum Payouts {
     /// Write a settlement batch as CSV (beneficiary, masked identity, yuan, reference).
     Export(payouts_export::ExportArgs),
+    /// Recompute a brand's accounts and batches from its events alone and compare them with
+    /// the read models; prints each difference, exits non-zero on any.
+    Reconcile(payouts_reconcile::ReconcileArgs),
+    /// Write a brand's receivables as CSV: open claw-backs by age, and write-offs with who and
+    /// why.
+    Receivables(payouts_receivables::ReceivablesArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(Demo::Loop(args)) => demo_loop::run(args).await,
         Command::Demo(Demo::Eventstore) => demo_eventstore::run(&infra).await,
         Command::Payouts(Payouts::Export(args)) => payouts_export::run(args).await,
+        Command::Payouts(Payouts::Receivables(args)) => payouts_receivables::run(args).await,
+        Command::Payouts(Payouts::Reconcile(args)) => {
+            payouts_reconcile::run(&infra.kafka_brokers, args).await
+        }
         Command::Health { addr, service } => health(&addr, service).await,
         Command::Batch(Batch::Issue(args)) => batch_issue::run(args).await,
         Command::Access => {

@@ -25,7 +25,7 @@ pub struct ExportArgs {
 }
 
 /// A CSV field, quoted when it holds a separator, a quote or a line break.
-fn field(value: &str) -> String {
+pub fn field(value: &str) -> String {
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {

@@ -10,6 +10,7 @@
 pub mod consumer;
 pub mod dead_letters;
 pub mod headers;
+pub mod history;
 pub mod producer;
 pub mod recent;
 pub mod topics;

@@ -17,4 +17,7 @@ pub const ACCESS: AccessTable = &[
     rpc("ListSettlements", &[Finance, Auditor]),
     rpc("GetStatement", &[MemberApp, Finance, Auditor]),
     rpc("CheckLedger", &[Finance, Auditor]),
+    rpc("ListReceivables", &[Finance, Auditor]),
+    // Giving up money owed is finance's decision alone (the event names who made it).
+    rpc("WriteOffReceivable", &[Finance]),
 ];

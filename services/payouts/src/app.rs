@@ -236,6 +236,32 @@ impl Payouts {
         Ok(())
     }
 
+    /// Writes off a claw-back finance cannot collect; answers the write-off as recorded (a
+    /// repeated request, the first one's).
+    pub async fn write_off(
+        &self,
+        ctx: &RequestContext,
+        sale_stream: &str,
+        clawback_id: &str,
+        reason: &str,
+    ) -> Result<pb::ReceivableWrittenOff, ServiceError> {
+        let now = self.now();
+        let executed = self
+            .sales
+            .execute(sale_stream, &ctx.meta(), |s| {
+                sale::write_off(s, clawback_id, reason, now)
+            })
+            .await?;
+        executed
+            .events
+            .iter()
+            .find(|e| e.event_type == "scanloop.payouts.v1.ReceivableWrittenOff")
+            .and_then(|e| {
+                <pb::ReceivableWrittenOff as prost::Message>::decode(e.payload.as_slice()).ok()
+            })
+            .ok_or_else(|| ServiceError::Internal("the write-off was not recorded".into()))
+    }
+
     pub async fn mark_paid(
         &self,
         ctx: &RequestContext,

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{Payouts, db_unavailable};
 use crate::domain::ledger::{self, BENEFICIARY_ACCOUNTS, Beneficiary};
-use crate::domain::money::fen_to_money;
+use crate::domain::money::{fen_to_money, money_fen};
 use crate::projections::Entry;
 
 const SERVICE: &str = "scanloop.payouts.v1.PayoutsService";
@@ -127,6 +127,10 @@ fn describe(entry: &Entry) -> String {
             short(&entry.batch_id)
         ),
         "PayoutMarkedPaid" => format!("paid out, batch {} ({account})", short(&entry.batch_id)),
+        "ReceivableWrittenOff" => format!(
+            "claw-back of commission {} written off ({account})",
+            short(&entry.commission_id)
+        ),
         other => format!("{other} ({account})"),
     }
 }
@@ -334,6 +338,119 @@ impl PayoutsService for Api {
             let ctx = self.context(&request, "MarkPaid", &r.brand_id, &r.request_id);
             let line = self.app.mark_paid(&ctx, &batch, &who, &reference).await?;
             Ok::<_, ServiceError>(Response::new(line))
+        })
+    }
+
+    async fn list_receivables(
+        &self,
+        request: Request<pb::ListReceivablesRequest>,
+    ) -> Result<Response<pb::ListReceivablesResponse>, Status> {
+        rpc!({
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            let only = match &r.beneficiary {
+                Some(b) => Some(beneficiary(Some(b))?),
+                None => None,
+            };
+            let listed: Vec<pb::Receivable> = self
+                .app
+                .read_models()
+                .receivables(&r.brand_id)
+                .await
+                .map_err(db_unavailable)?
+                .into_iter()
+                .filter(|x| {
+                    only.as_ref().is_none_or(|b| {
+                        Beneficiary::from_pb(x.beneficiary.as_ref()).as_ref() == Some(b)
+                    })
+                })
+                .filter(|x| r.include_written_off || x.status == pb::ReceivableStatus::Open as i32)
+                .collect();
+            let open_total: i64 = listed
+                .iter()
+                .filter(|x| x.status == pb::ReceivableStatus::Open as i32)
+                .map(|x| money_fen(x.amount.as_ref()))
+                .sum();
+            // Pages are offsets into the oldest-first list (a brand owes few at a time).
+            let start: usize = match r.page.as_ref().map(|p| p.page_token.as_str()) {
+                None | Some("") => 0,
+                Some(token) => token.parse().map_err(|_| {
+                    ServiceError::invalid("page_token must be one a previous page returned")
+                })?,
+            };
+            let size = page_size(r.page.as_ref()) as usize;
+            let now = self.app.now();
+            let receivables: Vec<pb::Receivable> = listed
+                .iter()
+                .skip(start)
+                .take(size)
+                .cloned()
+                .map(|mut x| {
+                    let since = from_timestamp(x.clawed_back_at.as_ref()).unwrap_or(now);
+                    x.age_days = u32::try_from((now - since).num_days().max(0)).unwrap_or(0);
+                    x
+                })
+                .collect();
+            let next = if start + size < listed.len() {
+                (start + size).to_string()
+            } else {
+                String::new()
+            };
+            Ok::<_, ServiceError>(Response::new(pb::ListReceivablesResponse {
+                receivables,
+                open_total: Some(fen_to_money(open_total)),
+                page: Some(PageResponse {
+                    next_page_token: next,
+                }),
+            }))
+        })
+    }
+
+    async fn write_off_receivable(
+        &self,
+        request: Request<pb::WriteOffReceivableRequest>,
+    ) -> Result<Response<pb::Receivable>, Status> {
+        rpc!({
+            let r = request.get_ref();
+            validate_brand(&r.brand_id)?;
+            validate_request_id(&r.request_id)?;
+            let clawback_id = uuid::Uuid::parse_str(r.clawback_id.trim())
+                .map(|id| id.to_string())
+                .map_err(|_| {
+                    ServiceError::invalid(
+                        "clawback_id must be a claw-back's UUID from ListReceivables",
+                    )
+                })?;
+            let reason = text("reason", &r.reason, 500)?;
+            if reason.is_empty() {
+                return Err(ServiceError::invalid(
+                    "reason is required: why the receivable cannot be collected",
+                ));
+            }
+            let known = self
+                .app
+                .read_models()
+                .receivable(&r.brand_id, &clawback_id)
+                .await
+                .map_err(db_unavailable)?
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "no receivable {clawback_id} (netted ones are collected; a claw-back \
+                         moments old is listed within seconds)"
+                    ))
+                })?;
+            let ctx = self.context(&request, "WriteOffReceivable", &r.brand_id, &r.request_id);
+            let written = self
+                .app
+                .write_off(&ctx, &known.sale_stream_id, &clawback_id, &reason)
+                .await?;
+            Ok::<_, ServiceError>(Response::new(pb::Receivable {
+                status: pb::ReceivableStatus::WrittenOff as i32,
+                written_off_by: ctx.actor.clone(),
+                write_off_reason: written.reason,
+                written_off_at: written.written_off_at,
+                ..known
+            }))
         })
     }
 

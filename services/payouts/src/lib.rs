@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod jobs;
 pub mod projections;
 pub mod reaction;
+pub mod reconcile;
 pub mod schema;
 pub mod server;
 

@@ -125,6 +125,22 @@ const STATEMENTS: &[(&str, &str)] = &[
         "SELECT summary FROM {ks}.settlements WHERE brand_id = ? AND batch_id = ?",
     ),
     (
+        "put_receivable",
+        "INSERT INTO {ks}.receivables (brand_id, clawback_id, receivable) VALUES (?, ?, ?)",
+    ),
+    (
+        "receivable",
+        "SELECT receivable FROM {ks}.receivables WHERE brand_id = ? AND clawback_id = ?",
+    ),
+    (
+        "receivables",
+        "SELECT receivable FROM {ks}.receivables WHERE brand_id = ?",
+    ),
+    (
+        "delete_receivable",
+        "DELETE FROM {ks}.receivables WHERE brand_id = ? AND clawback_id = ?",
+    ),
+    (
         "delete_settlement",
         "DELETE FROM {ks}.settlements WHERE brand_id = ? AND batch_id = ?",
     ),
@@ -496,6 +512,47 @@ impl ReadModels {
             .await
     }
 
+    // ---- receivables ----
+
+    async fn put_receivable(&self, brand: &str, r: &pb::Receivable) -> Result<(), DbError> {
+        self.db
+            .exec("put_receivable", (brand, &r.clawback_id, r.encode_to_vec()))
+            .await
+    }
+
+    pub async fn receivable(
+        &self,
+        brand: &str,
+        clawback_id: &str,
+    ) -> Result<Option<pb::Receivable>, DbError> {
+        match self
+            .db
+            .first::<(Vec<u8>,)>("receivable", (brand, clawback_id))
+            .await?
+        {
+            Some((bytes,)) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every receivable of the brand (open and written off), oldest first.
+    pub async fn receivables(&self, brand: &str) -> Result<Vec<pb::Receivable>, DbError> {
+        let mut all: Vec<pb::Receivable> = self
+            .db
+            .rows::<(Vec<u8>,)>("receivables", (brand,))
+            .await?
+            .iter()
+            .map(|(bytes,)| decode(bytes))
+            .collect::<Result<_, _>>()?;
+        all.sort_by_key(|r| {
+            (
+                r.clawed_back_at.map(|t| (t.seconds, t.nanos)),
+                r.clawback_id.clone(),
+            )
+        });
+        Ok(all)
+    }
+
     // ---- ledger ----
 
     /// Writes both sides of every posting of the event (one logged batch), then marks the
@@ -809,6 +866,7 @@ fn refs(event: &PayoutsEvent) -> (String, String) {
         PayoutsEvent::CommissionClawedBack(e) => (e.commission_id.clone(), String::new()),
         PayoutsEvent::CommissionSettled(e) => (e.commission_id.clone(), e.batch_id.clone()),
         PayoutsEvent::ClawbackNetted(e) => (e.commission_id.clone(), e.batch_id.clone()),
+        PayoutsEvent::ReceivableWrittenOff(e) => (e.commission_id.clone(), String::new()),
         PayoutsEvent::PayoutMarkedPaid(e) => (String::new(), e.batch_id.clone()),
         _ => (String::new(), String::new()),
     }
@@ -925,6 +983,18 @@ impl Projection for ReadModels {
                     now,
                 )
                 .await?;
+                let receivable = pb::Receivable {
+                    beneficiary: e.beneficiary.clone(),
+                    commission_id: e.commission_id.clone(),
+                    clawback_id: e.clawback_id.clone(),
+                    sale_stream_id: sale.to_owned(),
+                    amount: e.amount.clone(),
+                    reason: e.reason.clone(),
+                    clawed_back_at: envelope.occurred_at,
+                    status: pb::ReceivableStatus::Open as i32,
+                    ..Default::default()
+                };
+                self.put_receivable(brand, &receivable).await?;
             }
             PayoutsEvent::CommissionSettled(e) => {
                 self.update_commission(brand, sale, &e.commission_id, |c| {
@@ -953,6 +1023,21 @@ impl Projection for ReadModels {
                 )
                 .await?;
                 self.delete_settleable(brand, &who, &e.clawback_id).await?;
+                self.db
+                    .exec("delete_receivable", (brand, &e.clawback_id))
+                    .await?;
+            }
+            // Never netted now: out of settlement's work list; listed as written off.
+            PayoutsEvent::ReceivableWrittenOff(e) => {
+                let who = beneficiary_key(e.beneficiary.as_ref());
+                self.delete_settleable(brand, &who, &e.clawback_id).await?;
+                if let Some(mut receivable) = self.receivable(brand, &e.clawback_id).await? {
+                    receivable.status = pb::ReceivableStatus::WrittenOff as i32;
+                    receivable.written_off_by = envelope.actor.clone();
+                    receivable.write_off_reason = e.reason.clone();
+                    receivable.written_off_at = e.written_off_at;
+                    self.put_receivable(brand, &receivable).await?;
+                }
             }
             PayoutsEvent::SettlementStarted(e) => {
                 self.update_settlement(brand, &e.batch_id, |b| {

@@ -69,6 +69,7 @@ async fn two_concurrent_settlements_never_settle_one_commission_twice() {
     assert_eq!(amount(&account.payable), 0);
     let ledger = world.ledger().await;
     assert!(ledger.balanced);
+    world.reconciled().await;
     world.stop().await;
 }
 

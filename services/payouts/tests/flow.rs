@@ -297,6 +297,7 @@ async fn a_return_inside_the_window_reverses_and_after_settlement_claws_back() {
         .account(&chain.a, |a| amount(&a.receivable) == 0)
         .await;
     assert!(world.ledger().await.balanced);
+    world.reconciled().await;
     world.stop().await;
 }
 

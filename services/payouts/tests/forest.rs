@@ -157,5 +157,6 @@ async fn opposite_referrals_at_the_same_instant_never_make_two_members_each_othe
         .await;
         assert_eq!(both.len(), attributed, "pair {pair}");
     }
+    world.reconciled().await;
     world.stop().await;
 }

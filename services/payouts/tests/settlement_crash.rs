@@ -233,6 +233,8 @@ async fn crash_then_resume(n: usize, point: &str, action: &str) {
         "{point}: batch 0 and batch 1 only: {listed:?}"
     );
     assert!(world.ledger().await.balanced);
+    let report = world.reconciled().await;
+    assert_eq!(report.batches, 2, "{point}");
     world.stop().await;
 }
 

@@ -12,6 +12,7 @@ scanloop_eventstore::domain_events!(PayoutsEvent {
     CommissionClawedBack => "scanloop.payouts.v1.CommissionClawedBack",
     CommissionSettled => "scanloop.payouts.v1.CommissionSettled",
     ClawbackNetted => "scanloop.payouts.v1.ClawbackNetted",
+    ReceivableWrittenOff => "scanloop.payouts.v1.ReceivableWrittenOff",
     SaleReturned => "scanloop.payouts.v1.SaleReturned",
     SettlementStarted => "scanloop.payouts.v1.SettlementStarted",
     SettlementPlanned => "scanloop.payouts.v1.SettlementPlanned",
@@ -32,6 +33,7 @@ impl PayoutsEvent {
             PayoutsEvent::CommissionClawedBack(e) => &e.postings,
             PayoutsEvent::CommissionSettled(e) => &e.postings,
             PayoutsEvent::ClawbackNetted(e) => &e.postings,
+            PayoutsEvent::ReceivableWrittenOff(e) => &e.postings,
             PayoutsEvent::PayoutMarkedPaid(e) => &e.postings,
             PayoutsEvent::PlanUpserted(_)
             | PayoutsEvent::SaleReturned(_)

@@ -194,6 +194,15 @@ pub fn netted(b: &Beneficiary, amount: i64) -> Vec<pb::Posting> {
     transfer(own(b, Type::Clearing), own(b, Type::Receivable), amount)
 }
 
+/// Written off (finance gives up collecting a claw-back): the receivable goes back to expense.
+pub fn written_off(b: &Beneficiary, amount: i64) -> Vec<pb::Posting> {
+    transfer(
+        brand_account(Type::CommissionExpense),
+        own(b, Type::Receivable),
+        amount,
+    )
+}
+
 /// Paid: clearing → the brand's bank.
 pub fn paid(b: &Beneficiary, amount: i64) -> Vec<pb::Posting> {
     transfer(own(b, Type::Clearing), brand_account(Type::Bank), amount)

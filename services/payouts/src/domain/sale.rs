@@ -75,6 +75,8 @@ pub enum Status {
 pub struct Clawback {
     pub amount: i64,
     pub netted_in: Option<String>,
+    /// Finance gave up collecting it (the reason): never netted.
+    pub written_off: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +175,7 @@ impl Aggregate for Sale {
                     Clawback {
                         amount,
                         netted_in: None,
+                        written_off: None,
                     },
                 );
             }),
@@ -185,6 +188,11 @@ impl Aggregate for Sale {
             PayoutsEvent::ClawbackNetted(e) => commission(&e.commission_id, &mut |c| {
                 if let Some(clawback) = c.clawbacks.get_mut(&e.clawback_id) {
                     clawback.netted_in = Some(e.batch_id.clone());
+                }
+            }),
+            PayoutsEvent::ReceivableWrittenOff(e) => commission(&e.commission_id, &mut |c| {
+                if let Some(clawback) = c.clawbacks.get_mut(&e.clawback_id) {
+                    clawback.written_off = Some(e.reason.clone());
                 }
             }),
             PayoutsEvent::SaleReturned(e) => match Cause::try_from(e.cause) {
@@ -532,7 +540,7 @@ pub fn net(state: &Sale, batch_id: &str, clawbacks: &[(String, String)]) -> Vec<
         .filter_map(|(commission_id, clawback_id)| {
             let c = state.commissions.get(commission_id)?;
             let clawback = c.clawbacks.get(clawback_id)?;
-            clawback.netted_in.is_none().then(|| {
+            (clawback.netted_in.is_none() && clawback.written_off.is_none()).then(|| {
                 PayoutsEvent::ClawbackNetted(pb::ClawbackNetted {
                     commission_id: commission_id.clone(),
                     clawback_id: clawback_id.clone(),
@@ -544,6 +552,44 @@ pub fn net(state: &Sale, batch_id: &str, clawbacks: &[(String, String)]) -> Vec<
             })
         })
         .collect()
+}
+
+/// Writes off a claw-back finance cannot collect: refused once netted (it was collected) or
+/// written off already (a repeat of the same request is answered by its request id).
+pub fn write_off(
+    state: &Sale,
+    clawback_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<PayoutsEvent>, Rejection> {
+    let Some((commission_id, c, clawback)) = state.commissions.iter().find_map(|(id, c)| {
+        c.clawbacks
+            .get(clawback_id)
+            .map(|clawback| (id, c, clawback))
+    }) else {
+        return Err(Rejection::NotFound(format!("no claw-back {clawback_id}")));
+    };
+    if let Some(batch) = &clawback.netted_in {
+        return Err(Rejection::FailedPrecondition(format!(
+            "claw-back {clawback_id} was netted in batch {batch}: collected, nothing to write off"
+        )));
+    }
+    if let Some(earlier) = &clawback.written_off {
+        return Err(Rejection::FailedPrecondition(format!(
+            "claw-back {clawback_id} was already written off: {earlier}"
+        )));
+    }
+    Ok(vec![PayoutsEvent::ReceivableWrittenOff(
+        pb::ReceivableWrittenOff {
+            commission_id: commission_id.clone(),
+            clawback_id: clawback_id.to_owned(),
+            beneficiary: Some(c.beneficiary.to_pb()),
+            amount: Some(fen_to_money(clawback.amount)),
+            reason: reason.to_owned(),
+            written_off_at: Some(to_timestamp(now)),
+            postings: ledger::written_off(&c.beneficiary, clawback.amount),
+        },
+    )])
 }
 
 /// Amounts by beneficiary.

@@ -300,6 +300,27 @@ impl Loop {
         .await
     }
 
+    /// Reconciles the brand (`scanloop payouts reconcile`) once the read models caught up with
+    /// the topic: every account and batch recomputed from the events agrees with them.
+    pub async fn reconciled(&self) -> scanloop_payouts::reconcile::Report {
+        wait_consumed(&self.payouts_group("projections"), &self.payouts_topic).await;
+        let report = scanloop_payouts::reconcile::check(
+            &scanloop_testkit::brokers(),
+            &self.payouts_topic,
+            BRAND,
+            self.payouts.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            report.differences.is_empty(),
+            "the events and the read models differ: {:#?}",
+            report.differences
+        );
+        assert!(report.events > 0 && report.accounts > 0, "{report:?}");
+        report
+    }
+
     pub async fn ledger(&self) -> pb::LedgerCheck {
         self.payouts
             .clone()
