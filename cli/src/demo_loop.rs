@@ -46,6 +46,13 @@ pub struct Args {
     /// Seconds from the demo's start until the return window of its purchases closes.
     #[arg(long, default_value_t = 90)]
     window_lead_secs: u32,
+    /// The payouts topic finance's reconciliation reads the brand's events from.
+    #[arg(
+        long,
+        env = "SCANLOOP_PAYOUTS_TOPIC",
+        default_value = "scanloop.payouts.events.v1"
+    )]
+    payouts_topic: String,
 }
 
 /// A buyer in the story.
@@ -102,6 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         purchased_at: window_closes - chrono::Duration::days(1),
         window_closes,
         out: args.out,
+        payouts_topic: args.payouts_topic,
         members: BTreeMap::new(),
         codes: BTreeMap::new(),
         a_warranty_ends: None,
@@ -116,6 +124,7 @@ struct Demo {
     purchased_at: DateTime<Utc>,
     window_closes: DateTime<Utc>,
     out: PathBuf,
+    payouts_topic: String,
     /// Member id → buyer name, and buyer name → the code they activated.
     members: BTreeMap<String, &'static str>,
     codes: BTreeMap<&'static str, String>,
@@ -140,8 +149,8 @@ impl Demo {
         let paid = self.settle_and_pay(&a, &d).await?;
         self.statements(&a, &d).await?;
         self.ledger_balances().await?;
-        self.figures(&a, &d, paid).await?;
         self.reconciliation().await?;
+        self.figures(&a, &d, paid).await?;
         Ok(())
     }
 
@@ -151,17 +160,16 @@ impl Demo {
     /// again until they agree.
     async fn reconciliation(&self) -> anyhow::Result<()> {
         step(
-            15,
+            14,
             "Finance's reconciliation: accounts and batches recomputed from the events alone",
         );
         let brokers = scanloop_config::Infra::from_env()?.kafka_brokers;
-        let topic = std::env::var("SCANLOOP_PAYOUTS_TOPIC")
-            .unwrap_or_else(|_| scanloop_bus::topics::event_topic("payouts"));
+        let topic = &self.payouts_topic;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let report = scanloop_payouts::reconcile::check(
                 &brokers,
-                &topic,
+                topic,
                 &self.brand,
                 self.cluster.payouts(Finance),
             )
@@ -828,7 +836,7 @@ impl Demo {
     }
 
     async fn figures(&self, a: &str, d: &str, paid: i64) -> anyhow::Result<()> {
-        step(14, "What the growth team sees");
+        step(15, "What the growth team sees");
         let mut activations = 0;
         let mut returned = 0;
         for buyer in [&A, &B, &C, &D, &E] {

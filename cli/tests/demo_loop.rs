@@ -29,6 +29,7 @@ async fn the_demo_runs_the_whole_loop_and_its_figures_are_the_loops() {
     command.extend(run::args(["--window-lead-secs", "45", "--out"]));
     command.push(out.clone().into());
     command.extend(run::four_services(&world.addrs));
+    command.extend(run::args(["--payouts-topic", &world.payouts_topic]));
     let (ok, text) = run::scanloop(command, &token).await;
     assert!(ok, "{text}");
     for expected in [
@@ -38,6 +39,7 @@ async fn the_demo_runs_the_whole_loop_and_its_figures_are_the_loops() {
         "A's level 1 on it: ¥199.95 → ¥0.00 reversed",
         "total ¥819.83",
         "→ balanced",
+        "batch(es) agree with the read models; the ledger sums to 0",
         "activations      5 (1 returned)",
         "members          5",
         "KOCs             1",

@@ -12,7 +12,7 @@ use chrono::Utc;
 use crate::event::{AppendMeta, NewEvent, RecordedEvent};
 use crate::outbox::{Appended, Outbox};
 use crate::requests::{RequestCheck, RequestLog};
-use crate::store::AppendError;
+use crate::store::{AppendError, Claim};
 
 /// Why an aggregate refuses a command: the small, closed set every service's domain uses. Each
 /// maps to one gRPC status (in scanloop-service), so a domain never chooses status codes.
@@ -178,38 +178,30 @@ impl<A: Aggregate> Repository<A> {
         Ok((loaded, published))
     }
 
-    /// Refuses a request id that the brand used for a different command on any stream within
-    /// the retention (the brand-wide index; the stream's own log is checked after loading).
-    async fn refuse_reuse_elsewhere<E>(
+    /// Claims the request id of `meta` (if any) brand-wide for its command, before anything is
+    /// decided: refused when the brand used it for a different command within the retention, on
+    /// any stream; a first use, or this command's own retry, goes on. One conditional insert per
+    /// command. `execute` claims by itself; a command that may end without appending anything
+    /// (it found nothing to do) claims first, so its id is bound all the same.
+    pub async fn claim<E>(
         &self,
-        brand_id: &str,
-        request: &crate::RequestKey,
+        meta: &AppendMeta,
+        stream_id: &str,
     ) -> Result<(), ExecuteError<E>> {
-        let known = self
+        let Some(request) = &meta.request else {
+            return Ok(());
+        };
+        let claim = self
             .outbox
             .store()
-            .request_fingerprint(brand_id, &request.request_id)
+            .claim_request(&meta.brand_id, request, stream_id)
             .await
             .map_err(|e| ExecuteError::Store(AppendError::Unavailable(e)))?;
-        match known {
-            Some(fingerprint) if fingerprint != request.fingerprint => {
-                Err(ExecuteError::RequestReused {
-                    request_id: request.request_id.clone(),
-                })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Best effort: a missing index entry only narrows the refusal to the stream's own log.
-    async fn remember_quietly(&self, brand_id: &str, request: &crate::RequestKey, stream_id: &str) {
-        if let Err(error) = self
-            .outbox
-            .store()
-            .remember_request(brand_id, request, stream_id)
-            .await
-        {
-            tracing::warn!(stream_id, %error, "cannot index request id");
+        match claim {
+            Claim::New | Claim::Same => Ok(()),
+            Claim::Other => Err(ExecuteError::RequestReused {
+                request_id: request.request_id.clone(),
+            }),
         }
     }
 
@@ -293,14 +285,14 @@ impl<A: Aggregate> Repository<A> {
     where
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
-        // The brand-wide index is read beside the first load, not before it.
+        // The brand-wide claim runs beside the first load, not before it.
         let mut first_load = Some(match &meta.request {
-            Some(request) => {
-                let (refused, loaded) = tokio::join!(
-                    self.refuse_reuse_elsewhere(&meta.brand_id, request),
+            Some(_) => {
+                let (claimed, loaded) = tokio::join!(
+                    self.claim(meta, stream_id),
                     self.load_for_command(stream_id)
                 );
-                refused?;
+                claimed?;
                 loaded?
             }
             None => self.load_for_command(stream_id).await?,
@@ -315,9 +307,6 @@ impl<A: Aggregate> Repository<A> {
                     RequestCheck::New => {}
                     RequestCheck::Repeat(seen) => {
                         let (first, last) = (seen.first_version, seen.last_version);
-                        // The first execution may have crashed before indexing the id.
-                        self.remember_quietly(&meta.brand_id, request, stream_id)
-                            .await;
                         return self.first_answer(stream_id, loaded, first, last).await;
                     }
                     RequestCheck::Reused => {
@@ -367,10 +356,6 @@ impl<A: Aggregate> Repository<A> {
                     let after = appended.version();
                     self.maybe_snapshot(stream_id, version, &state, &requests, after)
                         .await;
-                    if let Some(request) = &meta.request {
-                        self.remember_quietly(&meta.brand_id, request, stream_id)
-                            .await;
-                    }
                     return Ok(Executed {
                         state,
                         version: after,

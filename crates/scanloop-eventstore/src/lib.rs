@@ -32,4 +32,4 @@ pub use event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
 pub use outbox::{Appended, Outbox, Sweeper};
 pub use projection::{Projection, Projector};
 pub use publication::Publication;
-pub use store::{AppendError, EventStore, Snapshot};
+pub use store::{AppendError, Claim, EventStore, Snapshot};

@@ -110,4 +110,20 @@ pub const MIGRATIONS: &[Migration] = &[
              WITH gc_grace_seconds = 600",
         ],
     },
+    Migration {
+        component: COMPONENT,
+        version: 7,
+        description: "request ids claimed brand-wide by a conditional insert before a command runs",
+        statements: &[
+            // The first use of a request id in a brand claims it, with its command's fingerprint,
+            // before the command decides anything (`IF NOT EXISTS`, only ever written so): two
+            // concurrent first uses for different commands on different streams cannot both
+            // pass, and an id whose command decided nothing is bound to it all the same. Kept
+            // for the retention (7 days).
+            "CREATE TABLE IF NOT EXISTS {ks}.request_claims (\
+             brand_id text, request_id text, fingerprint blob, stream_id text, \
+             PRIMARY KEY ((brand_id, request_id))) \
+             WITH default_time_to_live = 604800 AND gc_grace_seconds = 3600",
+        ],
+    },
 ];

@@ -35,6 +35,17 @@ impl AppendError {
     }
 }
 
+/// What claiming a request id found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: the id is now this command's.
+    New,
+    /// Already this command's (same fingerprint).
+    Same,
+    /// Already used for a different command: refuse.
+    Other,
+}
+
 /// A serialized aggregate state at a version, so long streams load from there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -61,8 +72,8 @@ struct Statements {
     set_published_version: PreparedStatement,
     load_snapshot: PreparedStatement,
     save_snapshot: PreparedStatement,
-    request_fingerprint: PreparedStatement,
-    remember_request: PreparedStatement,
+    claim_request: PreparedStatement,
+    claimed_request: PreparedStatement,
 }
 
 type EventRow = (
@@ -197,14 +208,15 @@ impl EventStore {
              VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         ))
         .await?;
-        let request_fingerprint = prepare(format!(
-            "SELECT fingerprint FROM {keyspace}.request_ids WHERE brand_id = ? AND request_id = ?"
+        let claim_request = prepare(format!(
+            "INSERT INTO {keyspace}.request_claims (brand_id, request_id, fingerprint, stream_id) \
+             VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL {}",
+            crate::requests::RETENTION.num_seconds()
         ))
         .await?;
-        let remember_request = prepare(format!(
-            "INSERT INTO {keyspace}.request_ids (brand_id, request_id, fingerprint, stream_id) \
-             VALUES (?, ?, ?, ?) USING TTL {}",
-            crate::requests::RETENTION.num_seconds()
+        let claimed_request = prepare(format!(
+            "SELECT fingerprint FROM {keyspace}.request_claims \
+             WHERE brand_id = ? AND request_id = ?"
         ))
         .await?;
         Ok(Self {
@@ -218,8 +230,8 @@ impl EventStore {
                 set_published_version,
                 load_snapshot,
                 save_snapshot,
-                request_fingerprint,
-                remember_request,
+                claim_request,
+                claimed_request,
             }),
         })
     }
@@ -413,37 +425,21 @@ impl EventStore {
         Ok(())
     }
 
-    /// The fingerprint of the command a request id was last used for in `brand_id`, if it was
-    /// used within the retention (any stream).
-    pub async fn request_fingerprint(
-        &self,
-        brand_id: &str,
-        request_id: &str,
-    ) -> Result<Option<Vec<u8>>, DbError> {
-        let rows = self
-            .inner
-            .session
-            .execute_unpaged(&self.inner.request_fingerprint, (brand_id, request_id))
-            .await?
-            .into_rows_result()?;
-        Ok(rows
-            .maybe_first_row::<(Option<Vec<u8>>,)>()?
-            .and_then(|(fingerprint,)| fingerprint))
-    }
-
-    /// Records in the brand-wide index that `request` was used on `stream_id`. A plain write
-    /// after the append: the stream's own record (written with the events) stays the authority
-    /// for that stream; the index extends the refusal of a reused id to the brand's other streams.
-    pub async fn remember_request(
+    /// Claims `request`'s id in `brand_id` for its command (first on `stream_id`), before the
+    /// command decides anything: one conditional insert. Says whether the id was free, already
+    /// this command's (a retry, or a concurrent first use of the same command), or another
+    /// command's.
+    pub async fn claim_request(
         &self,
         brand_id: &str,
         request: &RequestKey,
         stream_id: &str,
-    ) -> Result<(), DbError> {
-        self.inner
+    ) -> Result<Claim, DbError> {
+        let reply = self
+            .inner
             .session
             .execute_unpaged(
-                &self.inner.remember_request,
+                &self.inner.claim_request,
                 (
                     brand_id,
                     request.request_id.as_str(),
@@ -452,7 +448,27 @@ impl EventStore {
                 ),
             )
             .await?;
-        Ok(())
+        if scanloop_storage::statements::conditional_reply(reply)?.applied {
+            return Ok(Claim::New);
+        }
+        let rows = self
+            .inner
+            .session
+            .execute_unpaged(
+                &self.inner.claimed_request,
+                (brand_id, request.request_id.as_str()),
+            )
+            .await?
+            .into_rows_result()?;
+        let fingerprint = rows
+            .maybe_first_row::<(Option<Vec<u8>>,)>()?
+            .and_then(|(fingerprint,)| fingerprint);
+        Ok(match fingerprint {
+            Some(f) if f != request.fingerprint => Claim::Other,
+            // The same command's, or expired between the two statements: the stream's own log
+            // decides.
+            _ => Claim::Same,
+        })
     }
 
     pub async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, DbError> {

@@ -52,6 +52,10 @@ impl Payouts {
         let brand = ctx.brand_id.as_str();
         let batch_id = settlement::batch_id(brand, &ctx.request_id);
         let control = settlement::control_stream_id(brand);
+        // The request id is bound to this run even when it finds nothing to pay.
+        self.settlements
+            .claim::<Rejection>(&ctx.meta(), &control)
+            .await?;
         for _ in 0..5 {
             let loaded = self.settlements.load::<Rejection>(&control).await?;
             if let Some(open) = loaded.state.open.clone()
