@@ -647,10 +647,19 @@ async fn impossible_purchases_are_refused_naming_the_rule() {
         "{}",
         refused.message()
     );
+    // The corrected purchase is a new request: the refused one's id stays bound to it.
     huge.purchase_amount = Some(Money {
         amount_fen: 100_000_000,
         currency: "CNY".into(),
     });
+    let reused = client.activate_warranty(huge.clone()).await.unwrap_err();
+    assert!(
+        reused
+            .message()
+            .contains("already used for a different request"),
+        "{reused:?}"
+    );
+    huge.request_id = request_id();
     client.activate_warranty(huge).await.unwrap();
 }
 

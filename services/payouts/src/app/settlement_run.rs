@@ -17,12 +17,13 @@ use scanloop_proto::time::to_timestamp;
 use scanloop_service::{RequestContext, ServiceError};
 
 use super::{Payouts, db_unavailable};
-use crate::domain::Rejection;
 use crate::domain::ledger::{Beneficiary, Kind};
 use crate::domain::money::{fen_to_money, yuan};
 use crate::domain::plan;
 use crate::domain::sale;
+use crate::domain::sale::Sale;
 use crate::domain::settlement::{self, Batch, Candidate, Closed, PlanInput, Settlements};
+use crate::domain::{PayoutsEvent, Rejection};
 
 /// Sale streams settled at once by a settlement run.
 const SETTLE_CONCURRENCY: usize = 32;
@@ -32,11 +33,14 @@ const LINES_PER_EVENT: usize = 200;
 
 /// Stops a run here when the crash tests set the point (compiled in only with `failpoints`).
 macro_rules! crash_point {
-    ($name:literal) => {
+    ($name:expr) => {
         #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, |_| Err(ServiceError::Unavailable(
-            concat!("failpoint ", $name).into()
-        )));
+        fail::fail_point!($name, |_| Err(ServiceError::Unavailable(format!(
+            "failpoint {}",
+            $name
+        ))));
+        #[cfg(not(feature = "failpoints"))]
+        let _ = $name;
     };
 }
 
@@ -204,26 +208,16 @@ impl Payouts {
         }
 
         // 2. The planned commissions, per sale stream: payable → clearing.
-        let settled: Vec<(Beneficiary, i64)> =
-            futures::stream::iter(settlement::commissions_to_settle(&batch))
-                .map(|(stream, ids)| async move {
-                    let executed = self
-                        .sales
-                        .execute(&stream, meta, |s| {
-                            Ok::<_, Rejection>(sale::settle(s, batch_id, &ids))
-                        })
-                        .await?;
-                    crash_point!("settlement::settled-sale");
-                    Ok::<_, ServiceError>(sale::in_batch(&executed.state, batch_id).0)
-                })
-                .buffer_unordered(SETTLE_CONCURRENCY)
-                .try_collect::<Vec<_>>()
-                .await?
-                .into_iter()
-                .flatten()
-                .collect();
+        let settled = self
+            .on_sales(
+                settlement::commissions_to_settle(&batch),
+                meta,
+                "settlement::settled-sale",
+                |s, ids| sale::settle(s, batch_id, ids),
+            )
+            .await?;
         let mut gross: BTreeMap<Beneficiary, Vec<i64>> = BTreeMap::new();
-        for (b, amount) in settled {
+        for (b, amount) in settled.iter().flat_map(|s| sale::in_batch(s, batch_id).0) {
             gross.entry(b).or_default().push(amount);
         }
         let gross_total: BTreeMap<Beneficiary, i64> = gross
@@ -232,26 +226,16 @@ impl Payouts {
             .collect();
 
         // 3. The planned claw-backs that what actually settled can absorb.
-        let netted: Vec<(Beneficiary, i64)> =
-            futures::stream::iter(settlement::clawbacks_to_net(&batch, &gross_total))
-                .map(|(stream, ids)| async move {
-                    let executed = self
-                        .sales
-                        .execute(&stream, meta, |s| {
-                            Ok::<_, Rejection>(sale::net(s, batch_id, &ids))
-                        })
-                        .await?;
-                    crash_point!("settlement::netted-sale");
-                    Ok::<_, ServiceError>(sale::in_batch(&executed.state, batch_id).1)
-                })
-                .buffer_unordered(SETTLE_CONCURRENCY)
-                .try_collect::<Vec<_>>()
-                .await?
-                .into_iter()
-                .flatten()
-                .collect();
+        let netted = self
+            .on_sales(
+                settlement::clawbacks_to_net(&batch, &gross_total),
+                meta,
+                "settlement::netted-sale",
+                |s, ids| sale::net(s, batch_id, ids),
+            )
+            .await?;
         let mut netted_by: BTreeMap<Beneficiary, i64> = BTreeMap::new();
-        for (b, amount) in netted {
+        for (b, amount) in netted.iter().flat_map(|s| sale::in_batch(s, batch_id).1) {
             *netted_by.entry(b).or_default() += amount;
         }
 
@@ -289,6 +273,32 @@ impl Payouts {
             .execute(&control, meta, |s| settlement::complete(s, &completed))
             .await?;
         Ok(batch)
+    }
+}
+
+impl Payouts {
+    /// Decides on each listed sale stream (a few at a time) and answers each one's state after;
+    /// `point` names the crash point after each append.
+    async fn on_sales<T: Send + Sync>(
+        &self,
+        work: BTreeMap<String, T>,
+        meta: &AppendMeta,
+        point: &'static str,
+        decide: impl Fn(&Sale, &T) -> Vec<PayoutsEvent> + Send + Sync,
+    ) -> Result<Vec<Sale>, ServiceError> {
+        let decide = &decide;
+        futures::stream::iter(work)
+            .map(|(stream, item)| async move {
+                let executed = self
+                    .sales
+                    .execute(&stream, meta, |s| Ok::<_, Rejection>(decide(s, &item)))
+                    .await?;
+                crash_point!(point);
+                Ok::<_, ServiceError>(executed.state)
+            })
+            .buffer_unordered(SETTLE_CONCURRENCY)
+            .try_collect()
+            .await
     }
 }
 
