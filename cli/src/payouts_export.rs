@@ -64,16 +64,22 @@ pub fn row(line: &pb::PayoutLine) -> String {
     .join(",")
 }
 
+/// Where a CSV goes ("-": standard output), its header written.
+pub fn csv_out(path: &str, header: &str) -> anyhow::Result<Box<dyn Write>> {
+    let mut out: Box<dyn Write> = if path == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(path)?)
+    };
+    writeln!(out, "{header}")?;
+    Ok(out)
+}
+
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let bearer = crate::credentials::bearer("payouts-export")?;
     let mut client =
         crate::credentials::connect(&args.addr, &bearer, PayoutsServiceClient::new).await?;
-    let mut out: Box<dyn Write> = if args.out == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(&args.out)?)
-    };
-    writeln!(out, "{HEADER}")?;
+    let mut out = csv_out(&args.out, HEADER)?;
     let mut token = String::new();
     let mut rows = 0usize;
     let mut total = 0i64;

@@ -10,7 +10,7 @@ use scanloop_proto::payouts::v1 as pb;
 use scanloop_proto::payouts::v1::payouts_service_client::PayoutsServiceClient;
 use scanloop_proto::time::from_timestamp;
 
-use crate::payouts_export::field;
+use crate::payouts_export::{csv_out, field};
 
 #[derive(clap::Args)]
 pub struct ReceivablesArgs {
@@ -62,12 +62,7 @@ pub async fn run(args: ReceivablesArgs) -> anyhow::Result<()> {
     let bearer = crate::credentials::bearer("payouts-receivables")?;
     let mut client =
         crate::credentials::connect(&args.addr, &bearer, PayoutsServiceClient::new).await?;
-    let mut out: Box<dyn Write> = if args.out == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(&args.out)?)
-    };
-    writeln!(out, "{HEADER}")?;
+    let mut out = csv_out(&args.out, HEADER)?;
     let mut token = String::new();
     let mut rows = 0usize;
     let open_total = loop {
