@@ -91,7 +91,7 @@ impl Payouts {
                 if preview.pay.is_empty() {
                     return Err(nothing_to_pay(cutoff, minimum, &preview.carried));
                 }
-                candidates = Some(found);
+                candidates = Some(Work { found, minimum });
             }
             let now = self.now();
             match self
@@ -153,7 +153,7 @@ impl Payouts {
         batch_id: &str,
         cutoff: DateTime<Utc>,
         meta: &AppendMeta,
-        candidates: Option<Vec<Candidate>>,
+        candidates: Option<Work>,
     ) -> Result<pb::SettlementBatch, ServiceError> {
         let control = settlement::control_stream_id(brand);
         let batch_stream = settlement::batch_stream_id(brand, batch_id);
@@ -176,7 +176,7 @@ impl Payouts {
         batch_id: &str,
         cutoff: DateTime<Utc>,
         meta: &AppendMeta,
-        candidates: Option<Vec<Candidate>>,
+        candidates: Option<Work>,
     ) -> Result<Batch, ServiceError> {
         let batch_stream = settlement::batch_stream_id(brand, batch_id);
         let control = settlement::control_stream_id(brand);
@@ -184,14 +184,18 @@ impl Payouts {
 
         // 1. The plan, on the batch's stream, before any money moves.
         if !batch.sealed {
-            let candidates = match candidates {
-                Some(found) => found,
-                None => self.candidates(brand, batch_id, cutoff).await?,
+            // A new run's preview already read them; a resumed batch reads them now.
+            let work = match candidates {
+                Some(work) => work,
+                None => Work {
+                    found: self.candidates(brand, batch_id, cutoff).await?,
+                    minimum: self.minimum_payout(brand).await?,
+                },
             };
             let input = PlanInput {
                 batch_id,
-                candidates: &candidates,
-                minimum: self.minimum_payout(brand).await?,
+                candidates: &work.found,
+                minimum: work.minimum,
                 mask: &masked_identity,
                 per_chunk: LINES_PER_EVENT,
             };
@@ -300,6 +304,12 @@ impl Payouts {
             .try_collect()
             .await
     }
+}
+
+/// What a batch is planned from: the candidates read and the minimum payout in force.
+struct Work {
+    found: Vec<Candidate>,
+    minimum: i64,
 }
 
 /// The identity finance sees: a masked member id, or the store's id.
