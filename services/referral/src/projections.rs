@@ -19,6 +19,9 @@ use scylla::value::{Counter, MaybeUnset};
 use crate::db::Db;
 use crate::domain::ReferralEvent;
 
+pub mod tree;
+use tree::TreeRows;
+
 #[derive(Clone)]
 pub struct ReadModels {
     db: Db,
@@ -928,27 +931,46 @@ impl scanloop_eventstore::Projection for ReadModels {
             // A revocation leaves the tree alone: the parent bound by a revoked attribution stays
             // (parents are never rebound), so nothing here undoes a ParentSet.
             ReferralEvent::ParentSet(p) => {
-                let (member, parent) = (p.member_id.as_str(), p.parent_member_id.as_str());
-                self.db.exec("set_parent", (brand, member, parent)).await?;
-                self.db
-                    .exec("add_child", (brand, parent, 1, member))
-                    .await?;
-                // Level 2 both ways: the parent's own parent gains this member, and this
-                // member's children become the parent's level 2 (whichever joined first).
-                if let Some(grandparent) = self.parent(brand, parent).await? {
-                    self.db
-                        .exec("add_child", (brand, grandparent.as_str(), 2, member))
-                        .await?;
-                }
-                let children: Vec<(String,)> = self.db.rows("children", (brand, member, 1)).await?;
-                for (child,) in children {
-                    self.db
-                        .exec("add_child", (brand, parent, 2, child.as_str()))
-                        .await?;
-                }
-                Ok(())
+                let rows = BrandTree {
+                    db: &self.db,
+                    brand,
+                };
+                tree::project_parent_set(&rows, &p.member_id, &p.parent_member_id).await
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// One brand's tree rows in the read model.
+struct BrandTree<'a> {
+    db: &'a Db,
+    brand: &'a str,
+}
+
+impl TreeRows for BrandTree<'_> {
+    async fn set_parent(&self, member: &str, parent: &str) -> Result<(), DbError> {
+        self.db
+            .exec("set_parent", (self.brand, member, parent))
+            .await
+    }
+
+    async fn add_child(&self, member: &str, level: i32, child: &str) -> Result<(), DbError> {
+        self.db
+            .exec("add_child", (self.brand, member, level, child))
+            .await
+    }
+
+    async fn parent(&self, member: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .db
+            .first::<(Option<String>,)>("parent", (self.brand, member))
+            .await?
+            .and_then(|(p,)| p))
+    }
+
+    async fn children(&self, member: &str) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> = self.db.rows("children", (self.brand, member, 1)).await?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 }

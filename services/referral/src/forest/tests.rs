@@ -2,7 +2,7 @@
 //! with the event store's semantics (load, decide, append only if the stream did not move): the
 //! parents always form a forest, and every outcome is true of the final tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use proptest::prelude::*;
@@ -11,11 +11,15 @@ use scanloop_eventstore::Aggregate as _;
 use super::*;
 use crate::domain::ReferralEvent;
 
+mod lanes;
+
 /// Node streams as (state, version), and a seeded schedule of yields between every read and
-/// its append, so lanes interleave differently per case but reproducibly.
+/// its append, so lanes interleave differently per case but reproducibly. Each ParentSet
+/// appended waits in `bound` for a projection.
 struct Memory {
     streams: Mutex<BTreeMap<String, (Node, u64)>>,
     schedule: Mutex<u64>,
+    bound: Mutex<VecDeque<(String, String)>>,
 }
 
 impl Memory {
@@ -23,6 +27,7 @@ impl Memory {
         Self {
             streams: Mutex::new(BTreeMap::new()),
             schedule: Mutex::new(seed | 1),
+            bound: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -96,7 +101,13 @@ impl Nodes for Memory {
             if current != version {
                 continue; // the conditional append lost: decide again on the fresh node
             }
-            events.iter().for_each(|e| state.apply(e));
+            for event in &events {
+                state.apply(event);
+                if let ReferralEvent::ParentSet(p) = event {
+                    let bound = (p.member_id.clone(), p.parent_member_id.clone());
+                    self.bound.lock().unwrap().push_back(bound);
+                }
+            }
             streams.insert(member.to_owned(), (state.clone(), version + 1));
             drop(streams);
             // At every step the parents form a forest.

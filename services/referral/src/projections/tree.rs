@@ -1,0 +1,50 @@
+//! The tree read model (`tree_parents`, `tree_children` at levels 1 and 2) as a ParentSet
+//! projects into it, written against [`TreeRows`] so a test can run many projections
+//! concurrently, statement by statement, beside the bindings that produce them.
+//!
+//! Projections of different members' ParentSet run concurrently, so a chain C → B → A can be
+//! projected at the same instant from both ends. Each projection writes its own rows before it
+//! reads the other end's, so of two concurrent ones at least one sees the other's rows (a read
+//! that misses a row began before that row's write finished, which itself follows the other
+//! projection's write): C lands on A's level 2 either way.
+
+use std::future::Future;
+
+use scanloop_storage::DbError;
+
+/// The tree rows of one brand.
+pub trait TreeRows: Sync {
+    fn set_parent(
+        &self,
+        member: &str,
+        parent: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn add_child(
+        &self,
+        member: &str,
+        level: i32,
+        child: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn parent(&self, member: &str) -> impl Future<Output = Result<Option<String>, DbError>> + Send;
+    /// The member's level-1 children.
+    fn children(&self, member: &str) -> impl Future<Output = Result<Vec<String>, DbError>> + Send;
+}
+
+/// Projects `member`'s parent: the member's row and its parent's level 1 first, then level 2
+/// both ways (the parent's own parent gains the member; the member's children join the parent's
+/// level 2), whichever of the chain's bindings was projected first.
+pub async fn project_parent_set<T: TreeRows>(
+    rows: &T,
+    member: &str,
+    parent: &str,
+) -> Result<(), DbError> {
+    rows.set_parent(member, parent).await?;
+    rows.add_child(parent, 1, member).await?;
+    if let Some(grandparent) = rows.parent(parent).await? {
+        rows.add_child(&grandparent, 2, member).await?;
+    }
+    for child in rows.children(member).await? {
+        rows.add_child(parent, 2, &child).await?;
+    }
+    Ok(())
+}
