@@ -13,9 +13,10 @@
 //!   the next owner takes the shard only after the lease's end plus the margin, so an
 //!   acknowledged write and the next owner's writes never overlap (given clocks drift by less
 //!   than the margin);
-//! - its cells carry `USING TIMESTAMP` of [`ORDERED_BASE`] + epoch · 2^32, so a late write that
-//!   lands after the next owner wrote the same (stream, version) loses to it, whatever order
-//!   the two arrive in: an unacknowledged write never replaces an acknowledged one.
+//! - its cells carry `USING TIMESTAMP` of epoch · 2^32 µs, so a late write that lands after the
+//!   next owner wrote the same (stream, version) loses to it, whatever order the two arrive in:
+//!   an unacknowledged write never replaces an acknowledged one. (Far below any clock, as
+//!   ScyllaDB requires: it refuses timestamps more than 3 days ahead.)
 //!
 //! What this costs in guarantees: safety rests on bounded clock drift and on leases, where the
 //! conditional append rests on nothing but the database; a shard moving to another writer
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::Utc;
-use scanloop_storage::checkpoints::ORDERED_BASE;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use tokio_util::sync::CancellationToken;
@@ -247,7 +247,7 @@ fn applied(result: scylla::response::query_result::QueryResult) -> anyhow::Resul
 
 /// Cells of a later epoch win over any of an earlier one, in whatever order they land.
 fn fencing_timestamp(epoch: i64) -> i64 {
-    ORDERED_BASE + (epoch << 32)
+    epoch << 32
 }
 
 /// FNV-1a: stable across builds and processes, as routing commands to owners would need.
@@ -274,7 +274,7 @@ mod tests {
     fn a_later_epoch_fences_every_write_of_an_earlier_one() {
         assert!(fencing_timestamp(2) > fencing_timestamp(1));
         assert_eq!(fencing_timestamp(3) - fencing_timestamp(2), 1 << 32);
-        assert_eq!(fencing_timestamp(1), (1 << 62) + (1 << 32));
+        assert_eq!(fencing_timestamp(1), 1 << 32);
     }
 
     #[test]

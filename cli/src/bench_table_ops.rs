@@ -4,7 +4,7 @@
 //! CPU per operation says how much the database worked; these counts say on what. A
 //! conditional append, for instance, shows up as a read and a write of the stream's table plus
 //! the Paxos state's reads and writes in `system.paxos`; a projection as writes to its read
-//! model and to `consumer_checkpoints`. The counts are the node's, so everything running
+//! model and to `stream_checkpoints`. The counts are the node's, so everything running
 //! against it during the phase (the services, their consumers and timers) is included.
 
 use std::collections::BTreeMap;

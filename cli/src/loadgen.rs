@@ -42,6 +42,7 @@ use scanloop_service::access::gate::CLIENT_METADATA;
 use tokio::task::JoinSet;
 
 use crate::bench::ServerPids;
+use crate::bench_clients::ClientRequests;
 use crate::cluster::{Addrs, Cluster, fen, identity, issue_batch, request_id, two_level_plan};
 
 #[derive(Debug, clap::Args)]
@@ -232,11 +233,24 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             ("payouts", args.payouts_pid),
         ],
     );
+    // Cassandra's own counts of what the services asked of it, when it can be reached.
+    let cql = scanloop_storage::connect(&infra.cql_nodes, Duration::from_secs(10))
+        .await
+        .ok();
+    let servers = match &cql {
+        Some(session) => servers.counting_table_ops(session.clone()),
+        None => servers,
+    };
+    let statements = |session: Option<Arc<scylla::client::session::Session>>| async move {
+        ClientRequests::sample(session.as_ref()?).await
+    };
     // What the cluster burns with nothing to do (consumers polling, timers, Cassandra's own
     // work), so the report can tell the load's CPU from the idle floor.
+    let idle_statements_before = statements(cql.clone()).await;
     let idle_before = servers.sample();
     tokio::time::sleep(IDLE_SAMPLE).await;
     let idle = servers.sample().since(&idle_before);
+    let idle_statements = since(statements(cql.clone()).await, idle_statements_before);
 
     // Only sales of the load count for the loop's latency: the seeded members' own referred
     // activations may still be accruing.
@@ -248,6 +262,8 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         Utc::now(),
         watched.clone(),
     )?;
+    let statements_before = statements(cql.clone()).await;
+    let tables_before = servers.table_ops().await;
     let cpu_before = servers.sample();
     let memory_samples = Arc::new(Mutex::new(Vec::new()));
     let memory = tokio::spawn(sample_memory(
@@ -275,12 +291,21 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let drained = drain(&watched, referred_ok, Duration::from_secs(args.drain_secs)).await;
     let after = servers.sample();
     let cpu = after.since(&cpu_before);
+    let statements_after = statements(cql.clone()).await;
+    let tables = servers.table_ops_since(tables_before).await;
     watcher.abort();
     // The floor again after the load, averaged with the one before: after a benchmark
     // Cassandra compacts what the earlier phases wrote, and the floor moves while it does.
     tokio::time::sleep(IDLE_SAMPLE).await;
     let idle_after = servers.sample().since(&after);
     let idle = idle.plus(&idle_after);
+    let idle_statements = match (
+        idle_statements,
+        since(statements(cql.clone()).await, statements_after.clone()),
+    ) {
+        (Some(before), Some(after)) => Some(before.plus(&after)),
+        _ => None,
+    };
 
     let report = Report {
         shape,
@@ -294,12 +319,20 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         cpu,
         idle,
         idle_secs: 2.0 * IDLE_SAMPLE.as_secs_f64(),
+        statements: since(statements_after, statements_before),
+        idle_statements,
+        tables,
         servers: &servers,
         baseline,
     };
     report.print();
     print_memory(&servers, &memory_samples);
     Ok(())
+}
+
+/// What was counted between two samples, when both were taken.
+fn since(after: Option<ClientRequests>, before: Option<ClientRequests>) -> Option<ClientRequests> {
+    Some(after?.since(&before?))
 }
 
 /// Each service's resident memory (KiB) at a moment of the load.

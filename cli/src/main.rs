@@ -4,6 +4,7 @@ mod access_table;
 mod batch_issue;
 mod bench;
 mod bench_activation;
+mod bench_clients;
 mod bench_payouts;
 mod bench_referral;
 mod bench_single_writer;

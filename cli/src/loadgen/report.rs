@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::population::Shape;
 use crate::bench::{CpuUse, ServerPids, latency_histogram};
+use crate::bench_clients::ClientRequests;
+use crate::bench_table_ops::TableOps;
 
 /// Per-RPC acknowledgement latencies and errors, and the sale counts.
 #[derive(Default)]
@@ -154,6 +156,11 @@ pub struct Report<'a> {
     /// What the processes used with no load, sampled before and after it, over `idle_secs`.
     pub idle: CpuUse,
     pub idle_secs: f64,
+    /// CQL statements the services sent over the load and its drain, and over the idle spans.
+    pub statements: Option<ClientRequests>,
+    pub idle_statements: Option<ClientRequests>,
+    /// Cassandra's local requests by table over the load and its drain.
+    pub tables: Option<TableOps>,
     pub servers: &'a ServerPids,
     pub baseline: Option<Baseline>,
 }
@@ -257,6 +264,7 @@ impl Report<'_> {
                 b.insert_cpu_us_per_op
             ))
         );
+        self.print_statements(s.activations);
         // With no load the cluster is not idle: consumers poll, timer jobs look for due items,
         // and after a benchmark Cassandra compacts what the earlier phases wrote. Shown as cores
         // busy, beside the load's: subtracting it per activation would mix two rates.
@@ -268,6 +276,34 @@ impl Report<'_> {
             self.cpu
                 .cores((self.load_elapsed + self.drained).as_secs_f64())
         );
+    }
+}
+
+impl Report<'_> {
+    /// What the services asked of Cassandra per activation: statements as sent (a conditional
+    /// write is one) by service, everything they did meanwhile included, and the node's own
+    /// requests by table (where a conditional write is several, on `system.paxos`).
+    fn print_statements(&self, activations: u64) {
+        match &self.statements {
+            Some(sent) => println!(
+                "CQL statements per activation sent by the services (system_views.clients, load \
+                 and drain, background included): {}",
+                sent.by_service(activations as f64)
+            ),
+            None => println!("CQL statements per activation: not counted (no system_views)"),
+        }
+        if let Some(idle) = &self.idle_statements {
+            println!(
+                "  with no load, per second: {}",
+                idle.by_service(self.idle_secs)
+            );
+        }
+        if let Some(tables) = &self.tables {
+            println!(
+                "Cassandra's local requests per activation by table: {}",
+                tables.per_op(activations)
+            );
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! 1. each record taken from Kafka goes to its stream's *lane* (streams are the record keys); a
 //!    lane handles its stream's records one after the other, in partition order, and lanes run
 //!    concurrently, so a stream that waits (retrying, or a slow handler) holds back only itself;
+//!    A record of a type the handler does not take ([`EventHandler::event_types`]) is passed by
+//!    at once, unread;
 //! 2. for each event: drop it if its version is at or below the stream's checkpoint (a
 //!    redelivery or a republished duplicate); otherwise call the handler. A permanent failure
 //!    ([`HandlerError::Poison`]) sends the record to `<topic>.dlq` at once; a transient one is
@@ -46,7 +48,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::headers::{DLQ_ERROR, TRACEPARENT, header};
+use crate::headers::{DLQ_ERROR, EVENT_TYPE, TRACEPARENT, header};
 use crate::producer::EventProducer;
 use crate::recent::Recent;
 use crate::topics::dlq_topic;
@@ -89,6 +91,20 @@ pub trait EventHandler: Send + Sync + 'static {
         &self,
         event: &EventEnvelope,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// The event types this handler takes, when it takes only some of its topics' types. The
+    /// runner passes by a record of any other type as it arrives (read from the
+    /// `scanloop.event_type` header): no decoding, no lane, no checkpoint read or write.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+}
+
+/// Whether `handler` takes events of `event_type`.
+fn takes<H: EventHandler>(handler: &H, event_type: &str) -> bool {
+    handler
+        .event_types()
+        .is_none_or(|types| types.contains(&event_type))
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +154,8 @@ pub struct ConsumerStats {
     pub handled: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Records of types the handler does not take, passed by unread.
+    pub passed_by: AtomicU64,
     /// Failed handler attempts that were followed by another attempt.
     pub retries: AtomicU64,
     /// Records left undone because their partition was revoked or the runner stopped; their
@@ -154,6 +172,9 @@ impl ConsumerStats {
     }
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
+    }
+    pub fn passed_by(&self) -> u64 {
+        self.passed_by.load(Ordering::Relaxed)
     }
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
@@ -274,7 +295,7 @@ struct Lane {
     outstanding: usize,
 }
 
-/// Events per outcome (`handled`, `duplicate`, `dead_lettered`, `retry`, `abandoned`) and
+/// Events per outcome (`handled`, `duplicate`, `passed_by`, `dead_lettered`, `retry`, `abandoned`) and
 /// consumer group.
 static EVENTS: LazyLock<Counter<u64>> = LazyLock::new(|| {
     scanloop_telemetry::meter()
@@ -436,7 +457,14 @@ impl<H: EventHandler> ConsumerRunner<H> {
                 limit,
                 "partition paused while its records drain"
             );
-            self.pause_or_resume(&[partition], true);
+            self.pause_or_resume(std::slice::from_ref(&partition), true);
+        }
+        let event_type = message.headers().and_then(|h| header(h, EVENT_TYPE));
+        if event_type.is_some_and(|t| !takes(&self.shared.handler, t)) {
+            lock(&self.shared.progress).finish(&partition, &claim, message.offset());
+            self.shared.passed_by();
+            self.store_progress();
+            return;
         }
         // Unkeyed records (not from the event store) each get a lane of their own partition.
         let key = message.key().map_or_else(
@@ -584,7 +612,13 @@ impl<H: EventHandler> Shared<H> {
     }
 
     async fn apply(&self, message: &OwnedMessage, envelope: &EventEnvelope) -> bool {
-        let Some(applied) = self.applied_version(&envelope.stream_id).await else {
+        // A record published without the type header: the type is known once decoded.
+        if !takes(&self.handler, &envelope.event_type) {
+            self.passed_by();
+            return true;
+        }
+        let topic = message.topic();
+        let Some(applied) = self.applied_version(topic, &envelope.stream_id).await else {
             return false;
         };
         if envelope.version <= applied {
@@ -596,7 +630,7 @@ impl<H: EventHandler> Shared<H> {
         if !self.handle_with_retries(message, envelope).await {
             return false;
         }
-        self.advance_checkpoint(&envelope.stream_id, envelope.version)
+        self.advance_checkpoint(topic, &envelope.stream_id, envelope.version)
             .await
     }
 
@@ -635,7 +669,7 @@ impl<H: EventHandler> Shared<H> {
                 database_answers: attempts >= self.options.max_attempts
                     && self
                         .checkpoints
-                        .applied(&self.options.group_id, &envelope.stream_id)
+                        .applied(&self.options.group_id, message.topic(), &envelope.stream_id)
                         .await
                         .is_ok(),
             };
@@ -681,15 +715,15 @@ impl<H: EventHandler> Shared<H> {
 
     /// The stream's applied version, from the cache or the checkpoint table (retrying while the
     /// database is away). None when shutdown interrupted the wait.
-    async fn applied_version(&self, stream_id: &str) -> Option<u64> {
-        if let Some(version) = lock(&self.applied).get(stream_id) {
+    async fn applied_version(&self, topic: &str, stream_id: &str) -> Option<u64> {
+        if let Some(version) = lock(&self.applied).get(&cache_key(topic, stream_id)) {
             return Some(*version);
         }
         let mut backoff = self.infrastructure_backoff();
         loop {
             match self
                 .checkpoints
-                .applied(&self.options.group_id, stream_id)
+                .applied(&self.options.group_id, topic, stream_id)
                 .await
             {
                 Ok(version) => return Some(version),
@@ -711,11 +745,11 @@ impl<H: EventHandler> Shared<H> {
     /// revocation writes the version after its finished ones, which this member read on its
     /// first miss (so it is this member's next version, never beyond it). A read back per event
     /// and group would cost a third of the runner's database work for nothing.
-    async fn advance_checkpoint(&self, stream_id: &str, version: u64) -> bool {
+    async fn advance_checkpoint(&self, topic: &str, stream_id: &str, version: u64) -> bool {
         let mut backoff = self.infrastructure_backoff();
         while let Err(error) = self
             .checkpoints
-            .record(&self.options.group_id, stream_id, version)
+            .record(&self.options.group_id, topic, stream_id, version)
             .await
         {
             tracing::warn!(%error, "cannot record checkpoint; retrying");
@@ -723,7 +757,7 @@ impl<H: EventHandler> Shared<H> {
                 return false;
             }
         }
-        lock(&self.applied).insert(stream_id, version, Instant::now());
+        lock(&self.applied).insert(&cache_key(topic, stream_id), version, Instant::now());
         true
     }
 
@@ -770,6 +804,11 @@ impl<H: EventHandler> Shared<H> {
         }
     }
 
+    fn passed_by(&self) {
+        self.stats.passed_by.fetch_add(1, Ordering::Relaxed);
+        self.count("passed_by");
+    }
+
     /// The runner's own writes (checkpoints, dead letters) are retried without a limit: when
     /// they fail, the database or the broker is away for every stream alike.
     fn infrastructure_backoff(&self) -> Backoff {
@@ -794,6 +833,11 @@ impl<H: EventHandler> Shared<H> {
             _ = tokio::time::sleep(wait) => true,
         }
     }
+}
+
+/// A stream's key in the applied-versions cache: two topics may carry streams named alike.
+fn cache_key(topic: &str, stream_id: &str) -> String {
+    format!("{topic}\0{stream_id}")
 }
 
 fn decode_envelope(message: &OwnedMessage) -> Result<EventEnvelope, String> {

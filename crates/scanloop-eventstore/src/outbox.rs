@@ -26,7 +26,10 @@
 //!
 //! A crash after 1 leaves a marker and maybe events: the [`Sweeper`] finds markers older than a
 //! few seconds, publishes whatever the stream has unpublished and deletes them. Duplicates are
-//! possible (a crash between 3 and 4), losses are not.
+//! possible (a crash between 3 and 4), losses are not. The sweeper does not poll while all is
+//! well: it scans at start (what this process's previous run left), whenever a publication of
+//! this process fails (and every few seconds after, until nothing is left), and otherwise once
+//! per [`Sweeper::safety_interval`], for what another process that died left behind.
 //!
 //! Per stream, one process never has two publications in flight: a stream's next range waits
 //! for the previous one's acknowledgement (so a failed range can never be overtaken by a later
@@ -141,6 +144,8 @@ struct Inner {
     chains: Chains,
     /// Publications started and not finished, for a graceful shutdown to wait for.
     in_flight: tokio::sync::watch::Sender<usize>,
+    /// Woken when a publication of this process failed: its marker is the sweeper's now.
+    deferred: tokio::sync::Notify,
     delete_marker: PreparedStatement,
     old_markers: PreparedStatement,
     delete_flush: PreparedStatement,
@@ -362,6 +367,7 @@ impl Outbox {
                 retirer,
                 chains: Chains::default(),
                 in_flight: tokio::sync::watch::Sender::new(0),
+                deferred: tokio::sync::Notify::new(),
                 delete_marker,
                 old_markers,
                 delete_flush,
@@ -488,6 +494,7 @@ impl Outbox {
                         "append stored but not yet published; the sweeper will publish it"
                     );
                     crate::metrics::DEFERRED.add(1, &[]);
+                    outbox.inner.deferred.notify_one();
                     done.finish(false);
                 }
             }
@@ -823,7 +830,12 @@ pub struct Sweeper {
     /// Buckets younger than this may still receive markers: the cursor never passes them.
     /// Default [`SETTLE`]; shorter loses the markers of writers whose clocks are behind.
     pub settle: Duration,
+    /// How often it scans while something is left to publish (a failed publication woke it,
+    /// or markers are kept).
     pub interval: Duration,
+    /// How often it scans when nothing woke it: the safety scan for markers of other processes
+    /// that died before publishing. Default 120 s (a process that restarts scans at start).
+    pub safety_interval: Duration,
 }
 
 /// What one sweep did.
@@ -847,6 +859,7 @@ impl Sweeper {
             abandon_after: SETTLE,
             settle: SETTLE,
             interval: Duration::from_secs(3),
+            safety_interval: Duration::from_secs(120),
         }
     }
 
@@ -857,19 +870,44 @@ impl Sweeper {
         self
     }
 
-    /// Sweeps every `interval` until cancelled.
+    /// Also sets how often it scans when nothing woke it.
+    pub fn with_safety_interval(mut self, safety_interval: Duration) -> Self {
+        self.safety_interval = safety_interval;
+        self
+    }
+
+    /// Sweeps at once, then every `interval` while a failed publication of this process may
+    /// still wait (a marker is taken only once it is `min_age` old) or markers are kept, and
+    /// every `safety_interval` otherwise, until cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
+        let deferred = &self.outbox.inner.deferred;
+        let mut pace = Pace {
+            interval: self.interval,
+            safety_interval: self.safety_interval,
+            // What the previous run left may be younger than `min_age` yet.
+            busy_until: tokio::time::Instant::now() + self.min_age + 2 * self.interval,
+        };
         loop {
-            match self.sweep_once().await {
-                Ok(report) if report.streams_published > 0 || report.streams_failed > 0 => {
-                    tracing::info!(?report, "sweeper republished stranded events");
+            let left = match self.sweep_once().await {
+                Ok(report) => {
+                    if report.streams_published > 0 || report.streams_failed > 0 {
+                        tracing::info!(?report, "sweeper republished stranded events");
+                    }
+                    report.markers_kept + report.streams_failed + report.buckets_failed > 0
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(error = %format!("{error:#}"), "sweep failed"),
-            }
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "sweep failed");
+                    true
+                }
+            };
+            let wait = pace.after_pass(tokio::time::Instant::now(), left);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = deferred.notified() => {
+                    // The failed publication's marker is taken once it is `min_age` old.
+                    pace.busy_until = tokio::time::Instant::now() + self.min_age + 2 * self.interval;
+                }
             }
         }
     }
@@ -1017,6 +1055,28 @@ impl Sweeper {
     }
 }
 
+/// When the sweeper looks next: every `interval` until `busy_until` and while a pass left
+/// something, every `safety_interval` otherwise.
+struct Pace {
+    interval: Duration,
+    safety_interval: Duration,
+    busy_until: tokio::time::Instant,
+}
+
+impl Pace {
+    /// The wait after a pass at `now` that `left` something to publish (or could not look).
+    fn after_pass(&mut self, now: tokio::time::Instant, left: bool) -> Duration {
+        if left {
+            self.busy_until = self.busy_until.max(now + self.interval);
+        }
+        if now < self.busy_until {
+            self.interval
+        } else {
+            self.safety_interval
+        }
+    }
+}
+
 /// Whose announcement an append found in a bucket is: a single marker's or a flush row's (by
 /// index in what the bucket held).
 #[derive(Clone, Copy)]
@@ -1045,6 +1105,32 @@ fn sweep_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweeper_looks_often_only_while_something_is_left() {
+        let start = tokio::time::Instant::now();
+        let (interval, safety_interval) = (Duration::from_secs(3), Duration::from_secs(60));
+        let mut pace = Pace {
+            interval,
+            safety_interval,
+            busy_until: start + Duration::from_secs(11),
+        };
+        // The start-up period: every interval, whatever the passes find.
+        assert_eq!(pace.after_pass(start, false), interval);
+        assert_eq!(
+            pace.after_pass(start + Duration::from_secs(9), false),
+            interval
+        );
+        // Then nothing left: the safety scan's pace.
+        assert_eq!(
+            pace.after_pass(start + Duration::from_secs(12), false),
+            safety_interval
+        );
+        // A pass that left markers keeps the quick pace for one more pass at least.
+        let later = start + Duration::from_secs(72);
+        assert_eq!(pace.after_pass(later, true), interval);
+        assert_eq!(pace.after_pass(later + interval, false), safety_interval);
+    }
 
     #[test]
     fn buckets_are_ten_second_windows() {

@@ -18,6 +18,12 @@ pub trait Projection: Send + Sync + 'static {
         envelope: &EventEnvelope,
         event: &Self::Event,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// The event types `apply` does something with, when not all (see
+    /// [`EventHandler::event_types`]): the others are passed by unread.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// Runs a [`Projection`] as an [`EventHandler`] for the consumer runner.
@@ -42,5 +48,9 @@ impl<P: Projection> EventHandler for Projector<P> {
                     HandlerError::Poison(e.to_string())
                 }
             })
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        self.0.event_types()
     }
 }

@@ -495,60 +495,39 @@ async fn when_nothing_succeeds_transient_failures_are_retried_past_the_limit_not
 async fn checkpoints_only_move_forward() {
     let fx = fixture("checkpoints", 1).await;
     let checkpoints = &fx.checkpoints;
-    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 0);
-    checkpoints.record("g", "s", 5).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 5);
+    assert_eq!(checkpoints.applied("g", "t", "s").await.unwrap(), 0);
+    checkpoints.record("g", "t", "s", 5).await.unwrap();
+    assert_eq!(checkpoints.applied("g", "t", "s").await.unwrap(), 5);
     // A slower member's older write changes nothing.
-    checkpoints.record("g", "s", 3).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 5);
-    checkpoints.record("g", "s", 5).await.unwrap();
-    checkpoints.record("g", "s", 8).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "s").await.unwrap(), 8);
+    checkpoints.record("g", "t", "s", 3).await.unwrap();
+    assert_eq!(checkpoints.applied("g", "t", "s").await.unwrap(), 5);
+    checkpoints.record("g", "t", "s", 5).await.unwrap();
+    checkpoints.record("g", "t", "s", 8).await.unwrap();
+    assert_eq!(checkpoints.applied("g", "t", "s").await.unwrap(), 8);
     // A stream's first checkpoint at version 1, written twice.
-    checkpoints.record("g", "one", 1).await.unwrap();
-    checkpoints.record("g", "one", 1).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "one").await.unwrap(), 1);
-    checkpoints.record("g", "one", 2).await.unwrap();
-    checkpoints.record("g", "one", 1).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "one").await.unwrap(), 2);
-    // Per consumer and stream.
-    assert_eq!(checkpoints.applied("other", "s").await.unwrap(), 0);
-    assert_eq!(checkpoints.applied("g", "t").await.unwrap(), 0);
+    checkpoints.record("g", "t", "one", 1).await.unwrap();
+    checkpoints.record("g", "t", "one", 1).await.unwrap();
+    assert_eq!(checkpoints.applied("g", "t", "one").await.unwrap(), 1);
+    checkpoints.record("g", "t", "one", 2).await.unwrap();
+    checkpoints.record("g", "t", "one", 1).await.unwrap();
+    assert_eq!(checkpoints.applied("g", "t", "one").await.unwrap(), 2);
+    // Per consumer, topic and stream: a stream named alike on another topic is another stream.
+    assert_eq!(checkpoints.applied("other", "t", "s").await.unwrap(), 0);
+    assert_eq!(checkpoints.applied("g", "t", "u").await.unwrap(), 0);
+    assert_eq!(checkpoints.applied("g", "t2", "s").await.unwrap(), 0);
+    checkpoints.record("g", "t2", "s", 1).await.unwrap();
+    assert_eq!(checkpoints.applied("g", "t2", "s").await.unwrap(), 1);
+    assert_eq!(checkpoints.applied("g", "t", "s").await.unwrap(), 8);
 
     // Racing writers end at the highest version, whatever order they land in.
     let racers = (1..=20u64).map(|version| {
         let checkpoints = checkpoints.clone();
-        tokio::spawn(async move { checkpoints.record("g", "race", version).await })
+        tokio::spawn(async move { checkpoints.record("g", "t", "race", version).await })
     });
     for result in futures::future::join_all(racers).await {
         result.unwrap().unwrap();
     }
-    assert_eq!(checkpoints.applied("g", "race").await.unwrap(), 20);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_of_the_conditional_writes_is_moved_on_by_the_ordered_ones() {
-    // Releases before the ordered writes kept checkpoints with conditional writes, whose cells
-    // carry the clock's timestamps: the first ordered write after an upgrade must still land.
-    let fx = fixture("checkpoints_upgrade", 1).await;
-    let session = scanloop_testkit::session().await.unwrap();
-    session
-        .query_unpaged(
-            format!(
-                "INSERT INTO {}.consumer_checkpoints (consumer, stream_id, version, updated_at) \
-                 VALUES ('g', 'old', 9, toTimestamp(now())) IF NOT EXISTS",
-                fx.keyspace
-            ),
-            (),
-        )
-        .await
-        .unwrap();
-    let checkpoints = &fx.checkpoints;
-    assert_eq!(checkpoints.applied("g", "old").await.unwrap(), 9);
-    checkpoints.record("g", "old", 10).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "old").await.unwrap(), 10);
-    checkpoints.record("g", "old", 7).await.unwrap();
-    assert_eq!(checkpoints.applied("g", "old").await.unwrap(), 10);
+    assert_eq!(checkpoints.applied("g", "t", "race").await.unwrap(), 20);
 }
 
 /// A read model shared by the members of a group (as a table would be): each stream's applied
@@ -677,7 +656,10 @@ async fn partitions_moving_to_a_second_member_lose_nothing_and_apply_nothing_twi
     for (stream, head) in &heads {
         assert_eq!(applied[stream], (1..=*head).collect::<Vec<_>>(), "{stream}");
         assert_eq!(
-            fx.checkpoints.applied("rebalance", stream).await.unwrap(),
+            fx.checkpoints
+                .applied("rebalance", &fx.topic, stream)
+                .await
+                .unwrap(),
             *head,
             "checkpoint of {stream}"
         );

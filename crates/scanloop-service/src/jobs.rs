@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub trait TimersFor: Send + Sync + 'static {
     type Event: DomainEvent + Send;
     fn timer_for(&self, envelope: &EventEnvelope, event: &Self::Event) -> Option<Timer>;
+    /// The event types `timer_for` schedules from; the scheduler passes by the rest unread.
+    fn event_types(&self) -> &'static [&'static str];
 }
 
 /// The scheduler: a consumer of the service's own events that writes the timer each calls for.
@@ -46,6 +48,10 @@ impl<T: TimersFor> EventHandler for Scheduler<T> {
             .await
             .map_err(|e| HandlerError::Transient(e.into()))?;
         Ok(())
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(self.policy.event_types())
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use scylla::client::SelfIdentity;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -36,6 +37,12 @@ async fn connect_with(
     builder: SessionBuilder,
 ) -> anyhow::Result<Arc<Session>> {
     let deadline = tokio::time::Instant::now() + wait;
+    // The program's name travels in the connection's STARTUP, so the cluster can tell which
+    // service sent what (Cassandra's `system_views.clients`, ScyllaDB's client list).
+    let builder = match program_name() {
+        Some(name) => builder.custom_identity(SelfIdentity::new().with_application_name(name)),
+        None => builder,
+    };
     loop {
         let attempt = builder
             .clone()
@@ -55,6 +62,12 @@ async fn connect_with(
             }
         }
     }
+}
+
+/// This executable's file name (`scanloop-activation`, `scanloop`, a test binary's name).
+fn program_name() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.file_stem()?.to_string_lossy().into_owned())
 }
 
 /// Keyspace and table names are spliced into CQL text, so they are restricted to what CQL allows

@@ -336,7 +336,7 @@ impl WriteSurface {
         }
         let select_checkpoints = session
             .prepare(format!(
-                "SELECT consumer, version FROM {keyspace}.consumer_checkpoints"
+                "SELECT consumer, version FROM {keyspace}.stream_checkpoints"
             ))
             .await?;
         Ok(Self {

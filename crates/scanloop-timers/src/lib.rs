@@ -3,7 +3,8 @@
 //!
 //! - [`store::TimerStore::schedule`] records a due item in `timers`, partitioned by shard (of
 //!   the stream) and hour of firing time; the same key and due time again is the same item.
-//! - [`runner::TimerRunner`] handles, every few seconds, the items whose time has come, deletes
+//! - [`runner::TimerRunner`] handles the items whose time has come (woken by what this process
+//!   schedules, with a slow safety pass for the rest), deletes
 //!   each only after its handler succeeded, and keeps a forward-only cursor per shard so the
 //!   tombstones of handled items are not read again.
 //! - [`clock`]: the time every decision uses, injectable so a test can move it (or pass an

@@ -1,9 +1,17 @@
 //! The job that handles what is due.
 //!
-//! Every `interval`, for each shard at once: read the shard's cursor, the buckets holding items
-//! from there up to the clock's hour, and in each the items firing between the cursor and now, in
-//! order; call the handler for each and delete the item only after the handler succeeded; then
-//! move the cursor to the first item left to retry, or to `now - settle`, whichever is earlier.
+//! A pass, for each shard at once: read the shard's cursor, the buckets holding items from there
+//! up to the clock's hour, and in each the items firing between the cursor and now, in order;
+//! call the handler for each and delete the item only after the handler succeeded; then move
+//! the cursor to the first item left to retry, or to `now - settle`, whichever is earlier.
+//!
+//! A pass runs only when there is reason to: at start; when something this process scheduled
+//! is due (the store remembers the earliest firing time in memory, and scheduling wakes the
+//! runner; the runner compares it with the clock every `interval`, which costs no database
+//! request); again after a pass that kept items for a retry; and every `safety_interval`, for
+//! items another process scheduled (or this one before a restart), which therefore fire at
+//! most that late when the process that scheduled them is gone. Passes are at least `interval`
+//! apart.
 //!
 //! Safe with several instances and after a crash: an item is deleted only once handled, so a
 //! crash (or a competitor) at any point makes it fire again, never vanish. Handlers must
@@ -98,24 +106,35 @@ pub struct TimerRunner<H> {
     handler: H,
     clock: SharedClock,
     interval: Duration,
+    safety_interval: Duration,
     settle: chrono::Duration,
 }
 
 impl<H: TimerHandler> TimerRunner<H> {
-    /// A runner with a 5-second interval and a 60-second settle window.
+    /// A runner with a 5-second interval, a 60-second safety interval and a 60-second settle
+    /// window.
     pub fn new(store: TimerStore, handler: H, clock: SharedClock) -> Self {
         Self {
             store,
             handler,
             clock,
             interval: Duration::from_secs(5),
+            safety_interval: Duration::from_secs(60),
             settle: chrono::Duration::seconds(60),
         }
     }
 
-    /// How long the runner waits between passes: the most a timer is late when all is well.
+    /// How often the runner compares what is due with the clock, and the least time between
+    /// two passes: the most a timer scheduled by this process is late when all is well.
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// How often the runner makes a pass with nothing known to be due: the most a timer
+    /// scheduled by another process (or by this one before it restarted) is late.
+    pub fn with_safety_interval(mut self, safety_interval: Duration) -> Self {
+        self.safety_interval = safety_interval;
         self
     }
 
@@ -127,25 +146,45 @@ impl<H: TimerHandler> TimerRunner<H> {
         self
     }
 
-    /// Runs a pass every `interval` until cancelled. A pass cut short by shutdown is harmless:
-    /// nothing is deleted before it was handled.
+    /// Makes passes when there is reason to (see the module's documentation) until cancelled.
+    /// A pass cut short by shutdown is harmless: nothing is deleted before it was handled.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut safety_pass_at = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                outcome = self.run_due(self.clock.now()) => match outcome {
-                    Ok(report) if report.handled + report.retried + report.discarded > 0 => {
-                        tracing::info!(?report, "timer pass");
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(error = %format!("{error:#}"), "timer pass failed");
-                    }
-                },
+            let now = self.clock.now();
+            let due = self.store.take_due(now);
+            if due || tokio::time::Instant::now() >= safety_pass_at {
+                safety_pass_at = tokio::time::Instant::now() + self.safety_interval;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    outcome = self.run_due(now) => match outcome {
+                        Ok(report) => {
+                            if report.handled + report.retried + report.discarded > 0 {
+                                tracing::info!(?report, "timer pass");
+                            }
+                            if report.retried > 0 {
+                                self.store.retry_soon();
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %format!("{error:#}"), "timer pass failed");
+                            self.store.retry_soon();
+                        }
+                    },
+                }
+                // Passes are at least `interval` apart, however much is scheduled meanwhile.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.interval) => {}
+                }
+                continue;
             }
+            // Look at the clock again after `interval` (it may be a test's, moved), or at once
+            // when something earlier is scheduled.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
+                _ = self.store.scheduled() => {}
             }
         }
     }

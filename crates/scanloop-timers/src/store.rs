@@ -1,7 +1,9 @@
 //! Where timers are kept: `timers` partitioned by shard and hour of firing time, an index of the
-//! buckets that hold items, and a cursor per shard.
+//! buckets that hold items, and a cursor per shard. The store also remembers, in memory, the
+//! earliest firing time this process scheduled and the runner has not looked at yet, so the
+//! runner reads the database only when something is due (see `crate::runner`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use futures::TryStreamExt as _;
@@ -70,14 +72,18 @@ pub struct TimerStore {
 struct Statements {
     session: Arc<Session>,
     clock: SharedClock,
+    /// The earliest firing time scheduled here that no pass has looked at yet.
+    earliest: Mutex<Option<DateTime<Utc>>>,
+    /// Wakes the runner when `earliest` moved earlier.
+    scheduled: tokio::sync::Notify,
     insert_bucket: PreparedStatement,
     insert_timer: PreparedStatement,
     select_buckets: PreparedStatement,
     select_due: PreparedStatement,
     delete_timer: PreparedStatement,
-    select_cursor: PreparedStatement,
-    advance_cursor: PreparedStatement,
-    init_cursor: PreparedStatement,
+    select_position: PreparedStatement,
+    select_legacy_cursor: PreparedStatement,
+    write_position: PreparedStatement,
 }
 
 impl TimerStore {
@@ -125,20 +131,23 @@ impl TimerStore {
                  AND stream_id = ? AND key = ?"
             ))
             .await?,
-            select_cursor: prepare(format!(
+            select_position: prepare(format!(
+                "SELECT position FROM {keyspace}.timer_positions WHERE shard = ?"
+            ))
+            .await?,
+            select_legacy_cursor: prepare(format!(
                 "SELECT position FROM {keyspace}.timer_cursor WHERE shard = ?"
             ))
             .await?,
-            advance_cursor: prepare(format!(
-                "UPDATE {keyspace}.timer_cursor SET position = ? WHERE shard = ? IF position < ?"
-            ))
-            .await?,
-            init_cursor: prepare(format!(
-                "INSERT INTO {keyspace}.timer_cursor (shard, position) VALUES (?, ?) IF NOT EXISTS"
+            write_position: prepare(format!(
+                "UPDATE {keyspace}.timer_positions USING TIMESTAMP ? SET position = ? \
+                 WHERE shard = ?"
             ))
             .await?,
             session,
             clock,
+            earliest: Mutex::new(None),
+            scheduled: tokio::sync::Notify::new(),
         };
         Ok(Self {
             inner: Arc::new(statements),
@@ -174,6 +183,7 @@ impl TimerStore {
                 ),
             )
             .await?;
+        self.note_due(fire_at);
         Ok(DueTimer {
             timer: Timer {
                 due_at,
@@ -261,10 +271,21 @@ impl TimerStore {
 
     /// Where `shard`'s unhandled items start, if a runner recorded it.
     pub async fn cursor(&self, shard: i32) -> Result<Option<DateTime<Utc>>, DbError> {
+        match self.position(&self.inner.select_position, shard).await? {
+            Some(position) => Ok(Some(position)),
+            None => self.position(&self.inner.select_legacy_cursor, shard).await,
+        }
+    }
+
+    async fn position(
+        &self,
+        select: &PreparedStatement,
+        shard: i32,
+    ) -> Result<Option<DateTime<Utc>>, DbError> {
         let rows = self
             .inner
             .session
-            .execute_unpaged(&self.inner.select_cursor, (shard,))
+            .execute_unpaged(select, (shard,))
             .await?
             .into_rows_result()?;
         Ok(rows
@@ -273,43 +294,63 @@ impl TimerStore {
     }
 
     /// Moves `shard`'s cursor to `position` unless it is there or further already (another
-    /// runner got ahead): a cursor never moves back.
+    /// runner got ahead): the write carries the position as its timestamp, so the furthest
+    /// position wins whatever order writes land in, and a cursor never moves back.
     pub(crate) async fn advance_cursor(
         &self,
         shard: i32,
         position: DateTime<Utc>,
     ) -> Result<(), DbError> {
-        let session = &self.inner.session;
-        let result = session
-            .execute_unpaged(&self.inner.advance_cursor, (position, shard, position))
+        self.inner
+            .session
+            .execute_unpaged(
+                &self.inner.write_position,
+                (position.timestamp_micros(), position, shard),
+            )
             .await?;
-        if applied(result)? == Applied::NoRow {
-            // The shard's first cursor; if a competitor creates it first, the next pass moves it.
-            session
-                .execute_unpaged(&self.inner.init_cursor, (shard, position))
-                .await?;
-        }
         Ok(())
+    }
+
+    /// Remembers that something scheduled here fires at `fire_at`, and wakes the runner if that
+    /// is earlier than what it knew of.
+    fn note_due(&self, fire_at: DateTime<Utc>) {
+        let mut earliest = lock(&self.inner.earliest);
+        if earliest.is_none_or(|known| fire_at < known) {
+            *earliest = Some(fire_at);
+            drop(earliest);
+            self.inner.scheduled.notify_one();
+        }
+    }
+
+    /// Whether something scheduled here fires at or before `now`; forgets it when so (the
+    /// runner's pass that follows handles it, and anything scheduled after this call is noted
+    /// again).
+    pub(crate) fn take_due(&self, now: DateTime<Utc>) -> bool {
+        let mut earliest = lock(&self.inner.earliest);
+        match *earliest {
+            Some(at) if at <= now => {
+                *earliest = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Asks for another pass as soon as the runner may make one (items were kept for a retry).
+    pub(crate) fn retry_soon(&self) {
+        self.note_due(DateTime::UNIX_EPOCH);
+    }
+
+    /// Completes when something was scheduled earlier than what the runner knew of.
+    pub(crate) async fn scheduled(&self) {
+        self.inner.scheduled.notified().await;
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Applied {
-    Yes,
-    /// The condition failed on an existing row.
-    No,
-    /// The condition failed because there is no row.
-    NoRow,
-}
-
-/// Reads a conditional statement's reply: `[applied]`, then the row's current values.
-fn applied(result: scylla::response::query_result::QueryResult) -> Result<Applied, DbError> {
-    let reply = scanloop_storage::statements::conditional_reply(result)?;
-    Ok(match (reply.applied, reply.current.first()) {
-        (true, _) => Applied::Yes,
-        (false, Some(Some(_))) => Applied::No,
-        (false, _) => Applied::NoRow,
-    })
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -130,6 +130,10 @@ impl EventHandler for AssistReaction {
             .map(|_| ());
         settle(&completion.assist_id, outcome)
     }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[ASSIST_COMPLETED])
+    }
 }
 
 #[cfg(test)]

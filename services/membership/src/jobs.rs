@@ -78,6 +78,13 @@ impl TimersFor for ReviewSchedule {
             key,
         })
     }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &[
+            "scanloop.membership.v1.PointsEarned",
+            "scanloop.membership.v1.EngagementRecorded",
+        ]
+    }
 }
 
 /// The timer job's handler: reviews the member named by a due timer.

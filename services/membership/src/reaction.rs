@@ -39,6 +39,10 @@ impl EventHandler for Reactions {
             _ => Ok(()),
         }
     }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[WARRANTY_ACTIVATED, LINK_SHARED])
+    }
 }
 
 impl Reactions {

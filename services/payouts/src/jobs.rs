@@ -48,6 +48,10 @@ impl TimersFor for VestingSchedule {
             key: e.commission_id.clone(),
         })
     }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &["scanloop.payouts.v1.CommissionAccrued"]
+    }
 }
 
 /// The timer job's handler: vests what is due on the sale a timer names.

@@ -141,4 +141,13 @@ impl EventHandler for Reactions {
             _ => Ok(()),
         }
     }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[
+            REFERRAL_ATTRIBUTED,
+            REFERRAL_REJECTED,
+            WARRANTY_VOIDED,
+            PURCHASE_REFUNDED,
+        ])
+    }
 }

@@ -181,6 +181,18 @@ impl EventHandler for Reactions {
             _ => Ok(()),
         }
     }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[
+            WARRANTY_ACTIVATED,
+            WARRANTY_VOIDED,
+            SUSPICIOUS_SCAN,
+            IDENTITY_CLAIMED,
+            MEMBER_REGISTERED,
+            IDENTITY_LINKED,
+            DEVICE_BOUND,
+        ])
+    }
 }
 
 impl Reactions {
