@@ -247,10 +247,12 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     // What the cluster burns with nothing to do (consumers polling, timers, Cassandra's own
     // work), so the report can tell the load's CPU from the idle floor.
     let idle_statements_before = statements(cql.clone()).await;
+    let idle_tables_before = servers.table_ops().await;
     let idle_before = servers.sample();
     tokio::time::sleep(IDLE_SAMPLE).await;
     let idle = servers.sample().since(&idle_before);
     let idle_statements = since(statements(cql.clone()).await, idle_statements_before);
+    let idle_tables = servers.table_ops_since(idle_tables_before).await;
 
     // Only sales of the load count for the loop's latency: the seeded members' own referred
     // activations may still be accruing.
@@ -321,6 +323,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         idle_secs: 2.0 * IDLE_SAMPLE.as_secs_f64(),
         statements: since(statements_after, statements_before),
         idle_statements,
+        idle_tables,
         tables,
         servers: &servers,
         baseline,

@@ -159,6 +159,8 @@ pub struct Report<'a> {
     /// CQL statements the services sent over the load and its drain, and over the idle spans.
     pub statements: Option<ClientRequests>,
     pub idle_statements: Option<ClientRequests>,
+    /// Cassandra's local requests by table over the first idle span.
+    pub idle_tables: Option<TableOps>,
     /// Cassandra's local requests by table over the load and its drain.
     pub tables: Option<TableOps>,
     pub servers: &'a ServerPids,
@@ -296,6 +298,14 @@ impl Report<'_> {
             println!(
                 "  with no load, per second: {}",
                 idle.by_service(self.idle_secs)
+            );
+        }
+        if let Some(tables) = &self.idle_tables {
+            // Over the first idle span only (half of idle_secs).
+            let secs = (self.idle_secs / 2.0).round().max(1.0) as u64;
+            println!(
+                "  Cassandra's local requests per second with no load, by table: {}",
+                tables.per_op(secs)
             );
         }
         if let Some(tables) = &self.tables {

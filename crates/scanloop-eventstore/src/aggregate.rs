@@ -91,6 +91,18 @@ pub enum ExecuteError<E> {
 
 /// The outcome of a command that was accepted.
 #[derive(Debug)]
+/// A stream loaded for one command (see [`Repository::prepare`]).
+pub struct Prepared<A> {
+    loaded: Loaded<A>,
+    published: Option<u64>,
+}
+
+impl<A> Prepared<A> {
+    pub fn loaded(&self) -> &Loaded<A> {
+        &self.loaded
+    }
+}
+
 pub struct Executed<A> {
     /// The state right after the command's events: for a repeated request, as the first
     /// execution left it (so a retry gets the first answer).
@@ -138,6 +150,14 @@ impl<A: Aggregate> Repository<A> {
     /// the events after it.
     pub async fn load<E>(&self, stream_id: &str) -> Result<Loaded<A>, ExecuteError<E>> {
         Ok(self.load_for_command(stream_id).await?.0)
+    }
+
+    /// Loads the stream for a command that looks at its state before executing (to decide
+    /// what else to do first): [`Repository::execute_prepared`] then decides on this load
+    /// instead of reading the stream again.
+    pub async fn prepare<E>(&self, stream_id: &str) -> Result<Prepared<A>, ExecuteError<E>> {
+        let (loaded, published) = self.load_for_command(stream_id).await?;
+        Ok(Prepared { loaded, published })
     }
 
     /// [`Repository::load`], and how far the stream was published (when the load read any
@@ -286,7 +306,7 @@ impl<A: Aggregate> Repository<A> {
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
         // The brand-wide claim runs beside the first load, not before it.
-        let mut first_load = Some(match &meta.request {
+        let first_load = match &meta.request {
             Some(_) => {
                 let (claimed, loaded) = tokio::join!(
                     self.claim(meta, stream_id),
@@ -296,7 +316,40 @@ impl<A: Aggregate> Repository<A> {
                 loaded?
             }
             None => self.load_for_command(stream_id).await?,
-        });
+        };
+        self.decide_and_append(stream_id, meta, first_load, decide)
+            .await
+    }
+
+    /// [`Repository::execute`] on a stream already loaded by [`Repository::prepare`]: the first
+    /// decision uses that load (a concurrent append since makes it load again, as always).
+    pub async fn execute_prepared<E, F>(
+        &self,
+        stream_id: &str,
+        meta: &AppendMeta,
+        prepared: Prepared<A>,
+        decide: F,
+    ) -> Result<Executed<A>, ExecuteError<E>>
+    where
+        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+    {
+        self.claim(meta, stream_id).await?;
+        let first_load = (prepared.loaded, prepared.published);
+        self.decide_and_append(stream_id, meta, first_load, decide)
+            .await
+    }
+
+    async fn decide_and_append<E, F>(
+        &self,
+        stream_id: &str,
+        meta: &AppendMeta,
+        first_load: (Loaded<A>, Option<u64>),
+        decide: F,
+    ) -> Result<Executed<A>, ExecuteError<E>>
+    where
+        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+    {
+        let mut first_load = Some(first_load);
         for attempt in 1..=self.max_attempts {
             let (loaded, published) = match first_load.take() {
                 Some(loaded) => loaded,

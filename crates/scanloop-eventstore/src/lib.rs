@@ -27,7 +27,9 @@ mod retire;
 pub mod schema;
 pub mod store;
 
-pub use aggregate::{Aggregate, DomainEvent, ExecuteError, Executed, Rejection, Repository};
+pub use aggregate::{
+    Aggregate, DomainEvent, ExecuteError, Executed, Prepared, Rejection, Repository,
+};
 pub use event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
 pub use outbox::{Appended, Outbox, Sweeper};
 pub use projection::{Projection, Projector};

@@ -74,7 +74,16 @@ struct Statements {
     save_snapshot: PreparedStatement,
     claim_request: PreparedStatement,
     claimed_request: PreparedStatement,
+    /// Request ids this process claimed or found claimed lately, with the command (fingerprint)
+    /// each is bound to: a claim binds an id for days (the table's TTL), so a second claim of
+    /// one (a reaction's second stream, a retry) is answered from memory.
+    claimed: std::sync::Mutex<scanloop_bus::Recent<Vec<u8>>>,
 }
+
+/// How long a known claim is answered from memory: far inside the claims' 7-day TTL.
+const CLAIMS_REMEMBERED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+/// Claims remembered at most (a burst clears them all).
+const CLAIMS_REMEMBERED: usize = 100_000;
 
 type EventRow = (
     i64,
@@ -148,6 +157,16 @@ impl scylla::serialize::row::SerializeRow for EventValues<'_> {
 
     fn is_empty(&self) -> bool {
         false
+    }
+}
+
+/// A claim of an id bound to `bound`, by a command with `fingerprint`: the same command's (a
+/// retry, or its next stream), or another command's.
+fn claim_of(bound: &[u8], fingerprint: &[u8]) -> Claim {
+    if bound == fingerprint {
+        Claim::Same
+    } else {
+        Claim::Other
     }
 }
 
@@ -232,6 +251,10 @@ impl EventStore {
                 save_snapshot,
                 claim_request,
                 claimed_request,
+                claimed: std::sync::Mutex::new(scanloop_bus::Recent::new(
+                    CLAIMS_REMEMBERED_FOR,
+                    CLAIMS_REMEMBERED,
+                )),
             }),
         })
     }
@@ -435,6 +458,10 @@ impl EventStore {
         request: &RequestKey,
         stream_id: &str,
     ) -> Result<Claim, DbError> {
+        let key = format!("{brand_id}\0{}", request.request_id);
+        if let Some(bound) = self.claims().get(&key) {
+            return Ok(claim_of(bound, &request.fingerprint));
+        }
         let reply = self
             .inner
             .session
@@ -449,6 +476,7 @@ impl EventStore {
             )
             .await?;
         if scanloop_storage::statements::conditional_reply(reply)?.applied {
+            self.remember_claim(&key, &request.fingerprint);
             return Ok(Claim::New);
         }
         let rows = self
@@ -464,11 +492,25 @@ impl EventStore {
             .maybe_first_row::<(Option<Vec<u8>>,)>()?
             .and_then(|(fingerprint,)| fingerprint);
         Ok(match fingerprint {
-            Some(f) if f != request.fingerprint => Claim::Other,
-            // The same command's, or expired between the two statements: the stream's own log
-            // decides.
-            _ => Claim::Same,
+            Some(bound) => {
+                self.remember_claim(&key, &bound);
+                claim_of(&bound, &request.fingerprint)
+            }
+            // Expired between the two statements: the stream's own log decides.
+            None => Claim::Same,
         })
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<Vec<u8>>> {
+        self.inner
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember_claim(&self, key: &str, fingerprint: &[u8]) {
+        self.claims()
+            .insert(key, fingerprint.to_vec(), std::time::Instant::now());
     }
 
     pub async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, DbError> {

@@ -15,6 +15,7 @@
 //! append lets one of two concurrent runs write.
 
 pub mod clock;
+mod pending;
 pub mod runner;
 pub mod schema;
 pub mod store;

@@ -5,13 +5,13 @@
 //! call the handler for each and delete the item only after the handler succeeded; then move
 //! the cursor to the first item left to retry, or to `now - settle`, whichever is earlier.
 //!
-//! A pass runs only when there is reason to: at start; when something this process scheduled
-//! is due (the store remembers the earliest firing time in memory, and scheduling wakes the
-//! runner; the runner compares it with the clock every `interval`, which costs no database
-//! request); again after a pass that kept items for a retry; and every `safety_interval`, for
-//! items another process scheduled (or this one before a restart), which therefore fire at
-//! most that late when the process that scheduled them is gone. Passes are at least `interval`
-//! apart.
+//! A pass runs only when there is reason to, and over the shards that have reason: every shard
+//! at start and every `safety_interval` (for items another process scheduled, or this one
+//! before a restart, which therefore fire at most that late when the process that scheduled
+//! them is gone); the shards where something this process scheduled is due (the store keeps
+//! the firing times in memory and scheduling an earlier one wakes the runner; the runner
+//! compares them with the clock every `interval`, which costs no database request); and again
+//! a shard that kept items for a retry. Passes are at least `interval` apart.
 //!
 //! Safe with several instances and after a crash: an item is deleted only once handled, so a
 //! crash (or a competitor) at any point makes it fire again, never vanish. Handlers must
@@ -152,23 +152,22 @@ impl<H: TimerHandler> TimerRunner<H> {
         let mut safety_pass_at = tokio::time::Instant::now();
         loop {
             let now = self.clock.now();
-            let due = self.store.take_due(now);
-            if due || tokio::time::Instant::now() >= safety_pass_at {
+            let mut shards: Vec<i32> = self.store.take_due(now).into_iter().collect();
+            if tokio::time::Instant::now() >= safety_pass_at {
                 safety_pass_at = tokio::time::Instant::now() + self.safety_interval;
+                shards = (0..SHARDS).collect();
+            }
+            if !shards.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    outcome = self.run_due(now) => match outcome {
+                    outcome = self.run_shards(&shards, now) => match outcome {
                         Ok(report) => {
                             if report.handled + report.retried + report.discarded > 0 {
                                 tracing::info!(?report, "timer pass");
                             }
-                            if report.retried > 0 {
-                                self.store.retry_soon();
-                            }
                         }
                         Err(error) => {
                             tracing::warn!(error = %format!("{error:#}"), "timer pass failed");
-                            self.store.retry_soon();
                         }
                     },
                 }
@@ -192,17 +191,33 @@ impl<H: TimerHandler> TimerRunner<H> {
     /// One pass over every shard: handles the items firing at or before `as_of`. `as_of` must
     /// come from the clock the schedulers use (tests pass their moved clock's time).
     pub async fn run_due(&self, as_of: DateTime<Utc>) -> anyhow::Result<RunReport> {
-        let outcomes: Vec<(i32, Result<RunReport, DbError>)> = futures::stream::iter(0..SHARDS)
-            .map(|shard| async move { (shard, self.run_shard(shard, as_of).await) })
-            .buffer_unordered(SHARDS as usize)
-            .collect()
-            .await;
+        let all: Vec<i32> = (0..SHARDS).collect();
+        self.run_shards(&all, as_of).await
+    }
+
+    /// A pass over `shards`. A shard that kept items for a retry, or could not be read, is
+    /// noted for another pass as soon as one may run.
+    async fn run_shards(&self, shards: &[i32], as_of: DateTime<Utc>) -> anyhow::Result<RunReport> {
+        let outcomes: Vec<(i32, Result<RunReport, DbError>)> =
+            futures::stream::iter(shards.iter().copied())
+                .map(|shard| async move { (shard, self.run_shard(shard, as_of).await) })
+                .buffer_unordered(SHARDS as usize)
+                .collect()
+                .await;
         let mut report = RunReport::default();
         let mut failed = Vec::new();
         for (shard, outcome) in outcomes {
             match outcome {
-                Ok(shard_report) => report += shard_report,
-                Err(error) => failed.push(format!("shard {shard}: {error}")),
+                Ok(shard_report) => {
+                    if shard_report.retried > 0 {
+                        self.store.retry_soon(shard);
+                    }
+                    report += shard_report;
+                }
+                Err(error) => {
+                    self.store.retry_soon(shard);
+                    failed.push(format!("shard {shard}: {error}"));
+                }
             }
         }
         if failed.is_empty() {

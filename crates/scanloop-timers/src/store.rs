@@ -12,6 +12,10 @@ use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::clock::SharedClock;
+use crate::pending::Pending;
+
+/// Firing times the store remembers for the runner at most (the rest wait for its safety pass).
+const PENDING_LIMIT: usize = 200_000;
 
 /// Items are spread over this many shards (by stream), handled concurrently. Changing it strands
 /// items in shards no runner reads, so it is a constant of the schema, not a setting.
@@ -72,9 +76,9 @@ pub struct TimerStore {
 struct Statements {
     session: Arc<Session>,
     clock: SharedClock,
-    /// The earliest firing time scheduled here that no pass has looked at yet.
-    earliest: Mutex<Option<DateTime<Utc>>>,
-    /// Wakes the runner when `earliest` moved earlier.
+    /// Firing times scheduled here that no pass has handled yet.
+    pending: Mutex<Pending>,
+    /// Wakes the runner when something earlier than all it knew of was scheduled.
     scheduled: tokio::sync::Notify,
     insert_bucket: PreparedStatement,
     insert_timer: PreparedStatement,
@@ -146,7 +150,7 @@ impl TimerStore {
             .await?,
             session,
             clock,
-            earliest: Mutex::new(None),
+            pending: Mutex::new(Pending::new(PENDING_LIMIT)),
             scheduled: tokio::sync::Notify::new(),
         };
         Ok(Self {
@@ -183,7 +187,7 @@ impl TimerStore {
                 ),
             )
             .await?;
-        self.note_due(fire_at);
+        self.note_due(fire_at, shard);
         Ok(DueTimer {
             timer: Timer {
                 due_at,
@@ -311,34 +315,25 @@ impl TimerStore {
         Ok(())
     }
 
-    /// Remembers that something scheduled here fires at `fire_at`, and wakes the runner if that
-    /// is earlier than what it knew of.
-    fn note_due(&self, fire_at: DateTime<Utc>) {
-        let mut earliest = lock(&self.inner.earliest);
-        if earliest.is_none_or(|known| fire_at < known) {
-            *earliest = Some(fire_at);
-            drop(earliest);
+    /// Remembers that something in `shard` fires at `fire_at`, and wakes the runner if that is
+    /// earlier than all it knew of.
+    fn note_due(&self, fire_at: DateTime<Utc>, shard: i32) {
+        if lock(&self.inner.pending).note(fire_at, shard) {
             self.inner.scheduled.notify_one();
         }
     }
 
-    /// Whether something scheduled here fires at or before `now`; forgets it when so (the
-    /// runner's pass that follows handles it, and anything scheduled after this call is noted
+    /// The shards where something scheduled here fires at or before `now`; forgotten here (the
+    /// runner's pass that follows handles them, and anything scheduled meanwhile is noted
     /// again).
-    pub(crate) fn take_due(&self, now: DateTime<Utc>) -> bool {
-        let mut earliest = lock(&self.inner.earliest);
-        match *earliest {
-            Some(at) if at <= now => {
-                *earliest = None;
-                true
-            }
-            _ => false,
-        }
+    pub(crate) fn take_due(&self, now: DateTime<Utc>) -> std::collections::BTreeSet<i32> {
+        lock(&self.inner.pending).take_due(now)
     }
 
-    /// Asks for another pass as soon as the runner may make one (items were kept for a retry).
-    pub(crate) fn retry_soon(&self) {
-        self.note_due(DateTime::UNIX_EPOCH);
+    /// Asks for another pass over `shard` as soon as the runner may make one (items were kept
+    /// for a retry, or the shard could not be read).
+    pub(crate) fn retry_soon(&self, shard: i32) {
+        self.note_due(DateTime::UNIX_EPOCH, shard);
     }
 
     /// Completes when something was scheduled earlier than what the runner knew of.

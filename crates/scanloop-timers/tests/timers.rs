@@ -272,3 +272,44 @@ async fn a_runner_away_for_a_year_reads_only_the_buckets_holding_items() {
     );
     assert_eq!(handler.calls(), ["d1", "d200", "d365"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_runner_fires_what_this_process_schedules_without_a_safety_pass() {
+    let clock = ShiftedClock::new();
+    let shared: SharedClock = clock.clone();
+    let store = store("woken", shared.clone()).await;
+    let handler = Arc::new(Recorder::default());
+    // The safety pass is an hour away: only the in-memory due times can start a pass.
+    let running = runner(&store, &handler, &shared)
+        .with_interval(Duration::from_millis(50))
+        .with_safety_interval(Duration::from_secs(3600));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let job = tokio::spawn(running.run(shutdown.clone()));
+    let hour = chrono::Duration::hours(1);
+    // Scheduled after the start-up pass, both; the later one is known before the first is due.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .schedule(&timer("s-1", "in-1h", hour, &clock))
+        .await
+        .unwrap();
+    store
+        .schedule(&timer("s-2", "in-2h", hour * 2, &clock))
+        .await
+        .unwrap();
+
+    clock.advance(hour + chrono::Duration::seconds(1));
+    let first = scanloop_testkit::eventually(Duration::from_secs(10), || {
+        let handler = handler.clone();
+        async move { handler.calls() == ["in-1h"] }
+    })
+    .await;
+    clock.advance(hour);
+    let second = scanloop_testkit::eventually(Duration::from_secs(10), || {
+        let handler = handler.clone();
+        async move { handler.calls() == ["in-1h", "in-2h"] }
+    })
+    .await;
+    shutdown.cancel();
+    job.await.unwrap();
+    assert!(first && second, "calls: {:?}", handler.calls());
+}

@@ -266,14 +266,20 @@ impl Activation {
             device_serial,
             now: Utc::now(),
         };
-        if !cmd.device_serial.is_empty() {
+        let stream_id = warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial);
+        if cmd.device_serial.is_empty() {
+            return self
+                .run(&ctx.meta(), id, batch, |state| {
+                    warranty::activate(state, &cmd, &self.rules)
+                })
+                .await;
+        }
+        let prepared = self.warranties.prepare::<Rejection>(&stream_id).await?;
+        {
             // Decide against the current state first, so that a command refused anyway claims
             // no device. A request id the stream already knows (a retry, or a reused id) claims
             // nothing: the repository below answers or refuses it.
-            let current = self
-                .warranties
-                .load::<Rejection>(&warranty::stream_id(&ctx.brand_id, id.batch_id, id.serial))
-                .await?;
+            let current = prepared.loaded();
             let known_request = ctx
                 .meta()
                 .request
@@ -290,10 +296,19 @@ impl Activation {
                 .await?;
             }
         }
-        self.run(&ctx.meta(), id, batch, |state| {
-            warranty::activate(state, &cmd, &self.rules)
+        // The warranty as loaded above: one load per stream per command.
+        let executed = self
+            .warranties
+            .execute_prepared(&stream_id, &ctx.meta(), prepared, |state| {
+                warranty::activate(state, &cmd, &self.rules)
+            })
+            .await?;
+        Ok(WarrantyState {
+            code: id,
+            batch,
+            warranty: executed.state,
+            version: executed.version,
         })
-        .await
     }
 
     /// Binds `device_serial` to the code `id` (whose warranty is `own`), or refuses
@@ -315,8 +330,8 @@ impl Activation {
             serial: u64::from(id.serial),
             now,
         };
-        let current = self.devices.load::<Rejection>(&stream_id).await?;
-        let released = match current.state.holder {
+        let current = self.devices.prepare::<Rejection>(&stream_id).await?;
+        let released = match current.loaded().state.holder.clone() {
             Some(holder) => {
                 let is_own = holder.batch_id == claim.batch_id && holder.serial == claim.serial;
                 let other;
@@ -331,7 +346,7 @@ impl Activation {
             None => None,
         };
         self.devices
-            .execute(&stream_id, meta, |state| {
+            .execute_prepared(&stream_id, meta, current, |state| {
                 device::claim(state, &claim, released.as_ref())
             })
             .await?;

@@ -20,7 +20,7 @@ use crate::domain::link::{self, Link};
 use crate::domain::node::{self, Node};
 use crate::domain::rules::{BindingMode, Rules};
 use crate::domain::{ReferralEvent, Rejection};
-use crate::forest::{self, Binding, Nodes};
+use crate::forest::{self, Binding, BoundParents, Nodes};
 
 /// Ancestors are walked at most this deep when looking for a cycle (the tree pays two levels;
 /// deeper chains are only searched, never paid).
@@ -35,6 +35,8 @@ pub struct Reviewed {
 pub struct Referrals {
     links: Repository<Link>,
     nodes: Repository<Node>,
+    /// Parents already bound, from the node streams: bound once, never changed.
+    parents: BoundParents,
     devices: Repository<DeviceClaim>,
     attributions: Repository<Attributions>,
     campaigns: Repository<CampaignState>,
@@ -63,6 +65,7 @@ impl Referrals {
         Self {
             links: Repository::new(outbox.clone()),
             nodes: Repository::new(outbox.clone()),
+            parents: BoundParents::default(),
             devices: Repository::new(outbox.clone()),
             attributions: Repository::new(outbox.clone()),
             campaigns: Repository::new(outbox.clone()),
@@ -320,12 +323,14 @@ impl Referrals {
         brand_id: &str,
         member_id: &str,
     ) -> Result<Option<String>, ServiceError> {
-        Ok(self
-            .nodes
-            .load::<Rejection>(&node::stream_id(brand_id, member_id))
-            .await?
-            .state
-            .parent)
+        NodeStreams {
+            nodes: &self.nodes,
+            parents: &self.parents,
+            brand: brand_id,
+            meta: AppendMeta::default(),
+        }
+        .parent(member_id)
+        .await
     }
 
     /// A reviewer's decision on a held attribution, or the revocation of one that counts; an
@@ -588,6 +593,7 @@ impl Referrals {
         if self.binds(brand, &a.buyer_member_id, activated_at).await? {
             let nodes = NodeStreams {
                 nodes: &self.nodes,
+                parents: &self.parents,
                 brand,
                 meta: internal(meta),
             };
@@ -763,27 +769,34 @@ fn internal(meta: &AppendMeta) -> AppendMeta {
 /// The brand's node streams, as a binding reads and appends to them.
 struct NodeStreams<'a> {
     nodes: &'a Repository<Node>,
+    parents: &'a BoundParents,
     brand: &'a str,
     meta: AppendMeta,
 }
 
 impl Nodes for NodeStreams<'_> {
     async fn node(&self, member: &str) -> Result<Node, ServiceError> {
-        Ok(self
-            .nodes
-            .load::<Rejection>(&node::stream_id(self.brand, member))
-            .await?
-            .state)
+        let stream = node::stream_id(self.brand, member);
+        let node = self.nodes.load::<Rejection>(&stream).await?.state;
+        self.parents.learn(&stream, node.parent.as_deref());
+        Ok(node)
+    }
+
+    async fn parent(&self, member: &str) -> Result<Option<String>, ServiceError> {
+        let stream = node::stream_id(self.brand, member);
+        match self.parents.get(&stream) {
+            Some(parent) => Ok(Some(parent)),
+            None => Ok(self.node(member).await?.parent),
+        }
     }
 
     async fn append<F>(&self, member: &str, decide: F) -> Result<Node, ExecuteError<Rejection>>
     where
         F: Fn(&Node) -> Result<Vec<ReferralEvent>, Rejection> + Send + Sync,
     {
-        Ok(self
-            .nodes
-            .execute(&node::stream_id(self.brand, member), &self.meta, decide)
-            .await?
-            .state)
+        let stream = node::stream_id(self.brand, member);
+        let node = self.nodes.execute(&stream, &self.meta, decide).await?.state;
+        self.parents.learn(&stream, node.parent.as_deref());
+        Ok(node)
     }
 }

@@ -23,6 +23,15 @@ pub trait Nodes: Sync {
     /// A member's node, as stored now.
     fn node(&self, member: &str) -> impl Future<Output = Result<Node, ServiceError>> + Send;
 
+    /// A member's parent. A parent once bound never changes, so an implementation may answer
+    /// a bound one from memory; an unbound one must be read as stored now.
+    fn parent(
+        &self,
+        member: &str,
+    ) -> impl Future<Output = Result<Option<String>, ServiceError>> + Send {
+        async move { Ok(self.node(member).await?.parent) }
+    }
+
     /// Runs `decide` against a member's node and appends what it returns (conditionally: a
     /// concurrent append makes it decide again on the fresh node). Returns the node after.
     fn append<F>(
@@ -71,7 +80,7 @@ pub async fn bind<N: Nodes>(
                     "member {parent} has more than {MAX_DEPTH} ancestors: not bound"
                 )));
             }
-            match nodes.node(&current).await?.parent {
+            match nodes.parent(&current).await? {
                 // A cycle stored before the tree was kept a forest: never join it.
                 Some(up) if path.contains(&up) => {
                     path.push(up);
@@ -110,6 +119,37 @@ pub async fn bind<N: Nodes>(
     Err(ServiceError::Aborted(format!(
         "the referral tree kept changing around member {member}'s binding; retry"
     )))
+}
+
+/// Parents already bound, by node stream, as this process read or wrote them. A parent is bound
+/// once and never changed, so a remembered one is true for ever, whichever process bound it;
+/// a member without one is always read afresh. Bounded: past [`BoundParents::LIMIT`] members
+/// it starts over.
+#[derive(Default)]
+pub struct BoundParents(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl BoundParents {
+    pub const LIMIT: usize = 500_000;
+
+    pub fn get(&self, stream: &str) -> Option<String> {
+        self.lock().get(stream).cloned()
+    }
+
+    /// Remembers `stream`'s parent if it has one.
+    pub fn learn(&self, stream: &str, parent: Option<&str>) {
+        let Some(parent) = parent else { return };
+        let mut known = self.lock();
+        if known.len() >= Self::LIMIT {
+            known.clear();
+        }
+        known.insert(stream.to_owned(), parent.to_owned());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]

@@ -303,6 +303,17 @@ impl Reactions {
             .map_err(db)?;
         let mut retry = None;
         for parked in directory.parked(brand, &key).await.map_err(db)? {
+            if parked.envelope.is_empty() {
+                // Only a failed attempt's count is left: the row was taken (attributed and
+                // unparked by a concurrent attempt) before that count landed, or the parked
+                // activation itself expired. Nothing is left to attribute or to replay.
+                tracing::warn!(brand, event_id = %parked.event_id, "parked row without its activation dropped");
+                directory
+                    .unpark(brand, &key, &parked.event_id)
+                    .await
+                    .map_err(db)?;
+                continue;
+            }
             let failure = match self.attribute_parked(&parked, &key, member_id).await {
                 Ok(()) => continue,
                 Err(failure) => failure,
