@@ -63,15 +63,6 @@ impl ClientRequests {
         )
     }
 
-    /// Both spans' counts together.
-    pub(crate) fn plus(&self, other: &ClientRequests) -> ClientRequests {
-        let mut sum = self.0.clone();
-        for (name, count) in &other.0 {
-            *sum.entry(name.clone()).or_insert(0) += count;
-        }
-        ClientRequests(sum)
-    }
-
     /// The four services' statements together.
     pub(crate) fn services_total(&self) -> u64 {
         SERVICES

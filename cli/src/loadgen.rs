@@ -207,23 +207,6 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         (shape.koc_share * 100.0).round(),
         codes_per_brand
     );
-    let set_up = Instant::now();
-    let brands = try_join_all(brand_ids.iter().map(|id| {
-        set_up_brand(
-            cluster.clone(),
-            buyers.clone(),
-            id.clone(),
-            shape,
-            codes_per_brand,
-        )
-    }))
-    .await?;
-    let brands = Arc::new(brands);
-    eprintln!(
-        "  population ready in {:.1} s",
-        set_up.elapsed().as_secs_f64()
-    );
-
     let servers = ServerPids::find(
         args.devstack_dir.as_deref(),
         &[
@@ -245,7 +228,8 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         ClientRequests::sample(session.as_ref()?).await
     };
     // What the cluster burns with nothing to do (consumers polling, timers, Cassandra's own
-    // work), so the report can tell the load's CPU from the idle floor.
+    // work), before this run gives it any: the population's seeding keeps the services busy
+    // for seconds after it is "ready", so the floor is taken first.
     let idle_statements_before = statements(cql.clone()).await;
     let idle_tables_before = servers.table_ops().await;
     let idle_before = servers.sample();
@@ -253,6 +237,23 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let idle = servers.sample().since(&idle_before);
     let idle_statements = since(statements(cql.clone()).await, idle_statements_before);
     let idle_tables = servers.table_ops_since(idle_tables_before).await;
+
+    let set_up = Instant::now();
+    let brands = try_join_all(brand_ids.iter().map(|id| {
+        set_up_brand(
+            cluster.clone(),
+            buyers.clone(),
+            id.clone(),
+            shape,
+            codes_per_brand,
+        )
+    }))
+    .await?;
+    let brands = Arc::new(brands);
+    eprintln!(
+        "  population ready in {:.1} s",
+        set_up.elapsed().as_secs_f64()
+    );
 
     // Only sales of the load count for the loop's latency: the seeded members' own referred
     // activations may still be accruing.
@@ -296,18 +297,6 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let statements_after = statements(cql.clone()).await;
     let tables = servers.table_ops_since(tables_before).await;
     watcher.abort();
-    // The floor again after the load, averaged with the one before: after a benchmark
-    // Cassandra compacts what the earlier phases wrote, and the floor moves while it does.
-    tokio::time::sleep(IDLE_SAMPLE).await;
-    let idle_after = servers.sample().since(&after);
-    let idle = idle.plus(&idle_after);
-    let idle_statements = match (
-        idle_statements,
-        since(statements(cql.clone()).await, statements_after.clone()),
-    ) {
-        (Some(before), Some(after)) => Some(before.plus(&after)),
-        _ => None,
-    };
 
     let report = Report {
         shape,
@@ -320,7 +309,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         skipped: load.skipped,
         cpu,
         idle,
-        idle_secs: 2.0 * IDLE_SAMPLE.as_secs_f64(),
+        idle_secs: IDLE_SAMPLE.as_secs_f64(),
         statements: since(statements_after, statements_before),
         idle_statements,
         idle_tables,
@@ -391,7 +380,7 @@ fn print_memory(servers: &ServerPids, samples: &[MemorySample]) {
 }
 
 /// How long the idle floor of CPU is sampled before the load.
-const IDLE_SAMPLE: Duration = Duration::from_secs(5);
+const IDLE_SAMPLE: Duration = Duration::from_secs(10);
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

@@ -153,13 +153,13 @@ pub struct Report<'a> {
     pub drained: Duration,
     pub skipped: u64,
     pub cpu: CpuUse,
-    /// What the processes used with no load, sampled before and after it, over `idle_secs`.
+    /// What the processes used with no load, before the population, over `idle_secs`.
     pub idle: CpuUse,
     pub idle_secs: f64,
-    /// CQL statements the services sent over the load and its drain, and over the idle spans.
+    /// CQL statements the services sent over the load and its drain, and with no load.
     pub statements: Option<ClientRequests>,
     pub idle_statements: Option<ClientRequests>,
-    /// Cassandra's local requests by table over the first idle span.
+    /// Cassandra's local requests by table with no load.
     pub idle_tables: Option<TableOps>,
     /// Cassandra's local requests by table over the load and its drain.
     pub tables: Option<TableOps>,
@@ -271,10 +271,11 @@ impl Report<'_> {
         // and after a benchmark Cassandra compacts what the earlier phases wrote. Shown as cores
         // busy, beside the load's: subtracting it per activation would mix two rates.
         println!(
-            "  cores busy (loadgen + {}): with no load {} (5 s before and 5 s after); under the \
-             load {}",
+            "  cores busy (loadgen + {}): with no load {} ({:.0} s before the population); under \
+             the load {}",
             self.servers.names(),
             self.idle.cores(self.idle_secs),
+            self.idle_secs,
             self.cpu
                 .cores((self.load_elapsed + self.drained).as_secs_f64())
         );
@@ -301,8 +302,7 @@ impl Report<'_> {
             );
         }
         if let Some(tables) = &self.idle_tables {
-            // Over the first idle span only (half of idle_secs).
-            let secs = (self.idle_secs / 2.0).round().max(1.0) as u64;
+            let secs = self.idle_secs.round().max(1.0) as u64;
             println!(
                 "  Cassandra's local requests per second with no load, by table: {}",
                 tables.per_op(secs)

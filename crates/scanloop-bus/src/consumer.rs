@@ -349,7 +349,11 @@ impl<H: EventHandler> ConsumerRunner<H> {
                 },
             )
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
+            .set("heartbeat.interval.ms", "3000")
+            // A fetch the broker has nothing for waits there this long; a record arriving
+            // answers it at once, so this costs no latency, only idle requests (at the default
+            // 500 ms, two per second per consumer).
+            .set("fetch.wait.max.ms", "5000")
             .set("enable.partition.eof", "false")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(RebalanceContext {
