@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use scanloop_bus::Recent;
 use scanloop_eventstore::aggregate::fold;
 use scanloop_eventstore::requests::RequestCheck;
-use scanloop_eventstore::{AppendError, AppendMeta, Outbox, Repository};
+use scanloop_eventstore::{AppendError, AppendMeta, Executed, Outbox, Repository};
 use scanloop_pii::IdentityHasher;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::common::v1::{BuyerIdentity, Money, StoredIdentity};
@@ -52,6 +52,18 @@ pub struct WarrantyState {
     pub batch: Arc<IssuedBatch>,
     pub warranty: Warranty,
     pub version: u64,
+}
+
+impl WarrantyState {
+    /// The code's warranty as a command left it.
+    fn executed(code: CodeId, batch: Arc<IssuedBatch>, executed: Executed<Warranty>) -> Self {
+        Self {
+            code,
+            batch,
+            warranty: executed.state,
+            version: executed.version,
+        }
+    }
 }
 
 impl Activation {
@@ -303,12 +315,7 @@ impl Activation {
                 warranty::activate(state, &cmd, &self.rules)
             })
             .await?;
-        Ok(WarrantyState {
-            code: id,
-            batch,
-            warranty: executed.state,
-            version: executed.version,
-        })
+        Ok(WarrantyState::executed(id, batch, executed))
     }
 
     /// Binds `device_serial` to the code `id` (whose warranty is `own`), or refuses
@@ -473,12 +480,7 @@ impl Activation {
                 decide,
             )
             .await?;
-        Ok(WarrantyState {
-            code: id,
-            batch,
-            warranty: executed.state,
-            version: executed.version,
-        })
+        Ok(WarrantyState::executed(id, batch, executed))
     }
 
     /// The code of (batch, serial) as printed.
