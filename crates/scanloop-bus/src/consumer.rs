@@ -4,7 +4,7 @@
 //! How it works:
 //! 1. each record taken from Kafka goes to its stream's *lane* (streams are the record keys); a
 //!    lane handles its stream's records one after the other, in partition order, and lanes run
-//!    concurrently, so a stream that waits (retrying, or a slow handler) holds back only itself;
+//!    concurrently, so a stream that waits (retrying, or a slow handler) holds back only itself.
 //!    A record of a type the handler does not take ([`EventHandler::event_types`]) is passed by
 //!    at once, unread;
 //! 2. for each event: drop it if its version is at or below the stream's checkpoint (a
@@ -295,8 +295,8 @@ struct Lane {
     outstanding: usize,
 }
 
-/// Events per outcome (`handled`, `duplicate`, `passed_by`, `dead_lettered`, `retry`, `abandoned`) and
-/// consumer group.
+/// Events per outcome (`handled`, `duplicate`, `passed_by`, `dead_lettered`, `retry`,
+/// `abandoned`) and consumer group.
 static EVENTS: LazyLock<Counter<u64>> = LazyLock::new(|| {
     scanloop_telemetry::meter()
         .u64_counter("scanloop.consumer.events")

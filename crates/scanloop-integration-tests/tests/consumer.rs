@@ -94,6 +94,88 @@ async fn consumer_sees_each_streams_events_once_in_version_order_under_concurren
     assert!(stats.duplicates() as usize >= (streams / 2) * per_stream as usize);
 }
 
+/// A recorder that takes only `test.Wanted` events.
+#[derive(Clone, Default)]
+struct Choosy(Recorder);
+
+impl EventHandler for Choosy {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        assert_eq!(
+            event.event_type, "test.Wanted",
+            "a type it does not take was handed over"
+        );
+        self.0.handle(event).await
+    }
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["test.Wanted"])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_gets_only_the_types_it_declares_and_the_rest_cost_no_checkpoint() {
+    let fx = fixture("declared", 1).await;
+    // One stream of both types, one of the unwanted type only.
+    fx.outbox
+        .append(
+            "mixed",
+            0,
+            &meta(),
+            vec![
+                event("test.Other", "1"),
+                event("test.Wanted", "2"),
+                event("test.Other", "3"),
+            ],
+        )
+        .await
+        .unwrap();
+    fx.outbox
+        .append("unwanted", 0, &meta(), vec![event("test.Other", "x")])
+        .await
+        .unwrap();
+    fx.outbox
+        .append("mixed", 3, &meta(), vec![event("test.Wanted", "4")])
+        .await
+        .unwrap();
+
+    let choosy = Choosy::default();
+    let (stats, shutdown, consumer) =
+        common::start_consumer_with(&fx, "declared", choosy.clone(), |_| {});
+    let done = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move { stats.handled() == 2 && stats.passed_by() == 3 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    assert!(
+        done,
+        "handled {} passed by {}",
+        stats.handled(),
+        stats.passed_by()
+    );
+    assert_eq!(
+        choosy.0.seen(),
+        [("mixed".to_owned(), 2), ("mixed".to_owned(), 4)]
+    );
+    // The checkpoints: the taken events' only.
+    let checkpoints = &fx.checkpoints;
+    assert_eq!(
+        checkpoints
+            .applied("declared", &fx.topic, "mixed")
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        checkpoints
+            .applied("declared", &fx.topic, "unwanted")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dlq_and_the_consumer_keeps_going() {
     let fx = fixture("poison", 1).await;
