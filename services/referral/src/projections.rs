@@ -20,7 +20,7 @@ use crate::db::Db;
 use crate::domain::ReferralEvent;
 
 pub mod tree;
-use tree::TreeRows;
+use tree::BrandTree;
 
 #[derive(Clone)]
 pub struct ReadModels {
@@ -939,38 +939,5 @@ impl scanloop_eventstore::Projection for ReadModels {
             }
             _ => Ok(()),
         }
-    }
-}
-
-/// One brand's tree rows in the read model.
-struct BrandTree<'a> {
-    db: &'a Db,
-    brand: &'a str,
-}
-
-impl TreeRows for BrandTree<'_> {
-    async fn set_parent(&self, member: &str, parent: &str) -> Result<(), DbError> {
-        self.db
-            .exec("set_parent", (self.brand, member, parent))
-            .await
-    }
-
-    async fn add_child(&self, member: &str, level: i32, child: &str) -> Result<(), DbError> {
-        self.db
-            .exec("add_child", (self.brand, member, level, child))
-            .await
-    }
-
-    async fn parent(&self, member: &str) -> Result<Option<String>, DbError> {
-        Ok(self
-            .db
-            .first::<(Option<String>,)>("parent", (self.brand, member))
-            .await?
-            .and_then(|(p,)| p))
-    }
-
-    async fn children(&self, member: &str) -> Result<Vec<String>, DbError> {
-        let rows: Vec<(String,)> = self.db.rows("children", (self.brand, member, 1)).await?;
-        Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 }

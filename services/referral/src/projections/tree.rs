@@ -12,6 +12,8 @@ use std::future::Future;
 
 use scanloop_storage::DbError;
 
+use crate::db::Db;
+
 /// The tree rows of one brand.
 pub trait TreeRows: Sync {
     fn set_parent(
@@ -47,4 +49,37 @@ pub async fn project_parent_set<T: TreeRows>(
         rows.add_child(parent, 2, &child).await?;
     }
     Ok(())
+}
+
+/// One brand's tree rows in the read model.
+pub(super) struct BrandTree<'a> {
+    pub(super) db: &'a Db,
+    pub(super) brand: &'a str,
+}
+
+impl TreeRows for BrandTree<'_> {
+    async fn set_parent(&self, member: &str, parent: &str) -> Result<(), DbError> {
+        self.db
+            .exec("set_parent", (self.brand, member, parent))
+            .await
+    }
+
+    async fn add_child(&self, member: &str, level: i32, child: &str) -> Result<(), DbError> {
+        self.db
+            .exec("add_child", (self.brand, member, level, child))
+            .await
+    }
+
+    async fn parent(&self, member: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .db
+            .first::<(Option<String>,)>("parent", (self.brand, member))
+            .await?
+            .and_then(|(p,)| p))
+    }
+
+    async fn children(&self, member: &str) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> = self.db.rows("children", (self.brand, member, 1)).await?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
 }
