@@ -77,7 +77,7 @@ struct Statements {
     /// Request ids this process claimed or found claimed lately, with the command (fingerprint)
     /// each is bound to: a claim binds an id for days (the table's TTL), so a second claim of
     /// one (a reaction's second stream, a retry) is answered from memory.
-    claimed: std::sync::Mutex<scanloop_bus::Recent<Vec<u8>>>,
+    claimed: std::sync::Mutex<scanloop_bus::Recent<(Vec<u8>, std::time::Instant)>>,
 }
 
 /// How long a known claim is answered from memory: far inside the claims' 7-day TTL.
@@ -459,7 +459,12 @@ impl EventStore {
         stream_id: &str,
     ) -> Result<Claim, DbError> {
         let key = format!("{brand_id}\0{}", request.request_id);
-        if let Some(bound) = self.claims().get(&key) {
+        // Only while fresh: `Recent` forgets on writes, and a process may sit idle for days.
+        if let Some((bound, _)) = self
+            .claims()
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < CLAIMS_REMEMBERED_FOR)
+        {
             return Ok(claim_of(bound, &request.fingerprint));
         }
         let reply = self
@@ -501,7 +506,9 @@ impl EventStore {
         })
     }
 
-    fn claims(&self) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<Vec<u8>>> {
+    fn claims(
+        &self,
+    ) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<(Vec<u8>, std::time::Instant)>> {
         self.inner
             .claimed
             .lock()
@@ -509,8 +516,8 @@ impl EventStore {
     }
 
     fn remember_claim(&self, key: &str, fingerprint: &[u8]) {
-        self.claims()
-            .insert(key, fingerprint.to_vec(), std::time::Instant::now());
+        let now = std::time::Instant::now();
+        self.claims().insert(key, (fingerprint.to_vec(), now), now);
     }
 
     pub async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, DbError> {
