@@ -59,6 +59,11 @@ impl<V> Recent<V> {
         }
     }
 
+    /// Forgets `stream_id`'s entry.
+    pub fn remove(&mut self, stream_id: &str) -> Option<V> {
+        self.entries.remove(stream_id).map(|(value, _)| value)
+    }
+
     /// Forgets everything (a consumer whose partitions were reassigned).
     pub fn clear(&mut self) {
         self.entries.clear();

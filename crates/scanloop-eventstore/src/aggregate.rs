@@ -4,8 +4,17 @@
 //! `decide(&state) -> Result<Vec<Event>, Error>` closure. Neither does I/O, so both are unit
 //! tested without a database. [`Repository::execute`] is the I/O around them: load, decide,
 //! append through the outbox, and on a concurrency conflict reload and decide again.
+//!
+//! A repository remembers the streams it loaded or appended lately ([`Remembered`]), so a
+//! stream's next command usually decides without reading it. That is safe because memory is
+//! only trusted where the store checks it: an append from remembered state is conditional on
+//! the remembered version, so it lands only if the state was the stream's current one; every
+//! other outcome decided from memory (a rejection, nothing to do) is decided again on a fresh
+//! load before anyone hears it.
 
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -42,7 +51,7 @@ pub trait DomainEvent: Sized + Send + Sync {
     fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, String>;
 }
 
-pub trait Aggregate: Default + Send + Sync {
+pub trait Aggregate: Default + Clone + Send + Sync {
     type Event: DomainEvent;
     fn apply(&mut self, event: &Self::Event);
 
@@ -89,9 +98,8 @@ pub enum ExecuteError<E> {
     Store(AppendError),
 }
 
-/// The outcome of a command that was accepted.
-#[derive(Debug)]
 /// A stream loaded for one command (see [`Repository::prepare`]).
+#[derive(Debug)]
 pub struct Prepared<A> {
     loaded: Loaded<A>,
     published: Option<u64>,
@@ -103,6 +111,7 @@ impl<A> Prepared<A> {
     }
 }
 
+/// The outcome of a command that was accepted.
 pub struct Executed<A> {
     /// The state right after the command's events: for a repeated request, as the first
     /// execution left it (so a retry gets the first answer).
@@ -120,6 +129,7 @@ pub struct Executed<A> {
 pub struct Repository<A> {
     outbox: Outbox,
     max_attempts: u32,
+    remembered: Arc<Remembered<A>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -128,9 +138,60 @@ impl<A> Clone for Repository<A> {
         Self {
             outbox: self.outbox.clone(),
             max_attempts: self.max_attempts,
+            remembered: self.remembered.clone(),
             _aggregate: PhantomData,
         }
     }
+}
+
+/// How long a stream's state is remembered after it was last loaded or appended: as long as the
+/// outbox remembers the stream's publication, so a command decided from memory still knows how
+/// far the stream was published.
+const REMEMBERED_FOR: Duration = Duration::from_secs(120);
+/// At most this many streams per repository; a burst past it starts over.
+const REMEMBERED_STREAMS: usize = 16_384;
+
+/// The state of each stream this repository loaded or appended lately, as of a version the
+/// stream really had (events never change once stored). Possibly behind the stream, never
+/// ahead of it: see the module's comment for why deciding from it is still safe.
+struct Remembered<A>(Mutex<scanloop_bus::Recent<(Loaded<A>, Option<u64>)>>);
+
+impl<A: Clone> Remembered<A> {
+    fn new() -> Self {
+        Self(Mutex::new(scanloop_bus::Recent::new(
+            REMEMBERED_FOR,
+            REMEMBERED_STREAMS,
+        )))
+    }
+
+    fn get(&self, stream_id: &str) -> Option<(Loaded<A>, Option<u64>)> {
+        self.lock().get(stream_id).cloned()
+    }
+
+    fn keep(&self, stream_id: &str, loaded: &Loaded<A>, published: Option<u64>) {
+        self.lock()
+            .insert(stream_id, (loaded.clone(), published), Instant::now());
+    }
+
+    fn forget(&self, stream_id: &str) {
+        self.lock().remove(stream_id);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<(Loaded<A>, Option<u64>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A stream's state for one decision, and whether it came from memory (and so must be
+/// confirmed by a conditional append or a fresh load).
+struct Basis<A> {
+    loaded: Loaded<A>,
+    published: Option<u64>,
+    from_memory: bool,
 }
 
 impl<A: Aggregate> Repository<A> {
@@ -138,6 +199,7 @@ impl<A: Aggregate> Repository<A> {
         Self {
             outbox,
             max_attempts: 10,
+            remembered: Arc::new(Remembered::new()),
             _aggregate: PhantomData,
         }
     }
@@ -195,7 +257,27 @@ impl<A: Aggregate> Repository<A> {
         }
         requests.retain_recent(Utc::now());
         loaded.requests = requests;
+        self.remembered.keep(stream_id, &loaded, published);
         Ok((loaded, published))
+    }
+
+    /// The state a command decides on first: remembered if this repository saw the stream
+    /// lately, else loaded.
+    async fn basis_for_command<E>(&self, stream_id: &str) -> Result<Basis<A>, ExecuteError<E>> {
+        if let Some((mut loaded, published)) = self.remembered.get(stream_id) {
+            loaded.requests.retain_recent(Utc::now());
+            return Ok(Basis {
+                loaded,
+                published,
+                from_memory: true,
+            });
+        }
+        let (loaded, published) = self.load_for_command(stream_id).await?;
+        Ok(Basis {
+            loaded,
+            published,
+            from_memory: false,
+        })
     }
 
     /// Claims the request id of `meta` (if any) brand-wide for its command, before anything is
@@ -306,19 +388,18 @@ impl<A: Aggregate> Repository<A> {
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
         // The brand-wide claim runs beside the first load, not before it.
-        let first_load = match &meta.request {
+        let basis = match &meta.request {
             Some(_) => {
-                let (claimed, loaded) = tokio::join!(
+                let (claimed, basis) = tokio::join!(
                     self.claim(meta, stream_id),
-                    self.load_for_command(stream_id)
+                    self.basis_for_command(stream_id)
                 );
                 claimed?;
-                loaded?
+                basis?
             }
-            None => self.load_for_command(stream_id).await?,
+            None => self.basis_for_command(stream_id).await?,
         };
-        self.decide_and_append(stream_id, meta, first_load, decide)
-            .await
+        self.decide_and_append(stream_id, meta, basis, decide).await
     }
 
     /// [`Repository::execute`] on a stream already loaded by [`Repository::prepare`]: the first
@@ -334,27 +415,43 @@ impl<A: Aggregate> Repository<A> {
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
         self.claim(meta, stream_id).await?;
-        let first_load = (prepared.loaded, prepared.published);
-        self.decide_and_append(stream_id, meta, first_load, decide)
-            .await
+        let basis = Basis {
+            loaded: prepared.loaded,
+            published: prepared.published,
+            from_memory: false,
+        };
+        self.decide_and_append(stream_id, meta, basis, decide).await
     }
 
     async fn decide_and_append<E, F>(
         &self,
         stream_id: &str,
         meta: &AppendMeta,
-        first_load: (Loaded<A>, Option<u64>),
+        first: Basis<A>,
         decide: F,
     ) -> Result<Executed<A>, ExecuteError<E>>
     where
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
-        let mut first_load = Some(first_load);
-        for attempt in 1..=self.max_attempts {
-            let (loaded, published) = match first_load.take() {
-                Some(loaded) => loaded,
-                None => self.load_for_command(stream_id).await?,
+        let mut first = Some(first);
+        let mut attempt = 0;
+        while attempt < self.max_attempts {
+            let Basis {
+                loaded,
+                published,
+                from_memory,
+            } = match first.take() {
+                Some(basis) => basis,
+                None => {
+                    let (loaded, published) = self.load_for_command(stream_id).await?;
+                    Basis {
+                        loaded,
+                        published,
+                        from_memory: false,
+                    }
+                }
             };
+            // A repeat or a reused id is true of any version that has it: events never change.
             if let Some(request) = &meta.request {
                 match loaded.requests.check(request) {
                     RequestCheck::New => {}
@@ -374,7 +471,16 @@ impl<A: Aggregate> Repository<A> {
                 version,
                 mut requests,
             } = loaded;
-            let events = decide(&state).map_err(ExecuteError::Rejected)?;
+            let decided = decide(&state);
+            // Remembered state may be behind the stream: what it decides stands only if the
+            // conditional append takes it. A refusal or "nothing to do" is decided again on a
+            // fresh load (not counted as an attempt: nothing collided).
+            if from_memory && !matches!(&decided, Ok(events) if !events.is_empty()) {
+                self.remembered.forget(stream_id);
+                continue;
+            }
+            let events = decided.map_err(ExecuteError::Rejected)?;
+            attempt += 1;
             if events.is_empty() {
                 return Ok(Executed {
                     state,
@@ -409,6 +515,12 @@ impl<A: Aggregate> Repository<A> {
                     let after = appended.version();
                     self.maybe_snapshot(stream_id, version, &state, &requests, after)
                         .await;
+                    let now_stored = Loaded {
+                        state: state.clone(),
+                        version: after,
+                        requests,
+                    };
+                    self.remembered.keep(stream_id, &now_stored, published);
                     return Ok(Executed {
                         state,
                         version: after,
@@ -418,12 +530,17 @@ impl<A: Aggregate> Repository<A> {
                     });
                 }
                 Err(AppendError::Conflict { .. }) => {
+                    self.remembered.forget(stream_id);
                     tracing::debug!(stream_id, attempt, "concurrent append; retrying");
                     // A short random pause spreads out writers that keep colliding.
                     let jitter = uuid::Uuid::new_v4().as_u128() % (2_000 * u128::from(attempt));
                     tokio::time::sleep(std::time::Duration::from_micros(jitter as u64)).await;
                 }
-                Err(error) => return Err(ExecuteError::Store(error)),
+                Err(error) => {
+                    // An outcome unknown (unavailable) may have appended: read it next time.
+                    self.remembered.forget(stream_id);
+                    return Err(ExecuteError::Store(error));
+                }
             }
         }
         Err(ExecuteError::Contention {
@@ -460,7 +577,7 @@ pub fn fold<A: Aggregate, E>(
 mod tests {
     use super::*;
 
-    #[derive(Default, Debug, PartialEq)]
+    #[derive(Default, Debug, Clone, PartialEq)]
     struct Tally(Vec<u8>);
 
     struct Mark(u8);

@@ -51,7 +51,7 @@ async fn a_service_refuses_to_start_on_a_keyspace_that_was_not_migrated() {
 }
 
 /// A bank-account-like counter: the smallest aggregate with a rule.
-#[derive(Default, Debug, PartialEq)]
+#[derive(Default, Debug, Clone, PartialEq)]
 struct Counter {
     total: i64,
 }
@@ -147,4 +147,38 @@ async fn concurrent_commands_through_the_repository_all_apply_once_and_rules_hol
             .version,
         8
     );
+}
+
+/// Each repository remembers the streams it saw; another process (here a second repository)
+/// appending behind its back must never make it decide on what it remembers unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_remembers_a_stream_behind_the_store_still_decides_on_the_stored_state() {
+    let fx = common::fixture("remembered", 1).await;
+    let here = Repository::<Counter>::new(fx.outbox.clone());
+    let elsewhere = Repository::<Counter>::new(fx.outbox.clone());
+    let state = |executed: scanloop_eventstore::Executed<Counter>| {
+        (executed.state.total, executed.version)
+    };
+
+    let first = here.execute("c", &common::meta(), add(1)).await.unwrap();
+    assert_eq!(state(first), (1, 1));
+    let behind_its_back = elsewhere.execute("c", &common::meta(), add(5)).await;
+    assert_eq!(state(behind_its_back.unwrap()), (6, 2));
+
+    // `here` remembers a total of 1, which refuses -3; the stored total of 6 takes it.
+    let refused_by_memory_only = here.execute("c", &common::meta(), add(-3)).await;
+    assert_eq!(state(refused_by_memory_only.unwrap()), (3, 3));
+
+    // `elsewhere` remembers version 2: its append collides, and it decides again on version 3.
+    let stale_append = elsewhere.execute("c", &common::meta(), add(2)).await;
+    assert_eq!(state(stale_append.unwrap()), (5, 4));
+
+    // A refusal that the stored state confirms is still a refusal, and appends nothing.
+    let refused = here.execute("c", &common::meta(), add(-6)).await;
+    assert!(matches!(refused, Err(ExecuteError::Rejected(Overdrawn))));
+    let stored = Repository::<Counter>::new(fx.outbox.clone())
+        .load::<Overdrawn>("c")
+        .await
+        .unwrap();
+    assert_eq!((stored.state.total, stored.version), (5, 4));
 }
