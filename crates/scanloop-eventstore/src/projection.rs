@@ -26,6 +26,17 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
+/// The names in `declared` that are not event types of `E`: a misspelt name in a projection's
+/// [`Projection::event_types`] would pass its events by unread, so each service tests its list.
+pub fn unknown_event_types<E: DomainEvent>(declared: &[&'static str]) -> Vec<&'static str> {
+    declared
+        .iter()
+        .copied()
+        // An empty payload is a valid (default) message of every known type.
+        .filter(|name| E::decode(name, 0, &[]).is_err())
+        .collect()
+}
+
 /// Runs a [`Projection`] as an [`EventHandler`] for the consumer runner.
 pub struct Projector<P>(pub P);
 

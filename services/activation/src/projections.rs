@@ -320,8 +320,21 @@ impl From<WarrantyRecord> for WarrantyRow {
     }
 }
 
+/// The event types the read models are made of; the rest of the topic (scans, batches, device
+/// claims) is passed by unread. Keep equal to the arms of `apply` that write.
+pub const PROJECTED: &[&str] = &[
+    crate::domain::events::WARRANTY_ACTIVATED,
+    crate::domain::events::WARRANTY_EXTENDED,
+    crate::domain::events::WARRANTY_VOIDED,
+    crate::domain::events::PURCHASE_REFUNDED,
+];
+
 impl scanloop_eventstore::Projection for ReadModels {
     type Event = ActivationEvent;
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(PROJECTED)
+    }
 
     async fn apply(
         &self,
@@ -448,6 +461,12 @@ impl scanloop_eventstore::Projection for ReadModels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declared_event_types_are_this_services_types() {
+        let unknown = scanloop_eventstore::projection::unknown_event_types::<ActivationEvent>(PROJECTED);
+        assert!(unknown.is_empty(), "not event types of this service: {unknown:?}");
+    }
 
     #[test]
     fn warranty_stream_ids_parse_back_for_their_own_brand_only() {

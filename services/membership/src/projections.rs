@@ -262,8 +262,24 @@ fn boards(region: &str) -> Vec<&str> {
     }
 }
 
+/// The event types the read models are made of; the rest of the topic (identity claims and
+/// links, device bindings, KOC status) is passed by unread. Keep equal to the arms of `apply`
+/// that write.
+pub const PROJECTED: &[&str] = &[
+    "scanloop.membership.v1.MemberRegistered",
+    "scanloop.membership.v1.EngagementRecorded",
+    "scanloop.membership.v1.TierChanged",
+    "scanloop.membership.v1.PointsEarned",
+    "scanloop.membership.v1.PointsRedeemed",
+    "scanloop.membership.v1.PointsExpired",
+];
+
 impl scanloop_eventstore::Projection for ReadModels {
     type Event = MembershipEvent;
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(PROJECTED)
+    }
 
     async fn apply(
         &self,
@@ -310,7 +326,22 @@ impl scanloop_eventstore::Projection for ReadModels {
                 )
                 .await
             }
-            _ => Ok(()),
+            MembershipEvent::IdentityClaimed(_)
+            | MembershipEvent::IdentityLinked(_)
+            | MembershipEvent::DeviceBound(_)
+            | MembershipEvent::KocQualified(_)
+            | MembershipEvent::KocLapsed(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_event_types_are_this_services_types() {
+        let unknown = scanloop_eventstore::projection::unknown_event_types::<MembershipEvent>(PROJECTED);
+        assert!(unknown.is_empty(), "not event types of this service: {unknown:?}");
     }
 }

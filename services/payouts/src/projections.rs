@@ -880,8 +880,30 @@ fn add(money: &mut Option<scanloop_proto::common::v1::Money>, fen: i64) {
     *money = Some(fen_to_money(money_fen(money.as_ref()) + fen));
 }
 
+/// The event types the read models are made of; the rest of the topic (plans, returns, plans of
+/// settlements) is passed by unread. Keep equal to the arms of `apply` that write.
+pub const PROJECTED: &[&str] = &[
+    "scanloop.payouts.v1.CommissionAccrued",
+    "scanloop.payouts.v1.CommissionVested",
+    "scanloop.payouts.v1.CommissionReversed",
+    "scanloop.payouts.v1.CommissionAdjusted",
+    "scanloop.payouts.v1.CommissionClawedBack",
+    "scanloop.payouts.v1.CommissionSettled",
+    "scanloop.payouts.v1.ClawbackNetted",
+    "scanloop.payouts.v1.ReceivableWrittenOff",
+    "scanloop.payouts.v1.SettlementStarted",
+    "scanloop.payouts.v1.PayoutLinesRecorded",
+    "scanloop.payouts.v1.SettlementCompleted",
+    "scanloop.payouts.v1.PayoutMarkedPaid",
+    "scanloop.payouts.v1.SettlementAbandoned",
+];
+
 impl Projection for ReadModels {
     type Event = PayoutsEvent;
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(PROJECTED)
+    }
 
     async fn apply(&self, envelope: &EventEnvelope, event: &PayoutsEvent) -> Result<(), DbError> {
         let brand = envelope.brand_id.as_str();
@@ -1105,5 +1127,16 @@ impl Projection for ReadModels {
         // a commission payable, settlement's work list already holds it (a caller that waits
         // for the balance and then settles gets it in the batch).
         self.post(envelope, event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_event_types_are_this_services_types() {
+        let unknown = scanloop_eventstore::projection::unknown_event_types::<PayoutsEvent>(PROJECTED);
+        assert!(unknown.is_empty(), "not event types of this service: {unknown:?}");
     }
 }

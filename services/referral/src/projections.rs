@@ -822,8 +822,25 @@ impl ReadModels {
     }
 }
 
+/// The event types the read models are made of; the rest of the topic (reviews, root claims,
+/// device attributions, campaigns and assists) is passed by unread. Keep equal to the arms of
+/// `apply` that write.
+pub const PROJECTED: &[&str] = &[
+    "scanloop.referral.v1.LinkCreated",
+    "scanloop.referral.v1.LinkRevoked",
+    "scanloop.referral.v1.LinkShared",
+    "scanloop.referral.v1.ReferralAttributed",
+    "scanloop.referral.v1.ReferralHeld",
+    "scanloop.referral.v1.ReferralRejected",
+    "scanloop.referral.v1.ParentSet",
+];
+
 impl scanloop_eventstore::Projection for ReadModels {
     type Event = ReferralEvent;
+
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(PROJECTED)
+    }
 
     async fn apply(&self, envelope: &EventEnvelope, event: &ReferralEvent) -> Result<(), DbError> {
         let brand = envelope.brand_id.as_str();
@@ -937,7 +954,25 @@ impl scanloop_eventstore::Projection for ReadModels {
                 };
                 tree::project_parent_set(&rows, &p.member_id, &p.parent_member_id).await
             }
-            _ => Ok(()),
+            ReferralEvent::ReferralReviewed(_)
+            | ReferralEvent::RootClaimed(_)
+            | ReferralEvent::DeviceAttributed(_)
+            | ReferralEvent::CampaignDefined(_)
+            | ReferralEvent::AssistStarted(_)
+            | ReferralEvent::AssistProgressed(_)
+            | ReferralEvent::AssistCompleted(_)
+            | ReferralEvent::AssistRevoked(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_event_types_are_this_services_types() {
+        let unknown = scanloop_eventstore::projection::unknown_event_types::<ReferralEvent>(PROJECTED);
+        assert!(unknown.is_empty(), "not event types of this service: {unknown:?}");
     }
 }
