@@ -15,6 +15,7 @@
 //! — and CPU per activation of each process. With `--baseline` (the file `scanloop bench` writes
 //! with `--baseline-out`), ratios to the plain insert of the same run.
 
+mod outcomes;
 mod population;
 mod report;
 
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::try_join_all;
+use outcomes::Outcomes;
 use population::{Sale, Sales, Shape};
 use prost::Message as _;
 use rdkafka::Message as _;
@@ -40,6 +42,7 @@ use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::access::Role::{Landing, Operator};
 use scanloop_service::access::gate::CLIENT_METADATA;
 use tokio::task::JoinSet;
+use tonic_types::StatusExt as _;
 
 use crate::bench::ServerPids;
 use crate::bench_clients::ClientRequests;
@@ -103,6 +106,13 @@ pub struct Args {
         default_value_t = scanloop_bus::topics::event_topic("payouts")
     )]
     payouts_topic: String,
+    /// The topic referral publishes to (holds and rejections of referred sales are read from it).
+    #[arg(
+        long,
+        env = "SCANLOOP_REFERRAL_TOPIC",
+        default_value_t = scanloop_bus::topics::event_topic("referral")
+    )]
+    referral_topic: String,
     /// The services' pids, for CPU per activation.
     #[arg(long)]
     activation_pid: Option<u32>,
@@ -258,13 +268,23 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     // Only sales of the load count for the loop's latency: the seeded members' own referred
     // activations may still be accruing.
     let watched = Arc::new(Mutex::new(report::Loop::default()));
-    let watcher = watch_accruals(
-        &infra.kafka_brokers,
-        &args.payouts_topic,
-        brand_ids.clone(),
-        Utc::now(),
-        watched.clone(),
-    )?;
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let watchers = [
+        watch_accruals(
+            &infra.kafka_brokers,
+            &args.payouts_topic,
+            brand_ids.clone(),
+            Utc::now(),
+            watched.clone(),
+            outcomes.clone(),
+        )?,
+        watch_referrals(
+            &infra.kafka_brokers,
+            &args.referral_topic,
+            brand_ids.clone(),
+            outcomes.clone(),
+        )?,
+    ];
     let statements_before = statements(cql.clone()).await;
     let tables_before = servers.table_ops().await;
     let cpu_before = servers.sample();
@@ -281,7 +301,10 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         cluster,
         brands,
         buyers,
-        stats.clone(),
+        Records {
+            stats: stats.clone(),
+            outcomes: outcomes.clone(),
+        },
         sales_total,
     )
     .await;
@@ -289,14 +312,16 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     let memory_samples = std::mem::take(&mut *lock(&memory_samples));
     memory.abort();
 
-    // The loop's tail: commissions of the last sales still accruing.
-    let referred_ok = lock(&stats).referred_activations;
-    let drained = drain(&watched, referred_ok, Duration::from_secs(args.drain_secs)).await;
+    // The loop's tail: the last sales' commissions still accruing (or their holds and
+    // rejections on their way).
+    let drained = drain(&outcomes, Duration::from_secs(args.drain_secs)).await;
     let after = servers.sample();
     let cpu = after.since(&cpu_before);
     let statements_after = statements(cql.clone()).await;
     let tables = servers.table_ops_since(tables_before).await;
-    watcher.abort();
+    for watcher in watchers {
+        watcher.abort();
+    }
 
     let report = Report {
         shape,
@@ -305,6 +330,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         load_elapsed,
         stats: std::mem::take(&mut *lock(&stats)),
         watched: std::mem::take(&mut *lock(&watched)),
+        outcomes: lock(&outcomes).summary(),
         drained,
         skipped: load.skipped,
         cpu,
@@ -457,16 +483,22 @@ async fn seed_member(
     parent_token: Option<String>,
 ) -> anyhow::Result<Referrer> {
     let (phone, serial) = buyers.next();
-    cluster
-        .activation(Landing)
-        .activate_warranty(activation(
-            &brand.id,
-            brand.code()?,
-            &phone,
-            serial,
-            parent_token.unwrap_or_default(),
-        ))
-        .await?;
+    let request = activation(
+        &brand.id,
+        brand.code()?,
+        &phone,
+        serial.clone(),
+        parent_token.unwrap_or_default(),
+    );
+    // Each seeded member is a buyer of their own, as the landing back end would forward them.
+    let landing = cluster.activation(Landing);
+    within_limits(|| {
+        let mut landing = landing.clone();
+        let request = from(&serial, request.clone());
+        async move { landing.activate_warranty(request).await }
+    })
+    .await
+    .map(|(answer, _)| answer)?;
     let member = cluster.member_by_phone(&brand.id, &phone).await?;
     let link = cluster
         .create_link(&brand.id, &member.member_id, "LG-1", "")
@@ -495,10 +527,10 @@ async fn drive(
     cluster: Arc<Cluster>,
     brands: Arc<Vec<Brand>>,
     buyers: Arc<Buyers>,
-    stats: Arc<Mutex<Stats>>,
+    records: Records,
     total: u64,
 ) -> Load {
-    let progress = report::progress(total, stats.clone());
+    let progress = report::progress(total, records.stats.clone());
     let mut sales = Sales::new(shape, args.seed);
     let return_after = Duration::from_millis(args.return_after_ms);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
@@ -514,16 +546,20 @@ async fn drive(
             skipped += 1;
             continue;
         };
-        lock(&stats).sent += 1;
-        let (cluster, brands, buyers, stats) = (
+        lock(&records.stats).sent += 1;
+        let (cluster, brands, buyers, records) = (
             cluster.clone(),
             brands.clone(),
             buyers.clone(),
-            stats.clone(),
+            records.clone(),
         );
         tasks.spawn(async move {
             let _permit = permit;
-            one_sale(&cluster, &brands, &buyers, &stats, sale, due, return_after).await;
+            let watch = Watch {
+                stats: &records.stats,
+                outcomes: &records.outcomes,
+            };
+            one_sale(&cluster, &brands, &buyers, watch, sale, due, return_after).await;
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -532,16 +568,31 @@ async fn drive(
     Load { elapsed, skipped }
 }
 
+/// What the load records: its calls' figures, and what is to become of each sale.
+#[derive(Clone)]
+struct Records {
+    stats: Arc<Mutex<Stats>>,
+    outcomes: Arc<Mutex<Outcomes>>,
+}
+
+/// Where a sale reports: its calls' figures, and what it expects to become of it.
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    stats: &'a Mutex<Stats>,
+    outcomes: &'a Mutex<Outcomes>,
+}
+
 /// One sale's calls, each timed and counted under its RPC's name.
 async fn one_sale(
     cluster: &Cluster,
     brands: &[Brand],
     buyers: &Buyers,
-    stats: &Mutex<Stats>,
+    watch: Watch<'_>,
     sale: Sale,
     due: tokio::time::Instant,
     return_after: Duration,
 ) {
+    let stats = watch.stats;
     let brand = &brands[sale.brand];
     let Ok(code) = brand.code() else {
         lock(stats).error("ActivateWarranty", "out of codes".into());
@@ -554,7 +605,7 @@ async fn one_sale(
     {
         phone = referrer.phone.clone();
     }
-    let mut landing = cluster.activation(Landing);
+    let landing = cluster.activation(Landing);
     let scan = act::ScanCodeRequest {
         brand_id: brand.id.clone(),
         request_id: request_id(),
@@ -564,7 +615,11 @@ async fn one_sale(
     };
     // The landing back end forwards each visitor's own client key, as the abuse limits expect.
     let visitor = serial.clone();
-    timed(stats, "ScanCode", landing.scan_code(from(&visitor, scan))).await;
+    timed(stats, "ScanCode", || {
+        let (mut landing, scan) = (landing.clone(), from(&visitor, scan.clone()));
+        async move { landing.scan_code(scan).await }
+    })
+    .await;
     if let Some(referrer) = referrer {
         let resolve = refl::ResolveLinkRequest {
             brand_id: brand.id.clone(),
@@ -573,34 +628,37 @@ async fn one_sale(
             visitor_key: String::new(),
             channel: refl::ShareChannel::WechatChat as i32,
         };
-        timed(
-            stats,
-            "ResolveLink",
-            cluster
-                .referral(Landing)
-                .resolve_link(from(&visitor, resolve)),
-        )
+        let referral = cluster.referral(Landing);
+        timed(stats, "ResolveLink", || {
+            let (mut referral, resolve) = (referral.clone(), from(&visitor, resolve.clone()));
+            async move { referral.resolve_link(resolve).await }
+        })
         .await;
     }
     let token = referrer.map(|r| r.token.clone()).unwrap_or_default();
-    let activated = timed(
-        stats,
-        "ActivateWarranty",
-        landing.activate_warranty(from(
-            &visitor,
-            activation(&brand.id, code.clone(), &phone, serial, token),
-        )),
-    )
+    let activate = activation(&brand.id, code.clone(), &phone, serial, token);
+    let activated = timed(stats, "ActivateWarranty", || {
+        let (mut landing, activate) = (landing.clone(), from(&visitor, activate.clone()));
+        async move { landing.activate_warranty(activate).await }
+    })
     .await;
-    if !activated {
+    let Some(warranty) = activated else {
         return;
-    }
+    };
     {
         let mut stats = lock(stats);
         stats.record("sale (due → activated)", due.elapsed());
         stats.activations += 1;
         if referrer.is_some() && !sale.fraud {
             stats.referred_activations += 1;
+        }
+    }
+    if let (Some(_), Some(stream)) = (referrer, warranty_stream_id(&warranty.into_inner())) {
+        let mut outcomes = lock(watch.outcomes);
+        if sale.fraud {
+            outcomes.expect_fraud(stream);
+        } else {
+            outcomes.expect_referred(stream, code.clone());
         }
     }
     if sale.returned {
@@ -611,13 +669,24 @@ async fn one_sale(
             code,
             reason: "returned (load generator)".into(),
         };
-        timed(
-            stats,
-            "VoidWarranty",
-            cluster.activation(Operator).void_warranty(void),
-        )
+        let operator = cluster.activation(Operator);
+        timed(stats, "VoidWarranty", || {
+            let (mut operator, void) = (operator.clone(), void.clone());
+            async move { operator.void_warranty(void).await }
+        })
         .await;
     }
+}
+
+/// The stream the services name an activated warranty's sale by.
+fn warranty_stream_id(warranty: &act::Warranty) -> Option<String> {
+    let batch_id = uuid::Uuid::parse_str(&warranty.batch_id).ok()?;
+    let serial = u32::try_from(warranty.serial).ok()?;
+    Some(scanloop_activation::domain::warranty::stream_id(
+        &warranty.brand_id,
+        batch_id,
+        serial,
+    ))
 }
 
 /// A request as the landing back end sends it for one visitor: with the visitor's client key,
@@ -631,21 +700,55 @@ fn from<T>(visitor: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-/// Awaits `call`, records its latency or its error under `rpc`; true when it succeeded.
-async fn timed<T>(
-    stats: &Mutex<Stats>,
-    rpc: &'static str,
-    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
-) -> bool {
+/// Retries of one call refused for the abuse limits before its refusal stands.
+const MAX_LIMITED_RETRIES: u32 = 20;
+
+/// Makes `call` until the abuse limits let it through: a RESOURCE_EXHAUSTED is retried after
+/// the delay its RetryInfo asks for (as a well-behaved client does), at most
+/// [`MAX_LIMITED_RETRIES`] times. Returns the answer and how many retries it took.
+async fn within_limits<T, F, Fut>(call: F) -> Result<(T, u32), tonic::Status>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Ok(answer) => return Ok((answer, retries)),
+            Err(status)
+                if status.code() == tonic::Code::ResourceExhausted
+                    && retries < MAX_LIMITED_RETRIES =>
+            {
+                let delay = status
+                    .get_details_retry_info()
+                    .and_then(|info| info.retry_delay)
+                    .unwrap_or(Duration::from_millis(100));
+                retries += 1;
+                tokio::time::sleep(delay).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// Makes `call` (within the abuse limits), records its latency (from its first send, waits for
+/// the limits included), its retries and its error under `rpc`; its answer when it succeeded.
+async fn timed<T, F, Fut>(stats: &Mutex<Stats>, rpc: &'static str, call: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let sent = Instant::now();
-    match call.await {
-        Ok(_) => {
-            lock(stats).record(rpc, sent.elapsed());
-            true
+    match within_limits(call).await {
+        Ok((answer, retries)) => {
+            let mut stats = lock(stats);
+            stats.record(rpc, sent.elapsed());
+            stats.retried(rpc, retries);
+            Some(answer)
         }
         Err(status) => {
             lock(stats).error(rpc, format!("{:?}: {}", status.code(), status.message()));
-            false
+            None
         }
     }
 }
@@ -658,6 +761,31 @@ fn watch_accruals(
     brands: Vec<String>,
     since: chrono::DateTime<Utc>,
     watched: Arc<Mutex<report::Loop>>,
+    outcomes: Arc<Mutex<Outcomes>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    watch_topic(brokers, topic, brands, move |envelope| {
+        note_accrual(envelope, since, &watched, &outcomes);
+    })
+}
+
+/// Reads referral's topic during the run: the holds and rejections of the run's sales.
+fn watch_referrals(
+    brokers: &str,
+    topic: &str,
+    brands: Vec<String>,
+    outcomes: Arc<Mutex<Outcomes>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    watch_topic(brokers, topic, brands, move |envelope| {
+        note_referral(envelope, &outcomes);
+    })
+}
+
+/// Hands `note` each envelope of the run's brands published to `topic` from now on.
+fn watch_topic(
+    brokers: &str,
+    topic: &str,
+    brands: Vec<String>,
+    note: impl Fn(EventEnvelope) + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let consumer = crate::topic_tail::from_end(brokers, topic)?;
     let topic = topic.to_owned();
@@ -666,12 +794,13 @@ fn watch_accruals(
         loop {
             match consumer.recv().await {
                 Ok(message) => {
-                    note_accrual(
-                        message.payload().unwrap_or_default(),
-                        &brands,
-                        since,
-                        &watched,
-                    );
+                    let Ok(envelope) = EventEnvelope::decode(message.payload().unwrap_or_default())
+                    else {
+                        continue;
+                    };
+                    if brands.contains(&envelope.brand_id) {
+                        note(envelope);
+                    }
                 }
                 Err(error) => {
                     errors += 1;
@@ -685,23 +814,49 @@ fn watch_accruals(
     }))
 }
 
+fn note_referral(envelope: EventEnvelope, outcomes: &Mutex<Outcomes>) {
+    let payload = envelope.payload.as_slice();
+    match envelope.event_type.as_str() {
+        "scanloop.referral.v1.ReferralHeld" => {
+            let Ok(held) = refl::ReferralHeld::decode(payload) else {
+                return;
+            };
+            let reasons: Vec<&str> = held
+                .reasons
+                .iter()
+                .map(|&r| refl::HoldReason::try_from(r).map_or("UNKNOWN", |r| r.as_str_name()))
+                .collect();
+            if let Some(attribution) = held.attribution {
+                lock(outcomes).held(&attribution.warranty_stream_id, reasons.join("+"));
+            }
+        }
+        "scanloop.referral.v1.ReferralRejected" => {
+            let Ok(rejected) = refl::ReferralRejected::decode(payload) else {
+                return;
+            };
+            let reason = refl::RejectionReason::try_from(rejected.reason)
+                .map_or("UNKNOWN", |r| r.as_str_name());
+            lock(outcomes).rejected(&rejected.warranty_stream_id, reason.to_owned());
+        }
+        _ => {}
+    }
+}
+
 fn note_accrual(
-    value: &[u8],
-    brands: &[String],
+    envelope: EventEnvelope,
     since: chrono::DateTime<Utc>,
     watched: &Mutex<report::Loop>,
+    outcomes: &Mutex<Outcomes>,
 ) {
-    let Ok(envelope) = EventEnvelope::decode(value) else {
-        return;
-    };
-    if envelope.event_type != "scanloop.payouts.v1.CommissionAccrued"
-        || !brands.contains(&envelope.brand_id)
-    {
+    if envelope.event_type != "scanloop.payouts.v1.CommissionAccrued" {
         return;
     }
     let Ok(accrued) = pay::CommissionAccrued::decode(envelope.payload.as_slice()) else {
         return;
     };
+    if accrued.role == pay::CommissionRole::Level1 as i32 {
+        lock(outcomes).accrued(&accrued.warranty_stream_id);
+    }
     let (Some(activated), Some(recorded)) = (
         from_timestamp(accrued.sale_activated_at.as_ref()),
         from_timestamp(envelope.recorded_at.as_ref()),
@@ -720,18 +875,18 @@ fn note_accrual(
     }
 }
 
-/// Waits until the level-1 accruals reach the referred activations, or stop coming for 10 s, or
-/// `within` passes; answers how long it waited.
-async fn drain(watched: &Mutex<report::Loop>, expected: u64, within: Duration) -> Duration {
+/// Waits until every referred sale (and fraud attempt) has an outcome, or outcomes stop coming
+/// for 10 s, or `within` passes; answers how long it waited.
+async fn drain(outcomes: &Mutex<Outcomes>, within: Duration) -> Duration {
     let started = Instant::now();
-    let (mut seen, mut since_change) = (0, Instant::now());
+    let (mut left, mut since_change) = (usize::MAX, Instant::now());
     while started.elapsed() < within {
-        let now = lock(watched).level1_count();
-        if now >= expected {
+        let now = lock(outcomes).in_flight();
+        if now == 0 {
             break;
         }
-        if now != seen {
-            (seen, since_change) = (now, Instant::now());
+        if now != left {
+            (left, since_change) = (now, Instant::now());
         } else if since_change.elapsed() > Duration::from_secs(10) {
             break;
         }
@@ -760,5 +915,48 @@ fn activation(
         purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::hours(2))),
         referral_token: token,
         device_serial,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[tokio::test]
+    async fn a_call_refused_for_the_limits_is_made_again_after_the_delay_it_names() {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let answer = within_limits(|| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if call < 2 {
+                    Err(tonic::Status::with_error_details(
+                        tonic::Code::ResourceExhausted,
+                        "over its limit",
+                        tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_millis(30))),
+                    ))
+                } else {
+                    Ok("answered")
+                }
+            }
+        })
+        .await
+        .expect("answered once the limits let it through");
+        assert_eq!(answer, ("answered", 2));
+        assert!(started.elapsed() >= Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn any_other_refusal_stands_at_once() {
+        let calls = AtomicU32::new(0);
+        let refused = within_limits(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(tonic::Status::invalid_argument("bad code")) }
+        })
+        .await
+        .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

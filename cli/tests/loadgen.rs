@@ -46,6 +46,7 @@ async fn the_load_generator_drives_the_whole_loop_and_reports_it() {
     // Every referred sale should then accrue: no fraud attempts, no returns.
     command.extend(run::args(["--fraud-rate", "0", "--return-rate", "0"]));
     command.extend(run::args(["--payouts-topic", &world.payouts_topic]));
+    command.extend(run::args(["--referral-topic", &world.referral_topic]));
     command.extend(run::four_services(&world.addrs));
     let (ok, text) = run::scanloop(command, &token).await;
     assert!(ok, "{text}");
@@ -58,7 +59,9 @@ async fn the_load_generator_drives_the_whole_loop_and_reports_it() {
             .lines()
             .find(|line| line.starts_with(rpc))
             .unwrap_or_else(|| panic!("no {rpc} row in:\n{text}"));
-        assert!(row.ends_with(" 0"), "{rpc} had errors: {row}");
+        // … count p50 p99 p99.9 errors retried
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(columns[columns.len() - 2], "0", "{rpc} had errors: {row}");
     }
     // "loop (…): N of M referred activations": every referred activation accrued.
     let line = text
@@ -76,5 +79,15 @@ async fn the_load_generator_drives_the_whole_loop_and_reports_it() {
     assert_eq!(figures.len(), 2, "{line}");
     assert!(figures[1] > 0, "{line}");
     assert_eq!(figures[0], figures[1], "{line}");
+    // And each referred sale's outcome, read from the topics, is that accrual.
+    let outcomes = text
+        .lines()
+        .find(|line| line.starts_with("referred sales: "))
+        .unwrap_or_else(|| panic!("no referred sales line in:\n{text}"));
+    assert_eq!(
+        outcomes,
+        format!("referred sales: {} level-1 commission accrued", figures[1]),
+        "{text}"
+    );
     world.stop().await;
 }

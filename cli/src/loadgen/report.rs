@@ -27,6 +27,8 @@ pub struct Stats {
 struct Rpc {
     latency_us: Histogram<u64>,
     errors: u64,
+    /// Calls refused for the abuse limits and made again after the delay asked.
+    retries: u64,
     /// The first few distinct errors, for the report.
     samples: Vec<String>,
 }
@@ -36,6 +38,7 @@ impl Default for Rpc {
         Rpc {
             latency_us: latency_histogram(),
             errors: 0,
+            retries: 0,
             samples: Vec::new(),
         }
     }
@@ -50,6 +53,12 @@ impl Stats {
             .or_default()
             .latency_us
             .saturating_record(us.max(1));
+    }
+
+    pub fn retried(&mut self, rpc: &'static str, retries: u32) {
+        if retries > 0 {
+            self.rpcs.entry(rpc).or_default().retries += u64::from(retries);
+        }
     }
 
     pub fn error(&mut self, rpc: &'static str, message: String) {
@@ -86,10 +95,6 @@ impl Loop {
                 Histogram::new_with_bounds(1, 3_600_000, 3).unwrap_or_else(|_| latency_histogram())
             })
             .saturating_record(ms.max(1));
-    }
-
-    pub fn level1_count(&self) -> u64 {
-        self.level1_ms.as_ref().map_or(0, Histogram::len)
     }
 }
 
@@ -150,6 +155,8 @@ pub struct Report<'a> {
     pub load_elapsed: Duration,
     pub stats: Stats,
     pub watched: Loop,
+    /// What became of the referred sales and the fraud attempts.
+    pub outcomes: super::outcomes::Summary,
     pub drained: Duration,
     pub skipped: u64,
     pub cpu: CpuUse,
@@ -201,20 +208,25 @@ impl Report<'_> {
         );
         println!();
         println!(
-            "{:<24} {:>8} {:>9} {:>9} {:>9} {:>7}",
-            "acknowledged (ms)", "count", "p50", "p99", "p99.9", "errors"
+            "{:<24} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8}",
+            "acknowledged (ms)", "count", "p50", "p99", "p99.9", "errors", "retried"
         );
         for (rpc, stats) in &s.rpcs {
             let q = |q: f64| stats.latency_us.value_at_quantile(q) as f64 / 1e3;
             println!(
-                "{rpc:<24} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>7}",
+                "{rpc:<24} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>8}",
                 stats.latency_us.len(),
                 q(0.5),
                 q(0.99),
                 q(0.999),
-                stats.errors
+                stats.errors,
+                stats.retries
             );
         }
+        println!(
+            "  (retried: refused for the abuse limits (RESOURCE_EXHAUSTED) and made again after \
+             the RetryInfo delay; latency counts from the first send)"
+        );
         if let Some(b) = self.baseline {
             let p99 = s.p99_ms("ActivateWarranty");
             println!(
@@ -249,10 +261,23 @@ impl Report<'_> {
                 self.drained.as_secs_f64()
             ),
         }
+        let outcomes = &self.outcomes;
         println!(
-            "  (referred activations held for review (velocity) or rejected by the fraud checks \
-             earn nothing; the difference is those)"
+            "referred sales: {}",
+            super::outcomes::tally(&outcomes.referred)
         );
+        if !outcomes.in_flight_codes.is_empty() {
+            println!(
+                "  no outcome within the drain, e.g. codes {}",
+                outcomes.in_flight_codes.join(", ")
+            );
+        }
+        if !outcomes.fraud.is_empty() {
+            println!(
+                "fraud attempts (self-referrals): {}",
+                super::outcomes::tally(&outcomes.fraud)
+            );
+        }
         println!(
             "CPU per activation (µs, loadgen + {}): {}{}",
             self.servers.names(),

@@ -177,9 +177,7 @@ impl<A: Clone> Remembered<A> {
         self.lock().remove(stream_id);
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<(Loaded<A>, Option<u64>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<(Loaded<A>, Option<u64>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -156,9 +156,8 @@ async fn a_repository_that_remembers_a_stream_behind_the_store_still_decides_on_
     let fx = common::fixture("remembered", 1).await;
     let here = Repository::<Counter>::new(fx.outbox.clone());
     let elsewhere = Repository::<Counter>::new(fx.outbox.clone());
-    let state = |executed: scanloop_eventstore::Executed<Counter>| {
-        (executed.state.total, executed.version)
-    };
+    let state =
+        |executed: scanloop_eventstore::Executed<Counter>| (executed.state.total, executed.version);
 
     let first = here.execute("c", &common::meta(), add(1)).await.unwrap();
     assert_eq!(state(first), (1, 1));

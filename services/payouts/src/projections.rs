@@ -1136,7 +1136,11 @@ mod tests {
 
     #[test]
     fn the_declared_event_types_are_this_services_types() {
-        let unknown = scanloop_eventstore::projection::unknown_event_types::<PayoutsEvent>(PROJECTED);
-        assert!(unknown.is_empty(), "not event types of this service: {unknown:?}");
+        let unknown =
+            scanloop_eventstore::projection::unknown_event_types::<PayoutsEvent>(PROJECTED);
+        assert!(
+            unknown.is_empty(),
+            "not event types of this service: {unknown:?}"
+        );
     }
 }
