@@ -1124,6 +1124,11 @@ impl CpuUse {
         format!("{} = {}", parts.join(" + "), of(self.total()))
     }
 
+    /// CPU seconds of each server process, in column order (None: not measured).
+    pub(crate) fn servers(&self) -> &[Option<f64>] {
+        &self.servers
+    }
+
     /// CPU seconds of every process measured.
     pub(crate) fn total(&self) -> f64 {
         self.bench + self.servers.iter().flatten().sum::<f64>()
@@ -1214,6 +1219,11 @@ impl ServerPids {
             .collect()
     }
 
+    /// The processes' names, in column order.
+    pub(crate) fn name_list(&self) -> Vec<&'static str> {
+        self.pids.iter().map(|(name, _)| *name).collect()
+    }
+
     pub(crate) fn names(&self) -> String {
         self.pids
             .iter()
@@ -1244,6 +1254,22 @@ impl ServerPids {
         }
     }
 
+    /// Sends `signal` ("STOP", "CONT") to the services (not to Cassandra or Kafka).
+    pub(crate) fn signal_services(&self, signal: &str) -> anyhow::Result<()> {
+        let services: Vec<Option<u32>> = self
+            .pids
+            .iter()
+            .filter(|(name, _)| !matches!(*name, "cassandra" | "kafka"))
+            .map(|(_, pid)| *pid)
+            .collect();
+        send_signal(&services, signal)
+    }
+
+    /// Whether any service's pid is known (to pause it, or read its CPU).
+    pub(crate) fn has_services(&self) -> bool {
+        self.pids.len() > 2
+    }
+
     pub(crate) fn sample(&self) -> CpuUse {
         CpuUse {
             bench: cpu_seconds("self").unwrap_or(0.0),
@@ -1254,6 +1280,17 @@ impl ServerPids {
                 .collect(),
         }
     }
+}
+
+/// Sends `signal` ("STOP", "CONT") to each process of `pids`.
+pub(crate) fn send_signal(pids: &[Option<u32>], signal: &str) -> anyhow::Result<()> {
+    for pid in pids.iter().flatten() {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "cannot send SIG{signal} to process {pid}");
+    }
+    Ok(())
 }
 
 /// utime + stime of a process from /proc/<pid>/stat, in seconds (USER_HZ is 100 on Linux).

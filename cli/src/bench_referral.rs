@@ -109,13 +109,7 @@ fn tally(outcomes: &Outcomes, activations: &[String]) -> Tally {
 /// Sends SIGCONT to the paused services: they then catch up on the earlier phases' events
 /// during this phase's warm-up, which waits for its own attributions.
 fn resume(pids: &[Option<u32>]) -> anyhow::Result<()> {
-    for pid in pids.iter().flatten() {
-        let status = std::process::Command::new("kill")
-            .args(["-CONT", &pid.to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "cannot resume process {pid}");
-    }
-    Ok(())
+    crate::bench::send_signal(pids, "CONT")
 }
 
 pub async fn phase(

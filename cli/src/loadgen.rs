@@ -44,7 +44,7 @@ use scanloop_service::access::gate::CLIENT_METADATA;
 use tokio::task::JoinSet;
 use tonic_types::StatusExt as _;
 
-use crate::bench::ServerPids;
+use crate::bench::{CpuUse, ServerPids};
 use crate::bench_clients::ClientRequests;
 use crate::cluster::{Addrs, Cluster, fen, identity, issue_batch, request_id, two_level_plan};
 
@@ -240,6 +240,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
     // What the cluster burns with nothing to do (consumers polling, timers, Cassandra's own
     // work), before this run gives it any: the population's seeding keeps the services busy
     // for seconds after it is "ready", so the floor is taken first.
+    let idle_alone = idle_without_the_services(&servers).await?;
     let idle_statements_before = statements(cql.clone()).await;
     let idle_tables_before = servers.table_ops().await;
     let idle_before = servers.sample();
@@ -335,6 +336,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
         skipped: load.skipped,
         cpu,
         idle,
+        idle_alone,
         idle_secs: IDLE_SAMPLE.as_secs_f64(),
         statements: since(statements_after, statements_before),
         idle_statements,
@@ -407,6 +409,22 @@ fn print_memory(servers: &ServerPids, samples: &[MemorySample]) {
 
 /// How long the idle floor of CPU is sampled before the load.
 const IDLE_SAMPLE: Duration = Duration::from_secs(10);
+
+/// What Cassandra and Kafka burn on their own over [`IDLE_SAMPLE`], with the services paused
+/// (SIGSTOP): the floor the services' idle cost is measured above. None when no service's pid
+/// was given. The services resume afterwards and get a moment to catch up on the pause.
+async fn idle_without_the_services(servers: &ServerPids) -> anyhow::Result<Option<CpuUse>> {
+    if !servers.has_services() {
+        return Ok(None);
+    }
+    servers.signal_services("STOP")?;
+    let before = servers.sample();
+    tokio::time::sleep(IDLE_SAMPLE).await;
+    let alone = servers.sample().since(&before);
+    servers.signal_services("CONT")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(Some(alone))
+}
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

@@ -6,11 +6,12 @@
 //! stateful service, so shrinking would replay requests against changed state; a fixed seed and
 //! the case number reproduce a failure instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::TryStreamExt as _;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use scylla::client::session::Session;
@@ -289,8 +290,11 @@ pub struct WriteSurface {
     /// `SELECT count(*)` of each table, prepared once.
     count_rows: Vec<(&'static str, PreparedStatement)>,
     select_checkpoints: PreparedStatement,
+    select_event_types: PreparedStatement,
     /// The projector's consumer group (its checkpoints say how far the read models are).
     projection_group: String,
+    /// The event types it projects.
+    projected: &'static [&'static str],
 }
 
 /// Row counts of a [`WriteSurface`]'s tables, in its order.
@@ -317,12 +321,15 @@ impl Counts {
 }
 
 impl WriteSurface {
-    /// The event store's tables (events, request id index, snapshots) plus `read_models`.
+    /// The event store's tables (events, request id index, snapshots) plus `read_models`, which
+    /// the projector `projection_group` writes from the events of the types `projected` (its
+    /// declared types: it passes by the others and keeps no checkpoint for them).
     pub async fn new(
         session: Arc<Session>,
         keyspace: &str,
         read_models: &[&'static str],
         projection_group: &str,
+        projected: &'static [&'static str],
     ) -> anyhow::Result<Self> {
         let mut count_rows = Vec::new();
         for table in ["events", "request_ids", "snapshots"]
@@ -336,14 +343,21 @@ impl WriteSurface {
         }
         let select_checkpoints = session
             .prepare(format!(
-                "SELECT consumer, version FROM {keyspace}.stream_checkpoints"
+                "SELECT consumer, stream_id, version FROM {keyspace}.stream_checkpoints"
+            ))
+            .await?;
+        let select_event_types = session
+            .prepare(format!(
+                "SELECT stream_id, version, event_type FROM {keyspace}.events"
             ))
             .await?;
         Ok(Self {
             session,
             count_rows,
             select_checkpoints,
+            select_event_types,
             projection_group: projection_group.to_owned(),
+            projected,
         })
     }
 
@@ -363,25 +377,27 @@ impl WriteSurface {
         Ok(Counts(counted))
     }
 
-    /// Waits until the projector has applied every stored event: stream versions run 1..=n, so
-    /// the projector's checkpoints (one per stream, at the last version it applied) add up to
-    /// the number of events exactly when it is caught up. Returns the counts then, or an error
-    /// after `timeout`.
+    /// Waits until the projector has applied every stored event it projects: each stream's
+    /// checkpoint (at the last version the projector applied) has reached the stream's last
+    /// event of a projected type. Returns the counts then, or an error after `timeout`.
     pub async fn settle(&self, timeout: Duration) -> anyhow::Result<Counts> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Checkpoints first: a checkpoint moves only after its event's read-model writes, so
-            // counts read after it include them.
-            let applied = self.applied_events().await?;
+            // counts read after it include them (and events stored since only add to the wait).
+            let applied = self.applied_versions().await?;
+            let behind = self.streams_behind(&applied).await?;
             let counts = self.counts().await?;
-            if applied == counts.get("events") {
+            if behind.is_empty() {
                 return Ok(counts);
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!(
-                    "projector {} applied {applied} of {} events within {timeout:?}",
+                    "projector {} has not applied the last projected events of {} streams \
+                     within {timeout:?}, e.g. {:?}",
                     self.projection_group,
-                    counts.get("events")
+                    behind.len(),
+                    behind.first()
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -413,20 +429,47 @@ impl WriteSurface {
         Ok(changes)
     }
 
-    async fn applied_events(&self) -> anyhow::Result<i64> {
+    /// The projector's checkpoint of each stream.
+    async fn applied_versions(&self) -> anyhow::Result<HashMap<String, i64>> {
         let rows = self
             .session
             .execute_unpaged(&self.select_checkpoints, ())
             .await?
             .into_rows_result()?;
-        let mut applied = 0;
-        for row in rows.rows::<(String, Option<i64>)>()? {
-            let (consumer, version) = row?;
+        let mut applied = HashMap::new();
+        for row in rows.rows::<(String, String, Option<i64>)>()? {
+            let (consumer, stream_id, version) = row?;
             if consumer == self.projection_group {
-                applied += version.unwrap_or(0);
+                applied.insert(stream_id, version.unwrap_or(0));
             }
         }
         Ok(applied)
+    }
+
+    /// The streams (with their last projected version) whose last event of a projected type is
+    /// beyond the projector's checkpoint.
+    async fn streams_behind(
+        &self,
+        applied: &HashMap<String, i64>,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut last_projected: HashMap<String, i64> = HashMap::new();
+        let mut pages = self
+            .session
+            .execute_iter(self.select_event_types.clone(), ())
+            .await?
+            .rows_stream::<(String, i64, String)>()?;
+        while let Some((stream_id, version, event_type)) = pages.try_next().await? {
+            if self.projected.contains(&event_type.as_str()) {
+                let last = last_projected.entry(stream_id).or_default();
+                *last = (*last).max(version);
+            }
+        }
+        let mut behind: Vec<(String, i64)> = last_projected
+            .into_iter()
+            .filter(|(stream, last)| applied.get(stream).copied().unwrap_or(0) < *last)
+            .collect();
+        behind.sort();
+        Ok(behind)
     }
 }
 

@@ -854,6 +854,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         &env.keyspace,
         &["warranties", "warranties_by_buyer", "warranties_by_device"],
         &env.group,
+        scanloop_activation::projections::PROJECTED,
     )
     .await
     .expect("count statements prepared");

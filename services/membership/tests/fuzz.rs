@@ -684,6 +684,7 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         &cluster.membership_keyspace,
         &["points_ledger", "leaderboard", "leaderboard_members"],
         &format!("{}-projections", cluster.membership_keyspace),
+        scanloop_membership::projections::PROJECTED,
     )
     .await
     .expect("count statements prepared");
