@@ -1103,6 +1103,14 @@ impl CpuUse {
         }
     }
 
+    /// This use times `factor` (a span's use stated for a longer or shorter span).
+    pub(crate) fn scaled(&self, factor: f64) -> CpuUse {
+        CpuUse {
+            bench: self.bench * factor,
+            servers: self.servers.iter().map(|s| s.map(|s| s * factor)).collect(),
+        }
+    }
+
     /// Both uses together (two spans of time).
     pub(crate) fn plus(&self, other: &CpuUse) -> CpuUse {
         CpuUse {

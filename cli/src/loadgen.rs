@@ -410,17 +410,26 @@ fn print_memory(servers: &ServerPids, samples: &[MemorySample]) {
 /// How long the idle floor of CPU is sampled before the load.
 const IDLE_SAMPLE: Duration = Duration::from_secs(10);
 
-/// What Cassandra and Kafka burn on their own over [`IDLE_SAMPLE`], with the services paused
-/// (SIGSTOP): the floor the services' idle cost is measured above. None when no service's pid
-/// was given. The services resume afterwards and get a moment to catch up on the pause.
+/// How long the services are paused for [`idle_without_the_services`]: with the last heartbeat
+/// up to 3 s before the pause, well inside the consumers' 10 s session timeout, so the pause
+/// sets off no rebalance.
+const PAUSED_SAMPLE: Duration = Duration::from_secs(6);
+
+/// What Cassandra and Kafka burn on their own over [`PAUSED_SAMPLE`], with the services paused
+/// (SIGSTOP), scaled to [`IDLE_SAMPLE`]: the floor the services' idle cost is measured above.
+/// None when no service's pid was given. The services resume afterwards and get a moment to
+/// catch up on the pause.
 async fn idle_without_the_services(servers: &ServerPids) -> anyhow::Result<Option<CpuUse>> {
     if !servers.has_services() {
         return Ok(None);
     }
     servers.signal_services("STOP")?;
     let before = servers.sample();
-    tokio::time::sleep(IDLE_SAMPLE).await;
-    let alone = servers.sample().since(&before);
+    tokio::time::sleep(PAUSED_SAMPLE).await;
+    let alone = servers
+        .sample()
+        .since(&before)
+        .scaled(IDLE_SAMPLE.as_secs_f64() / PAUSED_SAMPLE.as_secs_f64());
     servers.signal_services("CONT")?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(Some(alone))
