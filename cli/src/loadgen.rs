@@ -15,9 +15,11 @@
 //! — and CPU per activation of each process. With `--baseline` (the file `scanloop bench` writes
 //! with `--baseline-out`), ratios to the plain insert of the same run.
 
+mod calls;
 mod outcomes;
 mod population;
 mod report;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,24 +27,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use calls::{from, timed, within_limits};
 use chrono::Utc;
 use futures::future::try_join_all;
 use outcomes::Outcomes;
 use population::{Sale, Sales, Shape};
-use prost::Message as _;
-use rdkafka::Message as _;
 pub use report::Baseline;
 use report::{Report, Stats};
-use scanloop_bus::EventEnvelope;
 use scanloop_config::Infra;
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::payouts::v1 as pay;
 use scanloop_proto::referral::v1 as refl;
-use scanloop_proto::time::{from_timestamp, to_timestamp};
+use scanloop_proto::time::to_timestamp;
 use scanloop_service::access::Role::{Landing, Operator};
-use scanloop_service::access::gate::CLIENT_METADATA;
 use tokio::task::JoinSet;
-use tonic_types::StatusExt as _;
+use watch::{drain, watch_accruals, watch_referrals};
 
 use crate::bench::{CpuUse, ServerPids};
 use crate::bench_clients::ClientRequests;
@@ -716,212 +715,6 @@ fn warranty_stream_id(warranty: &act::Warranty) -> Option<String> {
     ))
 }
 
-/// A request as the landing back end sends it for one visitor: with the visitor's client key,
-/// which the per-client abuse limit counts (the token's subject would make every buyer one
-/// client).
-fn from<T>(visitor: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = visitor.parse() {
-        request.metadata_mut().insert(CLIENT_METADATA, value);
-    }
-    request
-}
-
-/// Retries of one call refused for the abuse limits before its refusal stands.
-const MAX_LIMITED_RETRIES: u32 = 20;
-
-/// Makes `call` until the abuse limits let it through: a RESOURCE_EXHAUSTED is retried after
-/// the delay its RetryInfo asks for (as a well-behaved client does), at most
-/// [`MAX_LIMITED_RETRIES`] times. Returns the answer and how many retries it took.
-async fn within_limits<T, F, Fut>(call: F) -> Result<(T, u32), tonic::Status>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let mut retries = 0;
-    loop {
-        match call().await {
-            Ok(answer) => return Ok((answer, retries)),
-            Err(status)
-                if status.code() == tonic::Code::ResourceExhausted
-                    && retries < MAX_LIMITED_RETRIES =>
-            {
-                let delay = status
-                    .get_details_retry_info()
-                    .and_then(|info| info.retry_delay)
-                    .unwrap_or(Duration::from_millis(100));
-                retries += 1;
-                tokio::time::sleep(delay).await;
-            }
-            Err(status) => return Err(status),
-        }
-    }
-}
-
-/// Makes `call` (within the abuse limits), records its latency (from its first send, waits for
-/// the limits included), its retries and its error under `rpc`; its answer when it succeeded.
-async fn timed<T, F, Fut>(stats: &Mutex<Stats>, rpc: &'static str, call: F) -> Option<T>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let sent = Instant::now();
-    match within_limits(call).await {
-        Ok((answer, retries)) => {
-            let mut stats = lock(stats);
-            stats.record(rpc, sent.elapsed());
-            stats.retried(rpc, retries);
-            Some(answer)
-        }
-        Err(status) => {
-            lock(stats).error(rpc, format!("{:?}: {}", status.code(), status.message()));
-            None
-        }
-    }
-}
-
-/// Reads payouts' topic during the run: each level-1 CommissionAccrued of the run's brands
-/// gives the loop's latency (activation recorded → commission accrued).
-fn watch_accruals(
-    brokers: &str,
-    topic: &str,
-    brands: Vec<String>,
-    since: chrono::DateTime<Utc>,
-    watched: Arc<Mutex<report::Loop>>,
-    outcomes: Arc<Mutex<Outcomes>>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    watch_topic(brokers, topic, brands, move |envelope| {
-        note_accrual(envelope, since, &watched, &outcomes);
-    })
-}
-
-/// Reads referral's topic during the run: the holds and rejections of the run's sales.
-fn watch_referrals(
-    brokers: &str,
-    topic: &str,
-    brands: Vec<String>,
-    outcomes: Arc<Mutex<Outcomes>>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    watch_topic(brokers, topic, brands, move |envelope| {
-        note_referral(envelope, &outcomes);
-    })
-}
-
-/// Hands `note` each envelope of the run's brands published to `topic` from now on.
-fn watch_topic(
-    brokers: &str,
-    topic: &str,
-    brands: Vec<String>,
-    note: impl Fn(EventEnvelope) + Send + 'static,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let consumer = crate::topic_tail::from_end(brokers, topic)?;
-    let topic = topic.to_owned();
-    Ok(tokio::spawn(async move {
-        let mut errors = 0u32;
-        loop {
-            match consumer.recv().await {
-                Ok(message) => {
-                    let Ok(envelope) = EventEnvelope::decode(message.payload().unwrap_or_default())
-                    else {
-                        continue;
-                    };
-                    if brands.contains(&envelope.brand_id) {
-                        note(envelope);
-                    }
-                }
-                Err(error) => {
-                    errors += 1;
-                    if errors <= 3 {
-                        eprintln!("  reading {topic}: {error}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }))
-}
-
-fn note_referral(envelope: EventEnvelope, outcomes: &Mutex<Outcomes>) {
-    let payload = envelope.payload.as_slice();
-    match envelope.event_type.as_str() {
-        "scanloop.referral.v1.ReferralHeld" => {
-            let Ok(held) = refl::ReferralHeld::decode(payload) else {
-                return;
-            };
-            let reasons: Vec<&str> = held
-                .reasons
-                .iter()
-                .map(|&r| refl::HoldReason::try_from(r).map_or("UNKNOWN", |r| r.as_str_name()))
-                .collect();
-            if let Some(attribution) = held.attribution {
-                lock(outcomes).held(&attribution.warranty_stream_id, reasons.join("+"));
-            }
-        }
-        "scanloop.referral.v1.ReferralRejected" => {
-            let Ok(rejected) = refl::ReferralRejected::decode(payload) else {
-                return;
-            };
-            let reason = refl::RejectionReason::try_from(rejected.reason)
-                .map_or("UNKNOWN", |r| r.as_str_name());
-            lock(outcomes).rejected(&rejected.warranty_stream_id, reason.to_owned());
-        }
-        _ => {}
-    }
-}
-
-fn note_accrual(
-    envelope: EventEnvelope,
-    since: chrono::DateTime<Utc>,
-    watched: &Mutex<report::Loop>,
-    outcomes: &Mutex<Outcomes>,
-) {
-    if envelope.event_type != "scanloop.payouts.v1.CommissionAccrued" {
-        return;
-    }
-    let Ok(accrued) = pay::CommissionAccrued::decode(envelope.payload.as_slice()) else {
-        return;
-    };
-    if accrued.role == pay::CommissionRole::Level1 as i32 {
-        lock(outcomes).accrued(&accrued.warranty_stream_id);
-    }
-    let (Some(activated), Some(recorded)) = (
-        from_timestamp(accrued.sale_activated_at.as_ref()),
-        from_timestamp(envelope.recorded_at.as_ref()),
-    ) else {
-        return;
-    };
-    if activated < since {
-        return;
-    }
-    let mut watched = lock(watched);
-    if accrued.role == pay::CommissionRole::Level1 as i32 {
-        let latency = (recorded - activated).to_std().unwrap_or_default();
-        watched.record_level1(latency);
-    } else if accrued.role == pay::CommissionRole::Level2 as i32 {
-        watched.level2 += 1;
-    }
-}
-
-/// Waits until every referred sale (and fraud attempt) has an outcome, or outcomes stop coming
-/// for 10 s, or `within` passes; answers how long it waited.
-async fn drain(outcomes: &Mutex<Outcomes>, within: Duration) -> Duration {
-    let started = Instant::now();
-    let (mut left, mut since_change) = (usize::MAX, Instant::now());
-    while started.elapsed() < within {
-        let now = lock(outcomes).in_flight();
-        if now == 0 {
-            break;
-        }
-        if now != left {
-            (left, since_change) = (now, Instant::now());
-        } else if since_change.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    started.elapsed()
-}
-
 fn activation(
     brand: &str,
     code: String,
@@ -942,48 +735,5 @@ fn activation(
         purchased_at: Some(to_timestamp(Utc::now() - chrono::Duration::hours(2))),
         referral_token: token,
         device_serial,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicU32;
-
-    #[tokio::test]
-    async fn a_call_refused_for_the_limits_is_made_again_after_the_delay_it_names() {
-        let calls = AtomicU32::new(0);
-        let started = Instant::now();
-        let answer = within_limits(|| {
-            let call = calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if call < 2 {
-                    Err(tonic::Status::with_error_details(
-                        tonic::Code::ResourceExhausted,
-                        "over its limit",
-                        tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_millis(30))),
-                    ))
-                } else {
-                    Ok("answered")
-                }
-            }
-        })
-        .await
-        .expect("answered once the limits let it through");
-        assert_eq!(answer, ("answered", 2));
-        assert!(started.elapsed() >= Duration::from_millis(60));
-    }
-
-    #[tokio::test]
-    async fn any_other_refusal_stands_at_once() {
-        let calls = AtomicU32::new(0);
-        let refused = within_limits(|| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err::<(), _>(tonic::Status::invalid_argument("bad code")) }
-        })
-        .await
-        .expect_err("refused");
-        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
