@@ -581,11 +581,16 @@ async fn drive(
         );
         tasks.spawn(async move {
             let _permit = permit;
-            let watch = Watch {
-                stats: &records.stats,
-                outcomes: &records.outcomes,
-            };
-            one_sale(&cluster, &brands, &buyers, watch, sale, due, return_after).await;
+            one_sale(
+                &cluster,
+                &brands,
+                &buyers,
+                &records,
+                sale,
+                due,
+                return_after,
+            )
+            .await;
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -601,24 +606,17 @@ struct Records {
     outcomes: Arc<Mutex<Outcomes>>,
 }
 
-/// Where a sale reports: its calls' figures, and what it expects to become of it.
-#[derive(Clone, Copy)]
-struct Watch<'a> {
-    stats: &'a Mutex<Stats>,
-    outcomes: &'a Mutex<Outcomes>,
-}
-
 /// One sale's calls, each timed and counted under its RPC's name.
 async fn one_sale(
     cluster: &Cluster,
     brands: &[Brand],
     buyers: &Buyers,
-    watch: Watch<'_>,
+    records: &Records,
     sale: Sale,
     due: tokio::time::Instant,
     return_after: Duration,
 ) {
-    let stats = watch.stats;
+    let stats = &*records.stats;
     let brand = &brands[sale.brand];
     let Ok(code) = brand.code() else {
         lock(stats).error("ActivateWarranty", "out of codes".into());
@@ -680,7 +678,7 @@ async fn one_sale(
         }
     }
     if let (Some(_), Some(stream)) = (referrer, warranty_stream_id(&warranty.into_inner())) {
-        let mut outcomes = lock(watch.outcomes);
+        let mut outcomes = lock(&records.outcomes);
         if sale.fraud {
             outcomes.expect_fraud(stream);
         } else {
