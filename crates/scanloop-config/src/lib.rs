@@ -212,6 +212,16 @@ pub const INFRA_VARS: &[VarDoc] = &[
         meaning: "ScyllaDB/Cassandra contact points, comma-separated",
     },
     VarDoc {
+        name: "SCANLOOP_CQL_USERNAME",
+        default: "(unset: no login)",
+        meaning: "the role to log in as, with SCANLOOP_CQL_PASSWORD, when the cluster asks (the devstack does: `devstack env`)",
+    },
+    VarDoc {
+        name: "SCANLOOP_CQL_PASSWORD",
+        default: "(unset)",
+        meaning: "that role's password; keep it in a Secret",
+    },
+    VarDoc {
         name: "SCANLOOP_KAFKA_BROKERS",
         default: "127.0.0.1:9092",
         meaning: "Kafka bootstrap servers, comma-separated",

@@ -43,6 +43,10 @@ async fn connect_with(
         Some(name) => builder.custom_identity(SelfIdentity::new().with_application_name(name)),
         None => builder,
     };
+    let builder = match login_from_env()? {
+        Some(login) => builder.user(login.username, login.password),
+        None => builder,
+    };
     loop {
         let attempt = builder
             .clone()
@@ -52,6 +56,15 @@ async fn connect_with(
             .await;
         match attempt {
             Ok(session) => return Ok(Arc::new(session)),
+            // A refused login does not mend by waiting: say at once what to set.
+            Err(error) if is_login_refused(&error.to_string()) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "cql nodes {nodes:?} refused the login: set SCANLOOP_CQL_USERNAME and \
+                         SCANLOOP_CQL_PASSWORD (for the devstack: eval \"$(deploy/devstack/devstack env)\")"
+                    )
+                });
+            }
             Err(error) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%error, nodes = ?nodes, "cql cluster not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -62,6 +75,36 @@ async fn connect_with(
             }
         }
     }
+}
+
+/// The role a process logs in as, from `SCANLOOP_CQL_USERNAME` and `SCANLOOP_CQL_PASSWORD`.
+/// The driver sends it only to a cluster that asks for a login (the devstack does; its
+/// `devstack env` prints its own).
+struct Login {
+    username: String,
+    password: String,
+}
+
+fn login_from_env() -> anyhow::Result<Option<Login>> {
+    let read = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    match (read("SCANLOOP_CQL_USERNAME"), read("SCANLOOP_CQL_PASSWORD")) {
+        (Some(username), Some(password)) => Ok(Some(Login { username, password })),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            anyhow::bail!("SCANLOOP_CQL_USERNAME is set but SCANLOOP_CQL_PASSWORD is not")
+        }
+        (None, Some(_)) => {
+            anyhow::bail!("SCANLOOP_CQL_PASSWORD is set but SCANLOOP_CQL_USERNAME is not")
+        }
+    }
+}
+
+/// The driver's words for a login the cluster asked for and did not get (none given, or refused).
+fn is_login_refused(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    error.contains("authentication is required")
+        || error.contains("authentication error")
+        || error.contains("username and/or password are incorrect")
 }
 
 /// This executable's file name (`scanloop-activation`, `scanloop`, a test binary's name).
