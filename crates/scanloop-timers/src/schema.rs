@@ -5,7 +5,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "timers";
 /// The schema version this build of the timers needs.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -44,6 +44,21 @@ pub const MIGRATIONS: &[Migration] = &[
             // refuses those). Replaces `timer_cursor` (moved by conditional updates), which is read
             // only while a shard has no position here yet.
             "CREATE TABLE IF NOT EXISTS {ks}.timer_positions (shard int PRIMARY KEY, position timestamp)",
+        ],
+    },
+    Migration {
+        component: COMPONENT,
+        version: 3,
+        description: "cursors ordered by their position in milliseconds, far below any clock",
+        statements: &[
+            // Every item of the shard firing before `position` has been handled. Written
+            // `USING TIMESTAMP <position in ms>`, never conditionally: the furthest position wins
+            // whichever runner writes last (on equal timestamps the greater value wins, and that
+            // is the further position too). `timer_positions` carried the position in µs, which
+            // a service whose clock runs ahead (a test's, a skewed host's) pushed past the 3 days
+            // ScyllaDB accepts; its rows, and `timer_cursor`'s, are read only while a shard has
+            // no position here yet.
+            "CREATE TABLE IF NOT EXISTS {ks}.timer_watermarks (shard int PRIMARY KEY, position timestamp)",
         ],
     },
 ];

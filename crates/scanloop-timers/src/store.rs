@@ -85,8 +85,8 @@ struct Statements {
     select_buckets: PreparedStatement,
     select_due: PreparedStatement,
     delete_timer: PreparedStatement,
-    select_position: PreparedStatement,
-    select_legacy_cursor: PreparedStatement,
+    /// Where a shard's cursor is: the current table first, then the ones it replaced.
+    select_position: [PreparedStatement; 3],
     write_position: PreparedStatement,
 }
 
@@ -135,16 +135,22 @@ impl TimerStore {
                  AND stream_id = ? AND key = ?"
             ))
             .await?,
-            select_position: prepare(format!(
-                "SELECT position FROM {keyspace}.timer_positions WHERE shard = ?"
-            ))
-            .await?,
-            select_legacy_cursor: prepare(format!(
-                "SELECT position FROM {keyspace}.timer_cursor WHERE shard = ?"
-            ))
-            .await?,
+            select_position: [
+                prepare(format!(
+                    "SELECT position FROM {keyspace}.timer_watermarks WHERE shard = ?"
+                ))
+                .await?,
+                prepare(format!(
+                    "SELECT position FROM {keyspace}.timer_positions WHERE shard = ?"
+                ))
+                .await?,
+                prepare(format!(
+                    "SELECT position FROM {keyspace}.timer_cursor WHERE shard = ?"
+                ))
+                .await?,
+            ],
             write_position: prepare(format!(
-                "UPDATE {keyspace}.timer_positions USING TIMESTAMP ? SET position = ? \
+                "UPDATE {keyspace}.timer_watermarks USING TIMESTAMP ? SET position = ? \
                  WHERE shard = ?"
             ))
             .await?,
@@ -275,10 +281,12 @@ impl TimerStore {
 
     /// Where `shard`'s unhandled items start, if a runner recorded it.
     pub async fn cursor(&self, shard: i32) -> Result<Option<DateTime<Utc>>, DbError> {
-        match self.position(&self.inner.select_position, shard).await? {
-            Some(position) => Ok(Some(position)),
-            None => self.position(&self.inner.select_legacy_cursor, shard).await,
+        for select in &self.inner.select_position {
+            if let Some(position) = self.position(select, shard).await? {
+                return Ok(Some(position));
+            }
         }
+        Ok(None)
     }
 
     async fn position(
@@ -298,8 +306,9 @@ impl TimerStore {
     }
 
     /// Moves `shard`'s cursor to `position` unless it is there or further already (another
-    /// runner got ahead): the write carries the position as its timestamp, so the furthest
-    /// position wins whatever order writes land in, and a cursor never moves back.
+    /// runner got ahead): the write carries the position (in milliseconds, read as
+    /// microseconds: decades below any clock) as its timestamp, so the furthest position wins
+    /// whatever order writes land in, and a cursor never moves back.
     pub(crate) async fn advance_cursor(
         &self,
         shard: i32,
@@ -309,7 +318,7 @@ impl TimerStore {
             .session
             .execute_unpaged(
                 &self.inner.write_position,
-                (position.timestamp_micros(), position, shard),
+                (position.timestamp_millis(), position, shard),
             )
             .await?;
         Ok(())

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::SubsecRound as _;
+
 use scanloop_timers::{
     DueTimer, SharedClock, ShiftedClock, Timer, TimerError, TimerHandler, TimerRunner, TimerStore,
 };
@@ -311,4 +313,62 @@ async fn a_running_runner_fires_what_this_process_schedules_without_a_safety_pas
     shutdown.cancel();
     job.await.unwrap();
     assert!(first && second, "calls: {:?}", handler.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_an_older_build_recorded_is_where_the_runner_resumes() {
+    use scanloop_timers::Clock as _;
+    let clock = ShiftedClock::new();
+    let shared: SharedClock = clock.clone();
+    let session = scanloop_testkit::session().await.unwrap();
+    let keyspace = scanloop_testkit::unique_name("test_timers_upgrade");
+    let migrations: Vec<_> = scanloop_timers::schema::MIGRATIONS.iter().collect();
+    scanloop_storage::migrate(&session, &keyspace, 1, "", &migrations)
+        .await
+        .unwrap();
+    let store = TimerStore::new(session.clone(), &keyspace, shared.clone())
+        .await
+        .unwrap();
+    let shard = scanloop_timers::store::shard_of("old-stream");
+    // The previous build kept the cursor in `timer_positions`, stamped with the position in µs.
+    let recorded = (clock.now() - chrono::Duration::hours(2)).trunc_subsecs(3);
+    session
+        .query_unpaged(
+            format!(
+                "UPDATE {keyspace}.timer_positions USING TIMESTAMP ? SET position = ? \
+                 WHERE shard = ?"
+            ),
+            (recorded.timestamp_micros(), recorded, shard),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.cursor(shard).await.unwrap(), Some(recorded));
+
+    store
+        .schedule(&timer(
+            "old-stream",
+            "in-1h",
+            chrono::Duration::hours(1),
+            &clock,
+        ))
+        .await
+        .unwrap();
+    clock.advance(chrono::Duration::days(30));
+    let handler = Arc::new(Recorder::default());
+    let report = runner(&store, &handler, &shared)
+        .run_due(clock.now())
+        .await
+        .unwrap();
+    assert_eq!(report.handled, 1);
+    assert_eq!(handler.calls(), ["in-1h"]);
+    // The cursor moved on (in the new table, stamped far below the clock, so a clock a month
+    // ahead writes what ScyllaDB accepts), and a second pass finds nothing.
+    let moved = store.cursor(shard).await.unwrap().unwrap();
+    assert!(moved > recorded, "cursor {moved} did not pass {recorded}");
+    let again = runner(&store, &handler, &shared)
+        .run_due(clock.now())
+        .await
+        .unwrap();
+    assert_eq!(again.handled, 0);
+    scanloop_testkit::drop_keyspaces(&session, &[&keyspace]).await;
 }
