@@ -259,7 +259,30 @@ pub fn identity(phone: &str) -> BuyerIdentity {
 }
 
 /// A channel to the service at `addr` (host:port), retried while it starts (up to 60 s).
+/// A channel to `addr`, or to several replicas of one service (`addr` comma-separated): calls
+/// are spread over them, and one that stops answering is passed over while it reconnects (a
+/// call in flight on it fails UNAVAILABLE; the load generator makes it again). Each replica must
+/// answer at the start.
 pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    let replicas: Vec<&str> = addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if replicas.len() < 2 {
+        return channel_to(addr.trim()).await;
+    }
+    let mut endpoints = Vec::new();
+    for replica in replicas {
+        channel_to(replica).await?;
+        endpoints.push(tonic::transport::Endpoint::from_shared(format!(
+            "http://{replica}"
+        ))?);
+    }
+    Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
+async fn channel_to(addr: &str) -> anyhow::Result<Channel> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?

@@ -121,6 +121,11 @@ pub struct Args {
     referral_pid: Option<u32>,
     #[arg(long)]
     payouts_pid: Option<u32>,
+    /// Processes to SIGKILL halfway through the load (replicas of the services: the run then
+    /// shows whether every sale's loop still completes exactly once; `scripts/bench --replicas 2
+    /// --kill-one` restarts them).
+    #[arg(long, value_delimiter = ',')]
+    kill_mid_run: Vec<u32>,
     /// Devstack state directory, to find Cassandra's and Kafka's pids.
     #[arg(long, env = "SCANLOOP_DEVSTACK_DIR")]
     devstack_dir: Option<PathBuf>,
@@ -545,6 +550,16 @@ struct Load {
     skipped: u64,
 }
 
+/// SIGKILLs `pids` (a crash, not a shutdown: no drain, no last commit) and says so above the
+/// progress bar.
+fn kill_mid_run(pids: &[u32]) {
+    let targets: Vec<Option<u32>> = pids.iter().copied().map(Some).collect();
+    match crate::bench::send_signal(&targets, "KILL") {
+        Ok(()) => eprintln!("  killed {pids:?} halfway through the load"),
+        Err(error) => eprintln!("  could not kill {pids:?}: {error}"),
+    }
+}
+
 /// The open loop: sale `i` starts at `i / rate` seconds, answered or not, under a live progress
 /// bar; returns when every sale (and its return) has been answered.
 async fn drive(
@@ -563,7 +578,12 @@ async fn drive(
     let mut tasks = JoinSet::new();
     let mut skipped = 0;
     let started = tokio::time::Instant::now();
+    let mut kill_at = (!args.kill_mid_run.is_empty()).then_some(total / 2);
     for i in 0..total {
+        if kill_at == Some(i) {
+            kill_at = None;
+            kill_mid_run(&args.kill_mid_run);
+        }
         let due = started + Duration::from_secs_f64(i as f64 / args.rate);
         tokio::time::sleep_until(due).await;
         while tasks.try_join_next().is_some() {}

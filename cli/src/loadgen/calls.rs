@@ -1,6 +1,6 @@
 //! How the load makes its calls: as the landing back end would for each visitor (their own
 //! client key), within the services' abuse limits (a refusal for them is made again after the
-//! delay it names), timed and counted under the RPC's name.
+//! delay it names), again when a service did not answer, timed and counted under the RPC's name.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,12 +22,18 @@ pub(super) fn from<T>(visitor: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-/// Retries of one call refused for the abuse limits before its refusal stands.
-const MAX_LIMITED_RETRIES: u32 = 20;
+/// Retries of one call refused for the abuse limits, or unanswered, before its error stands.
+const MAX_RETRIES: u32 = 20;
+/// The pause before a call that found its service unavailable is made again: a replica killed
+/// mid-run takes this long or a few times this to be passed over or restarted.
+const UNAVAILABLE_DELAY: Duration = Duration::from_millis(250);
 
-/// Makes `call` until the abuse limits let it through: a RESOURCE_EXHAUSTED is retried after
-/// the delay its RetryInfo asks for (as a well-behaved client does), at most
-/// [`MAX_LIMITED_RETRIES`] times. Returns the answer and how many retries it took.
+/// Makes `call` until it is answered, as a well-behaved client does: a RESOURCE_EXHAUSTED (the
+/// abuse limits) is made again after the delay its RetryInfo asks for; an UNAVAILABLE (a
+/// replica gone, the database briefly away) after [`UNAVAILABLE_DELAY`]. Both at most
+/// [`MAX_RETRIES`] times. The call carries the same request id each time, so a command that did
+/// land before its answer was lost is answered, not done twice. Returns the answer and how many
+/// retries it took.
 pub(super) async fn within_limits<T, F, Fut>(call: F) -> Result<(T, u32), tonic::Status>
 where
     F: Fn() -> Fut,
@@ -35,21 +41,21 @@ where
 {
     let mut retries = 0;
     loop {
-        match call().await {
+        let status = match call().await {
             Ok(answer) => return Ok((answer, retries)),
-            Err(status)
-                if status.code() == tonic::Code::ResourceExhausted
-                    && retries < MAX_LIMITED_RETRIES =>
-            {
-                let delay = status
-                    .get_details_retry_info()
-                    .and_then(|info| info.retry_delay)
-                    .unwrap_or(Duration::from_millis(100));
-                retries += 1;
-                tokio::time::sleep(delay).await;
-            }
+            Err(status) if retries < MAX_RETRIES => status,
             Err(status) => return Err(status),
-        }
+        };
+        let delay = match status.code() {
+            tonic::Code::ResourceExhausted => status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay)
+                .unwrap_or(Duration::from_millis(100)),
+            tonic::Code::Unavailable => UNAVAILABLE_DELAY,
+            _ => return Err(status),
+        };
+        retries += 1;
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -102,6 +108,24 @@ mod tests {
         .expect("answered once the limits let it through");
         assert_eq!(answer, ("answered", 2));
         assert!(started.elapsed() >= Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn a_call_its_service_did_not_answer_is_made_again() {
+        let calls = AtomicU32::new(0);
+        let answer = within_limits(|| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if call == 0 {
+                    Err(tonic::Status::unavailable("connection reset"))
+                } else {
+                    Ok("answered")
+                }
+            }
+        })
+        .await
+        .expect("answered by the replica that still runs");
+        assert_eq!(answer, ("answered", 1));
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! What became of each referred sale of a run, as the services' own topics tell it: its level-1
 //! commission accrued (payouts), or referral held it for review or rejected it. A sale with
 //! none of these is still in flight. The loadgen waits for every referred sale to have an
-//! outcome, and names the ones that had none when it stopped waiting.
+//! outcome, and names the ones that had none when it stopped waiting. A commission accrued twice
+//! for one sale and level (two distinct events: a redelivery of one event is not a second
+//! commission) is counted as doubled.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,6 +15,8 @@ pub struct Outcomes {
     /// The run's fraud attempts (self-referrals): referral should reject each.
     fraud: HashSet<String>,
     accrued: HashSet<String>,
+    /// The CommissionAccrued event ids seen per sale and commission role.
+    accruals: HashMap<(String, i32), HashSet<String>>,
     held: HashMap<String, String>,
     rejected: HashMap<String, String>,
 }
@@ -33,6 +37,9 @@ pub struct Summary {
     pub referred: BTreeMap<Outcome, u64>,
     pub fraud: BTreeMap<Outcome, u64>,
     pub in_flight_codes: Vec<String>,
+    /// Commissions (a sale's level) accrued by more than one event, and a few of those sales.
+    pub doubled: u64,
+    pub doubled_sales: Vec<String>,
 }
 
 impl Outcomes {
@@ -46,6 +53,14 @@ impl Outcomes {
 
     pub fn accrued(&mut self, warranty_stream_id: &str) {
         self.accrued.insert(warranty_stream_id.to_owned());
+    }
+
+    /// A CommissionAccrued event (any level) of a sale.
+    pub fn accrual(&mut self, warranty_stream_id: &str, role: i32, event_id: &str) {
+        self.accruals
+            .entry((warranty_stream_id.to_owned(), role))
+            .or_default()
+            .insert(event_id.to_owned());
     }
 
     pub fn held(&mut self, warranty_stream_id: &str, reasons: String) {
@@ -90,6 +105,16 @@ impl Outcomes {
             *summary.fraud.entry(self.outcome(sale)).or_default() += 1;
         }
         summary.in_flight_codes.sort();
+        let mut doubled: Vec<&String> = self
+            .accruals
+            .iter()
+            .filter(|(_, events)| events.len() > 1)
+            .map(|((sale, _), _)| sale)
+            .collect();
+        summary.doubled = doubled.len() as u64;
+        doubled.sort();
+        doubled.dedup();
+        summary.doubled_sales = doubled.into_iter().take(5).cloned().collect();
         summary
     }
 }
@@ -148,9 +173,23 @@ mod tests {
             BTreeMap::from([(Outcome::Rejected("SELF_REFERRAL".into()), 1)])
         );
         assert_eq!(summary.in_flight_codes, vec!["c4".to_owned()]);
+        assert_eq!(summary.doubled, 0);
         assert_eq!(
             tally(&summary.fraud),
             "1 rejected (SELF_REFERRAL)".to_owned()
         );
+    }
+
+    #[test]
+    fn a_commission_accrued_by_two_events_is_doubled_and_a_redelivery_is_not() {
+        let mut outcomes = Outcomes::default();
+        outcomes.accrual("w1", 1, "e1");
+        outcomes.accrual("w1", 1, "e1"); // the same event delivered again
+        outcomes.accrual("w1", 2, "e2"); // its level 2
+        outcomes.accrual("w2", 1, "e3");
+        outcomes.accrual("w2", 1, "e4");
+        let summary = outcomes.summary();
+        assert_eq!(summary.doubled, 1);
+        assert_eq!(summary.doubled_sales, vec!["w2".to_owned()]);
     }
 }

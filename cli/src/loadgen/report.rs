@@ -274,6 +274,15 @@ impl Report<'_> {
                 outcomes.in_flight_codes.join(", ")
             );
         }
+        println!(
+            "commissions accrued twice (two events for one sale and level): {}{}",
+            outcomes.doubled,
+            if outcomes.doubled_sales.is_empty() {
+                String::new()
+            } else {
+                format!(", e.g. sales {}", outcomes.doubled_sales.join(", "))
+            }
+        );
         if !outcomes.fraud.is_empty() {
             println!(
                 "fraud attempts (self-referrals): {}",

@@ -117,8 +117,16 @@ fn note_accrual(
     let Ok(accrued) = pay::CommissionAccrued::decode(envelope.payload.as_slice()) else {
         return;
     };
-    if accrued.role == pay::CommissionRole::Level1 as i32 {
-        lock(outcomes).accrued(&accrued.warranty_stream_id);
+    {
+        let mut outcomes = lock(outcomes);
+        outcomes.accrual(
+            &accrued.warranty_stream_id,
+            accrued.role,
+            &envelope.event_id,
+        );
+        if accrued.role == pay::CommissionRole::Level1 as i32 {
+            outcomes.accrued(&accrued.warranty_stream_id);
+        }
     }
     let (Some(activated), Some(recorded)) = (
         from_timestamp(accrued.sale_activated_at.as_ref()),

@@ -13,6 +13,11 @@ use crate::DomainEvent;
 /// apply an event again.
 pub trait Projection: Send + Sync + 'static {
     type Event: DomainEvent;
+
+    /// The read-model tables `apply` writes, all of them derived from the topic alone: a replay
+    /// of the topic into a fresh keyspace must rebuild them row for row (each service tests the
+    /// list against its source with [`tables_written_in`]).
+    const TABLES: &'static [&'static str];
     fn apply(
         &self,
         envelope: &EventEnvelope,
@@ -35,6 +40,25 @@ pub fn unknown_event_types<E: DomainEvent>(declared: &[&'static str]) -> Vec<&'s
         // An empty payload is a valid (default) message of every known type.
         .filter(|name| E::decode(name, 0, &[]).is_err())
         .collect()
+}
+
+/// The tables a CQL text in `source` writes: `INSERT INTO`, `UPDATE` or `DELETE FROM` followed by
+/// `{ks}.` or `{keyspace}.` (how statements name the keyspace they are prepared for).
+pub fn tables_written_in(source: &str) -> std::collections::BTreeSet<&str> {
+    let mut tables = std::collections::BTreeSet::new();
+    for verb in ["INSERT INTO ", "UPDATE ", "DELETE FROM "] {
+        for keyspace in ["{ks}.", "{keyspace}."] {
+            let lead = format!("{verb}{keyspace}");
+            for (at, _) in source.match_indices(&lead) {
+                let rest = &source[at + lead.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                tables.insert(&rest[..end]);
+            }
+        }
+    }
+    tables
 }
 
 /// Runs a [`Projection`] as an [`EventHandler`] for the consumer runner.

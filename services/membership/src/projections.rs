@@ -277,6 +277,9 @@ pub const PROJECTED: &[&str] = &[
 impl scanloop_eventstore::Projection for ReadModels {
     type Event = MembershipEvent;
 
+    const TABLES: &'static [&'static str] =
+        &["leaderboard", "leaderboard_members", "points_ledger"];
+
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(PROJECTED)
     }
@@ -347,5 +350,15 @@ mod tests {
             unknown.is_empty(),
             "not event types of this service: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn the_declared_tables_are_the_tables_this_projection_writes() {
+        use scanloop_eventstore::Projection as _;
+        let written =
+            scanloop_eventstore::projection::tables_written_in(include_str!("projections.rs"));
+        let declared: std::collections::BTreeSet<&str> =
+            ReadModels::TABLES.iter().copied().collect();
+        assert_eq!(declared, written);
     }
 }

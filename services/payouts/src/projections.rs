@@ -901,6 +901,20 @@ pub const PROJECTED: &[&str] = &[
 impl Projection for ReadModels {
     type Event = PayoutsEvent;
 
+    const TABLES: &'static [&'static str] = &[
+        "batch_items",
+        "commissions",
+        "commissions_by_beneficiary",
+        "ledger_accounts",
+        "ledger_entries",
+        "ledger_events",
+        "paid_lines",
+        "payout_lines",
+        "receivables",
+        "settleable",
+        "settlements",
+    ];
+
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(PROJECTED)
     }
@@ -1142,5 +1156,15 @@ mod tests {
             unknown.is_empty(),
             "not event types of this service: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn the_declared_tables_are_the_tables_this_projection_writes() {
+        use scanloop_eventstore::Projection as _;
+        let written =
+            scanloop_eventstore::projection::tables_written_in(include_str!("projections.rs"));
+        let declared: std::collections::BTreeSet<&str> =
+            ReadModels::TABLES.iter().copied().collect();
+        assert_eq!(declared, written);
     }
 }

@@ -838,6 +838,20 @@ pub const PROJECTED: &[&str] = &[
 impl scanloop_eventstore::Projection for ReadModels {
     type Event = ReferralEvent;
 
+    const TABLES: &'static [&'static str] = &[
+        "counted_events",
+        "funnel",
+        "held",
+        "link_shares",
+        "links",
+        "links_by_member",
+        "referrals",
+        "referrals_by_referrer",
+        "store_figures",
+        "tree_children",
+        "tree_parents",
+    ];
+
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(PROJECTED)
     }
@@ -978,5 +992,15 @@ mod tests {
             unknown.is_empty(),
             "not event types of this service: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn the_declared_tables_are_the_tables_this_projection_writes() {
+        use scanloop_eventstore::Projection as _;
+        let written =
+            scanloop_eventstore::projection::tables_written_in(include_str!("projections.rs"));
+        let declared: std::collections::BTreeSet<&str> =
+            ReadModels::TABLES.iter().copied().collect();
+        assert_eq!(declared, written);
     }
 }
