@@ -52,6 +52,12 @@ where
                 .and_then(|info| info.retry_delay)
                 .unwrap_or(Duration::from_millis(100)),
             tonic::Code::Unavailable => UNAVAILABLE_DELAY,
+            // A connection cut mid-call (its server killed) surfaces as UNKNOWN "transport
+            // error": the call may or may not have landed, and its request id makes it safe to
+            // make again.
+            tonic::Code::Unknown if status.message().contains("transport error") => {
+                UNAVAILABLE_DELAY
+            }
             _ => return Err(status),
         };
         retries += 1;

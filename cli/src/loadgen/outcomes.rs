@@ -55,12 +55,15 @@ impl Outcomes {
         self.accrued.insert(warranty_stream_id.to_owned());
     }
 
-    /// A CommissionAccrued event (any level) of a sale.
-    pub fn accrual(&mut self, warranty_stream_id: &str, role: i32, event_id: &str) {
-        self.accruals
+    /// A CommissionAccrued event (any level) of a sale; true when it is the first for the sale
+    /// and level (not a second delivery of one, nor a second commission).
+    pub fn accrual(&mut self, warranty_stream_id: &str, role: i32, event_id: &str) -> bool {
+        let events = self
+            .accruals
             .entry((warranty_stream_id.to_owned(), role))
-            .or_default()
-            .insert(event_id.to_owned());
+            .or_default();
+        events.insert(event_id.to_owned());
+        events.len() == 1 && events.contains(event_id)
     }
 
     pub fn held(&mut self, warranty_stream_id: &str, reasons: String) {
@@ -183,11 +186,14 @@ mod tests {
     #[test]
     fn a_commission_accrued_by_two_events_is_doubled_and_a_redelivery_is_not() {
         let mut outcomes = Outcomes::default();
-        outcomes.accrual("w1", 1, "e1");
-        outcomes.accrual("w1", 1, "e1"); // the same event delivered again
-        outcomes.accrual("w1", 2, "e2"); // its level 2
-        outcomes.accrual("w2", 1, "e3");
-        outcomes.accrual("w2", 1, "e4");
+        assert!(outcomes.accrual("w1", 1, "e1"));
+        assert!(
+            !outcomes.accrual("w1", 1, "e1"),
+            "the same event delivered again"
+        );
+        assert!(outcomes.accrual("w1", 2, "e2"), "its level 2");
+        assert!(outcomes.accrual("w2", 1, "e3"));
+        assert!(!outcomes.accrual("w2", 1, "e4"), "a second commission");
         let summary = outcomes.summary();
         assert_eq!(summary.doubled, 1);
         assert_eq!(summary.doubled_sales, vec!["w2".to_owned()]);

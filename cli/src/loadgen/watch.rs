@@ -117,18 +117,20 @@ fn note_accrual(
     let Ok(accrued) = pay::CommissionAccrued::decode(envelope.payload.as_slice()) else {
         return;
     };
-    {
+    let first = {
         let mut outcomes = lock(outcomes);
+        if accrued.role == pay::CommissionRole::Level1 as i32 {
+            outcomes.accrued(&accrued.warranty_stream_id);
+        }
         outcomes.accrual(
             &accrued.warranty_stream_id,
             accrued.role,
             &envelope.event_id,
-        );
-        if accrued.role == pay::CommissionRole::Level1 as i32 {
-            outcomes.accrued(&accrued.warranty_stream_id);
-        }
-    }
-    let (Some(activated), Some(recorded)) = (
+        )
+    };
+    // A commission delivered again (a publisher's repeat after a crash) is not another sale.
+    let (true, Some(activated), Some(recorded)) = (
+        first,
         from_timestamp(accrued.sale_activated_at.as_ref()),
         from_timestamp(envelope.recorded_at.as_ref()),
     ) else {
