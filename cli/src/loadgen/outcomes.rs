@@ -62,8 +62,7 @@ impl Outcomes {
             .accruals
             .entry((warranty_stream_id.to_owned(), role))
             .or_default();
-        events.insert(event_id.to_owned());
-        events.len() == 1 && events.contains(event_id)
+        events.insert(event_id.to_owned()) && events.len() == 1
     }
 
     pub fn held(&mut self, warranty_stream_id: &str, reasons: String) {
