@@ -212,6 +212,20 @@ impl<A: Aggregate> Repository<A> {
         Ok(self.load_for_command(stream_id).await?.0)
     }
 
+    /// The stream's state as this repository last loaded or appended it, if it did lately, else
+    /// loaded now. Possibly behind the stream: only for a read whose conclusions a later
+    /// conditional append checks (as `referral::forest::bind` checks its walk by claiming the
+    /// root and binding, each conditional on the version it decided on); anything else loads.
+    pub async fn remembered_or_load<E>(
+        &self,
+        stream_id: &str,
+    ) -> Result<Loaded<A>, ExecuteError<E>> {
+        match self.remembered.get(stream_id) {
+            Some((loaded, _)) => Ok(loaded),
+            None => self.load(stream_id).await,
+        }
+    }
+
     /// Loads the stream for a command that looks at its state before executing (to decide
     /// what else to do first): [`Repository::execute_prepared`] then decides on this load
     /// instead of reading the stream again.

@@ -328,6 +328,7 @@ impl Referrals {
             parents: &self.parents,
             brand: brand_id,
             meta: AppendMeta::default(),
+            reads: NodeReads::Stored,
         }
         .parent(member_id)
         .await
@@ -596,6 +597,7 @@ impl Referrals {
                 parents: &self.parents,
                 brand,
                 meta: internal(meta),
+                reads: NodeReads::Remembered,
             };
             let binding = forest::bind(
                 &nodes,
@@ -772,12 +774,26 @@ struct NodeStreams<'a> {
     parents: &'a BoundParents,
     brand: &'a str,
     meta: AppendMeta,
+    reads: NodeReads,
+}
+
+/// How [`NodeStreams`] reads an unbound node: as stored now (an answer to a caller), or as the
+/// repository remembers it (a binding, whose conditional appends check what it concludes; the
+/// repository refreshes what it remembers whenever such an append is refused or collides).
+#[derive(Clone, Copy)]
+enum NodeReads {
+    Stored,
+    Remembered,
 }
 
 impl Nodes for NodeStreams<'_> {
     async fn node(&self, member: &str) -> Result<Node, ServiceError> {
         let stream = node::stream_id(self.brand, member);
-        let node = self.nodes.load::<Rejection>(&stream).await?.state;
+        let loaded = match self.reads {
+            NodeReads::Stored => self.nodes.load::<Rejection>(&stream).await?,
+            NodeReads::Remembered => self.nodes.remembered_or_load::<Rejection>(&stream).await?,
+        };
+        let node = loaded.state;
         self.parents.learn(&stream, node.parent.as_deref());
         Ok(node)
     }

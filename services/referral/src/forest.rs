@@ -20,11 +20,14 @@ const MAX_ATTEMPTS: usize = 20;
 
 /// The node streams, as a binding reads and appends to them.
 pub trait Nodes: Sync {
-    /// A member's node, as stored now.
+    /// A member's node, as stored now or a moment ago. A binding may decide on a node behind
+    /// its stream: a parent, once bound, never changes, and what may have changed (a root bound
+    /// since, a member's claims) is checked by the conditional appends of [`bind`], whose
+    /// refusals an implementation must answer from the stored node next time.
     fn node(&self, member: &str) -> impl Future<Output = Result<Node, ServiceError>> + Send;
 
     /// A member's parent. A parent once bound never changes, so an implementation may answer
-    /// a bound one from memory; an unbound one must be read as stored now.
+    /// a bound one from memory; an unbound one is read as [`Nodes::node`] reads.
     fn parent(
         &self,
         member: &str,
