@@ -212,6 +212,24 @@ impl<A: Aggregate> Repository<A> {
         Ok(self.load_for_command(stream_id).await?.0)
     }
 
+    /// Lets the next command on `stream_id` decide as if the stream were new, without reading
+    /// it, unless this repository remembers it: for a stream the caller expects to be new (named
+    /// after what just happened: a sale, a first scan, a new buyer). Trusted only as memory is:
+    /// the append is conditional on the stream being empty, and a refusal or "nothing to do" is
+    /// decided again on a fresh load, so a stream that exists after all costs one refused
+    /// conditional write and then the load it would have cost anyway. A new stream saves its
+    /// reads (snapshot and events).
+    pub fn presume_new(&self, stream_id: &str) {
+        if self.remembered.get(stream_id).is_none() {
+            let empty = Loaded {
+                state: A::default(),
+                version: 0,
+                requests: RequestLog::default(),
+            };
+            self.remembered.keep(stream_id, &empty, Some(0));
+        }
+    }
+
     /// The stream's state as this repository last loaded or appended it, if it did lately, else
     /// loaded now. Possibly behind the stream: only for a read whose conclusions a later
     /// conditional append checks (as `referral::forest::bind` checks its walk by claiming the

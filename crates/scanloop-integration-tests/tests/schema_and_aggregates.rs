@@ -181,3 +181,44 @@ async fn a_repository_that_remembers_a_stream_behind_the_store_still_decides_on_
         .unwrap();
     assert_eq!((stored.state.total, stored.version), (5, 4));
 }
+
+#[tokio::test]
+async fn a_stream_presumed_new_is_decided_on_its_stored_state_when_it_exists_after_all() {
+    let fx = common::fixture("presumed", 1).await;
+    let repository = Repository::<Counter>::new(fx.outbox.clone());
+    let state =
+        |executed: scanloop_eventstore::Executed<Counter>| (executed.state.total, executed.version);
+
+    // Really new: the presumption holds and the first append opens the stream.
+    repository.presume_new("new");
+    let opened = repository.execute("new", &common::meta(), add(2)).await;
+    assert_eq!(state(opened.unwrap()), (2, 1));
+
+    // Existing (written by another process): the append presumed on an empty stream collides,
+    // and the command is decided again on the stored total.
+    let elsewhere = Repository::<Counter>::new(fx.outbox.clone());
+    elsewhere
+        .execute("old", &common::meta(), add(7))
+        .await
+        .unwrap();
+    repository.presume_new("old");
+    let added = repository.execute("old", &common::meta(), add(1)).await;
+    assert_eq!(state(added.unwrap()), (8, 2));
+
+    // A refusal the empty presumption makes is not returned: the stored total takes -3.
+    let taken = elsewhere.execute("old", &common::meta(), add(-4)).await;
+    assert_eq!(state(taken.unwrap()), (4, 3));
+    let fresh = Repository::<Counter>::new(fx.outbox.clone());
+    fresh.presume_new("old");
+    let decided_on_the_store = fresh.execute("old", &common::meta(), add(-3)).await;
+    assert_eq!(state(decided_on_the_store.unwrap()), (1, 4));
+
+    // A presumption never replaces what the repository remembers.
+    repository
+        .execute("new", &common::meta(), add(1))
+        .await
+        .unwrap();
+    repository.presume_new("new");
+    let remembered = repository.execute("new", &common::meta(), add(1)).await;
+    assert_eq!(state(remembered.unwrap()), (4, 3));
+}

@@ -125,6 +125,12 @@ impl Membership {
         };
         // Bad input is refused before the identity is claimed: a refusal writes nothing.
         member::validate_registration(&cmd)?;
+        // A registration is mostly a new buyer's: their identity claim and member streams open
+        // with it (an existing member's are read again after one refused conditional write).
+        self.claims
+            .presume_new(&identity::stream_id(&meta.brand_id, &key));
+        self.members
+            .presume_new(&member::stream_id(&ctx.brand_id, &member_id));
         if let Err(owner) = self.claim(&meta, &member_id, &identity, &key).await? {
             return Err(ServiceError::AlreadyExists(format!(
                 "this identity already belongs to member {owner}"
@@ -285,9 +291,17 @@ impl Membership {
         let member_id = match self.owner_of(&meta.brand_id, &key).await? {
             Some(owner) => owner,
             None => {
+                // A buyer no member owns yet: their claim and member streams open now (a
+                // concurrent or repeated delivery finds them after one refused write).
                 let derived = identity::derived_member_id(&meta.brand_id, &key).to_string();
+                self.claims
+                    .presume_new(&identity::stream_id(&meta.brand_id, &key));
                 match self.claim(meta, &derived, &identity, &key).await? {
-                    Ok(()) => derived,
+                    Ok(()) => {
+                        self.members
+                            .presume_new(&member::stream_id(&meta.brand_id, &derived));
+                        derived
+                    }
                     Err(owner) => owner,
                 }
             }

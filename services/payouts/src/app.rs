@@ -153,6 +153,8 @@ impl Payouts {
             ceiling_bps: self.rules.ceiling_bps(brand),
             now: self.now(),
         };
+        // A sale's stream opens with its accrual (a redelivered attribution finds it again).
+        self.sales.presume_new(&stream);
         self.sales
             .execute(&stream, meta, |s| sale::accrue(s, &cmd))
             .await?;

@@ -381,7 +381,13 @@ impl Referrals {
     pub async fn attribute(&self, meta: &AppendMeta, sale: Sale) -> Result<Outcome, ServiceError> {
         let brand = meta.brand_id.as_str();
         let stream = attribution::stream_id(&sale.warranty_stream_id);
-        let recorded = self.attributions.load::<Rejection>(&stream).await?;
+        // A sale's attribution stream opens with it; a redelivery finds it recorded (the
+        // record below is decided again on the stored stream when the presumption was wrong).
+        self.attributions.presume_new(&stream);
+        let recorded = self
+            .attributions
+            .remembered_or_load::<Rejection>(&stream)
+            .await?;
         let outcome = match recorded.state.sales.get(&sale.attribution_id) {
             Some(done) => recorded_outcome(done),
             None => {
@@ -550,13 +556,14 @@ impl Referrals {
             ))
             .await?
             .state;
+        let device_stream = device::stream_id(&meta.brand_id, &sale.device_serial);
+        // A device is claimed once, when its first sale is attributed.
+        self.devices.presume_new(&device_stream);
         let claimed = self
             .devices
-            .execute(
-                &device::stream_id(&meta.brand_id, &sale.device_serial),
-                meta,
-                |claim| device::claim(claim, &legacy, &sale.device_serial, &sale.attribution_id),
-            )
+            .execute(&device_stream, meta, |claim| {
+                device::claim(claim, &legacy, &sale.device_serial, &sale.attribution_id)
+            })
             .await;
         match claimed {
             Ok(_) => Ok(outcome),
