@@ -227,7 +227,8 @@ impl Report<'_> {
         }
         println!(
             "  (retried: refused for the abuse limits (RESOURCE_EXHAUSTED) and made again after \
-             the RetryInfo delay; latency counts from the first send)"
+             the RetryInfo delay, or not answered (UNAVAILABLE, a connection cut) and made again \
+             with the same request id; latency counts from the first send)"
         );
         if let Some(b) = self.baseline {
             let p99 = s.p99_ms("ActivateWarranty");
