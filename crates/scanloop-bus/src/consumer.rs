@@ -622,10 +622,7 @@ impl<H: EventHandler> Shared<H> {
             return true;
         }
         let topic = message.topic();
-        let Some(applied) = self
-            .applied_version(topic, &envelope.stream_id, envelope.version)
-            .await
-        else {
+        let Some(applied) = self.applied_version(topic, &envelope.stream_id).await else {
             return false;
         };
         if envelope.version <= applied {
@@ -720,22 +717,11 @@ impl<H: EventHandler> Shared<H> {
         }
     }
 
-    /// The stream's applied version as far as the event at `version` needs it: from the cache,
-    /// else the checkpoint table (retrying while the database is away). None when shutdown
-    /// interrupted the wait.
-    ///
-    /// A stream's first event needs no read. Nothing of the stream was applied before it, unless
-    /// this is a second delivery of it; and every second delivery of a stream's first event
-    /// (a redelivery from a committed offset, a publisher's repeat of a range) is followed by the
-    /// stream's later events in order, so applying it again ends where the handler already was:
-    /// what handlers tolerate anyway, since a crash between a handler and its checkpoint write
-    /// repeats an event too. Most events of a sale open a stream, so this spares most reads.
-    async fn applied_version(&self, topic: &str, stream_id: &str, version: u64) -> Option<u64> {
+    /// The stream's applied version, from the cache or the checkpoint table (retrying while the
+    /// database is away). None when shutdown interrupted the wait.
+    async fn applied_version(&self, topic: &str, stream_id: &str) -> Option<u64> {
         if let Some(version) = lock(&self.applied).get(&cache_key(topic, stream_id)) {
             return Some(*version);
-        }
-        if version == 1 {
-            return Some(0);
         }
         let mut backoff = self.infrastructure_backoff();
         loop {

@@ -42,6 +42,21 @@ pub fn unknown_event_types<E: DomainEvent>(declared: &[&'static str]) -> Vec<&'s
         .collect()
 }
 
+/// How `P`'s declared [`Projection::TABLES`] differ from the tables its `source` writes (see
+/// [`tables_written_in`]); empty when they agree. Each service tests its projection with it.
+pub fn undeclared_tables<P: Projection>(source: &str) -> String {
+    let written = tables_written_in(source);
+    let declared: std::collections::BTreeSet<&str> = P::TABLES.iter().copied().collect();
+    let mut problems = Vec::new();
+    for table in written.difference(&declared) {
+        problems.push(format!("{table} is written but not declared"));
+    }
+    for table in declared.difference(&written) {
+        problems.push(format!("{table} is declared but never written"));
+    }
+    problems.join("; ")
+}
+
 /// The tables a CQL text in `source` writes: `INSERT INTO`, `UPDATE` or `DELETE FROM` followed by
 /// `{ks}.` or `{keyspace}.` (how statements name the keyspace they are prepared for).
 pub fn tables_written_in(source: &str) -> std::collections::BTreeSet<&str> {
