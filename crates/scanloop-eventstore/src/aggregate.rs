@@ -168,6 +168,10 @@ impl<A: Clone> Remembered<A> {
         self.lock().get(stream_id).cloned()
     }
 
+    fn contains(&self, stream_id: &str) -> bool {
+        self.lock().get(stream_id).is_some()
+    }
+
     fn keep(&self, stream_id: &str, loaded: &Loaded<A>, published: Option<u64>) {
         self.lock()
             .insert(stream_id, (loaded.clone(), published), Instant::now());
@@ -220,7 +224,7 @@ impl<A: Aggregate> Repository<A> {
     /// conditional write and then the load it would have cost anyway. A new stream saves its
     /// reads (snapshot and events).
     pub fn presume_new(&self, stream_id: &str) {
-        if self.remembered.get(stream_id).is_none() {
+        if !self.remembered.contains(stream_id) {
             let empty = Loaded {
                 state: A::default(),
                 version: 0,
