@@ -24,7 +24,7 @@ mod watch;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calls::{from, timed, within_limits};
@@ -32,7 +32,6 @@ use chrono::Utc;
 use futures::future::try_join_all;
 use outcomes::Outcomes;
 use population::{Sale, Sales, Shape};
-pub use report::Baseline;
 use report::{Report, Stats};
 use scanloop_config::Infra;
 use scanloop_proto::activation::v1 as act;
@@ -43,8 +42,10 @@ use scanloop_service::access::Role::{Landing, Operator};
 use tokio::task::JoinSet;
 use watch::{drain, watch_accruals, watch_referrals};
 
-use crate::bench::{CpuUse, ServerPids};
-use crate::bench_clients::ClientRequests;
+use crate::bench::baseline::Baseline;
+use crate::bench::clients::ClientRequests;
+pub(crate) use crate::bench::harness::lock;
+use crate::bench::processes::{CpuUse, ServerPids, send_signal};
 use crate::cluster::{Addrs, Cluster, fen, identity, issue_batch, request_id, two_level_plan};
 
 #[derive(Debug, clap::Args)]
@@ -439,10 +440,6 @@ async fn idle_without_the_services(servers: &ServerPids) -> anyhow::Result<Optio
     Ok(Some(alone))
 }
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A brand's plan, codes and seeded members (links for all, KOC engagement for the KOCs).
 async fn set_up_brand(
     cluster: Arc<Cluster>,
@@ -554,7 +551,7 @@ struct Load {
 /// progress bar.
 fn kill_mid_run(pids: &[u32]) {
     let targets: Vec<Option<u32>> = pids.iter().copied().map(Some).collect();
-    match crate::bench::send_signal(&targets, "KILL") {
+    match send_signal(&targets, "KILL") {
         Ok(()) => eprintln!("  killed {pids:?} halfway through the load"),
         Err(error) => eprintln!("  could not kill {pids:?}: {error}"),
     }

@@ -3,12 +3,6 @@
 mod access_table;
 mod batch_issue;
 mod bench;
-mod bench_activation;
-mod bench_clients;
-mod bench_payouts;
-mod bench_referral;
-mod bench_single_writer;
-mod bench_table_ops;
 mod cluster;
 mod credentials;
 mod demo_activation;
@@ -49,7 +43,7 @@ enum Command {
     Bench(bench::Args),
     /// Measure the payouts service: accruals per second and their latency, and a settlement of
     /// many vested commissions (see `scripts/bench-payouts`).
-    BenchPayouts(bench_payouts::Args),
+    BenchPayouts(bench::payouts::Args),
     /// A realistic population driven open-loop against the running cluster (all four
     /// services), with live progress and a report: throughput, acknowledgement latency per RPC,
     /// the loop's own latency (activation → commission) and CPU per activation.
@@ -154,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(&infra, args).await,
         Command::Bench(args) => bench::run(&infra, args).await,
         Command::Loadgen(args) => loadgen::run(&infra, args).await,
-        Command::BenchPayouts(args) => bench_payouts::run(&infra, args).await,
+        Command::BenchPayouts(args) => bench::payouts::run(&infra, args).await,
         Command::Demo(Demo::Activation {
             addr,
             membership_addr,

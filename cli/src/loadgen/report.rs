@@ -1,7 +1,6 @@
 //! What the load generator counts, shows while it runs, and prints at the end.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,9 +8,11 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::population::Shape;
-use crate::bench::{CpuUse, ServerPids, latency_histogram};
-use crate::bench_clients::ClientRequests;
-use crate::bench_table_ops::TableOps;
+use crate::bench::baseline::Baseline;
+use crate::bench::clients::ClientRequests;
+use crate::bench::harness::latency_histogram;
+use crate::bench::processes::{CpuUse, ServerPids};
+use crate::bench::table_ops::TableOps;
 
 /// Per-RPC acknowledgement latencies and errors, and the sale counts.
 #[derive(Default)]
@@ -95,22 +96,6 @@ impl Loop {
                 Histogram::new_with_bounds(1, 3_600_000, 3).unwrap_or_else(|_| latency_histogram())
             })
             .saturating_record(ms.max(1));
-    }
-}
-
-/// The plain insert of the same run, as `scanloop bench --baseline-out` wrote it.
-#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
-pub struct Baseline {
-    pub insert_per_sec: f64,
-    pub insert_cpu_us_per_op: f64,
-    pub insert_p99_ms: f64,
-}
-
-impl Baseline {
-    pub fn read(path: &Path) -> anyhow::Result<Baseline> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| anyhow::anyhow!("reading the baseline {}: {error}", path.display()))?;
-        Ok(serde_json::from_str(&text)?)
     }
 }
 

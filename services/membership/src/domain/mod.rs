@@ -3,6 +3,7 @@
 pub mod events;
 pub mod identity;
 pub mod member;
+pub mod rules;
 pub mod tiers;
 pub mod upcast;
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::member::Rules;
+use super::rules::Rules;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tier {

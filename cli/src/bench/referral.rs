@@ -34,7 +34,9 @@ use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::access::AuthChannel;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{Args, PhaseResult, ServerPids, drive, latency_histogram};
+use super::args::Args;
+use super::harness::{PhaseResult, drive, latency_histogram};
+use super::processes::{ServerPids, send_signal};
 
 pub const ATTRIBUTE: &str = "referral attribution (chain)";
 const BRAND: &str = "bench";
@@ -109,7 +111,7 @@ fn tally(outcomes: &Outcomes, activations: &[String]) -> Tally {
 /// Sends SIGCONT to the paused services: they then catch up on the earlier phases' events
 /// during this phase's warm-up, which waits for its own attributions.
 fn resume(pids: &[Option<u32>]) -> anyhow::Result<()> {
-    crate::bench::send_signal(pids, "CONT")
+    send_signal(pids, "CONT")
 }
 
 pub async fn phase(
@@ -336,7 +338,7 @@ async fn issue(
     client: &ActivationServiceClient<AuthChannel>,
     quantity: u32,
 ) -> anyhow::Result<Vec<String>> {
-    crate::bench_activation::issue_codes(client, BRAND, "BENCH-REF", quantity).await
+    super::activation::issue_codes(client, BRAND, "BENCH-REF", quantity).await
 }
 
 /// Phone numbers for the run's referrers and buyers: `17` and nine digits from a random base.

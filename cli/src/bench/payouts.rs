@@ -258,7 +258,7 @@ struct Baseline {
 async fn plain_insert(
     infra: &Infra,
     duration: Duration,
-    cpu: &crate::bench::ServerPids,
+    cpu: &super::processes::ServerPids,
 ) -> anyhow::Result<Baseline> {
     let session = scanloop_storage::connect(&infra.cql_nodes, Duration::from_secs(60)).await?;
     let keyspace = format!(
@@ -376,7 +376,7 @@ pub async fn run(infra: &Infra, args: Args) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let cpu = crate::bench::ServerPids::find(
+    let cpu = super::processes::ServerPids::find(
         args.devstack_dir.as_deref(),
         &[("payouts", args.payouts_pid)],
     );

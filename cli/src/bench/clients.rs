@@ -3,7 +3,7 @@
 //! connection (`scanloop_storage::connect` sets it to the executable's name).
 //!
 //! These are the statements as the services send them (a conditional write is one); the
-//! table counts (`bench_table_ops`) are the node's local work (a conditional write shows there
+//! table counts (`table_ops`) are the node's local work (a conditional write shows there
 //! as several Paxos reads and writes). A connection that closes between two samples takes its
 //! count with it, so the figures are for services that stay up through a run.
 

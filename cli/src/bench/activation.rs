@@ -14,8 +14,9 @@ use scanloop_proto::common::v1::{BuyerIdentity, Money};
 use scanloop_proto::time::to_timestamp;
 use scanloop_service::access::AuthChannel;
 
-use crate::bench::{Args, PhaseResult, ServerPids, phase, phase_at};
-use crate::loadgen::lock;
+use super::args::Args;
+use super::harness::{PhaseResult, lock, phase, phase_at};
+use super::processes::ServerPids;
 
 pub const VERIFY: &str = "VerifyCode (gRPC, no I/O)";
 pub const ACTIVATE: &str = "ActivateWarranty (gRPC e2e)";
@@ -88,7 +89,7 @@ pub async fn phases(
     // Open loop at half the closed loop's rate: latency from each activation's scheduled
     // start, and for every LAG_SAMPLE_EVERYth activation how long until GetWarranty shows it.
     let half = activate.ops as f64 / activate.elapsed.as_secs_f64() / 2.0;
-    let lags = Arc::new(Mutex::new(crate::bench::latency_histogram()));
+    let lags = Arc::new(Mutex::new(super::harness::latency_histogram()));
     let watchers = Arc::new(Mutex::new(Vec::new()));
     let mut open = phase_at(ACTIVATE_OPEN, args, half.max(1.0), servers, {
         let (clients, activations) = (clients.clone(), activations.clone());
