@@ -1,5 +1,5 @@
-//! `scanloop access`: every service's access table as the README shows it (a test keeps the two
-//! the same).
+//! `scanloop access`: every service's access table as docs/access.md shows it (a test keeps the
+//! two the same).
 
 use scanloop_service::access::AccessTable;
 
@@ -33,13 +33,13 @@ pub fn markdown() -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_readme_shows_the_tables_the_services_enforce() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-            .unwrap_or_default();
+    fn docs_access_shows_the_tables_the_services_enforce() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/access.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
-            readme.contains(&super::markdown()),
-            "README.md's role table differs from the services' access tables: paste the output \
-             of `scanloop access` into it"
+            doc.contains(&super::markdown()),
+            "docs/access.md's role table differs from the services' access tables: paste the \
+             output of `scanloop access` into it"
         );
     }
 }

@@ -4,10 +4,12 @@ mod access_table;
 mod batch_issue;
 mod bench;
 mod cluster;
+mod config_table;
 mod credentials;
 mod demo_activation;
 mod demo_eventstore;
 mod demo_loop;
+mod events_table;
 mod loadgen;
 mod migrate;
 mod payouts_export;
@@ -19,7 +21,7 @@ mod topic_tail;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static ALLOCATOR: scanloop_service::Allocator = scanloop_service::Allocator;
+static ALLOCATOR: scanloop_alloc::Allocator = scanloop_alloc::Allocator;
 
 #[derive(Parser)]
 #[command(
@@ -48,16 +50,27 @@ enum Command {
     /// services), with live progress and a report: throughput, acknowledgement latency per RPC,
     /// the loop's own latency (activation → commission) and CPU per activation.
     Loadgen(loadgen::Args),
-    /// List the environment variables every Scanloop process reads, with their defaults.
-    Config,
+    /// List the environment variables the Scanloop processes read, by who reads them, with their
+    /// defaults.
+    Config {
+        /// Print the Markdown reference that docs/operating.md holds.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Payouts operations for finance.
     #[command(subcommand)]
     Payouts(Payouts),
     /// Batches of printed codes.
     #[command(subcommand)]
     Batch(Batch),
-    /// Prints who may call each RPC of each service (the README's role table).
+    /// Prints who may call each RPC of each service (the role table in docs/access.md).
     Access,
+    /// Lists the events on each public topic with their fields (from the proto comments).
+    Events {
+        /// Print the Markdown field reference that docs/events.md holds.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Signing keys and bearer tokens for the services (development, tests, the demo).
     #[command(subcommand)]
     Token(Token),
@@ -166,12 +179,21 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", access_table::markdown());
             Ok(())
         }
+        Command::Events { markdown } => {
+            if markdown {
+                print!("{}", events_table::markdown());
+            } else {
+                print!("{}", events_table::text());
+            }
+            Ok(())
+        }
         Command::Token(Token::Keygen(args)) => token::keygen(args),
         Command::Token(Token::Issue(args)) => token::issue(args),
-        Command::Config => {
-            let server = scanloop_service::access::settings::SERVER_VARS;
-            for var in scanloop_config::INFRA_VARS.iter().chain(server) {
-                println!("{:<30} {:<22} {}", var.name, var.default, var.meaning);
+        Command::Config { markdown } => {
+            if markdown {
+                print!("{}", config_table::markdown());
+            } else {
+                print!("{}", config_table::text());
             }
             Ok(())
         }

@@ -3,7 +3,7 @@
 
 The messages come from the descriptor set shipped with the contracts (proto/scanloop.binpb in
 the repository, /usr/share/scanloop/scanloop.binpb in the image): no protoc, no generated code.
-What it shows a consumer (README, "Topics"):
+What it shows a consumer (docs/events.md):
 
 - the record value is a scanloop.common.v1.EventEnvelope; its `event_type` is the full name of
   the payload's message, so the payload decodes with the class of that name;
@@ -36,7 +36,7 @@ DEFAULT_DESCRIPTORS = [
 ENVELOPE = "scanloop.common.v1.EventEnvelope"
 
 # Payload schema versions this consumer understands; 1 for every type not listed. A newer
-# version changed the payload's meaning (README, "Event contracts and schema versions"), so an
+# version changed the payload's meaning (docs/events.md, "Schema versions"), so an
 # event above it is refused until the consumer learns it. (Version 2 of these two names lots by
 # lot_id; their version-1 events, older ones on the topic, decode too, with lot_id empty.)
 KNOWN_SCHEMA_VERSIONS = {

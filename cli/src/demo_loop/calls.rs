@@ -12,7 +12,8 @@ use scanloop_proto::referral::v1 as refl;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::access::Role::{Landing, MemberApp};
 
-use super::{Buyer, Demo, SKU};
+use super::Demo;
+use super::cast::{Buyer, SKU};
 use crate::cluster::{WAIT, check, fen, identity, request_id, short, until};
 
 impl Demo {

@@ -21,39 +21,37 @@
 //!    them is abandoned, what finished is committed at once, and records of them still fetched
 //!    are dropped; their new owner starts at that commit and the checkpoints drop what this
 //!    member applied after it.
+//!
+//! This file wires the runner (the Kafka consumer, the dispatch of records, offsets and pauses);
+//! `consumer/lanes.rs` runs the lanes, `consumer/handling.rs` takes one record through the
+//! handler (step 2), `consumer/progress.rs` keeps what may be committed per partition (step 3),
+//! `consumer/rebalance.rs` follows assignments and revocations (step 4), and
+//! `consumer/retry.rs` decides the waits between attempts and when to give up.
 
+mod handling;
+mod lanes;
 mod progress;
+mod rebalance;
 mod retry;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use futures::FutureExt as _;
-use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
-use prost::Message as _;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use scanloop_proto::common::v1::{DeadLetter, EventEnvelope};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use scanloop_proto::common::v1::EventEnvelope;
 use scanloop_storage::Checkpoints;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
-use crate::headers::{DLQ_ERROR, EVENT_TYPE, TRACEPARENT, header};
+use crate::expiring_map::ExpiringMap;
+use crate::headers::{EVENT_TYPE, header};
 use crate::producer::EventProducer;
-use crate::recent::Recent;
-use crate::topics::dlq_topic;
-use progress::{Claim, Partition, Progress};
-use retry::{Backoff, Failing};
+use lanes::Lanes;
+use progress::{Partition, Progress};
+use rebalance::RebalanceContext;
 
 /// What a handler says about an event it could not apply. The variant decides what the runner
 /// does, so choose by whether trying again can help, not by where the error came from.
@@ -184,60 +182,6 @@ impl ConsumerStats {
     }
 }
 
-/// Follows partition assignments: a revocation ends the partition's claim (its queued work is
-/// abandoned) and commits what finished before the partition leaves; an assignment opens a new
-/// claim and has cached checkpoints re-read (another member may have advanced them meanwhile).
-///
-/// librdkafka calls this from inside `recv`, on the runner's own task, so it must not wait for
-/// lanes: a handler call already running finishes on its own and its checkpoint write is
-/// forward-only, so it cannot undo the new owner's progress.
-struct RebalanceContext {
-    progress: Arc<Mutex<Progress>>,
-    assigned: Arc<AtomicBool>,
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(partitions) = rebalance else {
-            return;
-        };
-        let mut finished = Vec::new();
-        {
-            let mut progress = lock(&self.progress);
-            for element in partitions.elements() {
-                let partition = (element.topic().to_owned(), element.partition());
-                if let Some(offset) = progress.revoke(&partition) {
-                    finished.push((partition, offset));
-                }
-            }
-        }
-        tracing::info!(
-            partitions = partitions.count(),
-            "partitions revoked; committing what finished"
-        );
-        if !finished.is_empty() {
-            commit(consumer, &finished);
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions assigned");
-                let mut progress = lock(&self.progress);
-                for element in partitions.elements() {
-                    progress.assign((element.topic().to_owned(), element.partition()));
-                }
-                self.assigned.store(true, Ordering::Release);
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
-        }
-    }
-}
-
 /// Commits `offsets` (next offsets to read) now; a failure is logged, not fatal: the stored
 /// offsets were committed in the background until a second ago, and whatever is redelivered
 /// is dropped by the checkpoints.
@@ -278,40 +222,9 @@ struct Shared<H> {
     progress: Arc<Mutex<Progress>>,
     /// Each stream's applied version as last seen, for streams handled lately; never ahead of
     /// the checkpoint table.
-    applied: Mutex<Recent<u64>>,
+    applied: Mutex<ExpiringMap<u64>>,
     shutdown: CancellationToken,
 }
-
-/// One record handed to a lane, with the claim on its partition it was taken under.
-struct Work {
-    message: OwnedMessage,
-    claim: Arc<Claim>,
-}
-
-/// A stream's lane as the runner sees it.
-struct Lane {
-    queue: mpsc::UnboundedSender<Work>,
-    /// Records sent to the lane and not yet reported back: the lane is dropped at zero.
-    outstanding: usize,
-}
-
-/// Events per outcome (`handled`, `duplicate`, `passed_by`, `dead_lettered`, `retry`,
-/// `abandoned`) and consumer group.
-static EVENTS: LazyLock<Counter<u64>> = LazyLock::new(|| {
-    scanloop_telemetry::meter()
-        .u64_counter("scanloop.consumer.events")
-        .with_description("events taken from Kafka by outcome")
-        .build()
-});
-
-/// Seconds from an event's recording in its stream to its handling here: the consumer's lag.
-static LAG: LazyLock<Histogram<f64>> = LazyLock::new(|| {
-    scanloop_telemetry::meter()
-        .f64_histogram("scanloop.consumer.lag")
-        .with_unit("s")
-        .with_description("event recorded → handled by this consumer")
-        .build()
-});
 
 /// How long a stream's applied version stays cached after its last event: a stream's events
 /// mostly come seconds apart, and a miss costs one checkpoint read.
@@ -372,7 +285,7 @@ impl<H: EventHandler> ConsumerRunner<H> {
                 options,
                 stats: Arc::new(ConsumerStats::default()),
                 progress,
-                applied: Mutex::new(Recent::new(APPLIED_CACHE_WINDOW, APPLIED_CACHE_LIMIT)),
+                applied: Mutex::new(ExpiringMap::new(APPLIED_CACHE_WINDOW, APPLIED_CACHE_LIMIT)),
                 shutdown,
             }),
         })
@@ -386,25 +299,23 @@ impl<H: EventHandler> ConsumerRunner<H> {
     /// and commits what finished.
     pub async fn run(self) -> anyhow::Result<()> {
         let shutdown = self.shared.shutdown.clone();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let mut lanes: HashMap<Vec<u8>, Lane> = HashMap::new();
-        let mut tasks = JoinSet::new();
+        let (mut lanes, mut done_rx) = Lanes::new(self.shared.clone());
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(key) = done_rx.recv() => {
-                    self.lane_reported(&mut lanes, key);
+                    lanes.reported(key);
                     while let Ok(key) = done_rx.try_recv() {
-                        self.lane_reported(&mut lanes, key);
+                        lanes.reported(key);
                     }
                     self.store_progress();
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(()) = lanes.collect_ended(), if lanes.has_tasks() => {}
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         let message = message.detach();
-                        self.dispatch(message, &mut lanes, &mut tasks, &done_tx);
+                        self.dispatch(message, &mut lanes);
                     }
                     Err(error) => {
                         tracing::warn!(%error, "kafka consumer error; continuing");
@@ -413,14 +324,7 @@ impl<H: EventHandler> ConsumerRunner<H> {
                 },
             }
         }
-        // Lanes skip what they have queued once shutdown is cancelled; dropping their senders
-        // ends them after the record they are on.
-        drop(lanes);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        if !lanes.stop(SHUTDOWN_GRACE).await {
             tracing::warn!("handlers still running at shutdown; committing what finished");
         }
         let finished = lock(&self.shared.progress).all_committable();
@@ -430,14 +334,9 @@ impl<H: EventHandler> ConsumerRunner<H> {
         Ok(())
     }
 
-    /// Hands a record to its stream's lane, starting the lane if needed.
-    fn dispatch(
-        &self,
-        message: OwnedMessage,
-        lanes: &mut HashMap<Vec<u8>, Lane>,
-        tasks: &mut JoinSet<()>,
-        done: &mpsc::UnboundedSender<Vec<u8>>,
-    ) {
+    /// Hands a record to its stream's lane (unless it is of a partition no longer assigned, or
+    /// of a type the handler does not take), pausing its partition when too many are at work.
+    fn dispatch(&self, message: OwnedMessage, lanes: &mut Lanes<H>) {
         if self.rebalanced.swap(false, Ordering::AcqRel) {
             lock(&self.shared.applied).clear();
         }
@@ -470,48 +369,7 @@ impl<H: EventHandler> ConsumerRunner<H> {
             self.store_progress();
             return;
         }
-        // Unkeyed records (not from the event store) each get a lane of their own partition.
-        let key = message.key().map_or_else(
-            || format!("\0unkeyed/{}/{}", message.topic(), message.partition()).into_bytes(),
-            <[u8]>::to_vec,
-        );
-        let mut work = Work { message, claim };
-        loop {
-            let lane = lanes.entry(key.clone()).or_insert_with(|| {
-                let (queue, receiver) = mpsc::unbounded_channel();
-                tasks.spawn(run_lane(
-                    self.shared.clone(),
-                    key.clone(),
-                    receiver,
-                    done.clone(),
-                ));
-                Lane {
-                    queue,
-                    outstanding: 0,
-                }
-            });
-            match lane.queue.send(work) {
-                Ok(()) => {
-                    lane.outstanding += 1;
-                    return;
-                }
-                // The lane's task ended (it only does so when a handler panicked through
-                // everything); start a new one for this record.
-                Err(mpsc::error::SendError(returned)) => {
-                    work = returned;
-                    lanes.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn lane_reported(&self, lanes: &mut HashMap<Vec<u8>, Lane>, key: Vec<u8>) {
-        if let Some(lane) = lanes.get_mut(&key) {
-            lane.outstanding = lane.outstanding.saturating_sub(1);
-            if lane.outstanding == 0 {
-                lanes.remove(&key);
-            }
-        }
+        lanes.send(message, claim);
     }
 
     /// Stores the offsets that moved and resumes partitions that drained.
@@ -555,328 +413,5 @@ impl<H: EventHandler> ConsumerRunner<H> {
         if let Err(error) = result {
             tracing::warn!(%error, pause, "cannot pause or resume partitions");
         }
-    }
-}
-
-/// A stream's lane: handles its records in order until the runner drops it.
-async fn run_lane<H: EventHandler>(
-    shared: Arc<Shared<H>>,
-    key: Vec<u8>,
-    mut queue: mpsc::UnboundedReceiver<Work>,
-    done: mpsc::UnboundedSender<Vec<u8>>,
-) {
-    while let Some(work) = queue.recv().await {
-        let finished = if work.claim.is_revoked() || shared.shutdown.is_cancelled() {
-            false
-        } else {
-            shared.process_one(&work.message).await
-        };
-        if finished {
-            let partition = (work.message.topic().to_owned(), work.message.partition());
-            lock(&shared.progress).finish(&partition, &work.claim, work.message.offset());
-        } else {
-            shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-            shared.count("abandoned");
-        }
-        if done.send(key.clone()).is_err() {
-            return;
-        }
-    }
-}
-
-impl<H: EventHandler> Shared<H> {
-    /// Handles one record; false when it was left unfinished (shutdown or revocation).
-    async fn process_one(&self, message: &OwnedMessage) -> bool {
-        let envelope = match decode_envelope(message) {
-            Ok(envelope) => envelope,
-            Err(reason) => return self.dead_letter(message, &reason).await,
-        };
-        let span = tracing::info_span!(
-            "consume",
-            otel.kind = "consumer",
-            messaging.system = "kafka",
-            messaging.operation = "process",
-            messaging.destination.name = message.topic(),
-            messaging.kafka.partition = message.partition(),
-            messaging.kafka.offset = message.offset(),
-            messaging.consumer.group.name = %self.options.group_id,
-            event_type = %envelope.event_type,
-            stream_id = %envelope.stream_id,
-            version = envelope.version,
-        );
-        let traceparent = match envelope.traceparent.as_str() {
-            "" => message
-                .headers()
-                .and_then(|h| header(h, TRACEPARENT))
-                .unwrap_or_default(),
-            tp => tp,
-        };
-        scanloop_telemetry::set_parent_from_traceparent(&span, traceparent);
-        self.apply(message, &envelope).instrument(span).await
-    }
-
-    async fn apply(&self, message: &OwnedMessage, envelope: &EventEnvelope) -> bool {
-        // A record published without the type header: the type is known once decoded.
-        if !takes(&self.handler, &envelope.event_type) {
-            self.passed_by();
-            return true;
-        }
-        let topic = message.topic();
-        let Some(applied) = self.applied_version(topic, &envelope.stream_id).await else {
-            return false;
-        };
-        if envelope.version <= applied {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            self.count("duplicate");
-            tracing::debug!(applied, "duplicate dropped");
-            return true;
-        }
-        if !self.handle_with_retries(message, envelope).await {
-            return false;
-        }
-        self.advance_checkpoint(topic, &envelope.stream_id, envelope.version)
-            .await
-    }
-
-    /// Calls the handler until it succeeds, fails permanently, or fails transiently past the
-    /// attempt limit; the last two dead-letter the record. False when interrupted.
-    async fn handle_with_retries(&self, message: &OwnedMessage, envelope: &EventEnvelope) -> bool {
-        let mut backoff = Backoff::new(
-            self.options.initial_retry_backoff,
-            self.options.max_retry_backoff,
-        );
-        let handled_before = self.stats.handled();
-        let mut attempts = 0u32;
-        loop {
-            attempts = attempts.saturating_add(1);
-            let error = match self.call_handler(envelope).await {
-                Ok(()) => {
-                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                    self.count("handled");
-                    if let Some(recorded) =
-                        scanloop_proto::time::from_timestamp(envelope.recorded_at.as_ref())
-                    {
-                        let lag = (chrono::Utc::now() - recorded).to_std().unwrap_or_default();
-                        LAG.record(lag.as_secs_f64(), &[self.group_label()]);
-                    }
-                    return true;
-                }
-                Err(HandlerError::Poison(reason)) => {
-                    return self.dead_letter(message, &reason).await;
-                }
-                Err(HandlerError::Transient(error)) => error,
-            };
-            let failing = Failing {
-                attempts,
-                max_attempts: self.options.max_attempts.max(1),
-                others_succeeded: self.stats.handled() > handled_before,
-                database_answers: attempts >= self.options.max_attempts
-                    && self
-                        .checkpoints
-                        .applied(&self.options.group_id, message.topic(), &envelope.stream_id)
-                        .await
-                        .is_ok(),
-            };
-            if failing.give_up() {
-                let reason = format!("gave up after {attempts} attempts: {error:#}");
-                return self.dead_letter(message, &reason).await;
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            self.count("retry");
-            let wait = backoff.next();
-            if attempts >= failing.max_attempts {
-                tracing::warn!(
-                    error = %format!("{error:#}"), attempts, ?wait,
-                    "handler keeps failing while nothing else succeeds (an outage?); \
-                     retrying instead of dead-lettering"
-                );
-            } else {
-                tracing::warn!(error = %format!("{error:#}"), attempts, ?wait, "handler failed; retrying");
-            }
-            if !self.sleep(wait).await {
-                return false;
-            }
-        }
-    }
-
-    /// The handler's answer; a panic is a permanent failure of this event, not of the runner.
-    async fn call_handler(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
-        match AssertUnwindSafe(self.handler.handle(envelope))
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => result,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(HandlerError::Poison(format!("handler panicked: {what}")))
-            }
-        }
-    }
-
-    /// The stream's applied version, from the cache or the checkpoint table (retrying while the
-    /// database is away). None when shutdown interrupted the wait.
-    async fn applied_version(&self, topic: &str, stream_id: &str) -> Option<u64> {
-        if let Some(version) = lock(&self.applied).get(&cache_key(topic, stream_id)) {
-            return Some(*version);
-        }
-        let mut backoff = self.infrastructure_backoff();
-        loop {
-            match self
-                .checkpoints
-                .applied(&self.options.group_id, topic, stream_id)
-                .await
-            {
-                Ok(version) => return Some(version),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read checkpoint; retrying");
-                    if !self.sleep(backoff.next()).await {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Records the stream's checkpoint at `version` and caches it, without reading it back.
-    ///
-    /// Only a member working on the same partition could have written a higher version, and a
-    /// partition has one owner at a time: a member whose claim ended clears its cache at its
-    /// next assignment, and the previous owner's one handler call still running at the
-    /// revocation writes the version after its finished ones, which this member read on its
-    /// first miss (so it is this member's next version, never beyond it). A read back per event
-    /// and group would cost a third of the runner's database work for nothing.
-    async fn advance_checkpoint(&self, topic: &str, stream_id: &str, version: u64) -> bool {
-        let mut backoff = self.infrastructure_backoff();
-        while let Err(error) = self
-            .checkpoints
-            .record(&self.options.group_id, topic, stream_id, version)
-            .await
-        {
-            tracing::warn!(%error, "cannot record checkpoint; retrying");
-            if !self.sleep(backoff.next()).await {
-                return false;
-            }
-        }
-        lock(&self.applied).insert(&cache_key(topic, stream_id), version, Instant::now());
-        true
-    }
-
-    /// Sends the record to `<topic>.dlq` with the reason, retrying until the broker takes it.
-    async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> bool {
-        tracing::error!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            reason,
-            "message sent to the dead-letter topic"
-        );
-        let letter = DeadLetter {
-            source_topic: message.topic().to_owned(),
-            source_partition: message.partition(),
-            source_offset: message.offset(),
-            consumer: self.options.group_id.clone(),
-            error: reason.to_owned(),
-            failed_at: Some(timestamp_now()),
-            original_value: message.payload().unwrap_or_default().to_vec(),
-        }
-        .encode_to_vec();
-        let topic = dlq_topic(message.topic());
-        let mut backoff = self.infrastructure_backoff();
-        loop {
-            let headers = dead_letter_headers(message.headers(), reason);
-            match self
-                .dlq
-                .send_raw(&topic, message.key(), &letter, headers)
-                .await
-            {
-                Ok(()) => {
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    self.count("dead_lettered");
-                    return true;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, topic, "cannot write dead letter; retrying");
-                    if !self.sleep(backoff.next()).await {
-                        return false;
-                    }
-                }
-            }
-        }
-    }
-
-    fn passed_by(&self) {
-        self.stats.passed_by.fetch_add(1, Ordering::Relaxed);
-        self.count("passed_by");
-    }
-
-    /// The runner's own writes (checkpoints, dead letters) are retried without a limit: when
-    /// they fail, the database or the broker is away for every stream alike.
-    fn infrastructure_backoff(&self) -> Backoff {
-        Backoff::new(Duration::from_millis(50), self.options.max_retry_backoff)
-    }
-
-    fn group_label(&self) -> KeyValue {
-        KeyValue::new(
-            "messaging.consumer.group.name",
-            self.options.group_id.clone(),
-        )
-    }
-
-    fn count(&self, outcome: &'static str) {
-        EVENTS.add(1, &[self.group_label(), KeyValue::new("outcome", outcome)]);
-    }
-
-    /// Sleeps; false when shutdown came first.
-    async fn sleep(&self, wait: Duration) -> bool {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            _ = tokio::time::sleep(wait) => true,
-        }
-    }
-}
-
-/// A stream's key in the applied-versions cache: two topics may carry streams named alike.
-fn cache_key(topic: &str, stream_id: &str) -> String {
-    format!("{topic}\0{stream_id}")
-}
-
-fn decode_envelope(message: &OwnedMessage) -> Result<EventEnvelope, String> {
-    let payload = message.payload().unwrap_or_default();
-    let envelope = EventEnvelope::decode(payload)
-        .map_err(|error| format!("value is not a scanloop.common.v1.EventEnvelope: {error}"))?;
-    if envelope.stream_id.is_empty() || envelope.version == 0 || envelope.event_type.is_empty() {
-        return Err("envelope lacks stream_id, version or event_type".to_owned());
-    }
-    Ok(envelope)
-}
-
-fn dead_letter_headers(
-    original: Option<&rdkafka::message::OwnedHeaders>,
-    reason: &str,
-) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = original {
-        for h in original.iter() {
-            headers = headers.insert(Header {
-                key: h.key,
-                value: h.value,
-            });
-        }
-    }
-    headers.insert(Header {
-        key: DLQ_ERROR,
-        value: Some(reason),
-    })
-}
-
-fn timestamp_now() -> prost_types::Timestamp {
-    let now = chrono::Utc::now();
-    prost_types::Timestamp {
-        seconds: now.timestamp(),
-        nanos: now.timestamp_subsec_nanos() as i32,
     }
 }

@@ -197,14 +197,18 @@ impl<T: FromStr> FromStr for Secret<T> {
     }
 }
 
-/// One documented variable: what `scanloop config` prints and the README lists.
+/// One documented variable: what `scanloop config` prints and docs/operating.md lists.
 pub struct VarDoc {
     pub name: &'static str,
+    /// The value used when the variable is unset or empty, as the code has it; words in
+    /// parentheses (`(unset: plaintext)`, `(required; dev: development value)`) where there is no
+    /// plain value.
     pub default: &'static str,
     pub meaning: &'static str,
 }
 
-/// The variables every Scanloop process reads.
+/// The variables every Scanloop process reads (this crate, the storage session's login, logs and
+/// traces).
 pub const INFRA_VARS: &[VarDoc] = &[
     VarDoc {
         name: "SCANLOOP_CQL_NODES",
@@ -214,7 +218,7 @@ pub const INFRA_VARS: &[VarDoc] = &[
     VarDoc {
         name: "SCANLOOP_CQL_USERNAME",
         default: "(unset: no login)",
-        meaning: "the role to log in as, with SCANLOOP_CQL_PASSWORD, when the cluster asks (the devstack does: `devstack env`)",
+        meaning: "the role to log in as when the cluster asks for a login, with SCANLOOP_CQL_PASSWORD: both or neither (the devstack asks: `devstack env`)",
     },
     VarDoc {
         name: "SCANLOOP_CQL_PASSWORD",
@@ -229,7 +233,7 @@ pub const INFRA_VARS: &[VarDoc] = &[
     VarDoc {
         name: "SCANLOOP_REPLICATION_FACTOR",
         default: "1",
-        meaning: "replication factor for keyspaces and topics that `scanloop migrate` creates",
+        meaning: "replication factor of the keyspaces and topics that `scanloop migrate` creates",
     },
     VarDoc {
         name: "SCANLOOP_TOPIC_PARTITIONS",
@@ -239,7 +243,7 @@ pub const INFRA_VARS: &[VarDoc] = &[
     VarDoc {
         name: "SCANLOOP_CQL_REQUEST_TIMEOUT_MS",
         default: "2000",
-        meaning: "services: a CQL request not answered within this fails; the call answers UNAVAILABLE",
+        meaning: "services: each CQL request (retries included) fails after this and the call answers UNAVAILABLE; also bounds each health probe",
     },
     VarDoc {
         name: "SCANLOOP_HEALTH_CHECK_INTERVAL_MS",
@@ -249,7 +253,7 @@ pub const INFRA_VARS: &[VarDoc] = &[
     VarDoc {
         name: "SCANLOOP_ENV",
         default: "(unset: production)",
-        meaning: "`dev` allows missing secrets (development value); unset refuses to start without them",
+        meaning: "`dev`: development mode (missing secrets get a development value, the development token key is trusted, reflection needs no token); unset, `prod` or `production`: production; any other value is refused",
     },
     VarDoc {
         name: "SCANLOOP_LOG_FORMAT",
@@ -259,9 +263,101 @@ pub const INFRA_VARS: &[VarDoc] = &[
     VarDoc {
         name: "OTEL_EXPORTER_OTLP_ENDPOINT",
         default: "(unset: no export)",
-        meaning: "when set (or OTEL_TRACES_EXPORTER=otlp), traces go to this OTLP/gRPC endpoint",
+        meaning: "when set (or OTEL_TRACES_EXPORTER=otlp), traces and metrics go to this OTLP/gRPC endpoint",
     },
 ];
+
+/// The `SCANLOOP_…` variables `source` (a Rust file) names as whole string literals (the name
+/// alone between double quotes): what a configuration module reads. The module's own
+/// tables of [`VarDoc`]s (a `const` declared as a slice of them) are left out. Its test compares
+/// the two ([`doc_gaps`]).
+pub fn quoted_vars(source: &str) -> std::collections::BTreeSet<&str> {
+    const PREFIX: &str = "\"SCANLOOP_";
+    let mut names = std::collections::BTreeSet::new();
+    let mut in_table = false;
+    for line in source.lines() {
+        if in_table {
+            in_table = line.trim() != "];";
+            continue;
+        }
+        let code = line.trim_start();
+        if (code.starts_with("pub const ") || code.starts_with("const "))
+            && code.contains(": &[VarDoc] = &[")
+        {
+            in_table = true;
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find(PREFIX) {
+            let after = &rest[start + 1..];
+            let len = after
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(after.len());
+            let (name, tail) = after.split_at(len);
+            if tail.starts_with('"') && name.len() > PREFIX.len() - 1 {
+                names.insert(name);
+            }
+            rest = tail;
+        }
+    }
+    names
+}
+
+/// Where a configuration module and its table disagree: each variable `source` reads
+/// ([`quoted_vars`]) that `documented` lacks, each one `documented` lists that `source` does not
+/// read, and each one listed twice. Empty when they agree.
+pub fn doc_gaps(source: &str, documented: &[VarDoc]) -> Vec<String> {
+    let read = quoted_vars(source);
+    let mut gaps = Vec::new();
+    for name in &read {
+        if !documented.iter().any(|doc| doc.name == *name) {
+            gaps.push(format!(
+                "{name} is read but not documented: add a VarDoc for it"
+            ));
+        }
+    }
+    for (i, doc) in documented.iter().enumerate() {
+        if doc.name.starts_with("SCANLOOP_") && !read.contains(doc.name) {
+            gaps.push(format!(
+                "{} is documented but not read here: remove its VarDoc",
+                doc.name
+            ));
+        }
+        if documented[..i]
+            .iter()
+            .any(|earlier| earlier.name == doc.name)
+        {
+            gaps.push(format!("{} is documented twice", doc.name));
+        }
+    }
+    gaps
+}
+
+/// The default `documented` gives for `name`, if it lists it.
+pub fn documented_default(documented: &[VarDoc], name: &str) -> Option<&'static str> {
+    documented
+        .iter()
+        .find(|doc| doc.name == name)
+        .map(|doc| doc.default)
+}
+
+/// Where a table's documented defaults differ from the code's: each `(name, value)` in
+/// `code` whose [`VarDoc::default`] is not `value` (or that has no entry). Empty when they
+/// agree.
+pub fn default_gaps(documented: &[VarDoc], code: &[(&str, String)]) -> Vec<String> {
+    code.iter()
+        .filter_map(
+            |(name, value)| match documented.iter().find(|doc| doc.name == *name) {
+                Some(doc) if doc.default == value => None,
+                Some(doc) => Some(format!(
+                    "{name}: documented default {:?}, the code's is {value:?}",
+                    doc.default
+                )),
+                None => Some(format!("{name} has no VarDoc")),
+            },
+        )
+        .collect()
+}
 
 /// Where the shared infrastructure is, and how long a service waits for it.
 #[derive(Debug, Clone)]
@@ -409,6 +505,87 @@ mod tests {
         assert_eq!(
             millis("SCANLOOP_TEST_SURELY_UNSET", Duration::from_secs(2)).unwrap(),
             Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn quoted_vars_finds_whole_literals_outside_the_tables() {
+        let source = r#"
+pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "SCANLOOP_DOCUMENTED_ONLY",
+        default: "1",
+        meaning: "x",
+    },
+];
+let a = var("SCANLOOP_A", 1)?; let b = var("SCANLOOP_B_2", 2)?;
+// SCANLOOP_IN_A_COMMENT, "SCANLOOP_IN_A_SENTENCE is not a name", "SCANLOOP_"
+"#;
+        let names: Vec<&str> = quoted_vars(source).into_iter().collect();
+        assert_eq!(names, vec!["SCANLOOP_A", "SCANLOOP_B_2"]);
+    }
+
+    #[test]
+    fn doc_gaps_names_what_is_undocumented_unread_or_twice() {
+        let doc = |name| VarDoc {
+            name,
+            default: "",
+            meaning: "",
+        };
+        let source = r#"var("SCANLOOP_A", 1); var("SCANLOOP_B", 2);"#;
+        assert!(doc_gaps(source, &[doc("SCANLOOP_A"), doc("SCANLOOP_B")]).is_empty());
+        let gaps = doc_gaps(
+            source,
+            &[doc("SCANLOOP_A"), doc("SCANLOOP_C"), doc("SCANLOOP_A")],
+        );
+        assert_eq!(gaps.len(), 3, "{gaps:?}");
+        assert!(gaps[0].starts_with("SCANLOOP_B is read but not documented"));
+        assert!(gaps[1].starts_with("SCANLOOP_C is documented but not read"));
+        assert!(gaps[2].starts_with("SCANLOOP_A is documented twice"));
+    }
+
+    /// What this file reads (its tests aside) is in `INFRA_VARS`, with the defaults it uses. The
+    /// table also lists what other crates read for every process (the login, logs, traces).
+    #[test]
+    fn infra_vars_document_what_this_crate_reads_with_its_defaults() {
+        let source = include_str!("lib.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let read = quoted_vars(code);
+        assert!(
+            read.contains("SCANLOOP_ENV"),
+            "the scan saw the code: {read:?}"
+        );
+        for name in read {
+            assert!(
+                INFRA_VARS.iter().any(|doc| doc.name == name),
+                "{name} is read but not in INFRA_VARS"
+            );
+        }
+        let default = |name: &str| {
+            INFRA_VARS
+                .iter()
+                .find(|doc| doc.name == name)
+                .unwrap()
+                .default
+        };
+        let infra = Infra::default();
+        assert_eq!(default("SCANLOOP_CQL_NODES"), infra.cql_nodes.join(","));
+        assert_eq!(default("SCANLOOP_KAFKA_BROKERS"), infra.kafka_brokers);
+        assert_eq!(
+            default("SCANLOOP_REPLICATION_FACTOR"),
+            infra.replication_factor.to_string()
+        );
+        assert_eq!(
+            default("SCANLOOP_TOPIC_PARTITIONS"),
+            infra.topic_partitions.to_string()
+        );
+        assert_eq!(
+            default("SCANLOOP_CQL_REQUEST_TIMEOUT_MS"),
+            infra.cql_request_timeout.as_millis().to_string()
+        );
+        assert_eq!(
+            default("SCANLOOP_HEALTH_CHECK_INTERVAL_MS"),
+            infra.health_check_interval.as_millis().to_string()
         );
     }
 

@@ -55,8 +55,12 @@ pub trait Aggregate: Default + Clone + Send + Sync {
     type Event: DomainEvent;
     fn apply(&mut self, event: &Self::Event);
 
-    /// Aggregates whose streams grow long save a snapshot every this many events (0: never)
-    /// and implement [`Aggregate::to_snapshot`] / [`Aggregate::from_snapshot`].
+    /// Aggregates whose streams can grow without bound (a link's shares, a tree root's members,
+    /// a brand's batches) keep a snapshot every this many events (0: never) and implement
+    /// [`Aggregate::to_snapshot`] / [`Aggregate::from_snapshot`] (for plain data,
+    /// [`snapshot_json`] and [`from_snapshot_json`]). An append that crosses a multiple saves
+    /// one, and so does a load that had to read this many events or more (a stream that grew
+    /// before its type kept snapshots), so no load reads more than about this many events.
     const SNAPSHOT_EVERY: u64 = 0;
     /// Names the snapshot format; a snapshot of another type is ignored (state is rebuilt).
     const SNAPSHOT_TYPE: &'static str = "";
@@ -68,6 +72,18 @@ pub trait Aggregate: Default + Clone + Send + Sync {
     }
 }
 
+/// A snapshot of plain data: its serde form as JSON. Serialising plain data with string keys
+/// cannot fail; an empty snapshot would only be ignored on load (the state is then rebuilt from
+/// the events).
+pub fn snapshot_json<A: serde::Serialize>(state: &A) -> Vec<u8> {
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// The state a [`snapshot_json`] holds; `None` (rebuild from the events) if it is not one.
+pub fn from_snapshot_json<A: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<A> {
+    serde_json::from_slice(bytes).ok()
+}
+
 /// A stream's state and the version it was rebuilt at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded<A> {
@@ -75,6 +91,9 @@ pub struct Loaded<A> {
     pub version: u64,
     /// The request ids the stream remembers (see [`crate::requests`]).
     pub requests: RequestLog,
+    /// Events the load that built this state read after its snapshot (0 when the state was
+    /// decided from memory or by an append): what snapshots keep bounded.
+    pub replayed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,11 +173,11 @@ const REMEMBERED_STREAMS: usize = 16_384;
 /// The state of each stream this repository loaded or appended lately, as of a version the
 /// stream really had (events never change once stored). Possibly behind the stream, never
 /// ahead of it: see the module's comment for why deciding from it is still safe.
-struct Remembered<A>(Mutex<scanloop_bus::Recent<(Loaded<A>, Option<u64>)>>);
+struct Remembered<A>(Mutex<scanloop_bus::ExpiringMap<(Loaded<A>, Option<u64>)>>);
 
 impl<A: Clone> Remembered<A> {
     fn new() -> Self {
-        Self(Mutex::new(scanloop_bus::Recent::new(
+        Self(Mutex::new(scanloop_bus::ExpiringMap::new(
             REMEMBERED_FOR,
             REMEMBERED_STREAMS,
         )))
@@ -181,7 +200,9 @@ impl<A: Clone> Remembered<A> {
         self.lock().remove(stream_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<(Loaded<A>, Option<u64>)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, scanloop_bus::ExpiringMap<(Loaded<A>, Option<u64>)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -229,6 +250,7 @@ impl<A: Aggregate> Repository<A> {
                 state: A::default(),
                 version: 0,
                 requests: RequestLog::default(),
+                replayed: 0,
             };
             self.remembered.keep(stream_id, &empty, Some(0));
         }
@@ -291,6 +313,10 @@ impl<A: Aggregate> Repository<A> {
         }
         requests.retain_recent(Utc::now());
         loaded.requests = requests;
+        if A::SNAPSHOT_EVERY > 0 && loaded.replayed >= A::SNAPSHOT_EVERY {
+            self.save_snapshot(stream_id, &loaded.state, &loaded.requests, loaded.version)
+                .await;
+        }
         self.remembered.keep(stream_id, &loaded, published);
         Ok((loaded, published))
     }
@@ -389,8 +415,14 @@ impl<A: Aggregate> Repository<A> {
         if every == 0 || before / every == after / every {
             return;
         }
+        self.save_snapshot(stream_id, state, requests, after).await;
+    }
+
+    /// Saves the state at `version` as the stream's snapshot. Best effort: a missing snapshot
+    /// only makes the next load read more events.
+    async fn save_snapshot(&self, stream_id: &str, state: &A, requests: &RequestLog, version: u64) {
         let snapshot = crate::store::Snapshot {
-            version: after,
+            version,
             state_type: A::SNAPSHOT_TYPE.to_owned(),
             state: state.to_snapshot(),
             requests: requests.encode(),
@@ -504,6 +536,7 @@ impl<A: Aggregate> Repository<A> {
                 mut state,
                 version,
                 mut requests,
+                ..
             } = loaded;
             let decided = decide(&state);
             // Remembered state may be behind the stream: what it decides stands only if the
@@ -553,6 +586,7 @@ impl<A: Aggregate> Repository<A> {
                         state: state.clone(),
                         version: after,
                         requests,
+                        replayed: 0,
                     };
                     self.remembered.keep(stream_id, &now_stored, published);
                     return Ok(Executed {
@@ -604,6 +638,7 @@ pub fn fold<A: Aggregate, E>(
         state,
         version,
         requests: RequestLog::default(),
+        replayed: events.len() as u64,
     })
 }
 
@@ -666,6 +701,7 @@ mod tests {
                 state: Tally(vec![7, 9]),
                 version: 2,
                 requests: RequestLog::default(),
+                replayed: 2,
             }
         );
     }
@@ -680,6 +716,7 @@ mod tests {
                 state: Tally(vec![5, 1]),
                 version: 6,
                 requests: RequestLog::default(),
+                replayed: 1,
             }
         );
     }

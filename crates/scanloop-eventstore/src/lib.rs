@@ -29,6 +29,7 @@ pub mod store;
 
 pub use aggregate::{
     Aggregate, DomainEvent, ExecuteError, Executed, Prepared, Rejection, Repository,
+    from_snapshot_json, snapshot_json,
 };
 pub use event::{AppendMeta, NewEvent, RecordedEvent, RequestKey};
 pub use outbox::{Appended, Outbox, Sweeper};

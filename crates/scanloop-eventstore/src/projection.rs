@@ -16,7 +16,7 @@ pub trait Projection: Send + Sync + 'static {
 
     /// The read-model tables `apply` writes, all of them derived from the topic alone: a replay
     /// of the topic into a fresh keyspace must rebuild them row for row (each service tests the
-    /// list against its source with [`tables_written_in`]).
+    /// list against its sources with [`undeclared_tables`]).
     const TABLES: &'static [&'static str];
     fn apply(
         &self,
@@ -42,10 +42,14 @@ pub fn unknown_event_types<E: DomainEvent>(declared: &[&'static str]) -> Vec<&'s
         .collect()
 }
 
-/// How `P`'s declared [`Projection::TABLES`] differ from the tables its `source` writes (see
-/// [`tables_written_in`]); empty when they agree. Each service tests its projection with it.
-pub fn undeclared_tables<P: Projection>(source: &str) -> String {
-    let written = tables_written_in(source);
+/// How `P`'s declared [`Projection::TABLES`] differ from the tables its `sources` write (see
+/// [`tables_written_in`]); empty when they agree. Each service tests its projection with it,
+/// given the text of every file the projection's statements are in.
+pub fn undeclared_tables<P: Projection>(sources: &[&str]) -> String {
+    let written: std::collections::BTreeSet<&str> = sources
+        .iter()
+        .flat_map(|source| tables_written_in(source))
+        .collect();
     let declared: std::collections::BTreeSet<&str> = P::TABLES.iter().copied().collect();
     let mut problems = Vec::new();
     for table in written.difference(&declared) {

@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use scanloop_bus::Recent;
+use scanloop_bus::ExpiringMap;
 use tokio::sync::watch;
 
 /// How long a stream's finished publication is remembered after its append: long enough that
@@ -80,12 +80,12 @@ pub(crate) struct Link {
 
 /// Each stream's latest publication in this process, for streams appended to lately.
 pub(crate) struct Chains {
-    latest: Mutex<Recent<Publication>>,
+    latest: Mutex<ExpiringMap<Publication>>,
 }
 
 impl Default for Chains {
     fn default() -> Self {
-        let latest = Recent::new(REMEMBERED_FOR, REMEMBERED_STREAMS)
+        let latest = ExpiringMap::new(REMEMBERED_FOR, REMEMBERED_STREAMS)
             .pinning(|publication: &Publication| !publication.resolved());
         Self {
             latest: Mutex::new(latest),

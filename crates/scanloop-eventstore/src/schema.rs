@@ -4,7 +4,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "eventstore";
 /// The schema version this build of the event store needs.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = scanloop_storage::latest_version(MIGRATIONS);
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {

@@ -77,7 +77,7 @@ struct Statements {
     /// Request ids this process claimed or found claimed lately, with the command (fingerprint)
     /// each is bound to: a claim binds an id for days (the table's TTL), so a second claim of
     /// one (a reaction's second stream, a retry) is answered from memory.
-    claimed: std::sync::Mutex<scanloop_bus::Recent<(Vec<u8>, std::time::Instant)>>,
+    claimed: std::sync::Mutex<scanloop_bus::ExpiringMap<(Vec<u8>, std::time::Instant)>>,
 }
 
 /// How long a known claim is answered from memory: far inside the claims' 7-day TTL.
@@ -251,7 +251,7 @@ impl EventStore {
                 save_snapshot,
                 claim_request,
                 claimed_request,
-                claimed: std::sync::Mutex::new(scanloop_bus::Recent::new(
+                claimed: std::sync::Mutex::new(scanloop_bus::ExpiringMap::new(
                     CLAIMS_REMEMBERED_FOR,
                     CLAIMS_REMEMBERED,
                 )),
@@ -459,7 +459,7 @@ impl EventStore {
         stream_id: &str,
     ) -> Result<Claim, DbError> {
         let key = format!("{brand_id}\0{}", request.request_id);
-        // Only while fresh: `Recent` forgets on writes, and a process may sit idle for days.
+        // Only while fresh: `ExpiringMap` forgets on writes, and a process may sit idle for days.
         if let Some((bound, _)) = self
             .claims()
             .get(&key)
@@ -508,7 +508,7 @@ impl EventStore {
 
     fn claims(
         &self,
-    ) -> std::sync::MutexGuard<'_, scanloop_bus::Recent<(Vec<u8>, std::time::Instant)>> {
+    ) -> std::sync::MutexGuard<'_, scanloop_bus::ExpiringMap<(Vec<u8>, std::time::Instant)>> {
         self.inner
             .claimed
             .lock()

@@ -521,7 +521,7 @@ fn check_access_wiring(pod: &Value, container: &Value, path: &Path) {
     }
 }
 
-/// Consumers are told (README, "Topics") to take the descriptor set from the image at this path.
+/// Consumers are told (docs/events.md) to take the descriptor set from the image at this path.
 #[test]
 fn image_ships_the_event_contracts() {
     let dockerfile = std::fs::read_to_string(repo().join("deploy/docker/Dockerfile")).unwrap();

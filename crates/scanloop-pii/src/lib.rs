@@ -61,6 +61,23 @@ pub fn normalize_phone(raw: &str) -> Result<String, PhoneError> {
     }
 }
 
+/// `kind:value`, an identity's name in streams and tables (membership's claims, referral's
+/// directory). Phone numbers never get here: a [`StoredIdentity`] has no field for one. A
+/// device serial names a device, not a person: no key.
+pub fn identity_key(identity: &StoredIdentity) -> Option<String> {
+    match identity.kind.as_ref()? {
+        stored_identity::Kind::PhoneHash(h) => Some(format!("phone_hash:{h}")),
+        stored_identity::Kind::WechatUnionid(u) => Some(format!("wechat_unionid:{u}")),
+        stored_identity::Kind::DeviceSerial(_) => None,
+    }
+}
+
+/// The form a device serial is compared and stored in, by every service: trimmed, ASCII upper
+/// case ("sn-1 " and "SN-1" are one device).
+pub fn canonical_serial(device_serial: &str) -> String {
+    device_serial.trim().to_ascii_uppercase()
+}
+
 /// Hashes identities for one deployment.
 #[derive(Clone)]
 pub struct IdentityHasher {
@@ -168,6 +185,24 @@ mod tests {
 
     fn hasher() -> IdentityHasher {
         IdentityHasher::new(Secret::new("test-secret".into()))
+    }
+
+    #[test]
+    fn identities_are_keyed_by_kind_and_value_and_serials_compare_trimmed_in_upper_case() {
+        let unionid = StoredIdentity {
+            kind: Some(stored_identity::Kind::WechatUnionid(
+                "o6_bmasdasdsad6".into(),
+            )),
+        };
+        assert_eq!(
+            identity_key(&unionid).as_deref(),
+            Some("wechat_unionid:o6_bmasdasdsad6")
+        );
+        let device = StoredIdentity {
+            kind: Some(stored_identity::Kind::DeviceSerial("SN-1".into())),
+        };
+        assert_eq!(identity_key(&device), None);
+        assert_eq!(canonical_serial(" sn-1a "), "SN-1A");
     }
 
     #[test]

@@ -45,6 +45,22 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("scan
 /// [`FILE_DESCRIPTOR_SET`].
 pub const SHIPPED_DESCRIPTOR_SET: &str = "proto/scanloop.binpb";
 
+/// A request scoped to one brand: every RPC's request message with a `brand_id` field.
+pub trait BrandScoped {
+    fn brand_id(&self) -> &str;
+}
+
+/// A command: a brand-scoped request with an idempotency key, bound to the one RPC it is the
+/// request of (every RPC's request message with a `request_id` field as well).
+pub trait Command: BrandScoped {
+    /// The RPC's full name, `package.Service/Method`: with the request as sent, what a request
+    /// id stands for.
+    const KIND: &'static str;
+    fn request_id(&self) -> &str;
+}
+
+include!(concat!(env!("OUT_DIR"), "/requests.rs"));
+
 /// The fully qualified protobuf name of a message type, used as the envelope's `event_type`.
 pub fn full_name<M: prost::Name>() -> String {
     M::full_name()
@@ -185,5 +201,30 @@ impl From<common::v1::StoredIdentity> for common::v1::BuyerIdentity {
                 Stored::DeviceSerial(serial) => Kind::DeviceSerial(serial),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod request_traits {
+    use super::{BrandScoped, Command};
+    use crate::{activation, payouts, referral};
+
+    /// The kind is what a stored request id is bound to: it must not change for an RPC.
+    #[test]
+    fn a_commands_kind_is_its_rpcs_full_name() {
+        assert_eq!(
+            <activation::v1::ActivateWarrantyRequest as Command>::KIND,
+            "scanloop.activation.v1.ActivationService/ActivateWarranty"
+        );
+        assert_eq!(
+            <payouts::v1::RunSettlementRequest as Command>::KIND,
+            "scanloop.payouts.v1.PayoutsService/RunSettlement"
+        );
+        let request = referral::v1::CreateLinkRequest {
+            brand_id: "acme".into(),
+            request_id: "r-1".into(),
+            ..Default::default()
+        };
+        assert_eq!((request.brand_id(), request.request_id()), ("acme", "r-1"));
     }
 }

@@ -2,7 +2,7 @@
 //! live, its consumer groups, the identity key, and access and transport ([`ServerSettings`]).
 //! A service's own `Config` holds one of these beside what is its own.
 
-use scanloop_config::{ConfigError, Infra, Secret, secret, var};
+use scanloop_config::{ConfigError, Infra, Secret, VarDoc, secret, var};
 
 use crate::access::ServerSettings;
 
@@ -14,6 +14,34 @@ pub struct ServiceNames {
     pub keyspace_var: &'static str,
     pub topic_var: &'static str,
 }
+
+/// The variables [`ServiceConfig`] reads itself, the same in every service (`scanloop config`
+/// prints them; docs/operating.md lists them). Its keyspace and topic variables are each
+/// service's own (in its `config::VARS`); access and transport are in
+/// [`crate::access::settings::SERVER_VARS`]; the infrastructure in
+/// [`scanloop_config::INFRA_VARS`].
+pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "SCANLOOP_GRPC_ADDR",
+        default: "0.0.0.0:<port>",
+        meaning: "the gRPC listen address; ports: activation 50051, membership 50052, referral 50053, payouts 50054",
+    },
+    VarDoc {
+        name: "SCANLOOP_PROJECTION_GROUP",
+        default: "<service>-projections",
+        meaning: "consumer group of the service's read-model projections",
+    },
+    VarDoc {
+        name: "SCANLOOP_REACTION_GROUP",
+        default: "<service>-reactions",
+        meaning: "consumer group of the service's reactions to other services' events",
+    },
+    VarDoc {
+        name: "SCANLOOP_IDENTITY_SECRET",
+        default: "(required; dev: development value, warns)",
+        meaning: "keys phone hashes and request fingerprints; the same in every service; at least 16 characters",
+    },
+];
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -52,5 +80,16 @@ impl ServiceConfig {
             identity_secret: secret("SCANLOOP_IDENTITY_SECRET")?,
             server: ServerSettings::from_env()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    /// Every variable this module reads is in [`super::VARS`] and every entry there is read here,
+    /// so `scanloop config` and docs/operating.md cannot miss one.
+    #[test]
+    fn vars_list_exactly_the_variables_this_module_reads() {
+        let gaps = scanloop_config::doc_gaps(include_str!("config.rs"), super::VARS);
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
     }
 }

@@ -3,6 +3,7 @@
 
 use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_pii::IdentityHasher;
+use scanloop_proto::Command;
 use tonic::metadata::MetadataMap;
 
 use crate::access::Principal;
@@ -36,21 +37,19 @@ impl RequestContext {
         }
     }
 
-    /// The context of a mutating gRPC call, bound to its command: `service`/`method` name the
+    /// The context of a mutating gRPC call, bound to its command: the RPC's full name is the
     /// kind, and the request message exactly as the caller sent it is the payload. The streams
-    /// the command appends to remember the request id with this fingerprint (see README,
-    /// "Request ids").
-    pub fn of_command<M: prost::Message>(
+    /// the command appends to remember the request id with this fingerprint (see
+    /// docs/events.md, "Request ids").
+    pub fn of_command<M: Command + prost::Message>(
         request: &tonic::Request<M>,
         hasher: &IdentityHasher,
-        (service, method): (&str, &str),
-        brand_id: &str,
-        request_id: &str,
     ) -> Self {
+        let fields = request.get_ref();
+        let (brand_id, request_id) = (fields.brand_id(), fields.request_id());
         let mut context = Self::of_request(request.metadata(), brand_id, request_id);
-        let kind = format!("{service}/{method}");
-        let payload = request.get_ref().encode_to_vec();
-        context.fingerprint = Some(hasher.request_fingerprint(brand_id, &kind, &payload));
+        let payload = fields.encode_to_vec();
+        context.fingerprint = Some(hasher.request_fingerprint(brand_id, M::KIND, &payload));
         if let Some(principal) = request.extensions().get::<Principal>() {
             tracing::Span::current().record("enduser.id", principal.subject.as_str());
             context.actor = principal.subject.clone();

@@ -224,7 +224,7 @@ pub trait HasServiceConfig {
 
 /// A service process: telemetry named `name`, configuration from the environment (refusing to
 /// start on a bad one, in the log stream too), the listener at its address, shutdown on SIGTERM
-/// or Ctrl-C, the process's memory settings ([`crate::memory`]: once per process, however many
+/// or Ctrl-C, the process's memory settings ([`scanloop_alloc`]: once per process, however many
 /// servers a test runs in one), then `run`. What each service's `main` is.
 pub async fn run_process<C: HasServiceConfig, F>(
     name: &'static str,
@@ -234,7 +234,7 @@ pub async fn run_process<C: HasServiceConfig, F>(
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    let huge_pages_off = crate::memory::keep_huge_pages_off();
+    let huge_pages_off = scanloop_alloc::keep_huge_pages_off();
     let _telemetry = scanloop_telemetry::init(name)?;
     if let Err(error) = huge_pages_off {
         tracing::warn!(%error, "could not turn transparent huge pages off: RSS may grow by whole 2 MiB pages");
@@ -247,7 +247,7 @@ where
     tokio::spawn(crate::shutdown_signal(shutdown.clone()));
     let trimmer_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(error) = crate::memory::trim_until(trimmer_shutdown).await {
+        if let Err(error) = scanloop_alloc::trim_until(trimmer_shutdown).await {
             tracing::warn!(%error, "the malloc trimmer stopped");
         }
     });

@@ -33,6 +33,16 @@ pub fn handler_error(error: ServiceError) -> HandlerError {
     }
 }
 
+/// A reaction's read or write failed: a database away or too slow passes (retried); anything
+/// else fails the same way every time (dead-lettered).
+pub fn storage_error(error: scanloop_storage::DbError) -> HandlerError {
+    if error.is_transient() {
+        HandlerError::Transient(anyhow::anyhow!(error))
+    } else {
+        HandlerError::Poison(error.to_string())
+    }
+}
+
 /// The envelope metadata of what a reaction appends: caused by the event, in its correlation,
 /// by its actor. No request key: the reaction's command must be idempotent by its aggregate's
 /// state, or the caller adds one named by the event (`AppendMeta { request, ..caused_by(e) }`).

@@ -12,7 +12,7 @@ pub mod shard;
 pub mod statements;
 
 pub use checkpoints::Checkpoints;
-pub use migrate::{Migration, SchemaError, migrate, require_schema};
+pub use migrate::{Migration, SchemaError, latest_version, migrate, require_schema};
 pub use session::{connect, is_valid_identifier};
 
 /// A database error of any kind (connection, timeout, unexpected reply): callers treat it as

@@ -32,6 +32,15 @@ pub struct Migration {
     pub statements: &'static [&'static str],
 }
 
+/// The version a build of a component needs: its last migration's. Each component's
+/// `SCHEMA_VERSION` is this, so a migration cannot be added without the build requiring it.
+pub const fn latest_version(migrations: &[Migration]) -> i32 {
+    match migrations.last() {
+        Some(migration) => migration.version,
+        None => 0,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("invalid keyspace name {0:?}: use letters, digits and underscores")]

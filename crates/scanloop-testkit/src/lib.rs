@@ -3,6 +3,7 @@
 //! never see each other's data.
 
 pub mod fuzz;
+pub mod requests;
 pub mod serving;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "timers";
 /// The schema version this build of the timers needs.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = scanloop_storage::latest_version(MIGRATIONS);
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use scanloop_bus::Recent;
+use scanloop_bus::ExpiringMap;
 use scanloop_eventstore::aggregate::fold;
 use scanloop_eventstore::requests::RequestCheck;
 use scanloop_eventstore::{AppendError, AppendMeta, Executed, Outbox, Repository};
@@ -43,7 +43,7 @@ pub struct Activation {
     rules: Rules,
     read_models: ReadModels,
     /// Issued batches never change: cached after a load, by stream id (brand and batch id).
-    batch_cache: Mutex<Recent<Arc<IssuedBatch>>>,
+    batch_cache: Mutex<ExpiringMap<Arc<IssuedBatch>>>,
 }
 
 /// A code's state as the write side knows it (for answers that must not lag).
@@ -82,7 +82,7 @@ impl Activation {
             hasher,
             rules,
             read_models,
-            batch_cache: Mutex::new(Recent::new(BATCH_KEPT_FOR, BATCHES_KEPT)),
+            batch_cache: Mutex::new(ExpiringMap::new(BATCH_KEPT_FOR, BATCHES_KEPT)),
         }
     }
 
@@ -195,7 +195,7 @@ impl Activation {
         Ok(batch)
     }
 
-    fn cached_batches(&self) -> MutexGuard<'_, Recent<Arc<IssuedBatch>>> {
+    fn cached_batches(&self) -> MutexGuard<'_, ExpiringMap<Arc<IssuedBatch>>> {
         // A poisoned lock only means a panic elsewhere during an insert; the map is still sound.
         self.batch_cache
             .lock()

@@ -1,7 +1,64 @@
-//! The activation service's settings, from the environment (defaults documented in README).
+//! The activation service's settings, from the environment. [`VARS`] documents each variable this
+//! module reads (`scanloop config` prints them; docs/operating.md lists them; a test keeps
+//! them in step with the code).
 
-use scanloop_config::{ConfigError, Secret, secret, var};
+use scanloop_config::{ConfigError, Secret, VarDoc, secret, var};
 use scanloop_service::{ServiceConfig, ServiceNames};
+
+/// Every variable [`Config::from_env`] reads here, with its default. The settings every service
+/// shares are in [`scanloop_service::config::VARS`].
+pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "SCANLOOP_ACTIVATION_KEYSPACE",
+        default: "scanloop_activation",
+        meaning: "activation's keyspace",
+    },
+    VarDoc {
+        name: "SCANLOOP_ACTIVATION_TOPIC",
+        default: "scanloop.activation.events.v1",
+        meaning: "activation's event topic",
+    },
+    VarDoc {
+        name: "SCANLOOP_CODE_SECRET",
+        default: "(required; dev: development value, warns)",
+        meaning: "signs printed codes (each brand's code keys derive from it and the key id); at least 16 characters; keep it secret and never change it",
+    },
+    VarDoc {
+        name: "SCANLOOP_CODE_BASE_URL",
+        default: "https://w.scanloop.cn",
+        meaning: "prefix of printed codes: `<base>/<brand>/<key_id>.<token>`",
+    },
+    VarDoc {
+        name: "SCANLOOP_RETURN_WINDOW_DAYS",
+        default: "30",
+        meaning: "a return (VoidWarranty) voids the warranty only this long after purchase",
+    },
+    VarDoc {
+        name: "SCANLOOP_SUSPICIOUS_SCAN_MINUTES",
+        default: "360",
+        meaning: "scans of one code from two provinces closer together than this are suspicious",
+    },
+    VarDoc {
+        name: "SCANLOOP_PURCHASE_MAX_AGE_DAYS",
+        default: "1826",
+        meaning: "how far back (5 years) a purchase may lie when its warranty is activated",
+    },
+    VarDoc {
+        name: "SCANLOOP_PURCHASE_MAX_FEN",
+        default: "100000000",
+        meaning: "highest purchase amount in fen (¥1,000,000) for brands without their own ceiling",
+    },
+    VarDoc {
+        name: "SCANLOOP_PURCHASE_MAX_FEN_BY_BRAND",
+        default: "(empty)",
+        meaning: "brands' own ceilings in fen, `brand=fen,brand=fen`",
+    },
+    VarDoc {
+        name: "SCANLOOP_REFERRAL_TOPIC",
+        default: "scanloop.referral.events.v1",
+        meaning: "the referral topic whose AssistCompleted events extend warranties",
+    },
+];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -109,5 +166,16 @@ mod brand_ceilings_tests {
         for bad in ["acme", "acme=1.5", "acme=-1", "acme=0"] {
             assert!(bad.parse::<BrandCeilings>().is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    /// Every variable this module reads is in [`super::VARS`] and every entry there is read here,
+    /// so `scanloop config` and docs/operating.md cannot miss one.
+    #[test]
+    fn vars_list_exactly_the_variables_this_module_reads() {
+        let gaps = scanloop_config::doc_gaps(include_str!("config.rs"), super::VARS);
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
     }
 }

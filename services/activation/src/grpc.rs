@@ -10,27 +10,26 @@ use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_server::ActivationService;
 use scanloop_proto::common::v1::{Money, PageResponse};
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::ServiceError;
+use scanloop_service::{Handler, ServiceError};
 use tonic::{Request, Response, Status};
 
-use crate::app::{Activation, RequestContext, WarrantyState};
+use crate::app::{Activation, WarrantyState};
 use crate::domain::warranty::{CURRENCY, MAX_REFUND_REASON};
 use crate::projections::{WarrantyRow, buyer_key};
-use scanloop_service::validate::{
-    brand_id as validate_brand, page_size, request_id as validate_request_id,
-};
+use scanloop_service::validate::page_size;
 
-const SERVICE: &str = "scanloop.activation.v1.ActivationService";
 /// Codes per streamed IssueBatch message.
 const CODES_PER_MESSAGE: u32 = 1_000;
 
 pub struct Api {
     app: Arc<Activation>,
+    handler: Handler,
 }
 
 impl Api {
     pub fn new(app: Arc<Activation>) -> Self {
-        Self { app }
+        let handler = Handler::new(app.hasher().clone());
+        Self { app, handler }
     }
 }
 
@@ -65,331 +64,271 @@ impl ActivationService for Api {
         &self,
         request: Request<pb::IssueBatchRequest>,
     ) -> Result<Response<CodeStream>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "IssueBatch"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let (batch_id, batch) = self.app.issue_batch(&ctx, r).await?;
-            tracing::info!(%batch_id, quantity = batch.facts.quantity, "batch issued");
-            let encoder = self.app.batch_encoder(&r.brand_id, &batch.facts, batch_id);
-            let quantity = batch.facts.quantity;
-            // Codes are computed as the caller reads them: a million codes never sit in memory.
-            let (sender, receiver) = tokio::sync::mpsc::channel(4);
-            tokio::task::spawn_blocking(move || {
-                let mut from = 1u32;
-                while from <= quantity {
-                    let to = from.saturating_add(CODES_PER_MESSAGE - 1).min(quantity);
-                    let message = pb::IssueBatchResponse {
-                        batch_id: batch_id.to_string(),
-                        codes: (from..=to).map(|serial| encoder.encode(serial)).collect(),
-                    };
-                    if sender.blocking_send(Ok(message)).is_err() {
-                        return; // the caller went away
+        self.handler
+            .command(request, async |r, ctx| {
+                let (batch_id, batch) = self.app.issue_batch(&ctx, r).await?;
+                tracing::info!(%batch_id, quantity = batch.facts.quantity, "batch issued");
+                let encoder = self.app.batch_encoder(&r.brand_id, &batch.facts, batch_id);
+                let quantity = batch.facts.quantity;
+                // Codes are computed as the caller reads them: a million codes never sit in memory.
+                let (sender, receiver) = tokio::sync::mpsc::channel(4);
+                tokio::task::spawn_blocking(move || {
+                    let mut from = 1u32;
+                    while from <= quantity {
+                        let to = from.saturating_add(CODES_PER_MESSAGE - 1).min(quantity);
+                        let message = pb::IssueBatchResponse {
+                            batch_id: batch_id.to_string(),
+                            codes: (from..=to).map(|serial| encoder.encode(serial)).collect(),
+                        };
+                        if sender.blocking_send(Ok(message)).is_err() {
+                            return; // the caller went away
+                        }
+                        from = to + 1;
                     }
-                    from = to + 1;
-                }
-            });
-            let stream: CodeStream =
-                Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
-            Ok::<_, ServiceError>(Response::new(stream))
-        }
-        .await
-        .map_err(Status::from)
+                });
+                let stream: CodeStream =
+                    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+                Ok(stream)
+            })
+            .await
     }
 
     async fn verify_code(
         &self,
         request: Request<pb::VerifyCodeRequest>,
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
-        let r = request.get_ref();
-        validate_brand(&r.brand_id)?;
-        let code = required_code(&r.code)?;
-        // Malformed, forged and other brands' codes are all "not authentic": the answer the
-        // scanning app shows, with the reason.
-        let response = match self.app.verify(&r.brand_id, code) {
-            Ok(id) => pb::VerifyCodeResponse {
-                authentic: true,
-                batch_id: id.batch_id.to_string(),
-                serial: u64::from(id.serial),
-                reason: String::new(),
-            },
-            Err(error) => pb::VerifyCodeResponse {
-                authentic: false,
-                reason: error.to_string(),
-                ..Default::default()
-            },
-        };
-        Ok(Response::new(response))
+        self.handler
+            .query(request, async |r| {
+                let code = required_code(&r.code)?;
+                // Malformed, forged and other brands' codes are all "not authentic": the answer the
+                // scanning app shows, with the reason.
+                let response = match self.app.verify(&r.brand_id, code) {
+                    Ok(id) => pb::VerifyCodeResponse {
+                        authentic: true,
+                        batch_id: id.batch_id.to_string(),
+                        serial: u64::from(id.serial),
+                        reason: String::new(),
+                    },
+                    Err(error) => pb::VerifyCodeResponse {
+                        authentic: false,
+                        reason: error.to_string(),
+                        ..Default::default()
+                    },
+                };
+                Ok(response)
+            })
+            .await
     }
 
     async fn scan_code(
         &self,
         request: Request<pb::ScanCodeRequest>,
     ) -> Result<Response<pb::ScanCodeResponse>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let code = required_code(&r.code)?;
-            let scanned_at = match &r.scanned_at {
-                None => Utc::now(),
-                Some(_) => required_time(r.scanned_at.as_ref(), "scanned_at")?,
-            };
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "ScanCode"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let (state, suspicious) = self.app.scan(&ctx, code, &r.region, scanned_at).await?;
-            Ok::<_, ServiceError>(Response::new(pb::ScanCodeResponse {
-                activated: state.warranty.activation.is_some(),
-                suspicious,
-            }))
-        }
-        .await
-        .map_err(Status::from)
+        self.handler
+            .command(request, async |r, ctx| {
+                let code = required_code(&r.code)?;
+                let scanned_at = match &r.scanned_at {
+                    None => Utc::now(),
+                    Some(_) => required_time(r.scanned_at.as_ref(), "scanned_at")?,
+                };
+                let (state, suspicious) = self.app.scan(&ctx, code, &r.region, scanned_at).await?;
+                Ok(pb::ScanCodeResponse {
+                    activated: state.warranty.activation.is_some(),
+                    suspicious,
+                })
+            })
+            .await
     }
 
     async fn activate_warranty(
         &self,
         request: Request<pb::ActivateWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let code = required_code(&r.code)?;
-            let buyer = self.app.stored_identity(&r.brand_id, r.buyer.as_ref())?;
-            let channel = validate_channel(r.channel.as_ref())?;
-            let amount = validate_money(r.purchase_amount.as_ref(), "purchase_amount")?;
-            let purchased_at = required_time(r.purchased_at.as_ref(), "purchased_at")?;
-            if r.referral_token.len() > 64 {
-                return Err(ServiceError::invalid(
-                    "referral_token is at most 64 characters",
-                ));
-            }
-            if r.device_serial.len() > 64 {
-                return Err(ServiceError::invalid(
-                    "device_serial is at most 64 characters",
-                ));
-            }
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "ActivateWarranty"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self
-                .app
-                .activate(
-                    &ctx,
-                    code,
-                    buyer,
-                    channel,
-                    amount,
-                    purchased_at,
-                    r.referral_token.trim().to_owned(),
-                    r.device_serial.trim().to_owned(),
-                )
-                .await?;
-            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
-        }
-        .await
-        .map_err(Status::from)
+        self.handler
+            .command(request, async |r, ctx| {
+                let code = required_code(&r.code)?;
+                let buyer = self.app.stored_identity(&r.brand_id, r.buyer.as_ref())?;
+                let channel = validate_channel(r.channel.as_ref())?;
+                let amount = validate_money(r.purchase_amount.as_ref(), "purchase_amount")?;
+                let purchased_at = required_time(r.purchased_at.as_ref(), "purchased_at")?;
+                if r.referral_token.len() > 64 {
+                    return Err(ServiceError::invalid(
+                        "referral_token is at most 64 characters",
+                    ));
+                }
+                if r.device_serial.len() > 64 {
+                    return Err(ServiceError::invalid(
+                        "device_serial is at most 64 characters",
+                    ));
+                }
+                let state = self
+                    .app
+                    .activate(
+                        &ctx,
+                        code,
+                        buyer,
+                        channel,
+                        amount,
+                        purchased_at,
+                        r.referral_token.trim().to_owned(),
+                        r.device_serial.trim().to_owned(),
+                    )
+                    .await?;
+                Ok(from_state(&r.brand_id, code, &state))
+            })
+            .await
     }
 
     async fn extend_warranty(
         &self,
         request: Request<pb::ExtendWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let code = required_code(&r.code)?;
-            let reason = pb::ExtensionReason::try_from(r.reason)
-                .map_err(|_| ServiceError::invalid("reason is not a known extension reason"))?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "ExtendWarranty"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.extend(&ctx, code, r.months, reason).await?;
-            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
-        }
-        .await
-        .map_err(Status::from)
+        self.handler
+            .command(request, async |r, ctx| {
+                let code = required_code(&r.code)?;
+                let reason = pb::ExtensionReason::try_from(r.reason)
+                    .map_err(|_| ServiceError::invalid("reason is not a known extension reason"))?;
+                let state = self.app.extend(&ctx, code, r.months, reason).await?;
+                Ok(from_state(&r.brand_id, code, &state))
+            })
+            .await
     }
 
     async fn void_warranty(
         &self,
         request: Request<pb::VoidWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let code = required_code(&r.code)?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "VoidWarranty"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.void(&ctx, code, &r.reason).await?;
-            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
-        }
-        .await
-        .map_err(Status::from)
+        self.handler
+            .command(request, async |r, ctx| {
+                let code = required_code(&r.code)?;
+                let state = self.app.void(&ctx, code, &r.reason).await?;
+                Ok(from_state(&r.brand_id, code, &state))
+            })
+            .await
     }
 
     async fn refund_purchase(
         &self,
         request: Request<pb::RefundPurchaseRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let code = required_code(&r.code)?;
-            let amount = validate_refund_amount(r.amount.as_ref())?;
-            let reason = r.reason.trim();
-            if reason.len() > MAX_REFUND_REASON {
-                return Err(ServiceError::invalid(format!(
-                    "reason is at most {MAX_REFUND_REASON} characters"
-                )));
-            }
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "RefundPurchase"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.refund(&ctx, code, amount, reason).await?;
-            Ok::<_, ServiceError>(Response::new(from_state(&r.brand_id, code, &state)))
-        }
-        .await
-        .map_err(Status::from)
+        self.handler
+            .command(request, async |r, ctx| {
+                let code = required_code(&r.code)?;
+                let amount = validate_refund_amount(r.amount.as_ref())?;
+                let reason = r.reason.trim();
+                if reason.len() > MAX_REFUND_REASON {
+                    return Err(ServiceError::invalid(format!(
+                        "reason is at most {MAX_REFUND_REASON} characters"
+                    )));
+                }
+                let state = self.app.refund(&ctx, code, amount, reason).await?;
+                Ok(from_state(&r.brand_id, code, &state))
+            })
+            .await
     }
 
     async fn get_warranty(
         &self,
         request: Request<pb::GetWarrantyRequest>,
     ) -> Result<Response<pb::Warranty>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            let brand = r.brand_id.as_str();
-            let read_models = self.app.read_models();
-            let (code, batch_id, serial) = match &r.by {
-                Some(pb::get_warranty_request::By::Code(code)) => {
-                    let code = required_code(code)?;
-                    let (id, _) = self.app.issued_code(brand, code).await?;
-                    (code.to_owned(), id.batch_id, id.serial)
-                }
-                Some(pb::get_warranty_request::By::SerialNumber(serial_number)) => {
-                    if serial_number.trim().is_empty() || serial_number.len() > 64 {
-                        return Err(ServiceError::invalid("serial_number is empty or too long"));
+        self.handler
+            .query(request, async |r| {
+                let brand = r.brand_id.as_str();
+                let read_models = self.app.read_models();
+                let (code, batch_id, serial) = match &r.by {
+                    Some(pb::get_warranty_request::By::Code(code)) => {
+                        let code = required_code(code)?;
+                        let (id, _) = self.app.issued_code(brand, code).await?;
+                        (code.to_owned(), id.batch_id, id.serial)
                     }
-                    let codes = read_models
-                        .find_by_device(brand, serial_number.trim())
-                        .await
-                        .map_err(unavailable)?;
-                    let row = device_warranty(read_models, brand, codes)
-                        .await?
-                        .ok_or_else(|| {
-                            ServiceError::NotFound(
-                                "no activated warranty has this device serial number".into(),
-                            )
-                        })?;
-                    let code = self.app.code_of(brand, row.batch_id, row.serial).await?;
-                    return Ok(Response::new(from_row(brand, code, &row)));
-                }
-                None => return Err(ServiceError::invalid("give a code or a serial_number")),
-            };
-            let warranty = match read_models
-                .get(brand, batch_id, serial)
-                .await
-                .map_err(unavailable)?
-            {
-                Some(row) => from_row(brand, code, &row),
-                None => {
-                    let batch = self.app.batch(brand, batch_id).await?;
-                    pb::Warranty {
-                        brand_id: brand.to_owned(),
-                        code,
-                        batch_id: batch_id.to_string(),
-                        serial: u64::from(serial),
-                        sku: batch.facts.sku.clone(),
-                        product_model: batch.facts.product_model.clone(),
-                        status: pb::WarrantyStatus::NotActivated as i32,
-                        ..Default::default()
+                    Some(pb::get_warranty_request::By::SerialNumber(serial_number)) => {
+                        if serial_number.trim().is_empty() || serial_number.len() > 64 {
+                            return Err(ServiceError::invalid(
+                                "serial_number is empty or too long",
+                            ));
+                        }
+                        let codes = read_models
+                            .find_by_device(brand, serial_number.trim())
+                            .await
+                            .map_err(unavailable)?;
+                        let row = device_warranty(read_models, brand, codes)
+                            .await?
+                            .ok_or_else(|| {
+                                ServiceError::NotFound(
+                                    "no activated warranty has this device serial number".into(),
+                                )
+                            })?;
+                        let code = self.app.code_of(brand, row.batch_id, row.serial).await?;
+                        return Ok(from_row(brand, code, &row));
                     }
-                }
-            };
-            Ok::<_, ServiceError>(Response::new(warranty))
-        }
-        .await
-        .map_err(Status::from)
+                    None => return Err(ServiceError::invalid("give a code or a serial_number")),
+                };
+                let warranty = match read_models
+                    .get(brand, batch_id, serial)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Some(row) => from_row(brand, code, &row),
+                    None => {
+                        let batch = self.app.batch(brand, batch_id).await?;
+                        pb::Warranty {
+                            brand_id: brand.to_owned(),
+                            code,
+                            batch_id: batch_id.to_string(),
+                            serial: u64::from(serial),
+                            sku: batch.facts.sku.clone(),
+                            product_model: batch.facts.product_model.clone(),
+                            status: pb::WarrantyStatus::NotActivated as i32,
+                            ..Default::default()
+                        }
+                    }
+                };
+                Ok(warranty)
+            })
+            .await
     }
 
     async fn list_warranties(
         &self,
         request: Request<pb::ListWarrantiesRequest>,
     ) -> Result<Response<pb::ListWarrantiesResponse>, Status> {
-        async {
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            let brand = r.brand_id.as_str();
-            let buyer = self.app.stored_identity(brand, r.buyer.as_ref())?;
-            let key = buyer_key(&buyer)
-                .ok_or_else(|| ServiceError::invalid("buyer is not a stored identity"))?;
-            let buyer = &buyer;
-            let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
-            let read_models = self.app.read_models();
-            let (keys, next) = read_models
-                .list_by_buyer(brand, &key, page_size(r.page.as_ref()), token)
-                .await
-                .map_err(page_error)?;
-            let rows = futures::future::try_join_all(keys.into_iter().map(
-                |(batch_id, serial)| async move {
-                    let row = read_models
-                        .get(brand, batch_id, serial)
-                        .await
-                        .map_err(unavailable)?;
-                    // A code resold after a return belongs to its new buyer now: the earlier
-                    // buyer's index entry no longer shows it.
-                    let Some(row) = row.filter(|row| row.buyer.as_ref() == Some(buyer)) else {
-                        return Ok::<_, ServiceError>(None);
-                    };
-                    let code = self.app.code_of(brand, batch_id, serial).await?;
-                    Ok(Some(from_row(brand, code, &row)))
-                },
-            ))
-            .await?;
-            Ok::<_, ServiceError>(Response::new(pb::ListWarrantiesResponse {
-                warranties: rows.into_iter().flatten().collect(),
-                page: Some(PageResponse {
-                    next_page_token: next,
-                }),
-            }))
-        }
-        .await
-        .map_err(Status::from)
+        self.handler
+            .query(request, async |r| {
+                let brand = r.brand_id.as_str();
+                let buyer = self.app.stored_identity(brand, r.buyer.as_ref())?;
+                let key = buyer_key(&buyer)
+                    .ok_or_else(|| ServiceError::invalid("buyer is not a stored identity"))?;
+                let buyer = &buyer;
+                let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
+                let read_models = self.app.read_models();
+                let (keys, next) = read_models
+                    .list_by_buyer(brand, &key, page_size(r.page.as_ref()), token)
+                    .await
+                    .map_err(page_error)?;
+                let rows = futures::future::try_join_all(keys.into_iter().map(
+                    |(batch_id, serial)| async move {
+                        let row = read_models
+                            .get(brand, batch_id, serial)
+                            .await
+                            .map_err(unavailable)?;
+                        // A code resold after a return belongs to its new buyer now: the earlier
+                        // buyer's index entry no longer shows it.
+                        let Some(row) = row.filter(|row| row.buyer.as_ref() == Some(buyer)) else {
+                            return Ok::<_, ServiceError>(None);
+                        };
+                        let code = self.app.code_of(brand, batch_id, serial).await?;
+                        Ok(Some(from_row(brand, code, &row)))
+                    },
+                ))
+                .await?;
+                Ok(pb::ListWarrantiesResponse {
+                    warranties: rows.into_iter().flatten().collect(),
+                    page: Some(PageResponse {
+                        next_page_token: next,
+                    }),
+                })
+            })
+            .await
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use prost::Message as _;
 use scanloop_bus::{EventEnvelope, EventHandler, HandlerError};
 use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_proto::referral::v1 as referral;
 use scanloop_service::ServiceError;
+use scanloop_service::reaction::{caused_by, decode_v1};
 use uuid::Uuid;
 
 use crate::app::Activation;
@@ -39,16 +39,8 @@ struct Completion {
 /// Reads the completion of `envelope`; whatever cannot be read never will be (poison).
 fn completion(envelope: &EventEnvelope) -> Result<Completion, HandlerError> {
     // Version 1 is the only AssistCompleted there is; a newer one is not guessed at.
-    if envelope.schema_version > 1 {
-        return Err(HandlerError::Poison(format!(
-            "{ASSIST_COMPLETED} schema version {} is newer than this service reads (1): \
-             upgrade activation",
-            envelope.schema_version
-        )));
-    }
+    let completed: referral::AssistCompleted = decode_v1(envelope, "activation")?;
     let poison = |why: String| HandlerError::Poison(format!("{ASSIST_COMPLETED}: {why}"));
-    let completed = referral::AssistCompleted::decode(envelope.payload.as_slice())
-        .map_err(|e| poison(e.to_string()))?;
     if completed.assist_id.trim().is_empty() {
         return Err(poison("no assist id".into()));
     }
@@ -115,7 +107,7 @@ impl EventHandler for AssistReaction {
                 request_id: format!("assist:{}", completion.assist_id),
                 fingerprint: REACTION_FINGERPRINT.to_vec(),
             }),
-            ..scanloop_service::reaction::caused_by(envelope)
+            ..caused_by(envelope)
         };
         let outcome = self
             .app
@@ -139,6 +131,7 @@ impl EventHandler for AssistReaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
     use referral::WarrantyRef;
 
     const BATCH: &str = "0b9f2b7e-4d1c-4a43-9b7e-3f2a1c0d9e11";

@@ -3,7 +3,7 @@
 use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "activation";
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = scanloop_storage::latest_version(MIGRATIONS);
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {

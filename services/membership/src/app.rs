@@ -10,9 +10,10 @@ use scanloop_proto::membership::v1 as pb;
 use scanloop_service::{RequestContext, ServiceError};
 use scanloop_timers::SharedClock;
 
-use crate::domain::identity::{self, Claim, identity_key};
+use crate::domain::identity::{self, Claim};
 use crate::domain::member::{self, Member, Rules};
 use crate::domain::{MembershipEvent, Rejection};
+use scanloop_pii::identity_key;
 
 pub struct Membership {
     members: Repository<Member>,

@@ -1,12 +1,84 @@
-//! The membership service's settings, from the environment (defaults documented in README).
+//! The membership service's settings, from the environment. [`VARS`] documents each variable this
+//! module reads (`scanloop config` prints them; docs/operating.md lists them; a test keeps
+//! them in step with the code).
 
 use std::time::Duration;
 
-use scanloop_config::{ConfigError, var};
+use scanloop_config::{ConfigError, VarDoc, var};
 use scanloop_service::{ServiceConfig, ServiceNames};
 use scanloop_timers::SharedClock;
 
 use crate::domain::member::Rules;
+
+/// Every variable [`Config::from_env`] reads here, with its default. The settings every service
+/// shares are in [`scanloop_service::config::VARS`].
+pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "SCANLOOP_MEMBERSHIP_KEYSPACE",
+        default: "scanloop_membership",
+        meaning: "membership's keyspace",
+    },
+    VarDoc {
+        name: "SCANLOOP_MEMBERSHIP_TOPIC",
+        default: "scanloop.membership.events.v1",
+        meaning: "membership's event topic",
+    },
+    VarDoc {
+        name: "SCANLOOP_ACTIVATION_TOPIC",
+        default: "scanloop.activation.events.v1",
+        meaning: "where warranty activations come from",
+    },
+    VarDoc {
+        name: "SCANLOOP_REFERRAL_TOPIC",
+        default: "scanloop.referral.events.v1",
+        meaning: "where link shares (LinkShared) come from",
+    },
+    VarDoc {
+        name: "SCANLOOP_TIMER_GROUP",
+        default: "membership-timers",
+        meaning: "consumer group that schedules member reviews (point expiry, KOC window)",
+    },
+    VarDoc {
+        name: "SCANLOOP_TIMER_INTERVAL_MS",
+        default: "5000",
+        meaning: "how often the review job looks for due timers",
+    },
+    VarDoc {
+        name: "SCANLOOP_KOC_WINDOW_DAYS",
+        default: "30",
+        meaning: "the KOC rule's rolling window",
+    },
+    VarDoc {
+        name: "SCANLOOP_KOC_MIN_SCANS",
+        default: "3",
+        meaning: "KOC rule: scans in the window",
+    },
+    VarDoc {
+        name: "SCANLOOP_KOC_MIN_SHARES",
+        default: "2",
+        meaning: "KOC rule: shares in the window",
+    },
+    VarDoc {
+        name: "SCANLOOP_KOC_MIN_COMMENTS",
+        default: "5",
+        meaning: "KOC rule: comments in the window",
+    },
+    VarDoc {
+        name: "SCANLOOP_GOLD_MIN_SCORE",
+        default: "60",
+        meaning: "window score for 金牌推荐官 (gold_recommender)",
+    },
+    VarDoc {
+        name: "SCANLOOP_POINTS_TTL_DAYS",
+        default: "365",
+        meaning: "points lots expire this long after they were earned",
+    },
+    VarDoc {
+        name: "SCANLOOP_ACTIVATION_POINTS",
+        default: "100",
+        meaning: "points for a warranty activation",
+    },
+];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -68,5 +140,47 @@ impl Config {
 impl scanloop_service::HasServiceConfig for Config {
     fn service(&self) -> &ServiceConfig {
         &self.service
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    /// Every variable this module reads is in [`super::VARS`] and every entry there is read here,
+    /// so `scanloop config` and docs/operating.md cannot miss one.
+    #[test]
+    fn vars_list_exactly_the_variables_this_module_reads() {
+        let gaps = scanloop_config::doc_gaps(include_str!("config.rs"), super::VARS);
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
+    }
+
+    /// The documented defaults are the domain's.
+    #[test]
+    fn vars_give_the_domain_defaults() {
+        let rules = crate::domain::member::Rules::default();
+        let gaps = scanloop_config::default_gaps(
+            super::VARS,
+            &[
+                (
+                    "SCANLOOP_KOC_WINDOW_DAYS",
+                    rules.koc_window.num_days().to_string(),
+                ),
+                ("SCANLOOP_KOC_MIN_SCANS", rules.koc_min_scans.to_string()),
+                ("SCANLOOP_KOC_MIN_SHARES", rules.koc_min_shares.to_string()),
+                (
+                    "SCANLOOP_KOC_MIN_COMMENTS",
+                    rules.koc_min_comments.to_string(),
+                ),
+                ("SCANLOOP_GOLD_MIN_SCORE", rules.gold_min_score.to_string()),
+                (
+                    "SCANLOOP_POINTS_TTL_DAYS",
+                    rules.points_ttl.num_days().to_string(),
+                ),
+                (
+                    "SCANLOOP_ACTIVATION_POINTS",
+                    rules.activation_points.to_string(),
+                ),
+            ],
+        );
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
     }
 }

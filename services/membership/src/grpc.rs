@@ -6,26 +6,28 @@ use scanloop_proto::common::v1::{BuyerIdentity, PageResponse};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_server::MembershipService;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::validate::{
-    brand_id as validate_brand, page_size, request_id as validate_request_id,
-};
-use scanloop_service::{RequestContext, ServiceError};
+use scanloop_service::validate::page_size;
+use scanloop_service::{Handler, ServiceError};
 use tonic::{Request, Response, Status};
 
 use crate::app::{MemberState, Membership};
 use crate::domain::tiers::{Tier, tier_for};
 use crate::projections::ReadModels;
 
-const SERVICE: &str = "scanloop.membership.v1.MembershipService";
-
 pub struct Api {
     app: Arc<Membership>,
     read_models: ReadModels,
+    handler: Handler,
 }
 
 impl Api {
     pub fn new(app: Arc<Membership>, read_models: ReadModels) -> Self {
-        Self { app, read_models }
+        let handler = Handler::new(app.hasher().clone());
+        Self {
+            app,
+            read_models,
+            handler,
+        }
     }
 
     /// The member an explicit id or an identity names.
@@ -110,248 +112,206 @@ fn identity_from_key(key: &str) -> Option<BuyerIdentity> {
     Some(BuyerIdentity { kind: Some(kind) })
 }
 
-/// A handler's body, its domain errors turned into statuses (span, metric and log come from the
-/// shared RPC layer).
-macro_rules! rpc {
-    ($body:expr) => {{ async { $body }.await.map_err(Status::from) }};
-}
-
 #[tonic::async_trait]
 impl MembershipService for Api {
     async fn register_member(
         &self,
         request: Request<pb::RegisterMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let (identity, key) = self.app.stored_identity(&r.brand_id, r.identity.as_ref())?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "RegisterMember"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self
-                .app
-                .register(
-                    &ctx,
-                    identity,
-                    key,
-                    r.display_name.clone(),
-                    r.region.trim().to_owned(),
-                )
-                .await?;
-            Ok::<_, ServiceError>(Response::new(self.view(&r.brand_id, &state)))
-        })
+        self.handler
+            .command(request, async |r, ctx| {
+                let (identity, key) = self.app.stored_identity(&r.brand_id, r.identity.as_ref())?;
+                let state = self
+                    .app
+                    .register(
+                        &ctx,
+                        identity,
+                        key,
+                        r.display_name.clone(),
+                        r.region.trim().to_owned(),
+                    )
+                    .await?;
+                Ok(self.view(&r.brand_id, &state))
+            })
+            .await
     }
 
     async fn link_identity(
         &self,
         request: Request<pb::LinkIdentityRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let member = member_id(&r.member_id)?;
-            let (identity, key) = self.app.stored_identity(&r.brand_id, r.identity.as_ref())?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "LinkIdentity"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.link(&ctx, &member, identity, key).await?;
-            Ok::<_, ServiceError>(Response::new(self.view(&r.brand_id, &state)))
-        })
+        self.handler
+            .command(request, async |r, ctx| {
+                let member = member_id(&r.member_id)?;
+                let (identity, key) = self.app.stored_identity(&r.brand_id, r.identity.as_ref())?;
+                let state = self.app.link(&ctx, &member, identity, key).await?;
+                Ok(self.view(&r.brand_id, &state))
+            })
+            .await
     }
 
     async fn get_member(
         &self,
         request: Request<pb::GetMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            let state = self.resolve(&r.brand_id, r.by.as_ref()).await?;
-            Ok::<_, ServiceError>(Response::new(self.view(&r.brand_id, &state)))
-        })
+        self.handler
+            .query(request, async |r| {
+                let state = self.resolve(&r.brand_id, r.by.as_ref()).await?;
+                Ok(self.view(&r.brand_id, &state))
+            })
+            .await
     }
 
     async fn award_points(
         &self,
         request: Request<pb::AwardPointsRequest>,
     ) -> Result<Response<pb::PointsBalance>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let member = member_id(&r.member_id)?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "AwardPoints"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.award(&ctx, &member, r.points, &r.reason).await?;
-            Ok::<_, ServiceError>(Response::new(pb::PointsBalance {
-                member_id: member,
-                balance: state.member.balance_at(self.app.now()),
-            }))
-        })
+        self.handler
+            .command(request, async |r, ctx| {
+                let member = member_id(&r.member_id)?;
+                let state = self.app.award(&ctx, &member, r.points, &r.reason).await?;
+                Ok(pb::PointsBalance {
+                    member_id: member,
+                    balance: state.member.balance_at(self.app.now()),
+                })
+            })
+            .await
     }
 
     async fn redeem_points(
         &self,
         request: Request<pb::RedeemPointsRequest>,
     ) -> Result<Response<pb::PointsBalance>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let member = member_id(&r.member_id)?;
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "RedeemPoints"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.redeem(&ctx, &member, r.points, &r.reason).await?;
-            Ok::<_, ServiceError>(Response::new(pb::PointsBalance {
-                member_id: member,
-                balance: state.member.balance_at(self.app.now()),
-            }))
-        })
+        self.handler
+            .command(request, async |r, ctx| {
+                let member = member_id(&r.member_id)?;
+                let state = self.app.redeem(&ctx, &member, r.points, &r.reason).await?;
+                Ok(pb::PointsBalance {
+                    member_id: member,
+                    balance: state.member.balance_at(self.app.now()),
+                })
+            })
+            .await
     }
 
     async fn record_engagement(
         &self,
         request: Request<pb::RecordEngagementRequest>,
     ) -> Result<Response<pb::RecordEngagementResponse>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            validate_request_id(&r.request_id)?;
-            let member = member_id(&r.member_id)?;
-            let kind = pb::EngagementKind::try_from(r.kind)
-                .map_err(|_| ServiceError::invalid("kind is not a known engagement kind"))?;
-            let occurred_at = match &r.occurred_at {
-                None => self.app.now(),
-                Some(at) => from_timestamp(Some(at))
-                    .ok_or_else(|| ServiceError::invalid("occurred_at is not a valid timestamp"))?,
-            };
-            let ctx = RequestContext::of_command(
-                &request,
-                self.app.hasher(),
-                (SERVICE, "RecordEngagement"),
-                &r.brand_id,
-                &r.request_id,
-            );
-            let state = self.app.engage(&ctx, &member, kind, occurred_at).await?;
-            let view = self.view(&r.brand_id, &state);
-            Ok::<_, ServiceError>(Response::new(pb::RecordEngagementResponse {
-                koc_qualified: view.koc_qualified,
-                tier: view.tier,
-                koc_score: view.koc_score,
-            }))
-        })
+        self.handler
+            .command(request, async |r, ctx| {
+                let member = member_id(&r.member_id)?;
+                let kind = pb::EngagementKind::try_from(r.kind)
+                    .map_err(|_| ServiceError::invalid("kind is not a known engagement kind"))?;
+                let occurred_at = match &r.occurred_at {
+                    None => self.app.now(),
+                    Some(at) => from_timestamp(Some(at)).ok_or_else(|| {
+                        ServiceError::invalid("occurred_at is not a valid timestamp")
+                    })?,
+                };
+                let state = self.app.engage(&ctx, &member, kind, occurred_at).await?;
+                let view = self.view(&r.brand_id, &state);
+                Ok(pb::RecordEngagementResponse {
+                    koc_qualified: view.koc_qualified,
+                    tier: view.tier,
+                    koc_score: view.koc_score,
+                })
+            })
+            .await
     }
 
     async fn list_leaderboard(
         &self,
         request: Request<pb::ListLeaderboardRequest>,
     ) -> Result<Response<pb::ListLeaderboardResponse>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            let region = r.region.trim();
-            if !(region.is_empty() || scanloop_proto::region::is_division_code(region)) {
-                return Err(ServiceError::invalid(
-                    "region must be a 6-digit division code or empty",
-                ));
-            }
-            let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
-            let (rows, next) = self
-                .read_models
-                .leaderboard_page(&r.brand_id, region, page_size(r.page.as_ref()), token)
-                .await
-                .map_err(page_error)?;
-            Ok::<_, ServiceError>(Response::new(pb::ListLeaderboardResponse {
-                entries: rows
-                    .into_iter()
-                    .map(
-                        |(member_id, koc_score, display_name, tier)| pb::LeaderboardEntry {
-                            member_id,
-                            display_name: display_name.unwrap_or_default(),
-                            koc_score,
-                            tier: tier.unwrap_or_default(),
-                            region: region.to_owned(),
-                        },
-                    )
-                    .collect(),
-                page: Some(PageResponse {
-                    next_page_token: next,
-                }),
-            }))
-        })
+        self.handler
+            .query(request, async |r| {
+                let region = r.region.trim();
+                if !(region.is_empty() || scanloop_proto::region::is_division_code(region)) {
+                    return Err(ServiceError::invalid(
+                        "region must be a 6-digit division code or empty",
+                    ));
+                }
+                let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
+                let (rows, next) = self
+                    .read_models
+                    .leaderboard_page(&r.brand_id, region, page_size(r.page.as_ref()), token)
+                    .await
+                    .map_err(page_error)?;
+                Ok(pb::ListLeaderboardResponse {
+                    entries: rows
+                        .into_iter()
+                        .map(
+                            |(member_id, koc_score, display_name, tier)| pb::LeaderboardEntry {
+                                member_id,
+                                display_name: display_name.unwrap_or_default(),
+                                koc_score,
+                                tier: tier.unwrap_or_default(),
+                                region: region.to_owned(),
+                            },
+                        )
+                        .collect(),
+                    page: Some(PageResponse {
+                        next_page_token: next,
+                    }),
+                })
+            })
+            .await
     }
 
     async fn list_points_ledger(
         &self,
         request: Request<pb::ListPointsLedgerRequest>,
     ) -> Result<Response<pb::ListPointsLedgerResponse>, Status> {
-        rpc!({
-            let r = request.get_ref();
-            validate_brand(&r.brand_id)?;
-            let member = member_id(&r.member_id)?;
-            let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
-            let (rows, next) = self
-                .read_models
-                .ledger_page(&r.brand_id, &member, page_size(r.page.as_ref()), token)
-                .await
-                .map_err(page_error)?;
-            Ok::<_, ServiceError>(Response::new(pb::ListPointsLedgerResponse {
-                entries: rows
-                    .into_iter()
-                    .map(
-                        |(version, points, kind, reason, at)| pb::PointsLedgerEntry {
-                            points,
-                            kind,
-                            reason,
-                            at: Some(to_timestamp(at)),
-                            version: version as u64,
-                        },
-                    )
-                    .collect(),
-                page: Some(PageResponse {
-                    next_page_token: next,
-                }),
-            }))
-        })
+        self.handler
+            .query(request, async |r| {
+                let member = member_id(&r.member_id)?;
+                let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
+                let (rows, next) = self
+                    .read_models
+                    .ledger_page(&r.brand_id, &member, page_size(r.page.as_ref()), token)
+                    .await
+                    .map_err(page_error)?;
+                Ok(pb::ListPointsLedgerResponse {
+                    entries: rows
+                        .into_iter()
+                        .map(
+                            |(version, points, kind, reason, at)| pb::PointsLedgerEntry {
+                                points,
+                                kind,
+                                reason,
+                                at: Some(to_timestamp(at)),
+                                version: version as u64,
+                            },
+                        )
+                        .collect(),
+                    page: Some(PageResponse {
+                        next_page_token: next,
+                    }),
+                })
+            })
+            .await
     }
 
     async fn list_tiers(
         &self,
         request: Request<pb::ListTiersRequest>,
     ) -> Result<Response<pb::ListTiersResponse>, Status> {
-        validate_brand(&request.get_ref().brand_id)?;
-        let rules = self.app.rules();
-        Ok(Response::new(pb::ListTiersResponse {
-            tiers: Tier::ALL
-                .into_iter()
-                .map(|tier| pb::Tier {
-                    id: tier.id().to_owned(),
-                    name: tier.name().to_owned(),
-                    requirement: tier.requirement(rules),
-                    perks: tier.perks().into_iter().map(str::to_owned).collect(),
+        self.handler
+            .query(request, async |_| {
+                let rules = self.app.rules();
+                Ok(pb::ListTiersResponse {
+                    tiers: Tier::ALL
+                        .into_iter()
+                        .map(|tier| pb::Tier {
+                            id: tier.id().to_owned(),
+                            name: tier.name().to_owned(),
+                            requirement: tier.requirement(rules),
+                            perks: tier.perks().into_iter().map(str::to_owned).collect(),
+                        })
+                        .collect(),
                 })
-                .collect(),
-        }))
+            })
+            .await
     }
 }

@@ -3,7 +3,7 @@
 use scanloop_membership::{config::Config, server};
 
 #[global_allocator]
-static ALLOCATOR: scanloop_service::Allocator = scanloop_service::Allocator;
+static ALLOCATOR: scanloop_alloc::Allocator = scanloop_alloc::Allocator;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

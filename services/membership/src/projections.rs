@@ -354,8 +354,8 @@ mod tests {
 
     #[test]
     fn the_declared_tables_are_the_tables_this_projection_writes() {
-        let source = include_str!("projections.rs");
-        let mismatch = scanloop_eventstore::projection::undeclared_tables::<ReadModels>(source);
+        let sources = [include_str!("projections.rs")];
+        let mismatch = scanloop_eventstore::projection::undeclared_tables::<ReadModels>(&sources);
         assert!(mismatch.is_empty(), "{mismatch}");
     }
 }

@@ -11,6 +11,7 @@ use scanloop_proto::activation::v1 as activation;
 use scanloop_proto::referral::v1 as referral;
 use scanloop_proto::time::from_timestamp;
 use scanloop_service::ServiceError;
+use scanloop_service::reaction::{caused_by, decode_v1, handler_error};
 
 use crate::app::Membership;
 
@@ -70,7 +71,7 @@ impl Reactions {
                 request_id: format!("activation:{}", envelope.event_id),
                 fingerprint: REACTION_FINGERPRINT.to_vec(),
             }),
-            ..scanloop_service::reaction::caused_by(envelope)
+            ..caused_by(envelope)
         };
         let outcome = self
             .app
@@ -83,7 +84,7 @@ impl Reactions {
                 activated_at,
             )
             .await;
-        outcome.map(|_| ()).map_err(failure)
+        outcome.map(|_| ()).map_err(handler_error)
     }
 
     async fn on_share(&self, envelope: &EventEnvelope) -> Result<(), HandlerError> {
@@ -94,7 +95,7 @@ impl Reactions {
                 request_id: format!("share:{}", envelope.event_id),
                 fingerprint: SHARE_FINGERPRINT.to_vec(),
             }),
-            ..scanloop_service::reaction::caused_by(envelope)
+            ..caused_by(envelope)
         };
         match self
             .app
@@ -120,19 +121,8 @@ impl Reactions {
                 );
                 Ok(())
             }
-            Err(e) => Err(failure(e)),
+            Err(e) => Err(handler_error(e)),
         }
-    }
-}
-
-/// Contention and outages pass, so retrying later is right; anything else will fail the same way
-/// every time: dead-letter it with the reason.
-fn failure(error: ServiceError) -> HandlerError {
-    match error {
-        e @ (ServiceError::Aborted(_) | ServiceError::Unavailable(_)) => {
-            HandlerError::Transient(anyhow::anyhow!(e))
-        }
-        e => HandlerError::Poison(e.to_string()),
     }
 }
 
@@ -146,16 +136,8 @@ struct Share {
 /// Reads the share of `envelope`; whatever cannot be read never will be (poison).
 fn shared(envelope: &EventEnvelope) -> Result<Share, HandlerError> {
     // Version 1 is the only LinkShared there is; a newer one is not guessed at.
-    if envelope.schema_version > 1 {
-        return Err(HandlerError::Poison(format!(
-            "{LINK_SHARED} schema version {} is newer than this service reads (1): upgrade \
-             membership",
-            envelope.schema_version
-        )));
-    }
+    let shared: referral::LinkShared = decode_v1(envelope, "membership")?;
     let poison = |why: String| HandlerError::Poison(format!("{LINK_SHARED}: {why}"));
-    let shared = referral::LinkShared::decode(envelope.payload.as_slice())
-        .map_err(|e| poison(e.to_string()))?;
     // Member ids are UUIDs (as the API requires); anything else names no member stream.
     let member_id = uuid::Uuid::parse_str(shared.member_id.trim())
         .map_err(|_| poison(format!("member id {:?} is not a UUID", shared.member_id)))?
@@ -227,8 +209,8 @@ mod tests {
 
     #[test]
     fn outages_retry_and_refusals_are_poison() {
-        assert!(failure(ServiceError::Unavailable("db".into())).is_transient());
-        assert!(failure(ServiceError::Aborted("busy".into())).is_transient());
-        assert!(!failure(ServiceError::InvalidArgument("bad".into())).is_transient());
+        assert!(handler_error(ServiceError::Unavailable("db".into())).is_transient());
+        assert!(handler_error(ServiceError::Aborted("busy".into())).is_transient());
+        assert!(!handler_error(ServiceError::InvalidArgument("bad".into())).is_transient());
     }
 }

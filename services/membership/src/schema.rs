@@ -3,7 +3,7 @@
 use scanloop_storage::Migration;
 
 pub const COMPONENT: &str = "membership";
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = scanloop_storage::latest_version(MIGRATIONS);
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     component: COMPONENT,

@@ -1,8 +1,10 @@
-//! The payouts service's settings, from the environment (defaults documented in README).
+//! The payouts service's settings, from the environment. [`VARS`] documents each variable this
+//! module reads (`scanloop config` prints them; docs/operating.md lists them; a test keeps
+//! them in step with the code).
 
 use std::time::Duration;
 
-use scanloop_config::{ByBrand, ConfigError, var};
+use scanloop_config::{ByBrand, ConfigError, VarDoc, var};
 use scanloop_service::{ServiceConfig, ServiceNames};
 use scanloop_timers::SharedClock;
 
@@ -43,6 +45,61 @@ impl Rules {
             .get_or(brand_id, &self.purchase_max_fen)
     }
 }
+
+/// Every variable [`Config::from_env`] reads here, with its default. The settings every service
+/// shares are in [`scanloop_service::config::VARS`].
+pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "SCANLOOP_PAYOUTS_KEYSPACE",
+        default: "scanloop_payouts",
+        meaning: "payouts' keyspace",
+    },
+    VarDoc {
+        name: "SCANLOOP_PAYOUTS_TOPIC",
+        default: "scanloop.payouts.events.v1",
+        meaning: "payouts' event topic",
+    },
+    VarDoc {
+        name: "SCANLOOP_REFERRAL_TOPIC",
+        default: "scanloop.referral.events.v1",
+        meaning: "where attributions and rejections come from",
+    },
+    VarDoc {
+        name: "SCANLOOP_ACTIVATION_TOPIC",
+        default: "scanloop.activation.events.v1",
+        meaning: "where returns and refunds come from",
+    },
+    VarDoc {
+        name: "SCANLOOP_TIMER_GROUP",
+        default: "payouts-timers",
+        meaning: "consumer group that schedules vesting from accruals",
+    },
+    VarDoc {
+        name: "SCANLOOP_TIMER_INTERVAL_MS",
+        default: "1000",
+        meaning: "how often the vesting job looks for due items",
+    },
+    VarDoc {
+        name: "SCANLOOP_COMMISSION_CEILING_BPS",
+        default: "3000",
+        meaning: "levels 1 + 2 together stay within this share of a sale, in basis points (3000 = 30%)",
+    },
+    VarDoc {
+        name: "SCANLOOP_COMMISSION_CEILING_BPS_BY_BRAND",
+        default: "(empty)",
+        meaning: "brands' own ceilings, `brand=bps,brand=bps`",
+    },
+    VarDoc {
+        name: "SCANLOOP_PURCHASE_MAX_FEN",
+        default: "100000000",
+        meaning: "the purchase ceiling activation checks (¥1,000,000): a plan whose fixed amounts, cap or minimum payout exceed it is refused (rule `amounts-within-purchase-ceiling`)",
+    },
+    VarDoc {
+        name: "SCANLOOP_PURCHASE_MAX_FEN_BY_BRAND",
+        default: "(empty)",
+        meaning: "brands' own purchase ceilings in fen, `brand=fen,brand=fen`",
+    },
+];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -99,5 +156,36 @@ impl Config {
 impl scanloop_service::HasServiceConfig for Config {
     fn service(&self) -> &ServiceConfig {
         &self.service
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    /// Every variable this module reads is in [`super::VARS`] and every entry there is read here,
+    /// so `scanloop config` and docs/operating.md cannot miss one.
+    #[test]
+    fn vars_list_exactly_the_variables_this_module_reads() {
+        let gaps = scanloop_config::doc_gaps(include_str!("config.rs"), super::VARS);
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
+    }
+
+    /// The documented defaults are the code's.
+    #[test]
+    fn vars_give_the_code_defaults() {
+        use crate::domain::plan::{DEFAULT_CEILING_BPS, DEFAULT_PURCHASE_MAX_FEN};
+        let gaps = scanloop_config::default_gaps(
+            super::VARS,
+            &[
+                (
+                    "SCANLOOP_COMMISSION_CEILING_BPS",
+                    DEFAULT_CEILING_BPS.to_string(),
+                ),
+                (
+                    "SCANLOOP_PURCHASE_MAX_FEN",
+                    DEFAULT_PURCHASE_MAX_FEN.to_string(),
+                ),
+            ],
+        );
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
     }
 }

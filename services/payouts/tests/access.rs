@@ -201,7 +201,7 @@ async fn a_refused_call_never_reaches_its_handler() {
 }
 
 /// The roles a brand's set-up is built on, pinned (the generated matrix checks the gate against
-/// the tables; this checks the tables say what the README promises).
+/// the tables; this checks the tables say what docs/access.md and docs/payouts.md promise).
 #[test]
 fn money_moves_only_for_finance_and_plans_only_for_operators() {
     let roles = |service: &str, method: &str| -> Vec<Role> {

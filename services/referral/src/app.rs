@@ -10,16 +10,18 @@ use scanloop_service::{RequestContext, ServiceError};
 use scanloop_storage::DbError;
 use scanloop_timers::SharedClock;
 
-use crate::directory::{Directory, MemberFacts};
+use crate::directory::Directory;
+use crate::directory::members::MemberFacts;
 use crate::domain::assist::{self, Assist, CampaignState};
 use crate::domain::attribution::{
     self, Attributions, Outcome, Recorded, Referrer, Sale, Signals, Token,
 };
 use crate::domain::device::{self, DeviceClaim};
 use crate::domain::link::{self, Link};
-use crate::domain::node::{self, Node};
+use crate::domain::node::Node;
 use crate::domain::rules::{BindingMode, Rules};
 use crate::domain::{ReferralEvent, Rejection};
+use crate::forest::node_streams::{NodeReads, NodeStreams};
 use crate::forest::{self, Binding, BoundParents, Nodes};
 
 /// Ancestors are walked at most this deep when looking for a cycle (the tree pays two levels;
@@ -772,54 +774,5 @@ fn internal(meta: &AppendMeta) -> AppendMeta {
     AppendMeta {
         request: None,
         ..meta.clone()
-    }
-}
-
-/// The brand's node streams, as a binding reads and appends to them.
-struct NodeStreams<'a> {
-    nodes: &'a Repository<Node>,
-    parents: &'a BoundParents,
-    brand: &'a str,
-    meta: AppendMeta,
-    reads: NodeReads,
-}
-
-/// How [`NodeStreams`] reads an unbound node: as stored now (an answer to a caller), or as the
-/// repository remembers it (a binding, whose conditional appends check what it concludes; the
-/// repository refreshes what it remembers whenever such an append is refused or collides).
-#[derive(Clone, Copy)]
-enum NodeReads {
-    Stored,
-    Remembered,
-}
-
-impl Nodes for NodeStreams<'_> {
-    async fn node(&self, member: &str) -> Result<Node, ServiceError> {
-        let stream = node::stream_id(self.brand, member);
-        let loaded = match self.reads {
-            NodeReads::Stored => self.nodes.load::<Rejection>(&stream).await?,
-            NodeReads::Remembered => self.nodes.remembered_or_load::<Rejection>(&stream).await?,
-        };
-        let node = loaded.state;
-        self.parents.learn(&stream, node.parent.as_deref());
-        Ok(node)
-    }
-
-    async fn parent(&self, member: &str) -> Result<Option<String>, ServiceError> {
-        let stream = node::stream_id(self.brand, member);
-        match self.parents.get(&stream) {
-            Some(parent) => Ok(Some(parent)),
-            None => Ok(self.node(member).await?.parent),
-        }
-    }
-
-    async fn append<F>(&self, member: &str, decide: F) -> Result<Node, ExecuteError<Rejection>>
-    where
-        F: Fn(&Node) -> Result<Vec<ReferralEvent>, Rejection> + Send + Sync,
-    {
-        let stream = node::stream_id(self.brand, member);
-        let node = self.nodes.execute(&stream, &self.meta, decide).await?.state;
-        self.parents.learn(&stream, node.parent.as_deref());
-        Ok(node)
     }
 }

@@ -2,7 +2,8 @@
 //! concurrency bindings arrive in: every path that binds (an attribution, a review's approval)
 //! goes through [`bind`]. The decisions are the node aggregate's (`domain::node`); this is the
 //! walk and the two conditional appends around them, written against [`Nodes`] so a test can
-//! interleave many bindings step by step.
+//! interleave many bindings step by step. The service binds through the node streams in the
+//! event store (`node_streams`).
 
 use std::future::Future;
 
@@ -154,6 +155,8 @@ impl BoundParents {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+pub(crate) mod node_streams;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,6 @@ pub mod access;
 pub mod app;
 pub mod card;
 pub mod config;
-pub mod db;
 pub mod directory;
 pub mod domain;
 pub mod forest;

@@ -16,15 +16,14 @@ use scanloop_bus::{DeadLetters, EventEnvelope, EventHandler, HandlerError};
 use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_proto::activation::v1 as activation;
 use scanloop_proto::common::v1::StoredIdentity;
-use scanloop_proto::common::v1::stored_identity::Kind;
 use scanloop_proto::membership::v1 as membership;
 use scanloop_proto::time::from_timestamp;
-use scanloop_service::ServiceError;
+use scanloop_service::reaction::{caused_by, decode_v1, handler_error, storage_error};
 
 use crate::app::Referrals;
-use crate::directory::Parked;
+use crate::directory::parked_sales::Parked;
 use crate::domain::attribution::{self, Sale};
-use crate::domain::device;
+use scanloop_pii::{canonical_serial, identity_key};
 
 const WARRANTY_ACTIVATED: &str = "scanloop.activation.v1.WarrantyActivated";
 const WARRANTY_VOIDED: &str = "scanloop.activation.v1.WarrantyVoided";
@@ -61,43 +60,9 @@ impl Reactions {
     }
 }
 
-/// `kind:value`, the identity's name in membership's claims.
-pub fn identity_key(identity: &StoredIdentity) -> Option<String> {
-    match identity.kind.as_ref()? {
-        Kind::PhoneHash(h) => Some(format!("phone_hash:{h}")),
-        Kind::WechatUnionid(u) => Some(format!("wechat_unionid:{u}")),
-        Kind::DeviceSerial(_) => None,
-    }
-}
-
+/// Version 1 is the only version of each event referral reads; a newer one is not guessed at.
 fn decode<M: prost::Message + Default>(envelope: &EventEnvelope) -> Result<M, HandlerError> {
-    // Version 1 is the only version of each of these; a newer one is not guessed at.
-    if envelope.schema_version > 1 {
-        return Err(HandlerError::Poison(format!(
-            "{} schema version {} is newer than this service reads (1): upgrade referral",
-            envelope.event_type, envelope.schema_version
-        )));
-    }
-    M::decode(envelope.payload.as_slice())
-        .map_err(|e| HandlerError::Poison(format!("{}: {e}", envelope.event_type)))
-}
-
-fn db(error: scanloop_storage::DbError) -> HandlerError {
-    if error.is_transient() {
-        HandlerError::Transient(anyhow::anyhow!(error))
-    } else {
-        HandlerError::Poison(error.to_string())
-    }
-}
-
-fn service(error: ServiceError) -> HandlerError {
-    match error {
-        // Contention and outages pass; retrying later is right.
-        e @ (ServiceError::Aborted(_) | ServiceError::Unavailable(_)) => {
-            HandlerError::Transient(anyhow::anyhow!(e))
-        }
-        e => HandlerError::Poison(e.to_string()),
-    }
+    decode_v1(envelope, "referral")
 }
 
 fn meta(envelope: &EventEnvelope, request_id: String, fingerprint: &[u8]) -> AppendMeta {
@@ -106,7 +71,7 @@ fn meta(envelope: &EventEnvelope, request_id: String, fingerprint: &[u8]) -> App
             request_id,
             fingerprint: fingerprint.to_vec(),
         }),
-        ..scanloop_service::reaction::caused_by(envelope)
+        ..caused_by(envelope)
     }
 }
 
@@ -125,14 +90,14 @@ impl EventHandler for Reactions {
                 self.app
                     .on_void(&meta, &envelope.stream_id)
                     .await
-                    .map_err(service)
+                    .map_err(handler_error)
             }
             SUSPICIOUS_SCAN => {
                 let scan: activation::SuspiciousScan = decode(envelope)?;
                 directory
                     .flag_code(brand, &envelope.stream_id, &scan.reason)
                     .await
-                    .map_err(db)
+                    .map_err(storage_error)
             }
             IDENTITY_CLAIMED => {
                 let e: membership::IdentityClaimed = decode(envelope)?;
@@ -152,7 +117,7 @@ impl EventHandler for Reactions {
                         key.as_deref(),
                     )
                     .await
-                    .map_err(db)?;
+                    .map_err(storage_error)?;
                 self.on_member_identity(envelope, &e.member_id, e.identity.as_ref())
                     .await
             }
@@ -162,21 +127,21 @@ impl EventHandler for Reactions {
                     directory
                         .add_identity(brand, &e.member_id, &key)
                         .await
-                        .map_err(db)?;
+                        .map_err(storage_error)?;
                 }
                 self.on_member_identity(envelope, &e.member_id, e.identity.as_ref())
                     .await
             }
             DEVICE_BOUND => {
                 let e: membership::DeviceBound = decode(envelope)?;
-                let serial = device::normalize(&e.device_serial);
+                let serial = canonical_serial(&e.device_serial);
                 if serial.is_empty() {
                     return Ok(());
                 }
                 directory
                     .add_device(brand, &e.member_id, &serial)
                     .await
-                    .map_err(db)
+                    .map_err(storage_error)
             }
             _ => Ok(()),
         }
@@ -211,22 +176,22 @@ impl Reactions {
         directory
             .set_warranty_owner(brand, &envelope.stream_id, &key)
             .await
-            .map_err(db)?;
+            .map_err(storage_error)?;
         let through_store = activated.channel.as_ref().is_some_and(|c| {
             c.kind == activation::PurchaseChannelKind::Store as i32 && !c.id.is_empty()
         });
         if activated.referral_token.is_empty() && !through_store {
             return Ok(());
         }
-        let owner = match directory.owner(brand, &key).await.map_err(db)? {
+        let owner = match directory.owner(brand, &key).await.map_err(storage_error)? {
             Some(owner) => owner,
             None => {
                 directory
                     .park(brand, &key, &envelope.event_id, &envelope.encode_to_vec())
                     .await
-                    .map_err(db)?;
+                    .map_err(storage_error)?;
                 // Membership may have announced the buyer between the two reads.
-                match directory.owner(brand, &key).await.map_err(db)? {
+                match directory.owner(brand, &key).await.map_err(storage_error)? {
                     Some(owner) => owner,
                     None => return Ok(()),
                 }
@@ -261,7 +226,7 @@ impl Reactions {
             buyer_member_id,
             buyer: identity,
             buyer_identity_key: key.clone(),
-            device_serial: device::normalize(&activated.device_serial),
+            device_serial: canonical_serial(&activated.device_serial),
             sku: activated.sku.clone(),
             purchase_amount: activated.purchase_amount.clone(),
             purchased_at: from_timestamp(activated.purchased_at.as_ref()).unwrap_or(activated_at),
@@ -273,12 +238,15 @@ impl Reactions {
             format!("activation:{}", envelope.event_id),
             ACTIVATION_FINGERPRINT,
         );
-        self.app.attribute(&meta, sale).await.map_err(service)?;
+        self.app
+            .attribute(&meta, sale)
+            .await
+            .map_err(handler_error)?;
         self.app
             .directory()
             .unpark(&envelope.brand_id, &key, &envelope.event_id)
             .await
-            .map_err(db)
+            .map_err(storage_error)
     }
 
     /// Membership announced that `identity` is `member_id`'s: note it, then attribute any
@@ -300,9 +268,9 @@ impl Reactions {
         directory
             .set_owner(brand, &key, member_id)
             .await
-            .map_err(db)?;
+            .map_err(storage_error)?;
         let mut retry = None;
-        for parked in directory.parked(brand, &key).await.map_err(db)? {
+        for parked in directory.parked(brand, &key).await.map_err(storage_error)? {
             if parked.envelope.is_empty() {
                 // Only a failed attempt's count is left: the row was taken (attributed and
                 // unparked by a concurrent attempt) before that count landed, or the parked
@@ -311,7 +279,7 @@ impl Reactions {
                 directory
                     .unpark(brand, &key, &parked.event_id)
                     .await
-                    .map_err(db)?;
+                    .map_err(storage_error)?;
                 continue;
             }
             let failure = match self.attribute_parked(&parked, &key, member_id).await {
@@ -331,7 +299,7 @@ impl Reactions {
                             &format!("{error:#}"),
                         )
                         .await
-                        .map_err(db)?;
+                        .map_err(storage_error)?;
                     retry = Some(HandlerError::Transient(error));
                 }
                 failure => {
@@ -345,7 +313,7 @@ impl Reactions {
                     directory
                         .unpark(brand, &key, &parked.event_id)
                         .await
-                        .map_err(db)?;
+                        .map_err(storage_error)?;
                 }
             }
         }

@@ -12,52 +12,48 @@ use tokio_util::sync::CancellationToken;
 use super::credentials::{DEV_KEY_ID, Verifier};
 use super::limits::{DEFAULT_PER_BRAND, DEFAULT_PER_CLIENT, LimitSettings};
 
-/// The variables every service reads for access and transport (`scanloop config` prints them).
+/// The variables every service reads for access and transport (`scanloop config` prints them;
+/// docs/operating.md lists them).
 pub const SERVER_VARS: &[VarDoc] = &[
     VarDoc {
         name: "SCANLOOP_AUTH_JWKS",
         default: "(required; dev: optional)",
-        meaning: "services: JWKS file of the Ed25519 public keys that sign callers' tokens; re-read when it changes",
+        meaning: "JWKS file of the Ed25519 public keys that sign callers' tokens; re-read when it changes",
     },
     VarDoc {
         name: "SCANLOOP_AUTH_JWKS_RELOAD_MS",
         default: "10000",
-        meaning: "services: how often the JWKS file is checked for a change (key rotation)",
+        meaning: "how often the JWKS file is checked for a change (key rotation)",
     },
     VarDoc {
         name: "SCANLOOP_RATE_LIMIT_PER_CLIENT",
         default: "20",
-        meaning: "services: public RPCs per second per client (x-scanloop-client, else the token's subject)",
+        meaning: "public RPCs per second per client (`x-scanloop-client`, else the token's subject)",
     },
     VarDoc {
         name: "SCANLOOP_RATE_LIMIT_PER_BRAND",
         default: "2000",
-        meaning: "services: public RPCs per second per brand, all clients together",
+        meaning: "public RPCs per second per brand, all its clients together",
     },
     VarDoc {
         name: "SCANLOOP_TLS_CERT",
         default: "(unset: plaintext)",
-        meaning: "services: PEM certificate chain for TLS on the gRPC port (with SCANLOOP_TLS_KEY)",
+        meaning: "PEM certificate chain for TLS on the gRPC port (with SCANLOOP_TLS_KEY)",
     },
     VarDoc {
         name: "SCANLOOP_TLS_KEY",
         default: "(unset)",
-        meaning: "services: PEM private key of that certificate",
+        meaning: "PEM private key of that certificate",
     },
     VarDoc {
         name: "SCANLOOP_TLS_CLIENT_CA",
         default: "(unset: no client certificates)",
-        meaning: "services: PEM CA; when set, every caller must present a certificate it signed (mTLS)",
+        meaning: "PEM CA; when set, every caller must present a certificate it signed (mutual TLS)",
     },
     VarDoc {
         name: "SCANLOOP_HEALTH_ADDR",
         default: "(unset: none)",
-        meaning: "services: plaintext listener serving only gRPC health, for probes that cannot speak TLS",
-    },
-    VarDoc {
-        name: "SCANLOOP_TOKEN",
-        default: "(unset)",
-        meaning: "scanloop CLI: the bearer token its calls send (dev: a development token is made)",
+        meaning: "plaintext listener serving only gRPC health, for probes that cannot speak TLS",
     },
 ];
 
@@ -312,6 +308,29 @@ mod tests {
         assert!(refused.to_string().contains("development key"), "{refused}");
         let own = Verifier::new(&[Signer::generate("2026-12").public_jwk()]).unwrap();
         assert_eq!(trusted(own, false).unwrap().key_ids(), vec!["2026-12"]);
+    }
+
+    /// Every variable this module reads is in [`SERVER_VARS`] and every entry there is read here,
+    /// with the defaults the code uses.
+    #[test]
+    fn server_vars_list_exactly_the_variables_this_module_reads() {
+        let gaps = scanloop_config::doc_gaps(include_str!("settings.rs"), SERVER_VARS);
+        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
+        let default = |name: &str| {
+            SERVER_VARS
+                .iter()
+                .find(|doc| doc.name == name)
+                .unwrap()
+                .default
+        };
+        assert_eq!(
+            default("SCANLOOP_RATE_LIMIT_PER_CLIENT"),
+            DEFAULT_PER_CLIENT.to_string()
+        );
+        assert_eq!(
+            default("SCANLOOP_RATE_LIMIT_PER_BRAND"),
+            DEFAULT_PER_BRAND.to_string()
+        );
     }
 
     #[test]

@@ -22,11 +22,7 @@ use super::{ActivationEvent, Rejection};
 /// How long a claim whose activation has not (yet) arrived keeps its device.
 pub const CLAIM_SETTLE: Duration = Duration::minutes(10);
 
-/// The form a device serial is compared in: trimmed, ASCII upper case ("sn-1 " and "SN-1" are one
-/// device).
-pub fn canonical_serial(device_serial: &str) -> String {
-    device_serial.trim().to_ascii_uppercase()
-}
+pub use scanloop_pii::canonical_serial;
 
 /// The stream of one device serial number of a brand.
 pub fn stream_id(brand_id: &str, device_serial: &str) -> String {

@@ -94,8 +94,63 @@ pub struct Warranty {
     pub assists: BTreeSet<String>,
 }
 
+/// [`Warranty`] as plain data, for its snapshot: the activation and the void as their encoded
+/// events.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WarrantySnapshot {
+    activation: Option<Vec<u8>>,
+    ends_at: Option<DateTime<Utc>>,
+    extended_months: u32,
+    voided: Option<Vec<u8>>,
+    refunded_fen: i64,
+    last_scan: Option<(String, DateTime<Utc>)>,
+    assists: BTreeSet<String>,
+}
+
+impl WarrantySnapshot {
+    fn of(w: &Warranty) -> Self {
+        Self {
+            activation: w.activation.as_ref().map(prost::Message::encode_to_vec),
+            ends_at: w.ends_at,
+            extended_months: w.extended_months,
+            voided: w.voided.as_ref().map(prost::Message::encode_to_vec),
+            refunded_fen: w.refunded_fen,
+            last_scan: w.last_scan.clone(),
+            assists: w.assists.clone(),
+        }
+    }
+
+    fn state(self) -> Option<Warranty> {
+        fn decoded<M: prost::Message + Default>(bytes: Option<Vec<u8>>) -> Option<Option<M>> {
+            bytes.map(|b| M::decode(b.as_slice())).transpose().ok()
+        }
+        Some(Warranty {
+            activation: decoded(self.activation)?,
+            ends_at: self.ends_at,
+            extended_months: self.extended_months,
+            voided: decoded(self.voided)?,
+            refunded_fen: self.refunded_fen,
+            last_scan: self.last_scan,
+            assists: self.assists,
+        })
+    }
+}
+
 impl Aggregate for Warranty {
     type Event = ActivationEvent;
+
+    // A code's stream gets an event per scan for as long as its owner scans it: loads start
+    // from a snapshot.
+    const SNAPSHOT_EVERY: u64 = 64;
+    const SNAPSHOT_TYPE: &'static str = "scanloop.activation.Warranty.v1";
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        scanloop_eventstore::snapshot_json(&WarrantySnapshot::of(self))
+    }
+
+    fn from_snapshot(bytes: &[u8]) -> Option<Self> {
+        scanloop_eventstore::from_snapshot_json::<WarrantySnapshot>(bytes)?.state()
+    }
 
     fn apply(&mut self, event: &ActivationEvent) {
         match event {
@@ -588,6 +643,21 @@ mod tests {
         let state = activated();
         assert_eq!(state.ends_at, Some(at("2028-01-31T10:00:00Z")));
         assert_eq!(state.activated_at(), Some(at("2026-02-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_warranty_comes_back_from_its_snapshot_as_it_was() {
+        let mut state = activated();
+        state.voided = Some(pb::WarrantyVoided {
+            reason: "returned".into(),
+            ..Default::default()
+        });
+        state.refunded_fen = 1_000;
+        state.last_scan = Some(("440300".into(), at("2026-02-03T00:00:00Z")));
+        state.assists.insert("assist-1".into());
+        let restored = Warranty::from_snapshot(&state.to_snapshot()).expect("a snapshot");
+        assert_eq!(restored, state);
+        assert_eq!(Warranty::from_snapshot(b"not a snapshot"), None);
     }
 
     #[test]

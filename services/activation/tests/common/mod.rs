@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
-use scanloop_proto::common::v1::buyer_identity::Kind;
-use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::common::v1::Money;
 use scanloop_proto::time::to_timestamp;
+pub use scanloop_testkit::requests::{phone, request_id};
 use scanloop_testkit::serving::AuthChannel;
 
 pub const BRAND: &str = "acme";
@@ -166,10 +166,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
 /// Issues a batch and collects its codes.
 pub async fn issue(
     client: &mut ActivationServiceClient<AuthChannel>,
@@ -184,32 +180,16 @@ pub async fn issue_for(
     brand_id: &str,
     quantity: u32,
 ) -> (String, Vec<String>) {
-    let mut stream = client
-        .issue_batch(pb::IssueBatchRequest {
-            brand_id: brand_id.into(),
-            request_id: request_id(),
-            sku: "AC-100".into(),
-            product_model: "Air Conditioner 100".into(),
-            warranty_months: 24,
-            quantity,
-            key_id: "k1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut batch_id = String::new();
-    let mut codes = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        batch_id = message.batch_id;
-        codes.extend(message.codes);
-    }
-    (batch_id, codes)
-}
-
-pub fn phone(number: &str) -> Option<BuyerIdentity> {
-    Some(BuyerIdentity {
-        kind: Some(Kind::PhoneNumber(number.into())),
-    })
+    let request = pb::IssueBatchRequest {
+        brand_id: brand_id.into(),
+        request_id: request_id(),
+        sku: "AC-100".into(),
+        product_model: "Air Conditioner 100".into(),
+        warranty_months: 24,
+        quantity,
+        key_id: "k1".into(),
+    };
+    scanloop_testkit::requests::issue(client, request).await
 }
 
 pub fn activation(code: &str, request_id: &str) -> pb::ActivateWarrantyRequest {

@@ -4,7 +4,6 @@
 
 use scanloop_eventstore::Aggregate;
 use scanloop_proto::common::v1::StoredIdentity;
-use scanloop_proto::common::v1::stored_identity::Kind;
 use scanloop_proto::membership::v1 as pb;
 use uuid::Uuid;
 
@@ -13,16 +12,6 @@ use super::{MembershipEvent, Rejection};
 /// Member ids derived from a member's first identity: two concurrent first activations by one
 /// new buyer derive the same member.
 const MEMBER_NAMESPACE: Uuid = Uuid::from_u128(0x5ca7_100b_3e3b_4e55_9d1e_0000_0000_0002);
-
-/// `kind:value`, the identity's name in streams and tables. Phone numbers never get here: a
-/// [`StoredIdentity`] has no field for one.
-pub fn identity_key(identity: &StoredIdentity) -> Option<String> {
-    match identity.kind.as_ref()? {
-        Kind::PhoneHash(h) => Some(format!("phone_hash:{h}")),
-        Kind::WechatUnionid(u) => Some(format!("wechat_unionid:{u}")),
-        Kind::DeviceSerial(_) => None,
-    }
-}
 
 pub fn stream_id(brand_id: &str, key: &str) -> String {
     format!("identity-{brand_id}-{key}")
@@ -70,6 +59,8 @@ pub fn claim(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scanloop_pii::identity_key;
+    use scanloop_proto::common::v1::stored_identity::Kind;
 
     fn unionid() -> StoredIdentity {
         StoredIdentity {

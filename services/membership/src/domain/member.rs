@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Duration, Utc};
 use scanloop_eventstore::Aggregate;
+use scanloop_pii::identity_key;
 use scanloop_proto::common::v1::StoredIdentity;
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::region::is_division_code;
@@ -12,7 +13,6 @@ use scanloop_proto::time::{from_timestamp, to_timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::identity::identity_key;
 pub use super::rules::Rules;
 use super::tiers::{Tier, tier_for};
 use super::{MembershipEvent, Rejection};
@@ -154,13 +154,11 @@ impl Aggregate for Member {
     const SNAPSHOT_TYPE: &'static str = "scanloop.membership.Member.v2";
 
     fn to_snapshot(&self) -> Vec<u8> {
-        // Plain data with string keys: serialising it cannot fail; an empty snapshot would only
-        // be ignored on load (the state is then rebuilt from events).
-        serde_json::to_vec(self).unwrap_or_default()
+        scanloop_eventstore::snapshot_json(self)
     }
 
     fn from_snapshot(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
+        scanloop_eventstore::from_snapshot_json(bytes)
     }
 }
 

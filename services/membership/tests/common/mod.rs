@@ -9,10 +9,12 @@ use std::time::Duration;
 use scanloop_config::Secret;
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
-use scanloop_proto::common::v1::buyer_identity::Kind;
-use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::common::v1::Money;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::time::to_timestamp;
+// Not every test file names a buyer by unionid.
+#[allow(unused_imports)]
+pub use scanloop_testkit::requests::{phone, request_id, unionid};
 use scanloop_testkit::serving::AuthChannel;
 use scanloop_timers::ShiftedClock;
 use tokio_util::sync::CancellationToken;
@@ -179,44 +181,26 @@ impl Cluster {
     }
 }
 
-pub fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-pub fn phone(number: &str) -> Option<BuyerIdentity> {
-    Some(BuyerIdentity {
-        kind: Some(Kind::PhoneNumber(number.into())),
-    })
-}
-
-pub fn unionid(id: &str) -> Option<BuyerIdentity> {
-    Some(BuyerIdentity {
-        kind: Some(Kind::WechatUnionid(id.into())),
-    })
-}
-
 pub async fn issue(
     client: &mut ActivationServiceClient<AuthChannel>,
     quantity: u32,
 ) -> Vec<String> {
-    let mut stream = client
-        .issue_batch(act::IssueBatchRequest {
-            brand_id: BRAND.into(),
-            request_id: request_id(),
-            sku: "PH-9".into(),
-            product_model: "Phone 9".into(),
-            warranty_months: 12,
-            quantity,
-            key_id: "k1".into(),
-        })
+    scanloop_testkit::requests::issue(client, phone_batch(BRAND, quantity))
         .await
-        .unwrap()
-        .into_inner();
-    let mut codes = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        codes.extend(message.codes);
+        .1
+}
+
+/// A batch of phones (12 months' warranty) of `brand`.
+pub fn phone_batch(brand: &str, quantity: u32) -> act::IssueBatchRequest {
+    act::IssueBatchRequest {
+        brand_id: brand.into(),
+        request_id: request_id(),
+        sku: "PH-9".into(),
+        product_model: "Phone 9".into(),
+        warranty_months: 12,
+        quantity,
+        key_id: "k1".into(),
     }
-    codes
 }
 
 pub fn activation(code: &str, buyer: &str, device_serial: &str) -> act::ActivateWarrantyRequest {

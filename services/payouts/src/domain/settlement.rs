@@ -94,8 +94,89 @@ impl Settlements {
     }
 }
 
+/// [`Settlements`] as plain data, for its snapshot: a completed batch's summary is kept as its
+/// encoded event.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SettlementsSnapshot {
+    open: Option<(String, DateTime<Utc>)>,
+    batches: Vec<StartedSnapshot>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StartedSnapshot {
+    batch_id: String,
+    cutoff: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    completed: Option<Vec<u8>>,
+    abandoned: Option<String>,
+}
+
+impl SettlementsSnapshot {
+    fn of(state: &Settlements) -> Self {
+        Self {
+            open: state.open.as_ref().map(|o| (o.batch_id.clone(), o.cutoff)),
+            batches: state
+                .batches
+                .iter()
+                .map(|(batch_id, started)| StartedSnapshot {
+                    batch_id: batch_id.clone(),
+                    cutoff: started.cutoff,
+                    started_at: from_timestamp(started.started_at.as_ref()),
+                    completed: match &started.closed {
+                        Some(Closed::Completed(done)) => Some(prost::Message::encode_to_vec(done)),
+                        _ => None,
+                    },
+                    abandoned: match &started.closed {
+                        Some(Closed::Abandoned(reason)) => Some(reason.clone()),
+                        _ => None,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn state(self) -> Option<Settlements> {
+        let mut batches = BTreeMap::new();
+        for b in self.batches {
+            let closed = match (b.completed, b.abandoned) {
+                (Some(bytes), _) => Some(Closed::Completed(
+                    prost::Message::decode(bytes.as_slice()).ok()?,
+                )),
+                (None, Some(reason)) => Some(Closed::Abandoned(reason)),
+                (None, None) => None,
+            };
+            let started = Started {
+                cutoff: b.cutoff,
+                started_at: b.started_at.map(to_timestamp),
+                closed,
+            };
+            batches.insert(b.batch_id, started);
+        }
+        Some(Settlements {
+            open: self
+                .open
+                .map(|(batch_id, cutoff)| Open { batch_id, cutoff }),
+            batches,
+        })
+    }
+}
+
 impl Aggregate for Settlements {
     type Event = PayoutsEvent;
+
+    // The brand's index of its batches gets two events per batch for as long as the brand
+    // settles: loads start from a snapshot.
+    const SNAPSHOT_EVERY: u64 = 64;
+    const SNAPSHOT_TYPE: &'static str = "scanloop.payouts.Settlements.v1";
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        scanloop_eventstore::snapshot_json(&SettlementsSnapshot::of(self))
+    }
+
+    fn from_snapshot(bytes: &[u8]) -> Option<Self> {
+        scanloop_eventstore::from_snapshot_json::<SettlementsSnapshot>(bytes)?.state()
+    }
+
     fn apply(&mut self, event: &PayoutsEvent) {
         match event {
             PayoutsEvent::SettlementStarted(e) => {
@@ -632,6 +713,46 @@ mod tests {
         assert!(complete(&state, &summary).unwrap().is_empty());
         assert!(start(&state, "b1", at(0), at(3)).unwrap().is_empty());
         assert_eq!(start(&state, "b2", at(0), at(3)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_brands_index_of_batches_comes_back_from_its_snapshot_as_it_was() {
+        let started = |batch: &str, secs| {
+            PayoutsEvent::SettlementStarted(pb::SettlementStarted {
+                batch_id: batch.into(),
+                cutoff: Some(to_timestamp(at(secs))),
+                started_at: Some(to_timestamp(at(secs + 1))),
+            })
+        };
+        let mut state = Settlements::default();
+        for event in [
+            started("b1", 0),
+            PayoutsEvent::SettlementCompleted(pb::SettlementCompleted {
+                batch_id: "b1".into(),
+                lines_count: 3,
+                ..Default::default()
+            }),
+            started("b2", 10),
+            PayoutsEvent::SettlementAbandoned(pb::SettlementAbandoned {
+                batch_id: "b2".into(),
+                reason: "nothing to pay".into(),
+                ..Default::default()
+            }),
+            started("b3", 20),
+        ] {
+            state.apply(&event);
+        }
+        let restored = Settlements::from_snapshot(&state.to_snapshot()).expect("a snapshot");
+        assert_eq!(restored, state);
+        assert_eq!(
+            restored.completed("b1").map(|done| done.lines_count),
+            Some(3)
+        );
+        assert!(restored.is_closed("b2") && !restored.is_closed("b3"));
+        assert_eq!(
+            restored.open.map(|open| open.batch_id).as_deref(),
+            Some("b3")
+        );
     }
 
     #[test]

@@ -19,11 +19,6 @@ pub fn legacy_stream_id(brand_id: &str, device_serial: &str) -> String {
     format!("device-{brand_id}-{device_serial}")
 }
 
-/// Serials compare trimmed and in ASCII upper case, as activation stores them.
-pub fn normalize(serial: &str) -> String {
-    serial.trim().to_ascii_uppercase()
-}
-
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct DeviceClaim {
     pub attribution_id: Option<String>,
@@ -84,6 +79,5 @@ mod tests {
             matches!(claim(&none, &state, "SN1", "a2"), Err(Rejection::AlreadyExists(m)) if m.contains("a1"))
         );
         assert!(claim(&none, &state, "SN1", "a1").unwrap().is_empty());
-        assert_eq!(normalize(" sn-1a "), "SN-1A");
     }
 }

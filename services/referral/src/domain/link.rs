@@ -35,7 +35,7 @@ pub fn is_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     pub token: String,
     pub member_id: String,
@@ -70,6 +70,19 @@ impl Aggregate for Link {
             ReferralEvent::LinkRevoked(_) => self.revoked = true,
             _ => {}
         }
+    }
+
+    // A link gets an event per share, for as long as its member shares it: loads start from a
+    // snapshot (share counts for figures are in the read models).
+    const SNAPSHOT_EVERY: u64 = 64;
+    const SNAPSHOT_TYPE: &'static str = "scanloop.referral.Link.v1";
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        scanloop_eventstore::snapshot_json(self)
+    }
+
+    fn from_snapshot(bytes: &[u8]) -> Option<Self> {
+        scanloop_eventstore::from_snapshot_json(bytes)
     }
 }
 

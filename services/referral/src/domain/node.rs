@@ -42,11 +42,11 @@ impl Aggregate for Node {
     const SNAPSHOT_TYPE: &'static str = "scanloop.referral.Node.v1";
 
     fn to_snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        scanloop_eventstore::snapshot_json(self)
     }
 
     fn from_snapshot(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
+        scanloop_eventstore::from_snapshot_json(bytes)
     }
 }
 

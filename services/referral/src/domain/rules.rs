@@ -1,5 +1,6 @@
 //! What a brand decides about referrals: the attribution window, when a buyer's parent binds,
-//! fraud thresholds and who earns from store sales. Defaults are documented in the README.
+//! fraud thresholds and who earns from store sales. Defaults are documented in docs/operating.md
+//! (generated from `crate::config::VARS`).
 
 use std::fmt;
 use std::str::FromStr;

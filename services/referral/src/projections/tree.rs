@@ -1,6 +1,7 @@
 //! The tree read model (`tree_parents`, `tree_children` at levels 1 and 2) as a ParentSet
 //! projects into it, written against [`TreeRows`] so a test can run many projections
-//! concurrently, statement by statement, beside the bindings that produce them.
+//! concurrently, statement by statement, beside the bindings that produce them; and the API's
+//! reads of it (a member's parent, children by level).
 //!
 //! Projections of different members' ParentSet run concurrently, so a chain C → B → A can be
 //! projected at the same instant from both ends. Each projection writes its own rows before it
@@ -11,8 +12,33 @@
 use std::future::Future;
 
 use scanloop_storage::DbError;
+use scanloop_storage::paging::PageError;
+use scanloop_storage::statements::Db;
 
-use crate::db::Db;
+use super::{ReadModels, page_error};
+
+pub(super) const STATEMENTS: &[(&str, &str)] = &[
+    (
+        "set_parent",
+        "INSERT INTO {ks}.tree_parents (brand_id, member_id, parent) VALUES (?, ?, ?)",
+    ),
+    (
+        "parent",
+        "SELECT parent FROM {ks}.tree_parents WHERE brand_id = ? AND member_id = ?",
+    ),
+    (
+        "add_child",
+        "INSERT INTO {ks}.tree_children (brand_id, parent, level, member_id) VALUES (?, ?, ?, ?)",
+    ),
+    (
+        "children",
+        "SELECT member_id FROM {ks}.tree_children WHERE brand_id = ? AND parent = ? AND level = ?",
+    ),
+    (
+        "count_children",
+        "SELECT COUNT(*) FROM {ks}.tree_children WHERE brand_id = ? AND parent = ? AND level = ?",
+    ),
+];
 
 /// The tree rows of one brand.
 pub trait TreeRows: Sync {
@@ -81,5 +107,48 @@ impl TreeRows for BrandTree<'_> {
     async fn children(&self, member: &str) -> Result<Vec<String>, DbError> {
         let rows: Vec<(String,)> = self.db.rows("children", (self.brand, member, 1)).await?;
         Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+}
+
+impl ReadModels {
+    pub async fn parent(&self, brand: &str, member: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .db
+            .first::<(Option<String>,)>("parent", (brand, member))
+            .await?
+            .and_then(|(p,)| p))
+    }
+
+    pub async fn children_page(
+        &self,
+        brand: &str,
+        member: &str,
+        level: i32,
+        page_size: u32,
+        token: &str,
+    ) -> Result<(Vec<String>, String), PageError> {
+        let (rows, next): (Vec<(String,)>, String) = scanloop_storage::paging::page(
+            self.db.session(),
+            self.db.statement("children").map_err(page_error)?,
+            (brand, member, level),
+            page_size,
+            token,
+        )
+        .await?;
+        Ok((rows.into_iter().map(|(m,)| m).collect(), next))
+    }
+
+    pub async fn count_children(
+        &self,
+        brand: &str,
+        member: &str,
+        level: i32,
+    ) -> Result<u64, DbError> {
+        let (n,): (i64,) = self
+            .db
+            .first("count_children", (brand, member, level))
+            .await?
+            .unwrap_or((0,));
+        Ok(n.max(0) as u64)
     }
 }

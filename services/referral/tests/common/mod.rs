@@ -11,14 +11,14 @@ use scanloop_bus::EventEnvelope;
 use scanloop_config::Secret;
 use scanloop_proto::activation::v1 as act;
 use scanloop_proto::activation::v1::activation_service_client::ActivationServiceClient;
-use scanloop_proto::common::v1::buyer_identity::Kind;
-use scanloop_proto::common::v1::{BuyerIdentity, Money};
+use scanloop_proto::common::v1::Money;
 use scanloop_proto::membership::v1 as mem;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
 use scanloop_proto::referral::v1 as pb;
 use scanloop_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use scanloop_proto::time::to_timestamp;
 use scanloop_referral::domain::rules::Rules;
+pub use scanloop_testkit::requests::{phone, request_id};
 use scanloop_testkit::serving::AuthChannel;
 use scanloop_timers::ShiftedClock;
 use tokio_util::sync::CancellationToken;
@@ -237,25 +237,18 @@ impl Cluster {
     }
 
     pub async fn issue(&mut self, brand: &str, quantity: u32) -> Vec<String> {
-        let mut stream = self
-            .activation
-            .issue_batch(act::IssueBatchRequest {
-                brand_id: brand.into(),
-                request_id: request_id(),
-                sku: "PH-9".into(),
-                product_model: "Phone 9".into(),
-                warranty_months: 12,
-                quantity,
-                key_id: "k1".into(),
-            })
+        let request = act::IssueBatchRequest {
+            brand_id: brand.into(),
+            request_id: request_id(),
+            sku: "PH-9".into(),
+            product_model: "Phone 9".into(),
+            warranty_months: 12,
+            quantity,
+            key_id: "k1".into(),
+        };
+        scanloop_testkit::requests::issue(&mut self.activation, request)
             .await
-            .unwrap()
-            .into_inner();
-        let mut codes = Vec::new();
-        while let Some(message) = stream.message().await.unwrap() {
-            codes.extend(message.codes);
-        }
-        codes
+            .1
     }
 
     /// Activates `code` for the buyer with this phone number; returns the warranty.
@@ -277,9 +270,7 @@ impl Cluster {
                     client
                         .get_member(mem::GetMemberRequest {
                             brand_id: brand.into(),
-                            by: Some(mem::get_member_request::By::Identity(BuyerIdentity {
-                                kind: Some(Kind::PhoneNumber(buyer_phone.into())),
-                            })),
+                            by: phone(buyer_phone).map(mem::get_member_request::By::Identity),
                         })
                         .await
                 }
@@ -292,9 +283,7 @@ impl Cluster {
         client
             .get_member(mem::GetMemberRequest {
                 brand_id: brand.into(),
-                by: Some(mem::get_member_request::By::Identity(BuyerIdentity {
-                    kind: Some(Kind::PhoneNumber(buyer_phone.into())),
-                })),
+                by: phone(buyer_phone).map(mem::get_member_request::By::Identity),
             })
             .await
             .unwrap()
@@ -387,16 +376,6 @@ impl Cluster {
         .await
         .unwrap()
     }
-}
-
-pub fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-pub fn phone(number: &str) -> Option<BuyerIdentity> {
-    Some(BuyerIdentity {
-        kind: Some(Kind::PhoneNumber(number.into())),
-    })
 }
 
 /// An online activation of `code` by the buyer with phone `buyer`, through `token` if given.

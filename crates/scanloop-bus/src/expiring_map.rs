@@ -1,13 +1,15 @@
-//! What a process remembers about the streams it worked on lately.
+//! A map whose entries expire when not written for a while: what a process remembers about the
+//! streams (or other keys) it worked on lately.
 //!
-//! Both the consumer runner (each stream's applied version) and the outbox (each stream's
+//! The consumer runner (each stream's applied version) and the outbox (each stream's
 //! latest publication) keep a little per stream so that the stream's next event or command,
 //! usually seconds later, skips a database read or write. Kept per stream ever seen, that
 //! memory grew with the number of streams a process had touched: 1.2–2.2 MiB a minute per
 //! service at 20 sales/s (issue 10's 15-minute run; heaptrack put the outbox's publication
-//! chains and the consumers' applied versions on top). [`Recent`] forgets what was not
-//! written for a while, so what it holds follows the rate of streams, not their history.
-//! Activation keeps its issued batches in one too (by the batch's stream id): the batches in
+//! chains and the consumers' applied versions on top). An [`ExpiringMap`] forgets what was not
+//! written for a while, so what it holds follows the rate of streams, not their history. The
+//! event store's repositories (the streams they loaded lately) and request claims use one too,
+//! and activation keeps its issued batches in one (by the batch's stream id): the batches in
 //! use, not every batch a brand ever issued.
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 /// entry lives from `keep_for` to one and a half times that after its last write. An entry
 /// `pinned` (say, a publication still on its way) stays whatever its age. `limit` bounds a
 /// burst: reaching it sweeps every unpinned entry at once.
-pub struct Recent<V> {
+pub struct ExpiringMap<V> {
     entries: HashMap<String, (V, Instant)>,
     keep_for: Duration,
     limit: usize,
@@ -27,7 +29,7 @@ pub struct Recent<V> {
     next_sweep: Option<Instant>,
 }
 
-impl<V> Recent<V> {
+impl<V> ExpiringMap<V> {
     pub fn new(keep_for: Duration, limit: usize) -> Self {
         Self {
             entries: HashMap::new(),
@@ -106,65 +108,65 @@ mod tests {
     #[test]
     fn an_entry_is_forgotten_after_it_was_not_written_for_the_window() {
         let start = Instant::now();
-        let mut recent = Recent::new(2 * MINUTE, 1_000);
-        recent.insert("old", 1, start);
-        recent.insert("rewritten", 1, start);
-        recent.insert("rewritten", 2, start + 90 * Duration::from_secs(1));
+        let mut map = ExpiringMap::new(2 * MINUTE, 1_000);
+        map.insert("old", 1, start);
+        map.insert("rewritten", 1, start);
+        map.insert("rewritten", 2, start + 90 * Duration::from_secs(1));
         // The sweep at 2.5 minutes: "old" was written 2.5 minutes ago, "rewritten" one.
-        recent.insert("new", 3, start + 150 * Duration::from_secs(1));
-        assert_eq!(recent.get("old"), None);
-        assert_eq!(recent.get("rewritten"), Some(&2));
-        assert_eq!(recent.get("new"), Some(&3));
-        assert_eq!(recent.len(), 2);
+        map.insert("new", 3, start + 150 * Duration::from_secs(1));
+        assert_eq!(map.get("old"), None);
+        assert_eq!(map.get("rewritten"), Some(&2));
+        assert_eq!(map.get("new"), Some(&3));
+        assert_eq!(map.len(), 2);
     }
 
     #[test]
     fn an_entry_stays_until_a_sweep_is_due() {
         let start = Instant::now();
-        let mut recent = Recent::new(2 * MINUTE, 1_000);
-        recent.insert("a", 1, start);
+        let mut map = ExpiringMap::new(2 * MINUTE, 1_000);
+        map.insert("a", 1, start);
         // The first sweep is due a minute after the first write; at 59 s nothing is swept.
-        recent.insert("b", 2, start + Duration::from_secs(59));
-        assert_eq!(recent.get("a"), Some(&1));
+        map.insert("b", 2, start + Duration::from_secs(59));
+        assert_eq!(map.get("a"), Some(&1));
         // At 61 s the sweep runs, but "a" is younger than the window.
-        recent.insert("c", 3, start + Duration::from_secs(61));
-        assert_eq!(recent.get("a"), Some(&1));
-        assert_eq!(recent.len(), 3);
+        map.insert("c", 3, start + Duration::from_secs(61));
+        assert_eq!(map.get("a"), Some(&1));
+        assert_eq!(map.len(), 3);
     }
 
     #[test]
     fn a_pinned_entry_stays_whatever_its_age() {
         let start = Instant::now();
-        let mut recent = Recent::new(MINUTE, 1_000).pinning(|value: &i32| *value < 0);
-        recent.insert("in-flight", -1, start);
-        recent.insert("done", 1, start);
-        recent.insert("later", 2, start + 10 * MINUTE);
-        assert_eq!(recent.get("in-flight"), Some(&-1));
-        assert_eq!(recent.get("done"), None);
+        let mut map = ExpiringMap::new(MINUTE, 1_000).pinning(|value: &i32| *value < 0);
+        map.insert("in-flight", -1, start);
+        map.insert("done", 1, start);
+        map.insert("later", 2, start + 10 * MINUTE);
+        assert_eq!(map.get("in-flight"), Some(&-1));
+        assert_eq!(map.get("done"), None);
     }
 
     #[test]
     fn reaching_the_limit_forgets_every_unpinned_entry() {
         let start = Instant::now();
-        let mut recent = Recent::new(10 * MINUTE, 3).pinning(|value: &i32| *value < 0);
-        recent.insert("a", 1, start);
-        recent.insert("b", -2, start);
-        recent.insert("c", 3, start);
-        assert_eq!(recent.len(), 3);
-        recent.insert("d", 4, start);
-        assert_eq!(recent.get("a"), None);
-        assert_eq!(recent.get("c"), None);
-        assert_eq!(recent.get("b"), Some(&-2));
-        assert_eq!(recent.get("d"), Some(&4));
+        let mut map = ExpiringMap::new(10 * MINUTE, 3).pinning(|value: &i32| *value < 0);
+        map.insert("a", 1, start);
+        map.insert("b", -2, start);
+        map.insert("c", 3, start);
+        assert_eq!(map.len(), 3);
+        map.insert("d", 4, start);
+        assert_eq!(map.get("a"), None);
+        assert_eq!(map.get("c"), None);
+        assert_eq!(map.get("b"), Some(&-2));
+        assert_eq!(map.get("d"), Some(&4));
     }
 
     #[test]
     fn inserting_returns_the_replaced_value() {
         let start = Instant::now();
-        let mut recent = Recent::new(MINUTE, 10);
-        assert_eq!(recent.insert("s", 1, start), None);
-        assert_eq!(recent.insert("s", 2, start), Some(1));
-        recent.clear();
-        assert!(recent.is_empty());
+        let mut map = ExpiringMap::new(MINUTE, 10);
+        assert_eq!(map.insert("s", 1, start), None);
+        assert_eq!(map.insert("s", 2, start), Some(1));
+        map.clear();
+        assert!(map.is_empty());
     }
 }

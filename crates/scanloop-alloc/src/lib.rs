@@ -1,4 +1,8 @@
-//! Keeps the services' resident memory to what they use.
+//! The Scanloop processes' allocator, and what keeps their resident memory to what they use.
+//!
+//! [`Allocator`] is the global allocator every process installs in its `main.rs`. The services
+//! call [`keep_huge_pages_off`] first thing and run [`trim_until`] for their lifetime (both in
+//! `scanloop_service::run_process`).
 //!
 //! Transparent huge pages are off for the process ([`keep_huge_pages_off`]). mimalloc asks for
 //! them on its 1 GiB arena (`madvise(MADV_HUGEPAGE)`, unless built with its `no_thp` feature,
@@ -25,6 +29,19 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// The allocator every Scanloop process installs in its `main.rs` (`#[global_allocator]`):
+/// mimalloc. Under load the services spent about 15% of their CPU in glibc's malloc and free
+/// (issue 10's profile of the activation service: `_int_malloc`, `_int_free`,
+/// `malloc_consolidate`); each request allocates and frees many small buffers across threads.
+///
+/// With the `system-allocator` feature it is the C library's malloc instead, so that a malloc
+/// profiler preloaded into the process (heaptrack, `scripts/profile-heap`) sees every
+/// allocation: mimalloc takes its memory from the kernel directly.
+#[cfg(not(feature = "system-allocator"))]
+pub use mimalloc::MiMalloc as Allocator;
+#[cfg(feature = "system-allocator")]
+pub use std::alloc::System as Allocator;
 
 /// How often glibc's free pages are handed back.
 const TRIM_EVERY: Duration = Duration::from_secs(60);

@@ -1,3 +1,0 @@
-//! Named prepared statements (shared with the other services).
-
-pub use scanloop_storage::statements::Db;
