@@ -333,6 +333,21 @@ pub fn doc_gaps(source: &str, documented: &[VarDoc]) -> Vec<String> {
     gaps
 }
 
+/// The test every configuration module has: each variable its source reads is in its table and
+/// each entry there is read by it ([`doc_gaps`]), so `scanloop config` and docs/operating.md
+/// cannot miss one. Inside the module's `#[cfg(test)]` module:
+/// `scanloop_config::vars_documented_test!(super::VARS, include_str!("config.rs"));`
+#[macro_export]
+macro_rules! vars_documented_test {
+    ($documented:expr, $source:expr $(,)?) => {
+        #[test]
+        fn vars_list_exactly_the_variables_this_module_reads() {
+            let gaps = $crate::doc_gaps($source, $documented);
+            assert!(gaps.is_empty(), "{}", gaps.join("\n"));
+        }
+    };
+}
+
 /// The default `documented` gives for `name`, if it lists it.
 pub fn documented_default(documented: &[VarDoc], name: &str) -> Option<&'static str> {
     documented

@@ -108,3 +108,37 @@ impl<P: Projection> EventHandler for Projector<P> {
         self.0.event_types()
     }
 }
+
+/// The two checks every projection's test module makes: its `PROJECTED` event types are its
+/// service's, and its `TABLES` are exactly the tables its source files write (all of them, when
+/// the projection is spread over several).
+///
+/// ```ignore
+/// scanloop_eventstore::projection_checks! {
+///     events: ActivationEvent,
+///     projected: PROJECTED,
+///     read_models: ReadModels,
+///     sources: [include_str!("projections.rs")],
+/// }
+/// ```
+#[macro_export]
+macro_rules! projection_checks {
+    (
+        events: $event:ty,
+        projected: $projected:expr,
+        read_models: $read_models:ty,
+        sources: [$($source:expr),+ $(,)?] $(,)?
+    ) => {
+        #[test]
+        fn the_declared_event_types_are_this_services_types() {
+            let unknown = $crate::projection::unknown_event_types::<$event>($projected);
+            assert!(unknown.is_empty(), "not event types of this service: {unknown:?}");
+        }
+
+        #[test]
+        fn the_declared_tables_are_the_tables_this_projection_writes() {
+            let mismatch = $crate::projection::undeclared_tables::<$read_models>(&[$($source),+]);
+            assert!(mismatch.is_empty(), "{mismatch}");
+        }
+    };
+}

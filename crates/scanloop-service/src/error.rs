@@ -45,6 +45,21 @@ impl ServiceError {
         Self::InvalidArgument(message.into())
     }
 
+    /// A read model or table that did not answer: logged, and the caller told to retry.
+    pub fn read_models_unavailable(error: scanloop_storage::DbError) -> Self {
+        tracing::warn!(%error, "read model unavailable");
+        Self::Unavailable("read models unavailable; retry later".into())
+    }
+
+    /// A listing's failure: a page token this service did not issue is the caller's mistake; a
+    /// read model that did not answer is retried later.
+    pub fn from_page(error: scanloop_storage::paging::PageError) -> Self {
+        match error {
+            scanloop_storage::paging::PageError::BadToken => Self::invalid(error.to_string()),
+            scanloop_storage::paging::PageError::Db(e) => Self::read_models_unavailable(e),
+        }
+    }
+
     /// Maps a store failure that is not the domain's own rejection.
     pub fn from_store(error: AppendError) -> Self {
         match error {

@@ -51,6 +51,25 @@ pub fn text(field: &str, raw: &str, max: usize) -> Result<String, ServiceError> 
     Ok(value.to_owned())
 }
 
+/// A UUID the caller names, in its canonical form; `message` says which one is wanted.
+pub fn uuid(raw: &str, message: &str) -> Result<String, ServiceError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| ServiceError::invalid(message))
+}
+
+/// The page token asked for: empty for the first page.
+pub fn page_token(page: Option<&scanloop_proto::common::v1::PageRequest>) -> &str {
+    page.map_or("", |p| p.page_token.as_str())
+}
+
+/// An answer's page: the next page's token, empty after the last page.
+pub fn next_page(token: String) -> Option<scanloop_proto::common::v1::PageResponse> {
+    Some(scanloop_proto::common::v1::PageResponse {
+        next_page_token: token,
+    })
+}
+
 /// Page size asked for, defaulted and capped.
 pub fn page_size(page: Option<&scanloop_proto::common::v1::PageRequest>) -> u32 {
     match page.map_or(0, |p| p.page_size) {

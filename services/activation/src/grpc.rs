@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use scanloop_proto::activation::v1 as pb;
 use scanloop_proto::activation::v1::activation_service_server::ActivationService;
-use scanloop_proto::common::v1::{Money, PageResponse};
+use scanloop_proto::common::v1::Money;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
 use scanloop_service::{Handler, ServiceError};
 use tonic::{Request, Response, Status};
@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::app::{Activation, WarrantyState};
 use crate::domain::warranty::{CURRENCY, MAX_REFUND_REASON};
 use crate::projections::{WarrantyRow, buyer_key};
-use scanloop_service::validate::page_size;
+use scanloop_service::validate::{next_page, page_size, page_token};
 
 /// Codes per streamed IssueBatch message.
 const CODES_PER_MESSAGE: u32 = 1_000;
@@ -250,7 +250,7 @@ impl ActivationService for Api {
                         let codes = read_models
                             .find_by_device(brand, serial_number.trim())
                             .await
-                            .map_err(unavailable)?;
+                            .map_err(ServiceError::read_models_unavailable)?;
                         let row = device_warranty(read_models, brand, codes)
                             .await?
                             .ok_or_else(|| {
@@ -266,7 +266,7 @@ impl ActivationService for Api {
                 let warranty = match read_models
                     .get(brand, batch_id, serial)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(ServiceError::read_models_unavailable)?
                 {
                     Some(row) => from_row(brand, code, &row),
                     None => {
@@ -299,18 +299,18 @@ impl ActivationService for Api {
                 let key = buyer_key(&buyer)
                     .ok_or_else(|| ServiceError::invalid("buyer is not a stored identity"))?;
                 let buyer = &buyer;
-                let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
+                let token = page_token(r.page.as_ref());
                 let read_models = self.app.read_models();
                 let (keys, next) = read_models
                     .list_by_buyer(brand, &key, page_size(r.page.as_ref()), token)
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 let rows = futures::future::try_join_all(keys.into_iter().map(
                     |(batch_id, serial)| async move {
                         let row = read_models
                             .get(brand, batch_id, serial)
                             .await
-                            .map_err(unavailable)?;
+                            .map_err(ServiceError::read_models_unavailable)?;
                         // A code resold after a return belongs to its new buyer now: the earlier
                         // buyer's index entry no longer shows it.
                         let Some(row) = row.filter(|row| row.buyer.as_ref() == Some(buyer)) else {
@@ -323,9 +323,7 @@ impl ActivationService for Api {
                 .await?;
                 Ok(pb::ListWarrantiesResponse {
                     warranties: rows.into_iter().flatten().collect(),
-                    page: Some(PageResponse {
-                        next_page_token: next,
-                    }),
+                    page: next_page(next),
                 })
             })
             .await
@@ -345,23 +343,11 @@ async fn device_warranty(
             .map(|(batch_id, serial)| read_models.get(brand, batch_id, serial)),
     )
     .await
-    .map_err(unavailable)?;
+    .map_err(ServiceError::read_models_unavailable)?;
     Ok(rows
         .into_iter()
         .flatten()
         .max_by_key(|row| (row.status == pb::WarrantyStatus::Active, row.activated_at)))
-}
-
-fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
-    match error {
-        scanloop_storage::paging::PageError::BadToken => ServiceError::invalid(error.to_string()),
-        scanloop_storage::paging::PageError::Db(e) => unavailable(e),
-    }
-}
-
-fn unavailable(error: scanloop_storage::DbError) -> ServiceError {
-    tracing::warn!(%error, "read model unavailable");
-    ServiceError::Unavailable("read models unavailable; retry later".into())
 }
 
 fn validate_channel(

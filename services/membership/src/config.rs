@@ -145,13 +145,7 @@ impl scanloop_service::HasServiceConfig for Config {
 
 #[cfg(test)]
 mod vars_tests {
-    /// Every variable this module reads is in [`super::VARS`] and every entry there is read here,
-    /// so `scanloop config` and docs/operating.md cannot miss one.
-    #[test]
-    fn vars_list_exactly_the_variables_this_module_reads() {
-        let gaps = scanloop_config::doc_gaps(include_str!("config.rs"), super::VARS);
-        assert!(gaps.is_empty(), "{}", gaps.join("\n"));
-    }
+    scanloop_config::vars_documented_test!(super::VARS, include_str!("config.rs"));
 
     /// The documented defaults are the domain's.
     #[test]

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use scanloop_proto::common::v1::{BuyerIdentity, PageResponse};
+use scanloop_proto::common::v1::BuyerIdentity;
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_server::MembershipService;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::validate::page_size;
+use scanloop_service::validate::{next_page, page_size, page_token, uuid};
 use scanloop_service::{Handler, ServiceError};
 use tonic::{Request, Response, Status};
 
@@ -86,19 +86,7 @@ impl Api {
 }
 
 fn member_id(raw: &str) -> Result<String, ServiceError> {
-    uuid::Uuid::parse_str(raw.trim())
-        .map(|id| id.to_string())
-        .map_err(|_| ServiceError::invalid("member_id must be a member's UUID"))
-}
-
-fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
-    match error {
-        scanloop_storage::paging::PageError::BadToken => ServiceError::invalid(error.to_string()),
-        scanloop_storage::paging::PageError::Db(e) => {
-            tracing::warn!(%e, "read model unavailable");
-            ServiceError::Unavailable("read models unavailable; retry later".into())
-        }
-    }
+    uuid(raw, "member_id must be a member's UUID")
 }
 
 fn identity_from_key(key: &str) -> Option<BuyerIdentity> {
@@ -232,12 +220,12 @@ impl MembershipService for Api {
                         "region must be a 6-digit division code or empty",
                     ));
                 }
-                let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
+                let token = page_token(r.page.as_ref());
                 let (rows, next) = self
                     .read_models
                     .leaderboard_page(&r.brand_id, region, page_size(r.page.as_ref()), token)
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 Ok(pb::ListLeaderboardResponse {
                     entries: rows
                         .into_iter()
@@ -251,9 +239,7 @@ impl MembershipService for Api {
                             },
                         )
                         .collect(),
-                    page: Some(PageResponse {
-                        next_page_token: next,
-                    }),
+                    page: next_page(next),
                 })
             })
             .await
@@ -266,12 +252,12 @@ impl MembershipService for Api {
         self.handler
             .query(request, async |r| {
                 let member = member_id(&r.member_id)?;
-                let token = r.page.as_ref().map_or("", |p| p.page_token.as_str());
+                let token = page_token(r.page.as_ref());
                 let (rows, next) = self
                     .read_models
                     .ledger_page(&r.brand_id, &member, page_size(r.page.as_ref()), token)
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 Ok(pb::ListPointsLedgerResponse {
                     entries: rows
                         .into_iter()
@@ -285,9 +271,7 @@ impl MembershipService for Api {
                             },
                         )
                         .collect(),
-                    page: Some(PageResponse {
-                        next_page_token: next,
-                    }),
+                    page: next_page(next),
                 })
             })
             .await

@@ -342,20 +342,11 @@ impl scanloop_eventstore::Projection for ReadModels {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_declared_event_types_are_this_services_types() {
-        let unknown =
-            scanloop_eventstore::projection::unknown_event_types::<MembershipEvent>(PROJECTED);
-        assert!(
-            unknown.is_empty(),
-            "not event types of this service: {unknown:?}"
-        );
-    }
-
-    #[test]
-    fn the_declared_tables_are_the_tables_this_projection_writes() {
-        let sources = [include_str!("projections.rs")];
-        let mismatch = scanloop_eventstore::projection::undeclared_tables::<ReadModels>(&sources);
-        assert!(mismatch.is_empty(), "{mismatch}");
+    scanloop_eventstore::projection_checks! {
+        events: MembershipEvent,
+        projected: PROJECTED,
+        read_models: ReadModels,
+        // Every file of the projection: its statements may be spread over them.
+        sources: [include_str!("projections.rs")],
     }
 }

@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use scanloop_pii::IdentityHasher;
-use scanloop_proto::common::v1::PageResponse;
 use scanloop_proto::payouts::v1 as pb;
 use scanloop_proto::payouts::v1::payouts_service_server::PayoutsService;
 use scanloop_proto::time::{from_timestamp, to_timestamp};
-use scanloop_service::validate::{page_size, text};
+use scanloop_service::validate::{next_page, page_size, page_token, text, uuid};
 use scanloop_service::{Handler, ServiceError};
 use tonic::{Request, Response, Status};
 
@@ -55,22 +54,7 @@ fn beneficiary(raw: Option<&pb::Beneficiary>) -> Result<Beneficiary, ServiceErro
 }
 
 fn batch_id(raw: &str) -> Result<String, ServiceError> {
-    uuid::Uuid::parse_str(raw.trim())
-        .map(|id| id.to_string())
-        .map_err(|_| ServiceError::invalid("batch_id must be a settlement batch's UUID"))
-}
-
-fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
-    match error {
-        scanloop_storage::paging::PageError::BadToken => ServiceError::invalid(error.to_string()),
-        scanloop_storage::paging::PageError::Db(e) => db_unavailable(e),
-    }
-}
-
-fn next_page(token: String) -> Option<PageResponse> {
-    Some(PageResponse {
-        next_page_token: token,
-    })
+    uuid(raw, "batch_id must be a settlement batch's UUID")
 }
 
 fn time(field: &str, raw: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, ServiceError> {
@@ -228,7 +212,7 @@ impl PayoutsService for Api {
                 let (commissions, next) = match &r.of {
                     Some(pb::list_commissions_request::Of::Beneficiary(b)) => {
                         let who = beneficiary(Some(b))?;
-                        let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
+                        let token = page_token(r.page.as_ref());
                         models
                             .beneficiary_commissions(
                                 &r.brand_id,
@@ -237,20 +221,17 @@ impl PayoutsService for Api {
                                 token,
                             )
                             .await
-                            .map_err(page_error)?
+                            .map_err(ServiceError::from_page)?
                     }
                     Some(pb::list_commissions_request::Of::AttributionId(id)) => {
                         if id.trim().is_empty() {
                             return Err(ServiceError::invalid("attribution_id is required"));
                         }
                         // Referral names attributions by UUID (ListReferrals, ReviewReferral).
-                        let id = uuid::Uuid::parse_str(id.trim())
-                            .map(|id| id.to_string())
-                            .map_err(|_| {
-                                ServiceError::invalid(
-                                    "attribution_id must be a UUID from referral's ListReferrals",
-                                )
-                            })?;
+                        let id = uuid(
+                            id,
+                            "attribution_id must be a UUID from referral's ListReferrals",
+                        )?;
                         let commissions =
                             match self.app.sale_of_attribution(&r.brand_id, &id).await? {
                                 Some(sale) => models
@@ -372,9 +353,7 @@ impl PayoutsService for Api {
                 Ok(pb::ListReceivablesResponse {
                     receivables,
                     open_total: Some(fen_to_money(open_total)),
-                    page: Some(PageResponse {
-                        next_page_token: next,
-                    }),
+                    page: next_page(next),
                 })
             })
             .await
@@ -386,13 +365,10 @@ impl PayoutsService for Api {
     ) -> Result<Response<pb::Receivable>, Status> {
         self.handler
             .command(request, async |r, ctx| {
-                let clawback_id = uuid::Uuid::parse_str(r.clawback_id.trim())
-                    .map(|id| id.to_string())
-                    .map_err(|_| {
-                        ServiceError::invalid(
-                            "clawback_id must be a claw-back's UUID from ListReceivables",
-                        )
-                    })?;
+                let clawback_id = uuid(
+                    &r.clawback_id,
+                    "clawback_id must be a claw-back's UUID from ListReceivables",
+                )?;
                 let reason = text("reason", &r.reason, 500)?;
                 if reason.is_empty() {
                     return Err(ServiceError::invalid(
@@ -441,11 +417,11 @@ impl PayoutsService for Api {
                     .ok_or_else(|| {
                         ServiceError::NotFound(format!("no settlement batch {batch}"))
                     })?;
-                let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
+                let token = page_token(r.page.as_ref());
                 let (lines, next) = models
                     .lines(&r.brand_id, &batch, page_size(r.page.as_ref()), token)
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 found.lines = lines;
                 found.page = next_page(next);
                 Ok(found)
@@ -466,7 +442,7 @@ impl PayoutsService for Api {
                     .await
                     .map_err(db_unavailable)?;
                 // A brand's batches are few (monthly): paged by position.
-                let token = r.page.as_ref().map(|p| p.page_token.as_str()).unwrap_or("");
+                let token = page_token(r.page.as_ref());
                 let start: usize = if token.is_empty() {
                     0
                 } else {

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use scanloop_proto::common::v1::{Money, PageResponse};
+use scanloop_proto::common::v1::Money;
 use scanloop_proto::referral::v1 as pb;
 use scanloop_proto::referral::v1::referral_service_server::ReferralService;
 use scanloop_proto::time::to_timestamp;
-use scanloop_service::validate::{page_size, text};
+use scanloop_service::validate::{next_page, page_size, page_token, text, uuid};
 use scanloop_service::{Handler, ServiceError};
 use tonic::{Request, Response, Status};
 
@@ -72,9 +72,7 @@ impl Api {
 }
 
 fn member_id(raw: &str) -> Result<String, ServiceError> {
-    uuid::Uuid::parse_str(raw.trim())
-        .map(|id| id.to_string())
-        .map_err(|_| ServiceError::invalid("member_id must be a member's UUID"))
+    uuid(raw, "member_id must be a member's UUID")
 }
 
 fn token(raw: &str) -> Result<String, ServiceError> {
@@ -111,19 +109,6 @@ fn channel(raw: i32) -> Result<pb::ShareChannel, ServiceError> {
         )),
         Ok(channel) => Ok(channel),
     }
-}
-
-fn page_error(error: scanloop_storage::paging::PageError) -> ServiceError {
-    match error {
-        scanloop_storage::paging::PageError::BadToken => ServiceError::invalid(error.to_string()),
-        scanloop_storage::paging::PageError::Db(e) => db_unavailable(e),
-    }
-}
-
-fn next_page(token: String) -> Option<PageResponse> {
-    Some(PageResponse {
-        next_page_token: token,
-    })
 }
 
 fn link_row_view(brand_id: &str, row: LinkRow) -> pb::ReferralLink {
@@ -310,14 +295,9 @@ impl ReferralService for Api {
                 let page = r.page.as_ref();
                 let (rows, next) = self
                     .read_models
-                    .links_page(
-                        &r.brand_id,
-                        &member,
-                        page_size(page),
-                        page.map_or("", |p| p.page_token.as_str()),
-                    )
+                    .links_page(&r.brand_id, &member, page_size(page), page_token(page))
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 Ok(pb::ListLinksResponse {
                     links: rows
                         .into_iter()
@@ -338,13 +318,9 @@ impl ReferralService for Api {
                 let page = r.page.as_ref();
                 let (referrals, next) = self
                     .read_models
-                    .held_page(
-                        &r.brand_id,
-                        page_size(page),
-                        page.map_or("", |p| p.page_token.as_str()),
-                    )
+                    .held_page(&r.brand_id, page_size(page), page_token(page))
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 Ok(pb::ListReferralsResponse {
                     referrals,
                     page: next_page(next),
@@ -359,13 +335,10 @@ impl ReferralService for Api {
     ) -> Result<Response<pb::Referral>, Status> {
         self.handler
             .command(request, async |r, ctx| {
-                let attribution_id = uuid::Uuid::parse_str(r.attribution_id.trim())
-                    .map(|id| id.to_string())
-                    .map_err(|_| {
-                        ServiceError::invalid(
-                            "attribution_id must be a UUID from ListHeld or ListReferrals",
-                        )
-                    })?;
+                let attribution_id = uuid(
+                    &r.attribution_id,
+                    "attribution_id must be a UUID from ListHeld or ListReferrals",
+                )?;
                 let decision = match pb::ReviewDecision::try_from(r.decision) {
                     Ok(d @ (pb::ReviewDecision::Approve | pb::ReviewDecision::Reject)) => d,
                     _ => return Err(ServiceError::invalid("decision must be APPROVE or REJECT")),
@@ -497,20 +470,14 @@ impl ReferralService for Api {
                 let parent = self.app.parent(&r.brand_id, &member).await?;
                 let (level1, next) = self
                     .read_models
-                    .children_page(
-                        &r.brand_id,
-                        &member,
-                        1,
-                        page_size(page),
-                        page.map_or("", |p| p.page_token.as_str()),
-                    )
+                    .children_page(&r.brand_id, &member, 1, page_size(page), page_token(page))
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 let (level2, _) = self
                     .read_models
                     .children_page(&r.brand_id, &member, 2, MAX_LEVEL2_LISTED, "")
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 let level1_count = self
                     .read_models
                     .count_children(&r.brand_id, &member, 1)
@@ -544,14 +511,9 @@ impl ReferralService for Api {
                 let page = r.page.as_ref();
                 let (referrals, next) = self
                     .read_models
-                    .referrals_page(
-                        &r.brand_id,
-                        &referrer,
-                        page_size(page),
-                        page.map_or("", |p| p.page_token.as_str()),
-                    )
+                    .referrals_page(&r.brand_id, &referrer, page_size(page), page_token(page))
                     .await
-                    .map_err(page_error)?;
+                    .map_err(ServiceError::from_page)?;
                 Ok(pb::ListReferralsResponse {
                     referrals,
                     page: next_page(next),

@@ -412,28 +412,11 @@ impl scanloop_eventstore::Projection for ReadModels {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_declared_event_types_are_this_services_types() {
-        let unknown =
-            scanloop_eventstore::projection::unknown_event_types::<ReferralEvent>(PROJECTED);
-        assert!(
-            unknown.is_empty(),
-            "not event types of this service: {unknown:?}"
-        );
-    }
-
-    #[test]
-    fn the_declared_tables_are_the_tables_this_projection_writes() {
-        // Every file of the projection: its statements are spread over them.
-        let sources = [
-            include_str!("projections.rs"),
-            include_str!("projections/links.rs"),
-            include_str!("projections/referrals.rs"),
-            include_str!("projections/tree.rs"),
-            include_str!("projections/funnel.rs"),
-            include_str!("projections/store_figures.rs"),
-        ];
-        let mismatch = scanloop_eventstore::projection::undeclared_tables::<ReadModels>(&sources);
-        assert!(mismatch.is_empty(), "{mismatch}");
+    scanloop_eventstore::projection_checks! {
+        events: ReferralEvent,
+        projected: PROJECTED,
+        read_models: ReadModels,
+        // Every file of the projection: its statements may be spread over them.
+        sources: [include_str!("projections.rs"), include_str!("projections/links.rs"), include_str!("projections/referrals.rs"), include_str!("projections/tree.rs"), include_str!("projections/funnel.rs"), include_str!("projections/store_figures.rs")],
     }
 }
