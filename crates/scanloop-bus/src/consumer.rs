@@ -96,6 +96,17 @@ pub trait EventHandler: Send + Sync + 'static {
     fn event_types(&self) -> Option<&'static [&'static str]> {
         None
     }
+
+    /// True when handling an event of `event_type` again changes nothing, however late it
+    /// comes: after its stream's newer events too, and long after the command ids a stream
+    /// remembers are forgotten (every write keyed by the event or guarded by its stream's
+    /// version, every command decided from the state it changes). The runner then keeps no
+    /// checkpoint for it: no read before, no write after, only what it remembers of the
+    /// stream in memory. False (the default) keeps the checkpoint, which drops a redelivery
+    /// for good.
+    fn idempotent_by_construction(&self, _event_type: &str) -> bool {
+        false
+    }
 }
 
 /// Whether `handler` takes events of `event_type`.

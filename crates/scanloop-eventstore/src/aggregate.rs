@@ -22,6 +22,7 @@ use crate::event::{AppendMeta, NewEvent, RecordedEvent};
 use crate::outbox::{Appended, Outbox};
 use crate::requests::{RequestCheck, RequestLog};
 use crate::store::{AppendError, Claim};
+use scanloop_storage::DbError;
 
 /// Why an aggregate refuses a command: the small, closed set every service's domain uses. Each
 /// maps to one gRPC status (in scanloop-service), so a domain never chooses status codes.
@@ -71,6 +72,10 @@ pub trait Aggregate: Default + Clone + Send + Sync {
         None
     }
 }
+
+/// What [`Repository::read_stream`] found: the state, version and request log a load starts
+/// from, the events after it, and how far the stream was published.
+type StreamRead<A> = (A, u64, RequestLog, Vec<RecordedEvent>, Option<u64>);
 
 /// A snapshot of plain data: its serde form as JSON. Serialising plain data with string keys
 /// cannot fail; an empty snapshot would only be ignored on load (the state is then rebuilt from
@@ -284,28 +289,10 @@ impl<A: Aggregate> Repository<A> {
         &self,
         stream_id: &str,
     ) -> Result<(Loaded<A>, Option<u64>), ExecuteError<E>> {
-        let unavailable = |e| ExecuteError::Store(AppendError::Unavailable(e));
-        let store = self.outbox.store();
-        let (state, version, requests) = if A::SNAPSHOT_EVERY > 0 {
-            match store.load_snapshot(stream_id).await.map_err(unavailable)? {
-                Some(snapshot) if snapshot.state_type == A::SNAPSHOT_TYPE => {
-                    match (
-                        A::from_snapshot(&snapshot.state),
-                        RequestLog::decode(&snapshot.requests),
-                    ) {
-                        (Some(state), Some(requests)) => (state, snapshot.version, requests),
-                        _ => (A::default(), 0, RequestLog::default()),
-                    }
-                }
-                _ => (A::default(), 0, RequestLog::default()),
-            }
-        } else {
-            (A::default(), 0, RequestLog::default())
-        };
-        let (events, published) = store
-            .load_for_command(stream_id, version)
+        let (state, version, requests, events, published) = self
+            .read_stream(stream_id)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| ExecuteError::Store(AppendError::Unavailable(e)))?;
         let mut loaded = fold(stream_id, state, version, &events)?;
         let mut requests = requests;
         for event in &events {
@@ -319,6 +306,47 @@ impl<A: Aggregate> Repository<A> {
         }
         self.remembered.keep(stream_id, &loaded, published);
         Ok((loaded, published))
+    }
+
+    /// What a load starts from (a snapshot's state, version and request log, or the empty
+    /// stream's), the events after it, and how far the stream was published (when any event
+    /// was read). An aggregate that keeps snapshots has one only once a stream is
+    /// `SNAPSHOT_EVERY` events long, so its first events are read first: a shorter stream is
+    /// all there in that one read, and only a longer one reads its snapshot and the events
+    /// after it.
+    async fn read_stream(&self, stream_id: &str) -> Result<StreamRead<A>, DbError> {
+        let store = self.outbox.store();
+        let every = A::SNAPSHOT_EVERY;
+        if every == 0 {
+            let (events, published) = store.load_for_command(stream_id, 0).await?;
+            return Ok((A::default(), 0, RequestLog::default(), events, published));
+        }
+        let (head, published) = store.load_head(stream_id, every).await?;
+        if (head.len() as u64) < every {
+            return Ok((A::default(), 0, RequestLog::default(), head, published));
+        }
+        let snapshot = store.load_snapshot(stream_id).await?.and_then(|snapshot| {
+            if snapshot.state_type != A::SNAPSHOT_TYPE {
+                return None;
+            }
+            let state = A::from_snapshot(&snapshot.state)?;
+            let requests = RequestLog::decode(&snapshot.requests)?;
+            Some((state, snapshot.version, requests))
+        });
+        match snapshot {
+            Some((state, version, requests)) => {
+                let (events, published) = store.load_for_command(stream_id, version).await?;
+                Ok((state, version, requests, events, published))
+            }
+            None => {
+                // No usable snapshot: the rest of the stream after what the first read got.
+                let read = head.last().map_or(0, |event| event.version);
+                let (rest, _) = store.load_for_command(stream_id, read).await?;
+                let mut events = head;
+                events.extend(rest);
+                Ok((A::default(), 0, RequestLog::default(), events, published))
+            }
+        }
     }
 
     /// The state a command decides on first: remembered if this repository saw the stream

@@ -29,6 +29,14 @@ pub trait Projection: Send + Sync + 'static {
     fn event_types(&self) -> Option<&'static [&'static str]> {
         None
     }
+
+    /// True when `apply` changes nothing for an event it applied before, however late it comes
+    /// (rows keyed by the event, or written at their stream's version, counters counted once):
+    /// the runner then keeps no checkpoint for it (see
+    /// [`EventHandler::idempotent_by_construction`]).
+    fn idempotent_by_construction(&self) -> bool {
+        false
+    }
 }
 
 /// The names in `declared` that are not event types of `E`: a misspelt name in a projection's
@@ -106,6 +114,10 @@ impl<P: Projection> EventHandler for Projector<P> {
 
     fn event_types(&self) -> Option<&'static [&'static str]> {
         self.0.event_types()
+    }
+
+    fn idempotent_by_construction(&self, _event_type: &str) -> bool {
+        self.0.idempotent_by_construction()
     }
 }
 

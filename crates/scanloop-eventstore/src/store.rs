@@ -67,6 +67,7 @@ struct Statements {
     /// `insert_event` that also sets the stream's published version.
     insert_event_noting_published: PreparedStatement,
     load_events: PreparedStatement,
+    load_head: PreparedStatement,
     load_range: PreparedStatement,
     published_version: PreparedStatement,
     set_published_version: PreparedStatement,
@@ -201,6 +202,10 @@ impl EventStore {
             "SELECT {LOAD_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? AND version > ?"
         ))
         .await?;
+        let load_head = prepare(format!(
+            "SELECT {LOAD_COLUMNS} FROM {keyspace}.events WHERE stream_id = ? LIMIT ?"
+        ))
+        .await?;
         let load_range = prepare(format!(
             "SELECT {LOAD_COLUMNS} FROM {keyspace}.events \
              WHERE stream_id = ? AND version > ? AND version <= ?"
@@ -244,6 +249,7 @@ impl EventStore {
                 insert_event,
                 insert_event_noting_published,
                 load_events,
+                load_head,
                 load_range,
                 published_version,
                 set_published_version,
@@ -375,6 +381,18 @@ impl EventStore {
             (stream_id, after_version as i64),
         )
         .await
+    }
+
+    /// The first `limit` events of `stream_id`, in order, and how far it was published (as
+    /// [`EventStore::load_for_command`]): all of a stream shorter than `limit`, in one read.
+    pub async fn load_head(
+        &self,
+        stream_id: &str,
+        limit: u64,
+    ) -> Result<(Vec<RecordedEvent>, Option<u64>), DbError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.query_events(&self.inner.load_head, stream_id, (stream_id, limit))
+            .await
     }
 
     /// Events of `stream_id` in `(after_version, up_to]`, in order.

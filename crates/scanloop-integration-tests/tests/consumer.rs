@@ -176,6 +176,69 @@ async fn a_handler_gets_only_the_types_it_declares_and_the_rest_cost_no_checkpoi
     );
 }
 
+/// Takes every type, and says events of `test.Harmless` change nothing when seen again.
+#[derive(Clone, Default)]
+struct PartlyIdempotent(Recorder);
+
+impl EventHandler for PartlyIdempotent {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        self.0.handle(event).await
+    }
+
+    fn idempotent_by_construction(&self, event_type: &str) -> bool {
+        event_type == "test.Harmless"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_idempotent_by_construction_are_handled_without_a_checkpoint() {
+    let fx = fixture("idempotent", 1).await;
+    fx.outbox
+        .append(
+            "harmless",
+            0,
+            &meta(),
+            vec![event("test.Harmless", "1"), event("test.Harmless", "2")],
+        )
+        .await
+        .unwrap();
+    fx.outbox
+        .append(
+            "mixed",
+            0,
+            &meta(),
+            vec![
+                event("test.Checked", "1"),
+                event("test.Harmless", "2"),
+                event("test.Checked", "3"),
+                event("test.Harmless", "4"),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let handler = PartlyIdempotent::default();
+    let (stats, shutdown, consumer) =
+        common::start_consumer_with(&fx, "idempotent", handler.clone(), |_| {});
+    let done = scanloop_testkit::eventually(Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move { stats.handled() == 6 }
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    assert!(done, "handled {}", stats.handled());
+    let seen = by_stream(&handler.0.seen());
+    assert_eq!(seen["harmless"], [1, 2]);
+    assert_eq!(seen["mixed"], [1, 2, 3, 4]);
+    // Only the checked events moved a checkpoint: none for the harmless stream, and the mixed
+    // stream's at its last checked event.
+    let checkpoints = &fx.checkpoints;
+    let applied = |stream: &'static str| checkpoints.applied("idempotent", &fx.topic, stream);
+    assert_eq!(applied("harmless").await.unwrap(), 0);
+    assert_eq!(applied("mixed").await.unwrap(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dlq_and_the_consumer_keeps_going() {
     let fx = fixture("poison", 1).await;

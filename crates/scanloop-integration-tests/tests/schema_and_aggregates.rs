@@ -222,3 +222,77 @@ async fn a_stream_presumed_new_is_decided_on_its_stored_state_when_it_exists_aft
     let remembered = repository.execute("new", &common::meta(), add(1)).await;
     assert_eq!(state(remembered.unwrap()), (4, 3));
 }
+
+/// Appends `added` to `stream` (from `after`) straight through the outbox: no snapshot is taken.
+async fn append_added(fx: &common::Fixture, stream: &str, after: u64, added: &[i64]) {
+    let events = added
+        .iter()
+        .map(|n| scanloop_eventstore::NewEvent {
+            event_type: "test.Added".to_owned(),
+            schema_version: 1,
+            payload: CounterEvent::Added(*n).encode(),
+            occurred_at: chrono::Utc::now(),
+        })
+        .collect();
+    fx.outbox
+        .append(stream, after, &common::meta(), events)
+        .await
+        .unwrap();
+}
+
+/// A stream shorter than the snapshot interval is read in one go (its first events); a longer
+/// one from its snapshot and the events after it, or whole when it has no usable snapshot.
+#[tokio::test]
+async fn loads_read_short_streams_whole_and_long_ones_from_their_snapshot() {
+    let fx = common::fixture("heads", 1).await;
+    let load = |stream: &'static str| {
+        // A new repository each time: nothing remembered, every load reads the store.
+        let repository = Repository::<Counter>::new(fx.outbox.clone());
+        async move {
+            let loaded = repository.load::<Overdrawn>(stream).await.unwrap();
+            (loaded.state.total, loaded.version)
+        }
+    };
+    let snapshot = |version: u64, total: i64| scanloop_eventstore::Snapshot {
+        version,
+        state_type: "test.Counter.v1".to_owned(),
+        state: total.to_be_bytes().to_vec(),
+        requests: Vec::new(),
+    };
+
+    assert_eq!(load("empty").await, (0, 0));
+    append_added(&fx, "short", 0, &[1, 2, 3, 4]).await;
+    assert_eq!(load("short").await, (10, 4));
+
+    // Exactly the interval and no snapshot: the first read is full, so the rest is read.
+    append_added(&fx, "five", 0, &[1, 1, 1, 1, 1]).await;
+    assert_eq!(load("five").await, (5, 5));
+    // That load replayed five events, so it saved a snapshot at 5; a later load starts there.
+    assert_eq!(
+        fx.store.load_snapshot("five").await.unwrap(),
+        Some(snapshot(5, 5))
+    );
+
+    // A long stream is loaded from its snapshot: one that says 100 at version 5 (the events say
+    // 5) shows it was used, and the events after it are added.
+    append_added(&fx, "long", 0, &[1, 1, 1, 1, 1, 10, 20]).await;
+    fx.store
+        .save_snapshot("long", &snapshot(5, 100))
+        .await
+        .unwrap();
+    assert_eq!(load("long").await, (130, 7));
+
+    // A snapshot of another format is no snapshot: the whole stream is read.
+    append_added(&fx, "reformatted", 0, &[1, 1, 1, 1, 1, 1, 1, 1]).await;
+    fx.store
+        .save_snapshot(
+            "reformatted",
+            &scanloop_eventstore::Snapshot {
+                state_type: "test.Counter.v0".to_owned(),
+                ..snapshot(5, 100)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(load("reformatted").await, (8, 8));
+}

@@ -53,6 +53,13 @@ impl<T: TimersFor> EventHandler for Scheduler<T> {
     fn event_types(&self) -> Option<&'static [&'static str]> {
         Some(self.policy.event_types())
     }
+
+    /// A timer is keyed by its reason, so scheduling it again is the same item; one scheduled
+    /// again after it fired lies behind the runner's cursor (never read again) or fires again,
+    /// and timer handlers decide from their stream's state (see `scanloop_timers`).
+    fn idempotent_by_construction(&self, _event_type: &str) -> bool {
+        true
+    }
 }
 
 /// Where the jobs run and how often the runner looks for due items.

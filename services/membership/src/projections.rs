@@ -284,6 +284,12 @@ impl scanloop_eventstore::Projection for ReadModels {
         Some(PROJECTED)
     }
 
+    /// Ledger rows are keyed by their event's version and a member's standing moves only to a
+    /// newer version than it holds: an event seen again, however late, changes nothing.
+    fn idempotent_by_construction(&self) -> bool {
+        true
+    }
+
     async fn apply(
         &self,
         envelope: &EventEnvelope,

@@ -284,6 +284,13 @@ impl scanloop_eventstore::Projection for ReadModels {
         Some(PROJECTED)
     }
 
+    /// Rows several events change are written at their stream's version, the others are keyed
+    /// by what they record, and counters count an event once (`counted_events`): an event seen
+    /// again, however late, changes nothing.
+    fn idempotent_by_construction(&self) -> bool {
+        true
+    }
+
     async fn apply(&self, envelope: &EventEnvelope, event: &ReferralEvent) -> Result<(), DbError> {
         let brand = envelope.brand_id.as_str();
         let version = envelope.version as i64;

@@ -158,6 +158,15 @@ impl EventHandler for Reactions {
             DEVICE_BOUND,
         ])
     }
+
+    /// What membership announces and a suspicious scan only add to the directory (sets, and
+    /// rows keyed by who and what), and a parked activation they release is attributed by the
+    /// activation's own command: seeing them again changes nothing, so they keep no checkpoint.
+    /// An activation or a void is a command whose id a stream remembers for days only: its
+    /// checkpoint drops a late redelivery for good.
+    fn idempotent_by_construction(&self, event_type: &str) -> bool {
+        !matches!(event_type, WARRANTY_ACTIVATED | WARRANTY_VOIDED)
+    }
 }
 
 impl Reactions {

@@ -77,13 +77,17 @@ impl<H: EventHandler> Shared<H> {
             return true;
         }
         let topic = message.topic();
+        if self
+            .handler
+            .idempotent_by_construction(&envelope.event_type)
+        {
+            return self.apply_unchecked(message, envelope).await;
+        }
         let Some(applied) = self.applied_version(topic, &envelope.stream_id).await else {
             return false;
         };
         if envelope.version <= applied {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            self.count("duplicate");
-            tracing::debug!(applied, "duplicate dropped");
+            self.duplicate(applied);
             return true;
         }
         if !self.handle_with_retries(message, envelope).await {
@@ -91,6 +95,33 @@ impl<H: EventHandler> Shared<H> {
         }
         self.advance_checkpoint(topic, &envelope.stream_id, envelope.version)
             .await
+    }
+
+    /// An event the handler may see any number of times: dropped only when this process
+    /// remembers its stream past it, never read from or written to the checkpoint table. What
+    /// is remembered moves on only from a remembered version (which was the checkpoint's, or
+    /// followed from it in order): a version remembered without the checkpoint behind it could
+    /// pass a checkpointed event by as if applied.
+    async fn apply_unchecked(&self, message: &OwnedMessage, envelope: &EventEnvelope) -> bool {
+        let key = cache_key(message.topic(), &envelope.stream_id);
+        let remembered = lock(&self.applied).get(&key).copied();
+        if let Some(applied) = remembered.filter(|applied| envelope.version <= *applied) {
+            self.duplicate(applied);
+            return true;
+        }
+        if !self.handle_with_retries(message, envelope).await {
+            return false;
+        }
+        if remembered.is_some() {
+            lock(&self.applied).insert(&key, envelope.version, Instant::now());
+        }
+        true
+    }
+
+    fn duplicate(&self, applied: u64) {
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        self.count("duplicate");
+        tracing::debug!(applied, "duplicate dropped");
     }
 
     /// Calls the handler until it succeeds, fails permanently, or fails transiently past the
