@@ -16,6 +16,9 @@ use crate::pending::Pending;
 
 /// Firing times the store remembers for the runner at most (the rest wait for its safety pass).
 const PENDING_LIMIT: usize = 200_000;
+/// Index rows a store remembers having written (a row per shard and hour: a year ahead of all
+/// 16 shards is about 140,000).
+const INDEXED_LIMIT: usize = 100_000;
 
 /// Items are spread over this many shards (by stream), handled concurrently. Changing it strands
 /// items in shards no runner reads, so it is a constant of the schema, not a setting.
@@ -80,6 +83,9 @@ struct Statements {
     pending: Mutex<Pending>,
     /// Wakes the runner when something earlier than all it knew of was scheduled.
     scheduled: tokio::sync::Notify,
+    /// Index rows (shard, bucket) this store wrote: they are never deleted, so a bucket's
+    /// next item needs no second write of its row.
+    indexed: Mutex<std::collections::HashSet<(i32, i64)>>,
     insert_bucket: PreparedStatement,
     insert_timer: PreparedStatement,
     select_buckets: PreparedStatement,
@@ -157,6 +163,7 @@ impl TimerStore {
             session,
             clock,
             pending: Mutex::new(Pending::new(PENDING_LIMIT)),
+            indexed: Mutex::new(std::collections::HashSet::new()),
             scheduled: tokio::sync::Notify::new(),
         };
         Ok(Self {
@@ -175,9 +182,12 @@ impl TimerStore {
         let session = &self.inner.session;
         // The index first: a crash between the two writes leaves an index row for an empty
         // bucket (an extra read), never an item no runner finds.
-        session
-            .execute_unpaged(&self.inner.insert_bucket, (shard, bucket))
-            .await?;
+        if !self.indexed(shard, bucket) {
+            session
+                .execute_unpaged(&self.inner.insert_bucket, (shard, bucket))
+                .await?;
+            self.note_indexed(shard, bucket);
+        }
         session
             .execute_unpaged(
                 &self.inner.insert_timer,
@@ -203,6 +213,20 @@ impl TimerStore {
             bucket,
             fire_at,
         })
+    }
+
+    fn indexed(&self, shard: i32, bucket: i64) -> bool {
+        lock(&self.inner.indexed).contains(&(shard, bucket))
+    }
+
+    /// Notes a written index row; past [`INDEXED_LIMIT`] rows the memory starts over (a
+    /// forgotten row costs its bucket's next item one repeated write).
+    fn note_indexed(&self, shard: i32, bucket: i64) {
+        let mut indexed = lock(&self.inner.indexed);
+        if indexed.len() >= INDEXED_LIMIT {
+            indexed.clear();
+        }
+        indexed.insert((shard, bucket));
     }
 
     /// Buckets of `shard` from `first` to `last` that ever held items, in order.

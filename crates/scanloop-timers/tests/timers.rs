@@ -372,3 +372,45 @@ async fn a_cursor_an_older_build_recorded_is_where_the_runner_resumes() {
     assert_eq!(again.handled, 0);
     scanloop_testkit::drop_keyspaces(&session, &[&keyspace]).await;
 }
+
+/// A bucket's index row is written once per store; every item of the bucket still fires, and
+/// so do those another store (another process) schedules into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_sharing_a_bucket_all_fire_whichever_store_scheduled_them() {
+    use chrono::Timelike as _;
+    use scanloop_timers::Clock as _;
+    let clock = ShiftedClock::new();
+    let shared: SharedClock = clock.clone();
+    let session = scanloop_testkit::session().await.unwrap();
+    let keyspace = scanloop_testkit::unique_name("test_timers_shared_bucket");
+    let migrations: Vec<_> = scanloop_timers::schema::MIGRATIONS.iter().collect();
+    scanloop_storage::migrate(&session, &keyspace, 1, "", &migrations)
+        .await
+        .unwrap();
+    let here = TimerStore::new(session.clone(), &keyspace, shared.clone())
+        .await
+        .unwrap();
+    let elsewhere = TimerStore::new(session, &keyspace, shared.clone())
+        .await
+        .unwrap();
+    let minutes = chrono::Duration::minutes;
+    // To the start of the next hour: the three items fall in one hour, on one stream's shard.
+    clock.advance(minutes(60 - i64::from(clock.now().minute())));
+    for (key, due_in) in [("m10", 10), ("m20", 20)] {
+        here.schedule(&timer("one-stream", key, minutes(due_in), &clock))
+            .await
+            .unwrap();
+    }
+    elsewhere
+        .schedule(&timer("one-stream", "m30", minutes(30), &clock))
+        .await
+        .unwrap();
+    let handler = Arc::new(Recorder::default());
+    clock.advance(minutes(45));
+    let report = runner(&here, &handler, &shared)
+        .run_due(clock.now())
+        .await
+        .unwrap();
+    assert_eq!((report.handled, report.buckets_read), (3, 1));
+    assert_eq!(handler.calls(), ["m10", "m20", "m30"]);
+}

@@ -9,10 +9,11 @@
 //! identity and attributed when the announcement comes (whichever handler sees both does it;
 //! attribution is idempotent, so both doing it is harmless).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use scanloop_bus::{DeadLetters, EventEnvelope, EventHandler, HandlerError};
+use scanloop_bus::{DeadLetters, EventEnvelope, EventHandler, ExpiringMap, HandlerError};
 use scanloop_eventstore::{AppendMeta, RequestKey};
 use scanloop_proto::activation::v1 as activation;
 use scanloop_proto::common::v1::StoredIdentity;
@@ -42,12 +43,24 @@ const VOID_FINGERPRINT: &[u8] = b"referral: reaction to WarrantyVoided";
 /// consumer's own limit, so the announcement itself is never dead-lettered for a parked sale.
 const PARKED_ATTEMPTS: i32 = 5;
 
+/// How long this process remembers an identity's owner it recorded (see [`Reactions::settled`]).
+const SETTLED_FOR: Duration = Duration::from_secs(600);
+/// Identities remembered at most before a sweep.
+const SETTLED_LIMIT: usize = 100_000;
+
 pub struct Reactions {
     app: Arc<Referrals>,
     /// Where a parked activation that cannot be attributed goes, alone.
     dead_letters: DeadLetters,
     /// Parked activations came from here (their dead letters go to its `.dlq`).
     activation_topic: String,
+    /// Identities (brand and key) whose owner this process recorded and whose parked
+    /// activations it then attributed, with that owner. An identity belongs to one member for
+    /// good (membership claims it once), so a later announcement of the same owner (a new
+    /// buyer's MemberRegistered after its IdentityClaimed) has nothing left to do: any
+    /// activation parked after the owner was recorded finds the owner when it reads again. An
+    /// activation of the identity asks this before the directory.
+    settled: Mutex<ExpiringMap<String>>,
 }
 
 impl Reactions {
@@ -56,8 +69,32 @@ impl Reactions {
             app,
             dead_letters,
             activation_topic,
+            settled: Mutex::new(ExpiringMap::new(SETTLED_FOR, SETTLED_LIMIT)),
         }
     }
+
+    fn settled_owner(&self, brand: &str, key: &str) -> Option<String> {
+        lock(&self.settled).get(&settled_key(brand, key)).cloned()
+    }
+
+    fn note_settled(&self, brand: &str, key: &str, member_id: &str) {
+        lock(&self.settled).insert(
+            &settled_key(brand, key),
+            member_id.to_owned(),
+            Instant::now(),
+        );
+    }
+}
+
+fn settled_key(brand: &str, key: &str) -> String {
+    format!("{brand}\0{key}")
+}
+
+/// A poisoned lock only means a thread panicked while holding it; each update is one insert.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Version 1 is the only version of each event referral reads; a newer one is not guessed at.
@@ -117,9 +154,10 @@ impl EventHandler for Reactions {
                         key.as_deref(),
                     )
                     .await
-                    .map_err(storage_error)?;
-                self.on_member_identity(envelope, &e.member_id, e.identity.as_ref())
-                    .await
+                    .map_err(storage_error)
+                // The identity it names was claimed for the member first (membership claims
+                // before it registers): that IdentityClaimed records the owner and releases
+                // what was parked under it.
             }
             IDENTITY_LINKED => {
                 let e: membership::IdentityLinked = decode(envelope)?;
@@ -192,22 +230,29 @@ impl Reactions {
         if activated.referral_token.is_empty() && !through_store {
             return Ok(());
         }
-        let owner = match directory.owner(brand, &key).await.map_err(storage_error)? {
-            Some(owner) => owner,
-            None => {
-                directory
-                    .park(brand, &key, &envelope.event_id, &envelope.encode_to_vec())
-                    .await
-                    .map_err(storage_error)?;
-                // Membership may have announced the buyer between the two reads.
-                match directory.owner(brand, &key).await.map_err(storage_error)? {
-                    Some(owner) => owner,
-                    None => return Ok(()),
-                }
-            }
+        let known = match self.settled_owner(brand, &key) {
+            Some(owner) => Some(owner),
+            None => directory.owner(brand, &key).await.map_err(storage_error)?,
         };
-        self.attribute(envelope, &activated, identity, key, owner)
+        if let Some(owner) = known {
+            return self
+                .attribute(envelope, &activated, identity, key, owner)
+                .await;
+        }
+        directory
+            .park(brand, &key, &envelope.event_id, &envelope.encode_to_vec())
             .await
+            .map_err(storage_error)?;
+        // Membership may have announced the buyer between the two reads.
+        let Some(owner) = directory.owner(brand, &key).await.map_err(storage_error)? else {
+            return Ok(());
+        };
+        self.attribute(envelope, &activated, identity, key.clone(), owner)
+            .await?;
+        directory
+            .unpark(brand, &key, &envelope.event_id)
+            .await
+            .map_err(storage_error)
     }
 
     async fn attribute(
@@ -250,12 +295,8 @@ impl Reactions {
         self.app
             .attribute(&meta, sale)
             .await
-            .map_err(handler_error)?;
-        self.app
-            .directory()
-            .unpark(&envelope.brand_id, &key, &envelope.event_id)
-            .await
-            .map_err(storage_error)
+            .map(|_| ())
+            .map_err(handler_error)
     }
 
     /// Membership announced that `identity` is `member_id`'s: note it, then attribute any
@@ -274,6 +315,9 @@ impl Reactions {
         let Some(key) = identity.and_then(identity_key) else {
             return Ok(());
         };
+        if self.settled_owner(brand, &key).as_deref() == Some(member_id) {
+            return Ok(());
+        }
         directory
             .set_owner(brand, &key, member_id)
             .await
@@ -292,7 +336,13 @@ impl Reactions {
                 continue;
             }
             let failure = match self.attribute_parked(&parked, &key, member_id).await {
-                Ok(()) => continue,
+                Ok(()) => {
+                    directory
+                        .unpark(brand, &key, &parked.event_id)
+                        .await
+                        .map_err(storage_error)?;
+                    continue;
+                }
                 Err(failure) => failure,
             };
             let attempts = parked.attempts + 1;
@@ -326,7 +376,13 @@ impl Reactions {
                 }
             }
         }
-        retry.map_or(Ok(()), Err)
+        match retry {
+            Some(failure) => Err(failure),
+            None => {
+                self.note_settled(brand, &key, member_id);
+                Ok(())
+            }
+        }
     }
 
     async fn attribute_parked(
