@@ -36,6 +36,8 @@ use work_lists::WorkItem;
 #[derive(Clone)]
 pub struct ReadModels {
     db: Db,
+    /// The ledger's accounts this process recorded (see [`ledger`]).
+    accounts_recorded: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, DbError> {
@@ -54,6 +56,7 @@ impl ReadModels {
         .concat();
         Ok(Self {
             db: Db::prepare(session, keyspace, &statements).await?,
+            accounts_recorded: Arc::default(),
         })
     }
 }
