@@ -295,6 +295,17 @@ pub struct WriteSurface {
     projection_group: String,
     /// The event types it projects.
     projected: &'static [&'static str],
+    /// Where the projector's progress is read, when not from its checkpoints.
+    versioned_rows: Option<VersionedRows>,
+}
+
+/// How far a projector that keeps no checkpoints is (one whose events are idempotent by
+/// construction): read-model rows that carry the version of the event that wrote them. Each
+/// statement selects `(brand_id, key, version)`; `stream_of(brand, key)` names the stream, and
+/// the highest version over all rows of a stream is how far the projector applied it.
+pub struct VersionedRows {
+    pub statements: Vec<String>,
+    pub stream_of: fn(&str, &str) -> String,
 }
 
 /// Row counts of a [`WriteSurface`]'s tables, in its order.
@@ -358,7 +369,16 @@ impl WriteSurface {
             select_event_types,
             projection_group: projection_group.to_owned(),
             projected,
+            versioned_rows: None,
         })
+    }
+
+    /// Reads the projector's progress from `rows` instead of its checkpoints.
+    pub fn with_versioned_rows(self, rows: VersionedRows) -> Self {
+        Self {
+            versioned_rows: Some(rows),
+            ..self
+        }
     }
 
     pub async fn counts(&self) -> anyhow::Result<Counts> {
@@ -378,13 +398,13 @@ impl WriteSurface {
     }
 
     /// Waits until the projector has applied every stored event it projects: each stream's
-    /// checkpoint (at the last version the projector applied) has reached the stream's last
-    /// event of a projected type. Returns the counts then, or an error after `timeout`.
+    /// checkpoint (at the last version the projector applied), or its versioned rows, have
+    /// reached the stream's last event of a projected type. Returns the counts then, or an error after `timeout`.
     pub async fn settle(&self, timeout: Duration) -> anyhow::Result<Counts> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            // Checkpoints first: a checkpoint moves only after its event's read-model writes, so
-            // counts read after it include them (and events stored since only add to the wait).
+            // Progress first: a checkpoint moves only after its event's read-model writes (a
+            // versioned row is the last of them), so counts read after it include them (and events stored since only add to the wait).
             let applied = self.applied_versions().await?;
             let behind = self.streams_behind(&applied).await?;
             let counts = self.counts().await?;
@@ -429,8 +449,28 @@ impl WriteSurface {
         Ok(changes)
     }
 
-    /// The projector's checkpoint of each stream.
+    /// How far the projector applied each stream: its checkpoints, or its versioned rows.
     async fn applied_versions(&self) -> anyhow::Result<HashMap<String, i64>> {
+        let Some(rows) = &self.versioned_rows else {
+            return self.checkpoints().await;
+        };
+        let mut applied: HashMap<String, i64> = HashMap::new();
+        for statement in &rows.statements {
+            let mut pages = self
+                .session
+                .query_iter(statement.as_str(), ())
+                .await?
+                .rows_stream::<(String, String, Option<i64>)>()?;
+            while let Some((brand, key, version)) = pages.try_next().await? {
+                let last = applied.entry((rows.stream_of)(&brand, &key)).or_default();
+                *last = (*last).max(version.unwrap_or(0));
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The projector's checkpoint of each stream.
+    async fn checkpoints(&self) -> anyhow::Result<HashMap<String, i64>> {
         let rows = self
             .session
             .execute_unpaged(&self.select_checkpoints, ())

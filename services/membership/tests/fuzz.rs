@@ -28,7 +28,7 @@ use scanloop_proto::common::v1::buyer_identity::Kind;
 use scanloop_proto::common::v1::{BuyerIdentity, PageRequest};
 use scanloop_proto::membership::v1 as pb;
 use scanloop_proto::membership::v1::membership_service_client::MembershipServiceClient;
-use scanloop_testkit::fuzz::{self, Answer, Fuzz, Tally, WriteSurface, describe};
+use scanloop_testkit::fuzz::{self, Answer, Fuzz, Tally, VersionedRows, WriteSurface, describe};
 use scanloop_testkit::serving::AuthChannel;
 use tonic::{Code, Status};
 
@@ -687,7 +687,21 @@ async fn every_rpc_answers_hostile_requests_with_an_expected_status_and_rejectio
         scanloop_membership::projections::PROJECTED,
     )
     .await
-    .expect("count statements prepared");
+    .expect("count statements prepared")
+    // The projection keeps no checkpoints: its rows carry the member stream's versions (a
+    // member's standing the version of its last change, each ledger row its event's).
+    .with_versioned_rows(VersionedRows {
+        statements: ["leaderboard_members", "points_ledger"]
+            .iter()
+            .map(|table| {
+                format!(
+                    "SELECT brand_id, member_id, version FROM {}.{table}",
+                    cluster.membership_keyspace
+                )
+            })
+            .collect(),
+        stream_of: scanloop_membership::domain::member::stream_id,
+    });
     let settle = Duration::from_secs(30);
     let mut counts = surface.settle(settle).await.expect("fixtures projected");
 
