@@ -56,8 +56,8 @@ pub struct Reactions {
     activation_topic: String,
     /// Identities (brand and key) whose owner this process recorded and whose parked
     /// activations it then attributed, with that owner. An identity belongs to one member for
-    /// good (membership claims it once), so a later announcement of the same owner (a new
-    /// buyer's MemberRegistered after its IdentityClaimed) has nothing left to do: any
+    /// good (membership claims it once), so a later announcement of the same owner (a
+    /// redelivered IdentityClaimed, an IdentityLinked racing it) has nothing left to do: any
     /// activation parked after the owner was recorded finds the owner when it reads again. An
     /// activation of the identity asks this before the directory.
     settled: Mutex<ExpiringMap<String>>,
