@@ -10,10 +10,12 @@ pub mod paging;
 pub mod session;
 pub mod shard;
 pub mod statements;
+pub mod written_once;
 
 pub use checkpoints::Checkpoints;
 pub use migrate::{Migration, SchemaError, latest_version, migrate, require_schema};
 pub use session::{connect, is_valid_identifier};
+pub use written_once::WrittenOnce;
 
 /// A database error of any kind (connection, timeout, unexpected reply): callers treat it as
 /// "the database is unavailable" and retry.

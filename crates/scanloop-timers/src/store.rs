@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use futures::TryStreamExt as _;
-use scanloop_storage::DbError;
+use scanloop_storage::{DbError, WrittenOnce};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
@@ -85,7 +85,7 @@ struct Statements {
     scheduled: tokio::sync::Notify,
     /// Index rows (shard, bucket) this store wrote: they are never deleted, so a bucket's
     /// next item needs no second write of its row.
-    indexed: Mutex<std::collections::HashSet<(i32, i64)>>,
+    indexed: WrittenOnce<(i32, i64)>,
     insert_bucket: PreparedStatement,
     insert_timer: PreparedStatement,
     select_buckets: PreparedStatement,
@@ -163,7 +163,7 @@ impl TimerStore {
             session,
             clock,
             pending: Mutex::new(Pending::new(PENDING_LIMIT)),
-            indexed: Mutex::new(std::collections::HashSet::new()),
+            indexed: WrittenOnce::new(INDEXED_LIMIT),
             scheduled: tokio::sync::Notify::new(),
         };
         Ok(Self {
@@ -182,12 +182,15 @@ impl TimerStore {
         let session = &self.inner.session;
         // The index first: a crash between the two writes leaves an index row for an empty
         // bucket (an extra read), never an item no runner finds.
-        if !self.indexed(shard, bucket) {
-            session
-                .execute_unpaged(&self.inner.insert_bucket, (shard, bucket))
-                .await?;
-            self.note_indexed(shard, bucket);
-        }
+        self.inner
+            .indexed
+            .write_once((shard, bucket), async {
+                session
+                    .execute_unpaged(&self.inner.insert_bucket, (shard, bucket))
+                    .await?;
+                Ok::<_, DbError>(())
+            })
+            .await?;
         session
             .execute_unpaged(
                 &self.inner.insert_timer,
@@ -213,20 +216,6 @@ impl TimerStore {
             bucket,
             fire_at,
         })
-    }
-
-    fn indexed(&self, shard: i32, bucket: i64) -> bool {
-        lock(&self.inner.indexed).contains(&(shard, bucket))
-    }
-
-    /// Notes a written index row; past [`INDEXED_LIMIT`] rows the memory starts over (a
-    /// forgotten row costs its bucket's next item one repeated write).
-    fn note_indexed(&self, shard: i32, bucket: i64) {
-        let mut indexed = lock(&self.inner.indexed);
-        if indexed.len() >= INDEXED_LIMIT {
-            indexed.clear();
-        }
-        indexed.insert((shard, bucket));
     }
 
     /// Buckets of `shard` from `first` to `last` that ever held items, in order.

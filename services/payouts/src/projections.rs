@@ -16,8 +16,8 @@ use scanloop_bus::EventEnvelope;
 use scanloop_eventstore::Projection;
 use scanloop_proto::payouts::v1 as pb;
 use scanloop_proto::time::from_timestamp;
-use scanloop_storage::DbError;
 use scanloop_storage::statements::Db;
+use scanloop_storage::{DbError, WrittenOnce};
 use scylla::client::session::Session;
 
 use crate::domain::PayoutsEvent;
@@ -37,7 +37,7 @@ use work_lists::WorkItem;
 pub struct ReadModels {
     db: Db,
     /// The ledger's accounts this process recorded (see [`ledger`]).
-    accounts_recorded: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    accounts_recorded: Arc<WrittenOnce<(String, String)>>,
 }
 
 fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, DbError> {
@@ -56,7 +56,7 @@ impl ReadModels {
         .concat();
         Ok(Self {
             db: Db::prepare(session, keyspace, &statements).await?,
-            accounts_recorded: Arc::default(),
+            accounts_recorded: Arc::new(WrittenOnce::new(ledger::ACCOUNTS_REMEMBERED)),
         })
     }
 }

@@ -56,16 +56,8 @@ pub(super) const STATEMENTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Accounts a process remembers having listed; past this it starts over (a forgotten account
-/// costs its next posting one repeated write).
-const ACCOUNTS_REMEMBERED: usize = 100_000;
-
-/// A poisoned lock only means a thread panicked while holding it; each update is one insert.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+/// Accounts a process remembers having listed (see [`scanloop_storage::WrittenOnce`]).
+pub(super) const ACCOUNTS_REMEMBERED: usize = 100_000;
 
 /// One side of a posting, as a statement line.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,17 +155,10 @@ impl ReadModels {
     /// Lists the account among the brand's, once per process: the list only grows, so an
     /// account this process recorded needs no second write.
     async fn record_account(&self, brand: &str, account: String) -> Result<(), DbError> {
-        let key = (brand.to_owned(), account);
-        if lock(&self.accounts_recorded).contains(&key) {
-            return Ok(());
-        }
-        self.db.exec("put_account", (brand, key.1.as_str())).await?;
-        let mut recorded = lock(&self.accounts_recorded);
-        if recorded.len() >= ACCOUNTS_REMEMBERED {
-            recorded.clear();
-        }
-        recorded.insert(key);
-        Ok(())
+        let write = self.db.exec("put_account", (brand, account.as_str()));
+        self.accounts_recorded
+            .write_once((brand.to_owned(), account.clone()), write)
+            .await
     }
 
     pub async fn accounts(&self, brand: &str) -> Result<Vec<String>, DbError> {
